@@ -1,0 +1,53 @@
+# batcher: every target creates .venv and installs the project on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+CONFIG ?= $(if $(wildcard config.toml),config.toml,config.example.toml)
+ARGS   ?=
+# pytest workers: two on the 2-core CI machine; override with make test JOBS=1
+JOBS   ?= 2
+
+.PHONY: help install run simulate test lint bench status report replay clean
+
+help:
+	@echo "make run INPUT=file [CONFIG=file] [ARGS=\"--dry-run\"]   send the IDs in INPUT (simulator by default)"
+	@echo "make test                                              run the test suite"
+	@echo "make lint                                              ruff + mypy"
+	@echo "make bench                                             long measurements (not part of make test)"
+	@echo "make simulate [ARGS=\"--port 8765\"]                     run the Graph simulator in the foreground"
+	@echo "make status LEDGER=file                                counts by state in a ledger"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "batcher needs Python 3.11 or newer; run: make PYTHON=python3.11 ...")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	@if [ -z "$(INPUT)" ]; then echo "usage: make run INPUT=path/to/ids.csv [CONFIG=config.toml] [ARGS=\"--dry-run\"]" >&2; exit 2; fi
+	$(BIN)/batcher run $(INPUT) --config $(CONFIG) $(ARGS)
+
+simulate: $(STAMP)
+	$(BIN)/batcher simulate $(ARGS)
+
+status: $(STAMP)
+	@if [ -z "$(LEDGER)" ]; then echo "usage: make status LEDGER=path/to/ledger.sqlite" >&2; exit 2; fi
+	$(BIN)/batcher status $(LEDGER)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check batcher tests benchmarks
+	$(BIN)/ruff format --check batcher tests benchmarks
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

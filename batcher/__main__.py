@@ -1,0 +1,5 @@
+"""Entry point for ``python -m batcher``."""
+
+from batcher.cli import main
+
+main()

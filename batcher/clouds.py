@@ -1,0 +1,35 @@
+"""Where each national cloud signs in and serves Graph, and the action URLs built from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ACTION_CONFIRM = "confirmCompromised"
+ACTION_DISMISS = "dismiss"
+
+
+@dataclass(frozen=True)
+class Cloud:
+    name: str
+    authority_host: str
+    graph_host: str
+
+    @property
+    def graph_url(self) -> str:
+        return f"https://{self.graph_host}"
+
+    @property
+    def scope(self) -> str:
+        return f"https://{self.graph_host}/.default"
+
+
+CLOUDS: dict[str, Cloud] = {
+    "global": Cloud("global", "login.microsoftonline.com", "graph.microsoft.com"),
+    "usgov": Cloud("usgov", "login.microsoftonline.us", "graph.microsoft.us"),
+    "usgovdod": Cloud("usgovdod", "login.microsoftonline.us", "dod-graph.microsoft.us"),
+}
+
+
+def action_url(base_url: str, api_version: str, action: str) -> str:
+    """The riskyUsers action endpoint, e.g. .../v1.0/identityProtection/riskyUsers/dismiss."""
+    return f"{base_url.rstrip('/')}/{api_version}/identityProtection/riskyUsers/{action}"

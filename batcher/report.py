@@ -1,0 +1,125 @@
+"""What a run did, told to people (a table on stderr) and to programs (JSON on stdout)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The counts every run reports; ``rows = valid + duplicates + invalid``."""
+
+    action: str
+    target: str
+    tenant: str
+    cloud: str
+    api_version: str
+    dry_run: bool
+    rows: int
+    valid: int
+    duplicates: int
+    invalid: int
+    already_done: int
+    failed_before: int
+    to_send: int
+    batches: int
+    estimated_seconds: float
+    confirmed: int = 0
+    failed: int = 0
+    unknown: int = 0
+    requests: int = 0
+    throttled: int = 0
+    seconds: float = 0.0
+    ledger: str | None = None
+    rejects: str | None = None
+    stopped: str | None = None
+
+    @property
+    def unsent(self) -> int:
+        return self.to_send - self.confirmed - self.failed - self.unknown
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["unsent"] = self.unsent
+        return data
+
+
+def render_summary(summary: Summary, console: Console) -> None:
+    """A short table of the run for the operator."""
+    table = Table(title="batcher dry run (nothing sent)" if summary.dry_run else "batcher run")
+    table.add_column("", style="bold")
+    table.add_column("count", justify="right")
+    rows: list[tuple[str, int]] = [
+        ("rows read", summary.rows),
+        ("valid IDs", summary.valid),
+        ("duplicates", summary.duplicates),
+        ("invalid (see rejects file)", summary.invalid),
+        ("already confirmed earlier", summary.already_done),
+        ("failed earlier (use replay)", summary.failed_before),
+        ("to send", summary.to_send),
+        ("batches", summary.batches),
+    ]
+    if not summary.dry_run:
+        rows += [
+            ("confirmed", summary.confirmed),
+            ("failed", summary.failed),
+            ("unsure (re-sent on resume)", summary.unknown),
+            ("not sent yet", summary.unsent),
+            ("requests", summary.requests),
+            ("throttled (429)", summary.throttled),
+        ]
+    for label, value in rows:
+        table.add_row(label, f"{value:,}")
+    console.print(table)
+    where = f"{summary.action} on tenant {summary.tenant} ({summary.cloud}, {summary.api_version})"
+    if summary.dry_run:
+        console.print(
+            f"{where}: {summary.to_send:,} IDs in {summary.batches:,} requests, "
+            f"about {format_duration(summary.estimated_seconds)} at the configured rate"
+        )
+    else:
+        console.print(f"{where}: took {format_duration(summary.seconds)}")
+    if summary.ledger:
+        console.print(f"ledger:  {summary.ledger}")
+    if summary.rejects:
+        console.print(f"rejects: {summary.rejects}")
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def excel_safe(value: object) -> object:
+    """Defuse a text cell that a spreadsheet would run as a formula."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def write_rejects(rejects: pl.DataFrame, path: Path) -> None:
+    """Every invalid row with its file, row and reason; owner-readable only, Excel-safe."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["source_file", "row", "raw_value", "reason"])
+        for row in rejects.iter_rows():
+            writer.writerow([excel_safe(v) for v in row])

@@ -1,0 +1,54 @@
+"""What is retried, how long to wait between tries, and when to give up."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+from tenacity.wait import wait_base
+
+from batcher.errors import NoAnswer, ServerError, Throttled, Unauthorized
+
+# Answers worth another try. A 401 is retried because the graph client dropped the token and
+# the next try signs in afresh; the circuit breaker stops the run if that does not help.
+RETRYABLE = (Throttled, ServerError, NoAnswer, Unauthorized)
+
+
+class wait_unless_paced(wait_base):
+    """No extra wait after a 429 or a Retry-After (the shared pacer already spaces everyone);
+    otherwise (5xx without Retry-After, timeouts, resets) an exponential back-off with jitter."""
+
+    def __init__(self, backoff: wait_base) -> None:
+        self.backoff = backoff
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, Throttled | Unauthorized):
+            return 0.0
+        if isinstance(exc, ServerError) and exc.retry_after is not None:
+            return 0.0
+        return float(self.backoff(retry_state))
+
+
+def retry_policy(
+    retry_for_seconds: float,
+    *,
+    sleep: Callable[[float], Awaitable[None]],
+    initial_backoff: float = 1.0,
+    max_backoff: float = 30.0,
+) -> AsyncRetrying:
+    """Retry transient answers until ``retry_for_seconds`` have passed, then re-raise."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(RETRYABLE),
+        stop=stop_after_delay(retry_for_seconds),
+        wait=wait_unless_paced(wait_exponential_jitter(initial=initial_backoff, max=max_backoff)),
+        sleep=sleep,
+        reraise=True,
+    )
