@@ -16,7 +16,7 @@ from batcher import __version__
 from batcher.config import load_settings
 from batcher.errors import AuthError, BatcherError
 from batcher.ledger import Ledger
-from batcher.report import Summary, render_summary
+from batcher.report import Summary, render_summary, say
 from batcher.runner import JobOptions, run_job
 
 EXIT_OK = 0
@@ -41,24 +41,26 @@ def _exit_codes(resume_hint: str | None = None) -> Iterator[None]:
     try:
         yield
     except AuthError as exc:
-        console.print(f"[red]batcher: error:[/] {exc}", highlight=False)
+        say(console, str(exc), prefix="batcher: error: ", style="red")
         raise typer.Exit(EXIT_AUTH) from None
     except BatcherError as exc:
-        console.print(f"[red]batcher: error:[/] {exc}", highlight=False)
+        say(console, str(exc), prefix="batcher: error: ", style="red")
         raise typer.Exit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         hint = f"; to resume, run: {resume_hint}" if resume_hint else ""
-        console.print(f"batcher: interrupted; the ledger keeps everything done so far{hint}")
+        say(console, f"batcher: interrupted; the ledger keeps everything done so far{hint}")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        console.print(f"[red]batcher: error:[/] {where}{exc.strerror}", highlight=False)
+        say(console, f"{where}{exc.strerror}", prefix="batcher: error: ", style="red")
         raise typer.Exit(EXIT_USAGE) from None
     except Exception as exc:  # a bug: still one line, no traceback
-        console.print(
-            f"[red]batcher: internal error:[/] {type(exc).__name__}: {exc}; the ledger keeps "
-            "what was done; run the same command to resume, and please report this",
-            highlight=False,
+        say(
+            console,
+            f"{type(exc).__name__}: {exc}; the ledger keeps what was done; "
+            "run the same command to resume, and please report this",
+            prefix="batcher: internal error: ",
+            style="red",
         )
         raise typer.Exit(EXIT_INTERNAL) from None
 
@@ -115,13 +117,13 @@ def run(
 
 def _exit_code(summary: Summary, resume: str) -> int:
     if summary.stopped:
-        console.print(f"[red]batcher: error:[/] {summary.stopped}", highlight=False)
-        console.print(f"to resume once fixed: {resume}", highlight=False)
+        say(console, summary.stopped, prefix="batcher: error: ", style="red")
+        say(console, f"to resume once fixed: {resume}")
         return EXIT_AUTH
     if summary.dry_run:
         return EXIT_OK
     if summary.unknown or summary.unsent:
-        console.print(f"some IDs are unsure; to send them again: {resume}", highlight=False)
+        say(console, f"some IDs are unsure; to send them again: {resume}")
         return EXIT_SOME_FAILED
     if summary.failed or summary.failed_before:
         console.print("some IDs failed; see the ledger for Graph's error codes", highlight=False)
@@ -138,13 +140,13 @@ def status(ledger: Annotated[Path, typer.Argument(help="A ledger file.")]) -> No
             meta, counts = book.meta(), book.counts()
         finally:
             book.close()
-    console.print(
+    say(
+        console,
         f"{ledger}: {meta.get('action')} on tenant {meta.get('tenant')} "
         f"({meta.get('cloud')}, {meta.get('api_version')})",
-        highlight=False,
     )
     for state, n in counts.items():
-        console.print(f"  {state:<10} {n:>10,}", highlight=False)
+        say(console, f"  {state:<10} {n:>10,}")
 
 
 @app.command()
@@ -164,10 +166,10 @@ def simulate(
         changes = {"rate_per_second": rate, "burst": burst}
         settings = settings.model_copy(update={k: v for k, v in changes.items() if v is not None})
         server = RunningSimulator(GraphSimulator(settings), host=host, port=port)
-    console.print(
+    say(
+        console,
         f"Graph simulator on {server.url} (rate {settings.rate_per_second:g}/s, burst "
         f"{settings.burst}); bearer token: {SIMULATOR_TOKEN}; Ctrl-C stops it",
-        highlight=False,
     )
     server.serve_forever()
 

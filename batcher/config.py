@@ -65,6 +65,8 @@ class SendSettings(_Section):
     max_in_flight: int = Field(default=4, ge=1, le=64)
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     retry_for_seconds: float = Field(default=600.0, ge=0, le=86_400)
+    backoff_initial_seconds: float = Field(default=1.0, ge=0, le=60)
+    backoff_max_seconds: float = Field(default=30.0, ge=0, le=600)
 
 
 class LedgerSettings(_Section):
@@ -147,7 +149,7 @@ def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
         return f"{where}: unknown setting; {suggestion}"
     msg = err["msg"].removeprefix("Value error, ")
     value = _lookup(data, err["loc"])
-    shown = "" if value is _MISSING else f" (got {value!r})"
+    shown = "" if value is _MISSING or isinstance(value, dict) else f" (got {value!r})"
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
     return f"{where}: {msg}{shown}; fix it in the config{more}"
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
 
 import httpx
 
@@ -77,7 +79,10 @@ class GraphClient:
         request_id = response.headers.get("request-id")
         if response.is_success:
             return Accepted(response.status_code, request_id, client_request_id)
-        raise _to_error(response, client_request_id)
+        error = _to_error(response, client_request_id)
+        if isinstance(error, Unauthorized):
+            self._tokens.invalidate()  # the next try signs in afresh (see retries.py)
+        raise error
 
 
 def _to_error(response: httpx.Response, client_request_id: str) -> GraphError:
@@ -132,5 +137,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
+        if when.tzinfo is None:  # an HTTP date is always GMT, never local time
+            when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, seconds) if seconds == seconds else None  # NaN guard
+    return max(0.0, seconds) if math.isfinite(seconds) else None  # NaN, inf guard

@@ -69,7 +69,7 @@ class State(StrEnum):
 
 @dataclass(frozen=True)
 class RunIdentity:
-    """What a ledger is about; a ledger refuses a run that differs in any of these."""
+    """What a ledger is about; a ledger refuses a run for another action or tenant."""
 
     action: str
     tenant: str
@@ -108,6 +108,7 @@ class Ledger:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+                os.chmod(path, 0o600)  # also when an empty file was already there
             except OSError as exc:
                 raise LedgerError(
                     f"{path}: cannot create the ledger ({exc.strerror}); "
@@ -115,9 +116,11 @@ class Ledger:
                 ) from None
         ledger = cls(path, _connect(path))
         if fresh:
+            ledger._use_wal()
             ledger._create(identity)
         else:
             ledger._check(identity)
+            ledger._use_wal()
         return ledger
 
     @classmethod
@@ -127,7 +130,16 @@ class Ledger:
             raise LedgerError(f"{path}: no such ledger; the run prints its ledger path")
         ledger = cls(path, _connect(path))
         ledger._check(identity)
+        ledger._use_wal()
         return ledger
+
+    def _use_wal(self) -> None:
+        # Persistent (it rewrites the file header), so only once the file is known to be ours.
+        try:
+            self._conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise _ledger_error(self.path, exc) from None
 
     def _create(self, identity: RunIdentity) -> None:
         with self._write() as db:
@@ -305,12 +317,16 @@ class Ledger:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    """Connection-level settings only: nothing here may write to a file that is not ours."""
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
-        conn.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.DatabaseError as exc:
+        raise _ledger_error(path, exc) from None
+    try:
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.DatabaseError as exc:
+        conn.close()
         raise _ledger_error(path, exc) from None
     return conn
 

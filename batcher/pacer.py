@@ -46,7 +46,8 @@ class Pacer:
     def throttled(self) -> None:
         """A 429: double the spacing and push the next start out by it."""
         self.throttles += 1
-        self.interval = min(self.interval * 2, self.max_interval)
+        # Never narrower than before: a rate slower than max_interval must not speed up.
+        self.interval = max(self.interval, min(self.interval * 2, self.max_interval))
         self._next = max(self._next, self._clock() + self.interval)
 
     def hold(self, seconds: float) -> None:

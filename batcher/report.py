@@ -11,6 +11,13 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+
+def say(console: Console, message: str, *, prefix: str = "", style: str = "") -> None:
+    """Print one line of plain text: brackets in paths or settings are never read as markup."""
+    line = Text(prefix, style=style) + Text(message) if prefix else Text(message)
+    console.print(line, highlight=False)
 
 
 @dataclass(frozen=True)
@@ -81,16 +88,17 @@ def render_summary(summary: Summary, console: Console) -> None:
     console.print(table)
     where = f"{summary.action} on tenant {summary.tenant} ({summary.cloud}, {summary.api_version})"
     if summary.dry_run:
-        console.print(
+        say(
+            console,
             f"{where}: {summary.to_send:,} IDs in {summary.batches:,} requests, "
-            f"about {format_duration(summary.estimated_seconds)} at the configured rate"
+            f"about {format_duration(summary.estimated_seconds)} at the configured rate",
         )
     else:
-        console.print(f"{where}: took {format_duration(summary.seconds)}")
+        say(console, f"{where}: took {format_duration(summary.seconds)}")
     if summary.ledger:
-        console.print(f"ledger:  {summary.ledger}")
+        say(console, f"ledger:  {summary.ledger}")
     if summary.rejects:
-        console.print(f"rejects: {summary.rejects}")
+        say(console, f"rejects: {summary.rejects}")
 
 
 def format_duration(seconds: float) -> str:

@@ -48,7 +48,9 @@ def retry_policy(
     return AsyncRetrying(
         retry=retry_if_exception_type(RETRYABLE),
         stop=stop_after_delay(retry_for_seconds),
-        wait=wait_unless_paced(wait_exponential_jitter(initial=initial_backoff, max=max_backoff)),
+        wait=wait_unless_paced(
+            wait_exponential_jitter(multiplier=initial_backoff, max=max_backoff)
+        ),
         sleep=sleep,
         reraise=True,
     )

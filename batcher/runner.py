@@ -33,7 +33,7 @@ from batcher.inputs import read_inputs
 from batcher.ledger import Answer, Ledger, RunIdentity, State
 from batcher.pacer import Pacer
 from batcher.plan import Plan, make_plan
-from batcher.report import Summary, write_rejects
+from batcher.report import Summary, say, write_rejects
 from batcher.retries import RETRYABLE, retry_policy
 from batcher.simulator import GraphSimulator, RunningSimulator
 
@@ -108,6 +108,7 @@ class Runner:
         action: str,
         max_in_flight: int,
         retry_for_seconds: float,
+        backoff: tuple[float, float] = (1.0, 30.0),
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         on_settled: Callable[[Tally], None] | None = None,
     ) -> None:
@@ -117,6 +118,7 @@ class Runner:
         self._action = action
         self._max_in_flight = max_in_flight
         self._retry_for_seconds = retry_for_seconds
+        self._backoff = backoff
         self._sleep = sleep
         self._on_settled = on_settled
         self._breaker = AuthBreaker()
@@ -152,7 +154,13 @@ class Runner:
         """Send one batch until it settles; on a 400 split it to isolate the bad IDs."""
         batch_id = self._ledger.start_batch(user_ids)
         try:
-            async for attempt in retry_policy(self._retry_for_seconds, sleep=self._sleep):
+            policy = retry_policy(
+                self._retry_for_seconds,
+                sleep=self._sleep,
+                initial_backoff=self._backoff[0],
+                max_backoff=self._backoff[1],
+            )
+            async for attempt in policy:
                 with attempt:
                     await self._attempt(batch_id, user_ids)
         except BadRequest as exc:
@@ -253,12 +261,12 @@ def run_job(settings: Settings, options: JobOptions, console: Console) -> Summar
     """Read, plan, record and send; a failed batch is data in the summary, not an error."""
     inputs = read_inputs(options.inputs, options.column)
     for item in inputs.files:
-        console.print(
+        say(
+            console,
             f"{item.path}: {item.rows:,} rows; ID column {item.column!r} ({item.column_reason})",
-            highlight=False,
         )
     for warning in inputs.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        say(console, warning, prefix="warning: ", style="yellow")
     simulated = settings.graph.target == "simulator"
     tokens = token_source(settings.auth, simulator=simulated)
     identity = RunIdentity(
@@ -307,7 +315,7 @@ def run_job(settings: Settings, options: JobOptions, console: Console) -> Summar
     try:
         plan = make_plan(inputs, ledger.known_states(), settings.send.batch_size)
         ledger.add_ids(plan.new_ids)
-        console.print(f"ledger: {ledger_path}", highlight=False)
+        say(console, f"ledger: {ledger_path}")
         if plan.to_send.len() == 0:
             return summary(plan)
         outcome = anyio.run(
@@ -331,10 +339,11 @@ async def _send_plan(
         if simulated:
             sim = stack.enter_context(RunningSimulator(GraphSimulator(settings.simulator)))
             base_url = sim.url
-            console.print(
-                f"[bold magenta]SIMULATOR[/]: sending to the built-in Graph simulator at "
-                f"{base_url}; no real tenant is touched",
-                highlight=False,
+            say(
+                console,
+                f"sending to the built-in Graph simulator at {base_url}; no real tenant is touched",
+                prefix="SIMULATOR: ",
+                style="bold magenta",
             )
         else:
             base_url = settings.graph.base_url or CLOUDS[settings.graph.cloud].graph_url
@@ -350,6 +359,7 @@ async def _send_plan(
                 action=action,
                 max_in_flight=settings.send.max_in_flight,
                 retry_for_seconds=settings.send.retry_for_seconds,
+                backoff=(settings.send.backoff_initial_seconds, settings.send.backoff_max_seconds),
                 on_settled=progress,
             )
             return await runner.run(plan.iter_batches())
@@ -370,11 +380,11 @@ class _PlainProgress:
         if tally.settled < self._total and now - self._last < self._every:
             return
         self._last = now
-        self._console.print(
+        say(
+            self._console,
             f"progress: {tally.settled:,}/{self._total:,} IDs settled: "
             f"{tally.confirmed:,} confirmed, {tally.failed:,} failed, {tally.unknown:,} unsure; "
             f"{tally.requests:,} requests, {tally.throttled:,} throttled",
-            highlight=False,
         )
 
 

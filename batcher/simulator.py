@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
 import uvicorn
@@ -81,9 +82,15 @@ class _SimulatedReset(Exception):
 
 
 class _DropConnection(Response):
+    """Promise a body, then drop the connection before sending it.
+
+    The status must allow a body: a 204 (or 304) is complete without one, so the client would
+    read the dropped connection as a success.
+    """
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
-            {"type": "http.response.start", "status": 204, "headers": [(b"content-length", b"9")]}
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"9")]}
         )
         raise _SimulatedReset
 
@@ -221,7 +228,8 @@ class GraphSimulator:
 
     # -- sign-in -------------------------------------------------------------------------------
     async def _token(self, request: Request) -> Response:
-        form = await request.form()
+        # Parsed by hand: Starlette's request.form() needs python-multipart, not a dependency.
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
         if form.get("grant_type") != "client_credentials":
             return JSONResponse(
                 {"error": "unsupported_grant_type", "error_description": "AADSTS70003"},

@@ -1,0 +1,1 @@
+"""Long measurements for `make bench`; never part of `make test`."""

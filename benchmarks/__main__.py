@@ -1,0 +1,27 @@
+"""Run the benchmarks: ``python -m benchmarks [NAME ...]`` (default: all)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from benchmarks import pacing
+
+BENCHMARKS = {"pacing": pacing.main}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("names", nargs="*", help=f"which to run: {', '.join(BENCHMARKS)}")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}; choose from {list(BENCHMARKS)}")
+    for name in args.names or list(BENCHMARKS):
+        print(f"== {name}", flush=True)
+        BENCHMARKS[name]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,72 @@
+"""Config loading: defaults, validation, and one-line errors that say what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batcher.config import Settings, load_settings
+from batcher.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _load(tmp_path: Path, text: str) -> Settings:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_settings(path)
+
+
+def test_example_config_is_valid_and_targets_the_simulator() -> None:
+    settings = load_settings(REPO / "config.example.toml")
+    assert settings.graph.target == "simulator"
+    assert settings.send.batch_size == 60
+    assert settings.send.rate_per_second == 1.0
+
+
+def test_no_config_means_defaults() -> None:
+    assert load_settings(None) == Settings()
+
+
+def test_unknown_key_is_refused_with_a_suggestion(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, "[send]\nbatch_sise = 10\n")
+    message = str(info.value)
+    assert "[send] batch_sise" in message
+    assert "did you mean 'batch_size'" in message
+    assert "\n" not in message
+
+
+def test_batch_size_above_graph_cap_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[send\] batch_size: .*60.*got 61"):
+        _load(tmp_path, "[send]\nbatch_size = 61\n")
+
+
+@pytest.mark.parametrize("name", ["china", "21Vianet", "Mooncake"])
+def test_china_is_refused_because_the_api_is_not_offered_there(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match="not offered in Azure China"):
+        _load(tmp_path, f'[graph]\ncloud = "{name}"\n')
+
+
+def test_plain_http_only_for_loopback(tmp_path: Path) -> None:
+    ok = _load(tmp_path, '[graph]\nbase_url = "http://127.0.0.1:8080/"\n')
+    assert ok.graph.base_url == "http://127.0.0.1:8080"
+    assert _load(tmp_path, '[graph]\nbase_url = "http://[::1]:9/"\n').graph.base_url
+    with pytest.raises(ConfigError, match="plain http is allowed only for loopback"):
+        _load(tmp_path, '[graph]\nbase_url = "http://graph.example.com"\n')
+
+
+def test_bad_toml_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config\.toml: not valid TOML"):
+        _load(tmp_path, "[send\nbatch_size = 1\n")
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_simulator_fault_mix_must_be_probabilities(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="add up to at most 1"):
+        _load(tmp_path, '[simulator]\nfaults = { "500" = 0.7, "503" = 0.6 }\n')

@@ -1,0 +1,148 @@
+"""The runner against the real simulator: states, attempts, isolation, the auth breaker."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import pytest
+
+from batcher.auth import StaticToken
+from batcher.errors import Forbidden, Unauthorized
+from batcher.graph import GraphClient
+from batcher.ledger import Ledger, RunIdentity
+from batcher.pacer import Pacer
+from batcher.runner import AuthBreaker, Runner, RunOutcome
+from tests.conftest import FAST, TEST_TOKEN
+
+IDENTITY = RunIdentity("confirmCompromised", "t", "global", "v1.0")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _ids(n: int) -> list[str]:
+    return [f"{i:08x}-0000-4000-8000-00000000000{i % 10}" for i in range(1, n + 1)]
+
+
+async def _run(
+    url: str, ledger: Ledger, batches: list[list[str]], *, token: str = TEST_TOKEN, **kw: Any
+) -> RunOutcome:
+    ids = [i for b in batches for i in b]
+    ledger.add_ids(
+        pl.DataFrame(
+            {"user_id": ids, "source_file": ["f"] * len(ids), "source_row": range(len(ids))}
+        )
+    )
+    sleeps: list[float] = kw.pop("sleeps", [])
+
+    async def record_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async with httpx.AsyncClient(timeout=5) as http:
+        runner = Runner(
+            ledger,
+            GraphClient(http, url, "v1.0", StaticToken(token)),
+            Pacer(500),
+            action="confirmCompromised",
+            max_in_flight=kw.pop("max_in_flight", 2),
+            retry_for_seconds=kw.pop("retry_for_seconds", 30),
+            backoff=(0.5, 4.0),
+            sleep=record_sleep,
+        )
+        return await runner.run(batches)
+
+
+def _states(path: Path) -> dict[str, str]:
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT user_id, state FROM ids").fetchall())
+
+
+@pytest.mark.anyio
+async def test_every_attempt_is_recorded_with_its_request_ids(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    sim = simulator_factory(FAST.model_copy(update={"faults": {"500": 0.5}, "seed": 3}))
+    ledger = Ledger.open(tmp_path / "l.sqlite", IDENTITY)
+    ids = _ids(40)
+    sleeps: list[float] = []
+    outcome = await _run(sim.url, ledger, [ids[:20], ids[20:]], sleeps=sleeps)
+    ledger.close()
+    assert outcome.confirmed == 40
+    assert set(_states(tmp_path / "l.sqlite").values()) == {"confirmed"}
+    with sqlite3.connect(tmp_path / "l.sqlite") as db:
+        attempts = db.execute(
+            "SELECT http_status, request_id, client_request_id FROM attempts"
+        ).fetchall()
+    statuses = sorted(a[0] for a in attempts)
+    assert statuses.count(204) == 2
+    assert statuses.count(500) == sim.simulator.record.statuses[500] >= 1
+    assert all(a[1] for a in attempts)  # Graph's request-id kept for every answer
+    assert len({a[2] for a in attempts}) == len(attempts)  # a fresh client-request-id each time
+    assert sleeps and all(s >= 0.25 for s in sleeps)  # 5xx without Retry-After backs off
+
+
+@pytest.mark.anyio
+async def test_transient_errors_past_the_retry_window_leave_ids_unknown(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    sim = simulator_factory(FAST.model_copy(update={"faults": {"503": 1.0}}))
+    ledger = Ledger.open(tmp_path / "l.sqlite", IDENTITY)
+    outcome = await _run(sim.url, ledger, [_ids(5)], retry_for_seconds=0)
+    ledger.close()
+    assert (outcome.confirmed, outcome.unknown, outcome.failed) == (0, 5, 0)
+    assert set(_states(tmp_path / "l.sqlite").values()) == {"unknown"}
+
+
+@pytest.mark.anyio
+async def test_a_400_is_bisected_down_to_the_offending_ids(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    ids = _ids(60)
+    bad = {ids[17], ids[44]}
+    sim = simulator_factory(FAST.model_copy(update={"bad_ids": sorted(bad)}))
+    ledger = Ledger.open(tmp_path / "l.sqlite", IDENTITY)
+    outcome = await _run(sim.url, ledger, [ids])
+    ledger.close()
+    assert (outcome.confirmed, outcome.failed) == (58, 2)
+    states = _states(tmp_path / "l.sqlite")
+    assert {i for i, s in states.items() if s == "failed"} == bad
+    assert sorted(sim.simulator.record.accepted["confirmCompromised"]) == sorted(set(ids) - bad)
+    # bisection: log2(60) levels, two offenders: far fewer requests than one per ID
+    assert sim.simulator.record.requests <= 1 + 2 * 2 * 6
+
+
+@pytest.mark.anyio
+async def test_refused_token_trips_the_breaker_and_leaves_ids_resumable(
+    tmp_path: Path, simulator: Any
+) -> None:
+    ledger = Ledger.open(tmp_path / "l.sqlite", IDENTITY)
+    ids = _ids(300)
+    batches = [ids[i : i + 60] for i in range(0, 300, 60)]
+    outcome = await _run(simulator.url, ledger, batches, token="wrong")
+    ledger.close()
+    assert outcome.stopped_by is not None
+    assert outcome.confirmed == outcome.failed == 0
+    assert simulator.simulator.record.statuses[401] <= 4  # stops within a few requests
+    assert set(_states(tmp_path / "l.sqlite").values()) <= {"planned", "sending"}
+
+
+def test_breaker_trips_on_403_at_once_and_on_401_twice_in_a_row() -> None:
+    breaker = AuthBreaker()
+    breaker.record(Unauthorized("401", status=401))
+    assert breaker.tripped is None
+    breaker.record(None)
+    breaker.record(Unauthorized("401", status=401))
+    assert breaker.tripped is None
+    breaker.record(Unauthorized("401", status=401))
+    assert breaker.tripped is not None
+    forbidden = AuthBreaker()
+    forbidden.record(Forbidden("403", status=403, code="Authorization_RequestDenied"))
+    assert forbidden.tripped is not None
+    assert "IdentityRiskyUser.ReadWrite.All" in str(forbidden.tripped)
+    assert "Security Administrator" in str(forbidden.tripped)
