@@ -17,6 +17,8 @@ help:
 	@echo "make bench                                             long measurements (not part of make test)"
 	@echo "make simulate [ARGS=\"--port 8765\"]                     run the Graph simulator in the foreground"
 	@echo "make status LEDGER=file                                counts by state in a ledger"
+	@echo "make replay LEDGER=file [ARGS=\"--only CODE\"]            send failed and unsure IDs again"
+	@echo "make report LEDGER=file OUT=report.csv                 one row per ID (.csv, .parquet, .json)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "batcher needs Python 3.11 or newer; run: make PYTHON=python3.11 ...")'
@@ -37,6 +39,14 @@ simulate: $(STAMP)
 status: $(STAMP)
 	@if [ -z "$(LEDGER)" ]; then echo "usage: make status LEDGER=path/to/ledger.sqlite" >&2; exit 2; fi
 	$(BIN)/batcher status $(LEDGER)
+
+replay: $(STAMP)
+	@if [ -z "$(LEDGER)" ]; then echo "usage: make replay LEDGER=path/to/ledger.sqlite [CONFIG=config.toml] [ARGS=\"--only CODE\"]" >&2; exit 2; fi
+	$(BIN)/batcher replay $(LEDGER) --config $(CONFIG) $(ARGS)
+
+report: $(STAMP)
+	@if [ -z "$(LEDGER)" ] || [ -z "$(OUT)" ]; then echo "usage: make report LEDGER=path/to/ledger.sqlite OUT=report.csv|.parquet|.json" >&2; exit 2; fi
+	$(BIN)/batcher report $(LEDGER) --out $(OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) $(ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,10 +15,10 @@ from rich.console import Console
 
 from batcher import __version__
 from batcher.config import load_settings
-from batcher.errors import AuthError, BatcherError
+from batcher.errors import AuthError, BatcherError, ConfigError
 from batcher.ledger import Ledger
-from batcher.report import Summary, render_summary, say
-from batcher.runner import JobOptions, run_job
+from batcher.report import REPORT_FORMATS, Summary, render_summary, say, write_report
+from batcher.runner import JobOptions, replay_job, run_job
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -40,29 +41,39 @@ def _exit_codes(resume_hint: str | None = None) -> Iterator[None]:
     """The only place errors become exit codes and one-line messages."""
     try:
         yield
-    except AuthError as exc:
-        say(console, str(exc), prefix="batcher: error: ", style="red")
-        raise typer.Exit(EXIT_AUTH) from None
-    except BatcherError as exc:
-        say(console, str(exc), prefix="batcher: error: ", style="red")
-        raise typer.Exit(EXIT_USAGE) from None
-    except KeyboardInterrupt:
-        hint = f"; to resume, run: {resume_hint}" if resume_hint else ""
+    except BaseException as exc:
+        if isinstance(exc, typer.Exit | SystemExit):
+            raise
+        code = _report_error(_leaf(exc), resume_hint)
+        raise typer.Exit(code) from None
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _report_error(exc: BaseException, resume_hint: str | None) -> int:
+    if isinstance(exc, KeyboardInterrupt):
+        hint = f"; to resume: {resume_hint}" if resume_hint else ""
         say(console, f"batcher: interrupted; the ledger keeps everything done so far{hint}")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except OSError as exc:
+        return EXIT_INTERRUPTED
+    if isinstance(exc, BatcherError):
+        say(console, str(exc), prefix="batcher: error: ", style="red")
+        return EXIT_AUTH if isinstance(exc, AuthError) else EXIT_USAGE
+    if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
-        say(console, f"{where}{exc.strerror}", prefix="batcher: error: ", style="red")
-        raise typer.Exit(EXIT_USAGE) from None
-    except Exception as exc:  # a bug: still one line, no traceback
-        say(
-            console,
-            f"{type(exc).__name__}: {exc}; the ledger keeps what was done; "
-            "run the same command to resume, and please report this",
-            prefix="batcher: internal error: ",
-            style="red",
-        )
-        raise typer.Exit(EXIT_INTERNAL) from None
+        say(console, f"{where}{exc.strerror or exc}", prefix="batcher: error: ", style="red")
+        return EXIT_USAGE
+    say(  # a bug: still one line, no traceback
+        console,
+        f"{type(exc).__name__}: {exc}; the ledger keeps what was done; "
+        "run the same command to resume, and please report this",
+        prefix="batcher: internal error: ",
+        style="red",
+    )
+    return EXIT_INTERNAL
 
 
 def _version(value: bool) -> None:
@@ -101,7 +112,7 @@ def run(
     ] = False,
 ) -> None:
     """Confirm the users in INPUTS compromised; re-running the same command resumes."""
-    resume = " ".join(["batcher", *map(_quote, sys.argv[1:])])
+    resume = _this_command()
     with _exit_codes(resume):
         settings = load_settings(config)
         summary = run_job(
@@ -109,26 +120,102 @@ def run(
             JobOptions(inputs=tuple(inputs), column=column, ledger=ledger, dry_run=dry_run),
             console,
         )
+    _finish(summary, as_json, resume, config)
+
+
+@app.command()
+def replay(
+    ledger: Annotated[Path, typer.Argument(help="The ledger of an earlier run.")],
+    config: ConfigOption = None,
+    only: Annotated[
+        str | None, typer.Option("--only", help="Only IDs whose Graph error code is CODE.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Skip the confirmation prompt.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Send again the failed and unsure IDs of LEDGER, recorded as new attempts in it."""
+    resume = _this_command()
+    with _exit_codes(resume):
+        settings = load_settings(config)
+        summary = replay_job(settings, ledger, only, console)
+    _finish(summary, as_json, resume, config)
+
+
+@app.command()
+def report(
+    ledger: Annotated[Path, typer.Argument(help="A ledger file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report file: .csv, .parquet or .json.")],
+) -> None:
+    """Write one row per ID of LEDGER: status, attempts, Graph's answer, request IDs, source."""
+    with _exit_codes():
+        if out.suffix.lower() not in REPORT_FORMATS:
+            raise ConfigError(
+                f"--out {out}: unknown report format {out.suffix or '(none)'!r}; "
+                f"end the name with {', '.join(REPORT_FORMATS)}"
+            )
+        book = Ledger.open_existing(ledger)
+        try:
+            frame = book.export()
+        finally:
+            book.close()
+        write_report(frame, out)
+    counts = frame.group_by("status").len().sort("status").rows()
+    say(
+        console, f"{out}: {frame.height:,} IDs (" + ", ".join(f"{s} {n:,}" for s, n in counts) + ")"
+    )
+
+
+def _finish(summary: Summary, as_json: bool, resume: str, config: Path | None) -> None:
     render_summary(summary, console)
     if as_json:
         sys.stdout.write(json.dumps(summary.to_json()) + "\n")
-    raise typer.Exit(_exit_code(summary, resume))
+        sys.stdout.flush()
+    raise typer.Exit(_exit_code(summary, resume, config))
 
 
-def _exit_code(summary: Summary, resume: str) -> int:
+def _exit_code(summary: Summary, resume: str, config: Path | None) -> int:
     if summary.stopped:
         say(console, summary.stopped, prefix="batcher: error: ", style="red")
         say(console, f"to resume once fixed: {resume}")
         return EXIT_AUTH
+    if summary.interrupted:
+        say(console, f"interrupted; everything done so far is in the ledger; to resume: {resume}")
+        return EXIT_INTERRUPTED
     if summary.dry_run:
         return EXIT_OK
     if summary.unknown or summary.unsent:
-        say(console, f"some IDs are unsure; to send them again: {resume}")
+        say(
+            console,
+            f"{summary.unknown + summary.unsent:,} IDs are unsure or unsent; "
+            f"to send them again: {resume}",
+        )
         return EXIT_SOME_FAILED
     if summary.failed or summary.failed_before:
-        console.print("some IDs failed; see the ledger for Graph's error codes", highlight=False)
+        replay_cmd = " ".join(
+            [_program(), "replay", _quote(summary.ledger or "LEDGER")]
+            + (["--config", _quote(str(config))] if config else [])
+        )
+        say(
+            console,
+            f"{summary.failed + summary.failed_before:,} IDs failed; the ledger has Graph's "
+            f"error codes (batcher report); once the cause is fixed: {replay_cmd}",
+        )
         return EXIT_SOME_FAILED
     return EXIT_OK
+
+
+def _program() -> str:
+    """How this batcher was started, so printed commands can be pasted as they are."""
+    argv0 = sys.argv[0] if sys.argv else "batcher"
+    if argv0.endswith("__main__.py"):
+        return "python -m batcher"
+    return _quote(argv0) if os.sep in argv0 and not argv0.startswith(os.sep) else "batcher"
+
+
+def _this_command() -> str:
+    return " ".join([_program(), *map(_quote, sys.argv[1:])])
 
 
 @app.command()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import getpass
+import json
 import os
+import socket
 import sqlite3
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,50 +18,69 @@ from pathlib import Path
 
 import polars as pl
 
-from batcher import __version__
+from batcher import __version__, failpoints
 from batcher.errors import LedgerError
 
-SCHEMA_VERSION = 1
 APPLICATION_ID = 0x42415443  # "BATC": marks a file as a batcher ledger
 
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE ids (
-    user_id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    source_file TEXT,
-    source_row INTEGER,
-    batch_id INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_status INTEGER,
-    error_code TEXT,
-    error_message TEXT,
-    request_id TEXT,
-    client_request_id TEXT,
-    sent_at TEXT,
-    finished_at TEXT
-);
-CREATE INDEX ids_state ON ids (state);
-CREATE INDEX ids_batch ON ids (batch_id);
-CREATE TABLE batches (
-    batch_id INTEGER PRIMARY KEY,
-    size INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE attempts (
-    attempt_id INTEGER PRIMARY KEY,
-    batch_id INTEGER NOT NULL REFERENCES batches (batch_id),
-    client_request_id TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    http_status INTEGER,
-    error_code TEXT,
-    error_message TEXT,
-    request_id TEXT,
-    outcome TEXT
-);
-"""
+# Each migration takes the ledger from the version before it to its own number; a new ledger
+# runs them all. Never edit a released migration: add the next one.
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE ids (
+        user_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        source_file TEXT,
+        source_row INTEGER,
+        batch_id INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_status INTEGER,
+        error_code TEXT,
+        error_message TEXT,
+        request_id TEXT,
+        client_request_id TEXT,
+        sent_at TEXT,
+        finished_at TEXT
+    );
+    CREATE INDEX ids_state ON ids (state);
+    CREATE INDEX ids_batch ON ids (batch_id);
+    CREATE TABLE batches (
+        batch_id INTEGER PRIMARY KEY,
+        size INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE attempts (
+        attempt_id INTEGER PRIMARY KEY,
+        batch_id INTEGER NOT NULL REFERENCES batches (batch_id),
+        client_request_id TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        http_status INTEGER,
+        error_code TEXT,
+        error_message TEXT,
+        request_id TEXT,
+        outcome TEXT
+    );
+    """,
+    2: """
+    CREATE TABLE runs (
+        run_id INTEGER PRIMARY KEY,
+        command TEXT NOT NULL,
+        tool_version TEXT NOT NULL,
+        os_user TEXT,
+        host TEXT,
+        config_digest TEXT,
+        inputs TEXT NOT NULL DEFAULT '[]',
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        outcome TEXT
+    );
+    ALTER TABLE attempts ADD COLUMN run_id INTEGER REFERENCES runs (run_id);
+    """,
+}
+SCHEMA_VERSION = max(MIGRATIONS)
 
 
 class State(StrEnum):
@@ -88,21 +112,56 @@ class Answer:
     request_id: str | None = None
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """Who ran what, from which inputs, with which settings (a digest: never secrets)."""
+
+    command: str
+    config_digest: str
+    inputs: tuple[tuple[str, str], ...] = ()  # (path, sha256)
+
+
+REPORT_COLUMNS = (
+    "user_id",
+    "status",
+    "attempts",
+    "last_http_status",
+    "error_code",
+    "error_message",
+    "request_id",
+    "client_request_id",
+    "source_file",
+    "source_row",
+    "sent_at",
+    "finished_at",
+)
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class Ledger:
-    """A run's durable state. Every write goes through ``_write``, one transaction each."""
+    """A run's durable state. Every write goes through ``_write``, one transaction each.
+
+    ``open`` is for the one writer and holds a lock beside the file until ``close``;
+    ``open_existing`` is for readers (status, report, dry run) and takes no lock.
+    """
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
+        self._lock: WriterLock | None = None
+        self.run_id: int | None = None
 
     # -- opening -----------------------------------------------------------------------------
     @classmethod
     def open(cls, path: Path, identity: RunIdentity) -> Ledger:
-        """Open or create the ledger for ``identity``; refuse a foreign or mismatched file."""
+        """Open or create the ledger for ``identity`` as its only writer.
+
+        Refuses a foreign or mismatched file (leaving it untouched) and a ledger that another
+        batcher is writing.
+        """
         fresh = not path.exists() or path.stat().st_size == 0
         if fresh:
             try:
@@ -115,22 +174,29 @@ class Ledger:
                     "choose a writable place with --ledger FILE or [ledger] dir"
                 ) from None
         ledger = cls(path, _connect(path))
-        if fresh:
+        if not fresh:
+            ledger._check(identity)  # reads only: a refused file is left as it was
+        try:
+            lock = WriterLock.acquire(path)
+        except LedgerError:
+            ledger.close()
+            raise
+        try:
             ledger._use_wal()
-            ledger._create(identity)
-        else:
-            ledger._check(identity)
-            ledger._use_wal()
+            ledger._migrate(identity if fresh else None)
+        except BaseException:
+            lock.release()
+            raise
+        ledger._lock = lock
         return ledger
 
     @classmethod
     def open_existing(cls, path: Path, identity: RunIdentity | None = None) -> Ledger:
-        """Open a ledger that must already exist (dry run, status, report)."""
+        """Open a ledger that must already exist, to read it (dry run, status, report)."""
         if not path.is_file():
             raise LedgerError(f"{path}: no such ledger; the run prints its ledger path")
         ledger = cls(path, _connect(path))
         ledger._check(identity)
-        ledger._use_wal()
         return ledger
 
     def _use_wal(self) -> None:
@@ -141,33 +207,48 @@ class Ledger:
             self.close()
             raise _ledger_error(self.path, exc) from None
 
-    def _create(self, identity: RunIdentity) -> None:
-        with self._write() as db:
-            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [
-                    ("action", identity.action),
-                    ("tenant", identity.tenant),
-                    ("cloud", identity.cloud),
-                    ("api_version", identity.api_version),
-                    ("tool_version", __version__),
-                    ("created_at", now()),
-                ],
-            )
+    def _migrate(self, identity: RunIdentity | None) -> None:
+        """Bring the schema to SCHEMA_VERSION; a new ledger also gets its identity."""
+        version = self.schema_version()
+        if version == SCHEMA_VERSION:
+            return
+        try:
+            with self._write() as db:
+                if version == 0:
+                    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[target].split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                if identity is not None:
+                    db.executemany(
+                        "INSERT INTO meta (key, value) VALUES (?, ?)",
+                        [
+                            ("action", identity.action),
+                            ("tenant", identity.tenant),
+                            ("cloud", identity.cloud),
+                            ("api_version", identity.api_version),
+                            ("tool_version", __version__),
+                            ("created_at", now()),
+                        ],
+                    )
+        except LedgerError:
+            self.close()
+            raise
+
+    def schema_version(self) -> int:
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     def _check(self, identity: RunIdentity | None) -> None:
         try:
             app_id = self._conn.execute("PRAGMA application_id").fetchone()[0]
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            version = self.schema_version()
+            meta = self.meta() if app_id == APPLICATION_ID else {}
         except sqlite3.DatabaseError:
             self.close()
             raise LedgerError(
-                f"{self.path}: not a batcher ledger (not an SQLite file); "
+                f"{self.path}: not a batcher ledger (not an SQLite file, or damaged); "
                 "it was left untouched; pass another --ledger path"
             ) from None
         if app_id != APPLICATION_ID:
@@ -183,7 +264,6 @@ class Ledger:
             )
         if identity is None:
             return
-        meta = self.meta()
         for key in ("action", "tenant"):
             if meta.get(key) != getattr(identity, key):
                 self.close()
@@ -195,19 +275,25 @@ class Ledger:
     # -- the one write path --------------------------------------------------------------------
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        failpoints.hit("ledger.before_begin")
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise _ledger_error(self.path, exc) from None
         try:
             yield self._conn
+            failpoints.hit("ledger.before_commit")
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise _ledger_error(self.path, exc) from None
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+            self._conn.execute("ROLLBACK")
 
     # -- reads ---------------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:
@@ -223,7 +309,71 @@ class Ledger:
             counts[state] = n
         return counts
 
+    def replay_candidates(self, only_code: str | None = None) -> list[str]:
+        """IDs a replay sends again: failed, unknown, and sending left behind by a crash."""
+        sql = "SELECT user_id FROM ids WHERE state IN ('failed', 'unknown', 'sending')"
+        params: tuple[str, ...] = ()
+        if only_code is not None:
+            sql += " AND error_code = ? COLLATE NOCASE"
+            params = (only_code,)
+        return [row[0] for row in self._conn.execute(sql + " ORDER BY rowid", params)]
+
+    def error_codes(self) -> dict[str, int]:
+        """Graph error codes of failed and unknown IDs, with how many IDs have each."""
+        rows = self._conn.execute(
+            "SELECT COALESCE(error_code, '(none)'), COUNT(*) FROM ids "
+            "WHERE state IN ('failed', 'unknown') GROUP BY 1 ORDER BY 2 DESC"
+        )
+        return dict(rows.fetchall())
+
+    def export(self) -> pl.DataFrame:
+        """One row per ID with its state and the last answer Graph gave for it."""
+        rows = self._conn.execute(
+            "SELECT user_id, state, attempts, last_status, error_code, error_message, "
+            "request_id, client_request_id, source_file, source_row, sent_at, finished_at "
+            "FROM ids ORDER BY rowid"
+        ).fetchall()
+        integers = {"attempts", "last_http_status", "source_row"}
+        schema: dict[str, type[pl.DataType]] = {
+            name: pl.Int64 if name in integers else pl.String for name in REPORT_COLUMNS
+        }
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    def runs(self) -> list[dict[str, object]]:
+        cur = self._conn.execute("SELECT * FROM runs ORDER BY run_id")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
     # -- writes --------------------------------------------------------------------------------
+    def begin_run(self, record: RunRecord) -> int:
+        """Record who started this run, on which inputs and settings."""
+        inputs = [{"path": p, "sha256": h} for p, h in record.inputs]
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO runs (command, tool_version, os_user, host, config_digest, inputs, "
+                "started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.command,
+                    __version__,
+                    _os_user(),
+                    socket.gethostname(),
+                    record.config_digest,
+                    json.dumps(inputs),
+                    now(),
+                ),
+            )
+        self.run_id = int(cur.lastrowid or 0)
+        return self.run_id
+
+    def end_run(self, outcome: dict[str, object]) -> None:
+        if self.run_id is None:
+            return
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET finished_at = ?, outcome = ? WHERE run_id = ?",
+                (now(), json.dumps(outcome), self.run_id),
+            )
+
     def add_ids(self, new_ids: pl.DataFrame) -> None:
         """Record IDs first seen in this run as planned."""
         if new_ids.height == 0:
@@ -254,8 +404,9 @@ class Ledger:
         stamp = now()
         with self._write() as db:
             cur = db.execute(
-                "INSERT INTO attempts (batch_id, client_request_id, started_at) VALUES (?, ?, ?)",
-                (batch_id, client_request_id, stamp),
+                "INSERT INTO attempts (batch_id, run_id, client_request_id, started_at) "
+                "VALUES (?, ?, ?, ?)",
+                (batch_id, self.run_id, client_request_id, stamp),
             )
             db.execute(
                 "UPDATE ids SET attempts = attempts + 1, client_request_id = ?, "
@@ -314,6 +465,64 @@ class Ledger:
 
     def close(self) -> None:
         self._conn.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+class WriterLock:
+    """An exclusive OS lock on ``<ledger>.lock``: one writer per ledger, released on exit,
+    also when the process is killed. The file tells a refused run who holds it."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd = fd
+
+    @classmethod
+    def acquire(cls, ledger: Path) -> WriterLock:
+        path = ledger.with_name(ledger.name + ".lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise LedgerError(
+                f"{path}: cannot create the ledger's lock file ({exc.strerror}); "
+                "put the ledger in a writable folder with --ledger FILE"
+            ) from None
+        try:
+            _lock_fd(fd)
+        except OSError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise LedgerError(
+                f"{ledger}: another batcher is writing this ledger ({holder}); wait for it to "
+                "finish or stop it; `batcher status` can read the ledger meanwhile"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now()}".encode())
+        return cls(path, fd)
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+        os.close(self._fd)
+
+
+def _lock_fd(fd: int) -> None:
+    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -333,17 +542,21 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def _ledger_error(path: Path, exc: sqlite3.Error) -> LedgerError:
     text = str(exc)
+    stop = "nothing unrecorded was sent; run the same command to resume"
     if "not a database" in text or "malformed" in text:
         return LedgerError(
             f"{path}: not a batcher ledger or damaged ({text}); it was left untouched; "
             "pass another --ledger path"
         )
     if "readonly" in text or "read-only" in text:
-        return LedgerError(f"{path}: the ledger is read-only; make it writable or move it")
-    if "full" in text:
-        return LedgerError(f"{path}: the disk is full; free space, then run the same command")
+        return LedgerError(f"{path}: the ledger is read-only; make it writable; {stop}")
+    if "full" in text or "disk I/O error" in text:
+        return LedgerError(
+            f"{path}: cannot write the ledger ({text}: is the disk full?); {stop}"
+            " once there is space"
+        )
     if "locked" in text or "busy" in text:
         return LedgerError(
             f"{path}: another batcher is writing this ledger; wait for it or stop it first"
         )
-    return LedgerError(f"{path}: ledger error ({text}); the run stopped before sending more")
+    return LedgerError(f"{path}: cannot write the ledger ({text}); {stop}")

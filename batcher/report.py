@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ def say(console: Console, message: str, *, prefix: str = "", style: str = "") ->
 class Summary:
     """The counts every run reports; ``rows = valid + duplicates + invalid``."""
 
+    command: str
     action: str
     target: str
     tenant: str
@@ -48,6 +50,7 @@ class Summary:
     ledger: str | None = None
     rejects: str | None = None
     stopped: str | None = None
+    interrupted: bool = False
 
     @property
     def unsent(self) -> int:
@@ -61,19 +64,26 @@ class Summary:
 
 def render_summary(summary: Summary, console: Console) -> None:
     """A short table of the run for the operator."""
-    table = Table(title="batcher dry run (nothing sent)" if summary.dry_run else "batcher run")
+    title = f"batcher {summary.command}" + (" (dry run: nothing sent)" if summary.dry_run else "")
+    table = Table(title=title)
     table.add_column("", style="bold")
     table.add_column("count", justify="right")
-    rows: list[tuple[str, int]] = [
-        ("rows read", summary.rows),
-        ("valid IDs", summary.valid),
-        ("duplicates", summary.duplicates),
-        ("invalid (see rejects file)", summary.invalid),
-        ("already confirmed earlier", summary.already_done),
-        ("failed earlier (use replay)", summary.failed_before),
-        ("to send", summary.to_send),
-        ("batches", summary.batches),
-    ]
+    rows: list[tuple[str, int]] = []
+    if summary.command == "run":
+        rows += [
+            ("rows read", summary.rows),
+            ("valid IDs", summary.valid),
+            ("duplicates", summary.duplicates),
+            ("invalid (see rejects file)", summary.invalid),
+            ("already confirmed earlier", summary.already_done),
+            ("failed earlier (use replay)", summary.failed_before),
+        ]
+    else:
+        rows += [
+            ("confirmed earlier", summary.already_done),
+            ("not selected (other error codes)", summary.failed_before),
+        ]
+    rows += [("to send", summary.to_send), ("batches", summary.batches)]
     if not summary.dry_run:
         rows += [
             ("confirmed", summary.confirmed),
@@ -131,3 +141,28 @@ def write_rejects(rejects: pl.DataFrame, path: Path) -> None:
         writer.writerow(["source_file", "row", "raw_value", "reason"])
         for row in rejects.iter_rows():
             writer.writerow([excel_safe(v) for v in row])
+
+
+REPORT_FORMATS = (".csv", ".parquet", ".json")
+
+
+def write_report(frame: pl.DataFrame, path: Path) -> None:
+    """Write the per-ID report as CSV (Excel-safe), Parquet or JSON; owner-readable only."""
+    suffix = path.suffix.lower()
+    if suffix not in REPORT_FORMATS:
+        raise ValueError(f"unsupported report format {suffix!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        if suffix == ".parquet":
+            frame.write_parquet(fh)
+        elif suffix == ".json":
+            fh.write(json.dumps(frame.to_dicts(), indent=1).encode("utf-8"))
+        else:
+            safe = frame.with_columns(
+                pl.col(name).map_elements(excel_safe, return_dtype=pl.String)
+                for name, dtype in frame.schema.items()
+                if dtype == pl.String
+            )
+            safe.write_csv(fh)

@@ -1,13 +1,13 @@
-"""Send the planned batches: workers, pacing, retries, bad-batch isolation, ledger records."""
+"""Run a job end to end: inputs -> plan -> ledger -> send -> summary, for `run` and `replay`."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -18,234 +18,15 @@ from rich.console import Console
 from batcher.auth import StaticToken, TokenSource, tenant_of, token_source
 from batcher.clouds import ACTION_CONFIRM, CLOUDS
 from batcher.config import Settings
-from batcher.errors import (
-    AuthError,
-    BadRequest,
-    Forbidden,
-    GraphError,
-    NoAnswer,
-    ServerError,
-    Throttled,
-    Unauthorized,
-)
+from batcher.errors import LedgerError
 from batcher.graph import GraphClient
-from batcher.inputs import read_inputs
-from batcher.ledger import Answer, Ledger, RunIdentity, State
+from batcher.inputs import InputSet, read_inputs
+from batcher.ledger import Ledger, RunIdentity, RunRecord
 from batcher.pacer import Pacer
 from batcher.plan import Plan, make_plan
 from batcher.report import Summary, say, write_rejects
-from batcher.retries import RETRYABLE, retry_policy
+from batcher.sender import Sender, SendOutcome, Tally
 from batcher.simulator import GraphSimulator, RunningSimulator
-
-PERMISSION_HINT = (
-    "the app or user needs the Graph permission IdentityRiskyUser.ReadWrite.All "
-    "(admin-consented; with delegated sign-in the user also needs the Security Administrator role)"
-)
-
-
-@dataclass
-class Tally:
-    """Running counts, readable while the run goes on."""
-
-    confirmed: int = 0
-    failed: int = 0
-    unknown: int = 0
-    requests: int = 0
-    throttled: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def settled(self) -> int:
-        return self.confirmed + self.failed + self.unknown
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    confirmed: int
-    failed: int
-    unknown: int
-    requests: int
-    throttled: int
-    seconds: float
-    stopped_by: AuthError | None
-
-
-class AuthBreaker:
-    """Trips on a 403, or on a 401 right after the token was refreshed."""
-
-    def __init__(self) -> None:
-        self._unauthorized_in_a_row = 0
-        self.tripped: AuthError | None = None
-
-    def record(self, exc: GraphError | None) -> None:
-        if exc is None:
-            self._unauthorized_in_a_row = 0
-        elif isinstance(exc, Forbidden):
-            self.tripped = AuthError(
-                f"Graph refused the action (403 {exc.code or 'Forbidden'}, request-id "
-                f"{exc.request_id or 'none'}): {PERMISSION_HINT}; then run the same command"
-            )
-        elif isinstance(exc, Unauthorized):
-            self._unauthorized_in_a_row += 1
-            if self._unauthorized_in_a_row >= 2:
-                self.tripped = AuthError(
-                    f"Graph refused the token twice, even after a refresh (401 "
-                    f"{exc.code or 'Unauthorized'}, request-id {exc.request_id or 'none'}); "
-                    "sign in again or get a fresh token for this tenant's Graph, "
-                    "then run the same command"
-                )
-
-
-class Runner:
-    """Runs batches through ``max_in_flight`` workers sharing one pacer and one ledger."""
-
-    def __init__(
-        self,
-        ledger: Ledger,
-        client: GraphClient,
-        pacer: Pacer,
-        *,
-        action: str,
-        max_in_flight: int,
-        retry_for_seconds: float,
-        backoff: tuple[float, float] = (1.0, 30.0),
-        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        on_settled: Callable[[Tally], None] | None = None,
-    ) -> None:
-        self._ledger = ledger
-        self._client = client
-        self._pacer = pacer
-        self._action = action
-        self._max_in_flight = max_in_flight
-        self._retry_for_seconds = retry_for_seconds
-        self._backoff = backoff
-        self._sleep = sleep
-        self._on_settled = on_settled
-        self._breaker = AuthBreaker()
-        self.tally = Tally()
-
-    async def run(self, batches: Iterable[list[str]]) -> RunOutcome:
-        send, receive = anyio.create_memory_object_stream[list[str]](0)
-        async with anyio.create_task_group() as tg:
-            self._cancel = tg.cancel_scope
-            for _ in range(self._max_in_flight):
-                tg.start_soon(self._worker, receive.clone())
-            receive.close()
-            async with send:
-                for batch in batches:
-                    await send.send(batch)
-        t = self.tally
-        return RunOutcome(
-            confirmed=t.confirmed,
-            failed=t.failed,
-            unknown=t.unknown,
-            requests=t.requests,
-            throttled=t.throttled,
-            seconds=time.monotonic() - t.started,
-            stopped_by=self._breaker.tripped,
-        )
-
-    async def _worker(self, batches: anyio.abc.ObjectReceiveStream[list[str]]) -> None:
-        async with batches:
-            async for user_ids in batches:
-                await self._send(user_ids)
-
-    async def _send(self, user_ids: Sequence[str]) -> None:
-        """Send one batch until it settles; on a 400 split it to isolate the bad IDs."""
-        batch_id = self._ledger.start_batch(user_ids)
-        try:
-            policy = retry_policy(
-                self._retry_for_seconds,
-                sleep=self._sleep,
-                initial_backoff=self._backoff[0],
-                max_backoff=self._backoff[1],
-            )
-            async for attempt in policy:
-                with attempt:
-                    await self._attempt(batch_id, user_ids)
-        except BadRequest as exc:
-            if len(user_ids) == 1:
-                self._settle(batch_id, State.FAILED, exc, len(user_ids))
-                return
-            middle = len(user_ids) // 2
-            await self._send(user_ids[:middle])
-            await self._send(user_ids[middle:])
-        except GraphError as exc:
-            if self._breaker.tripped is not None:
-                return  # left "sending": a resume sends it again once sign-in is fixed
-            # Out of retry time on a transient answer, the IDs may or may not have been
-            # applied (unknown: a resume re-sends them); any other answer is permanent.
-            state = State.UNKNOWN if isinstance(exc, RETRYABLE) else State.FAILED
-            self._settle(batch_id, state, exc, len(user_ids))
-        else:
-            self.tally.confirmed += len(user_ids)
-            self._notify()
-
-    async def _attempt(self, batch_id: int, user_ids: Sequence[str]) -> None:
-        client_request_id = str(uuid.uuid4())
-        attempt_id = self._ledger.start_attempt(batch_id, client_request_id)
-        await self._pacer.acquire()
-        self.tally.requests += 1
-        try:
-            accepted = await self._client.post_action(self._action, user_ids, client_request_id)
-        except GraphError as exc:
-            self._ledger.finish_attempt(attempt_id, batch_id, _answer(exc))
-            self._feedback(exc)
-            raise
-        self._ledger.finish_attempt(
-            attempt_id,
-            batch_id,
-            Answer("accepted", http_status=accepted.status, request_id=accepted.request_id),
-            settle=State.CONFIRMED,
-        )
-        self._feedback(None)
-
-    def _feedback(self, exc: GraphError | None) -> None:
-        if isinstance(exc, Throttled):
-            self.tally.throttled += 1
-            self._pacer.throttled()
-        elif exc is not None and exc.retry_after is not None:
-            self._pacer.hold(exc.retry_after)
-        elif exc is None:
-            self._pacer.succeeded()
-        self._breaker.record(exc)
-        if self._breaker.tripped is not None:
-            self._cancel.cancel()
-
-    def _settle(self, batch_id: int, state: State, exc: GraphError, size: int) -> None:
-        self._ledger.settle_batch(batch_id, state, _answer(exc))
-        if state is State.FAILED:
-            self.tally.failed += size
-        else:
-            self.tally.unknown += size
-        self._notify()
-
-    def _notify(self) -> None:
-        if self._on_settled is not None:
-            self._on_settled(self.tally)
-
-
-_OUTCOMES: dict[type[GraphError], str] = {
-    Throttled: "throttled",
-    ServerError: "server_error",
-    NoAnswer: "no_answer",
-    BadRequest: "bad_request",
-    Unauthorized: "unauthorized",
-    Forbidden: "forbidden",
-}
-
-
-def _answer(exc: GraphError) -> Answer:
-    return Answer(
-        _OUTCOMES.get(type(exc), "rejected"),
-        http_status=exc.status,
-        error_code=exc.code,
-        error_message=exc.message,
-        request_id=exc.request_id,
-    )
-
-
-# -- the whole job: inputs -> plan -> ledger -> send -> summary --------------------------------
 
 
 @dataclass(frozen=True)
@@ -269,43 +50,23 @@ def run_job(settings: Settings, options: JobOptions, console: Console) -> Summar
         say(console, warning, prefix="warning: ", style="yellow")
     simulated = settings.graph.target == "simulator"
     tokens = token_source(settings.auth, simulator=simulated)
-    identity = RunIdentity(
-        action=options.action,
-        tenant=_tenant(settings, tokens, simulated),
-        cloud=settings.graph.cloud,
-        api_version=settings.graph.api_version,
-    )
+    identity = _identity(settings, tokens, options.action)
     ledger_path = options.ledger or default_ledger_path(settings, options, identity)
     rejects_path = ledger_path.with_name(ledger_path.stem + ".rejects.csv")
     if inputs.invalid:
         write_rejects(inputs.rejects, rejects_path)
 
-    def summary(plan: Plan, outcome: RunOutcome | None = None) -> Summary:
-        return Summary(
-            action=options.action,
-            target=settings.graph.target,
-            tenant=identity.tenant,
-            cloud=identity.cloud,
-            api_version=identity.api_version,
-            dry_run=options.dry_run,
-            rows=inputs.rows,
-            valid=inputs.valid,
-            duplicates=inputs.duplicates,
-            invalid=inputs.invalid,
-            already_done=plan.already_done,
-            failed_before=plan.failed_before,
-            to_send=plan.to_send.len(),
-            batches=plan.batches,
-            estimated_seconds=plan.seconds_at(settings.send.rate_per_second),
-            confirmed=outcome.confirmed if outcome else 0,
-            failed=outcome.failed if outcome else 0,
-            unknown=outcome.unknown if outcome else 0,
-            requests=outcome.requests if outcome else 0,
-            throttled=outcome.throttled if outcome else 0,
-            seconds=outcome.seconds if outcome else 0.0,
-            ledger=str(ledger_path) if ledger_path.exists() else None,
-            rejects=str(rejects_path) if inputs.invalid else None,
-            stopped=str(outcome.stopped_by) if outcome and outcome.stopped_by else None,
+    def summary(plan: Plan, outcome: SendOutcome | None = None) -> Summary:
+        return _summary(
+            "run",
+            settings,
+            identity,
+            options.dry_run,
+            plan,
+            outcome,
+            inputs=inputs,
+            ledger=ledger_path,
+            rejects=rejects_path if inputs.invalid else None,
         )
 
     if options.dry_run:
@@ -313,20 +74,78 @@ def run_job(settings: Settings, options: JobOptions, console: Console) -> Summar
         return summary(plan)
     ledger = Ledger.open(ledger_path, identity)
     try:
+        say(console, f"ledger: {ledger_path}")
+        ledger.begin_run(
+            RunRecord(
+                command="run",
+                config_digest=config_digest(settings),
+                inputs=tuple((str(p), file_sha256(p)) for p in options.inputs),
+            )
+        )
         plan = make_plan(inputs, ledger.known_states(), settings.send.batch_size)
         ledger.add_ids(plan.new_ids)
-        say(console, f"ledger: {ledger_path}")
-        if plan.to_send.len() == 0:
-            return summary(plan)
-        outcome = anyio.run(
-            _send_plan, settings, ledger, plan, tokens, options.action, console, simulated
-        )
+        outcome = None
+        if plan.to_send.len():
+            outcome = anyio.run(
+                _send, settings, ledger, plan, tokens, options.action, console, simulated
+            )
+        result = summary(plan, outcome)
+        ledger.end_run(_outcome_record(result))
     finally:
         ledger.close()
-    return summary(plan, outcome)
+    return result
 
 
-async def _send_plan(
+def replay_job(
+    settings: Settings, ledger_path: Path, only_code: str | None, console: Console
+) -> Summary:
+    """Send again the failed and unsure IDs of a ledger, as new attempts in that ledger."""
+    reader = Ledger.open_existing(ledger_path)
+    try:
+        action = reader.meta().get("action", ACTION_CONFIRM)
+    finally:
+        reader.close()
+    simulated = settings.graph.target == "simulator"
+    tokens = token_source(settings.auth, simulator=simulated)
+    identity = _identity(settings, tokens, action)
+    ledger = Ledger.open(ledger_path, identity)
+    try:
+        ledger.begin_run(RunRecord(command="replay", config_digest=config_digest(settings)))
+        ids = ledger.replay_candidates(only_code)
+        left_out = len(ledger.replay_candidates(None)) - len(ids)  # other codes under --only
+        counts = ledger.counts()
+        if only_code is not None and not ids:
+            codes = ", ".join(f"{c} ({n})" for c, n in ledger.error_codes().items()) or "none"
+            raise LedgerError(
+                f"{ledger_path}: no failed or unsure ID has error code {only_code!r}; "
+                f"codes in this ledger: {codes}"
+            )
+        plan = Plan(
+            to_send=pl.Series("user_id", ids, dtype=pl.String),
+            new_ids=pl.DataFrame(schema={"user_id": pl.String}),
+            already_done=counts["confirmed"],
+            failed_before=left_out,
+            batch_size=settings.send.batch_size,
+        )
+        if counts["planned"]:
+            say(
+                console,
+                f"{counts['planned']:,} IDs in this ledger were never sent; "
+                "run the original `batcher run` command to send them",
+                prefix="note: ",
+                style="yellow",
+            )
+        outcome = None
+        if ids:
+            outcome = anyio.run(_send, settings, ledger, plan, tokens, action, console, simulated)
+        result = _summary("replay", settings, identity, False, plan, outcome, ledger=ledger_path)
+        ledger.end_run(_outcome_record(result))
+    finally:
+        ledger.close()
+    return result
+
+
+async def _send(
     settings: Settings,
     ledger: Ledger,
     plan: Plan,
@@ -334,36 +153,103 @@ async def _send_plan(
     action: str,
     console: Console,
     simulated: bool,
-) -> RunOutcome:
-    with contextlib.ExitStack() as stack:
-        if simulated:
-            sim = stack.enter_context(RunningSimulator(GraphSimulator(settings.simulator)))
-            base_url = sim.url
-            say(
-                console,
-                f"sending to the built-in Graph simulator at {base_url}; no real tenant is touched",
-                prefix="SIMULATOR: ",
-                style="bold magenta",
-            )
-        else:
-            base_url = settings.graph.base_url or CLOUDS[settings.graph.cloud].graph_url
+) -> SendOutcome:
+    with _graph_endpoint(settings, console, simulated) as base_url:
         timeout = httpx.Timeout(settings.send.timeout_seconds, connect=10.0)
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
-            client = GraphClient(http, base_url, settings.graph.api_version, tokens)
-            pacer = Pacer(settings.send.rate_per_second)
-            progress = _PlainProgress(console, plan.to_send.len())
-            runner = Runner(
+            grace = settings.send.timeout_seconds + 5
+
+            def on_stop(first: bool) -> None:
+                if first:
+                    say(
+                        console,
+                        f"no new requests; waiting up to {grace:g}s for those in flight "
+                        "(press Ctrl-C again to stop at once)",
+                        prefix="stopping: ",
+                        style="yellow",
+                    )
+                else:
+                    say(console, "now; unanswered IDs stay unsure", prefix="stopping: ")
+
+            sender = Sender(
                 ledger,
-                client,
-                pacer,
+                GraphClient(http, base_url, settings.graph.api_version, tokens),
+                Pacer(settings.send.rate_per_second),
                 action=action,
                 max_in_flight=settings.send.max_in_flight,
                 retry_for_seconds=settings.send.retry_for_seconds,
                 backoff=(settings.send.backoff_initial_seconds, settings.send.backoff_max_seconds),
-                on_settled=progress,
+                on_settled=_PlainProgress(console, plan.to_send.len()),
+                handle_signals=True,
+                grace_seconds=grace,
+                on_stop=on_stop,
             )
-            return await runner.run(plan.iter_batches())
-    raise AssertionError("unreachable")  # pragma: no cover
+            return await sender.run(plan.iter_batches())
+
+
+@contextlib.contextmanager
+def _graph_endpoint(settings: Settings, console: Console, simulated: bool) -> Iterator[str]:
+    """The Graph base URL for this run, starting the built-in simulator when asked to."""
+    if not simulated:
+        yield settings.graph.base_url or CLOUDS[settings.graph.cloud].graph_url
+        return
+    with RunningSimulator(GraphSimulator(settings.simulator)) as sim:
+        say(
+            console,
+            f"sending to the built-in Graph simulator at {sim.url}; no real tenant is touched",
+            prefix="SIMULATOR: ",
+            style="bold magenta",
+        )
+        yield sim.url
+
+
+def _summary(
+    command: str,
+    settings: Settings,
+    identity: RunIdentity,
+    dry_run: bool,
+    plan: Plan,
+    outcome: SendOutcome | None,
+    *,
+    ledger: Path,
+    inputs: InputSet | None = None,
+    rejects: Path | None = None,
+) -> Summary:
+    return Summary(
+        command=command,
+        action=identity.action,
+        target=settings.graph.target,
+        tenant=identity.tenant,
+        cloud=identity.cloud,
+        api_version=identity.api_version,
+        dry_run=dry_run,
+        rows=inputs.rows if inputs else 0,
+        valid=inputs.valid if inputs else 0,
+        duplicates=inputs.duplicates if inputs else 0,
+        invalid=inputs.invalid if inputs else 0,
+        already_done=plan.already_done,
+        failed_before=plan.failed_before,
+        to_send=plan.to_send.len(),
+        batches=plan.batches,
+        estimated_seconds=plan.seconds_at(settings.send.rate_per_second),
+        confirmed=outcome.confirmed if outcome else 0,
+        failed=outcome.failed if outcome else 0,
+        unknown=outcome.unknown if outcome else 0,
+        requests=outcome.requests if outcome else 0,
+        throttled=outcome.throttled if outcome else 0,
+        seconds=outcome.seconds if outcome else 0.0,
+        ledger=str(ledger) if ledger.exists() else None,
+        rejects=str(rejects) if rejects else None,
+        stopped=str(outcome.stopped_by) if outcome and outcome.stopped_by else None,
+        interrupted=bool(outcome and outcome.interrupted),
+    )
+
+
+def _outcome_record(summary: Summary) -> dict[str, object]:
+    keys = ("to_send", "confirmed", "failed", "unknown", "requests", "throttled", "interrupted")
+    record: dict[str, object] = {k: getattr(summary, k) for k in keys}
+    record["stopped"] = summary.stopped
+    return record
 
 
 class _PlainProgress:
@@ -388,14 +274,21 @@ class _PlainProgress:
         )
 
 
-def _tenant(settings: Settings, tokens: TokenSource, simulated: bool) -> str:
-    if simulated:
-        return "simulator"
-    if settings.auth.tenant_id:
-        return settings.auth.tenant_id
-    if isinstance(tokens, StaticToken):
-        return tenant_of(tokens.value) or "token-tenant"
-    return "default"
+def _identity(settings: Settings, tokens: TokenSource, action: str) -> RunIdentity:
+    if settings.graph.target == "simulator":
+        tenant = "simulator"
+    elif settings.auth.tenant_id:
+        tenant = settings.auth.tenant_id
+    elif isinstance(tokens, StaticToken):
+        tenant = tenant_of(tokens.value) or "token-tenant"
+    else:
+        tenant = "default"
+    return RunIdentity(
+        action=action,
+        tenant=tenant,
+        cloud=settings.graph.cloud,
+        api_version=settings.graph.api_version,
+    )
 
 
 def default_ledger_path(settings: Settings, options: JobOptions, identity: RunIdentity) -> Path:
@@ -407,6 +300,27 @@ def default_ledger_path(settings: Settings, options: JobOptions, identity: RunId
     stem = options.inputs[0].name.split(".")[0][:40] if options.inputs else "ids"
     tenant = identity.tenant if len(identity.tenant) <= 12 else identity.tenant[:8]
     return settings.ledger.dir / f"{stem}-{identity.action}-{tenant}-{digest}.sqlite"
+
+
+def config_digest(settings: Settings) -> str:
+    """A fingerprint of the effective settings, without anything secret-looking."""
+
+    def scrub(value: object) -> object:
+        if isinstance(value, dict):
+            return {
+                k: scrub(v)
+                for k, v in value.items()
+                if not any(word in k for word in ("secret", "password", "token"))
+            }
+        return value
+
+    data = scrub(settings.model_dump(mode="json"))
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _known_states(path: Path, identity: RunIdentity) -> pl.DataFrame:

@@ -363,3 +363,76 @@ def test_readers_are_not_blocked_by_an_open_write_transaction(ledger_path: Path)
         reader.close()
         other.close()
         writer.close()
+
+
+# -- one writer, run records, replay, export ------------------------------------------------------
+def test_a_second_writer_is_refused_until_the_first_closes(ledger_path: Path) -> None:
+    first = Ledger.open(ledger_path, IDENTITY)
+    with pytest.raises(LedgerError, match=rf"another batcher is writing .*pid {os.getpid()}"):
+        Ledger.open(ledger_path, IDENTITY)
+    reader = Ledger.open_existing(ledger_path, IDENTITY)  # readers are never refused
+    assert reader.counts() == ZERO
+    reader.close()
+    first.close()
+    Ledger.open(ledger_path, IDENTITY).close()
+
+
+def test_each_run_is_recorded_with_who_where_and_what(ledger: Ledger, ledger_path: Path) -> None:
+    from batcher.ledger import RunRecord
+
+    run_id = ledger.begin_run(RunRecord("run", "d" * 64, (("ids.csv", "a" * 64),)))
+    ledger.add_ids(frame(IDS[:2]))
+    batch = ledger.start_batch(IDS[:2])
+    ledger.start_attempt(batch, "crid")
+    ledger.end_run({"confirmed": 0})
+    [run] = ledger.runs()
+    assert run["run_id"] == run_id
+    assert run["command"] == "run"
+    assert run["os_user"] and run["host"]
+    assert run["inputs"] == '[{"path": "ids.csv", "sha256": "' + "a" * 64 + '"}]'
+    assert run["config_digest"] == "d" * 64
+    assert run["started_at"] and run["finished_at"]
+    assert rows(ledger_path, "SELECT run_id FROM attempts") == [(run_id,)]
+
+
+def test_replay_candidates_are_failed_unknown_and_stale_sending(ledger: Ledger) -> None:
+    ledger.add_ids(frame(IDS))
+    for ids, state, code in [
+        (IDS[0:2], State.FAILED, "invalidRequest"),
+        (IDS[2:3], State.UNKNOWN, "serviceNotAvailable"),
+        (IDS[3:4], State.CONFIRMED, None),
+    ]:
+        batch = ledger.start_batch(ids)
+        ledger.settle_batch(batch, state, Answer("x", error_code=code))
+    ledger.start_batch(IDS[4:5])  # left "sending" by a crash
+    assert ledger.replay_candidates() == [*IDS[0:3], IDS[4]]
+    assert ledger.replay_candidates("INVALIDREQUEST") == IDS[0:2]  # codes match in any case
+    assert ledger.error_codes() == {"invalidRequest": 2, "serviceNotAvailable": 1}
+
+
+def test_export_has_one_typed_row_per_id(ledger: Ledger) -> None:
+    from batcher.ledger import REPORT_COLUMNS
+
+    ledger.add_ids(frame(IDS[:3]))
+    batch = ledger.start_batch(IDS[:2])
+    attempt = ledger.start_attempt(batch, "crid-9")
+    ledger.finish_attempt(
+        attempt, batch, Answer("accepted", http_status=204, request_id="rid-9"), State.CONFIRMED
+    )
+    report = ledger.export()
+    assert tuple(report.columns) == REPORT_COLUMNS
+    assert report.schema["attempts"] == pl.Int64
+    assert report.rows_by_key("user_id", named=True, unique=True)[IDS[0]] == {
+        "status": "confirmed",
+        "attempts": 1,
+        "last_http_status": 204,
+        "error_code": None,
+        "error_message": None,
+        "request_id": "rid-9",
+        "client_request_id": "crid-9",
+        "source_file": "users.csv",
+        "source_row": 2,
+        "sent_at": report["sent_at"][0],
+        "finished_at": report["finished_at"][0],
+    }
+    assert report["status"].to_list() == ["confirmed", "confirmed", "planned"]

@@ -1,4 +1,4 @@
-"""The runner against the real simulator: states, attempts, isolation, the auth breaker."""
+"""The sender against the real simulator: states, attempts, isolation, the auth breaker."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from batcher.errors import Forbidden, Unauthorized
 from batcher.graph import GraphClient
 from batcher.ledger import Ledger, RunIdentity
 from batcher.pacer import Pacer
-from batcher.runner import AuthBreaker, Runner, RunOutcome
+from batcher.sender import AuthBreaker, Sender, SendOutcome
 from tests.conftest import FAST, TEST_TOKEN
 
 IDENTITY = RunIdentity("confirmCompromised", "t", "global", "v1.0")
@@ -32,7 +32,7 @@ def _ids(n: int) -> list[str]:
 
 async def _run(
     url: str, ledger: Ledger, batches: list[list[str]], *, token: str = TEST_TOKEN, **kw: Any
-) -> RunOutcome:
+) -> SendOutcome:
     ids = [i for b in batches for i in b]
     ledger.add_ids(
         pl.DataFrame(
@@ -45,7 +45,7 @@ async def _run(
         sleeps.append(seconds)
 
     async with httpx.AsyncClient(timeout=5) as http:
-        runner = Runner(
+        runner = Sender(
             ledger,
             GraphClient(http, url, "v1.0", StaticToken(token)),
             Pacer(500),

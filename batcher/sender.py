@@ -1,0 +1,302 @@
+"""Send batches: workers sharing a pacer, retries, bad-batch isolation, the auth breaker."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+
+from batcher import failpoints
+from batcher.errors import (
+    AuthError,
+    BadRequest,
+    Forbidden,
+    GraphError,
+    LedgerError,
+    NoAnswer,
+    ServerError,
+    Throttled,
+    Unauthorized,
+)
+from batcher.graph import GraphClient
+from batcher.ledger import Answer, Ledger, State
+from batcher.pacer import Pacer
+from batcher.retries import RETRYABLE, retry_policy
+
+PERMISSION_HINT = (
+    "the app or user needs the Graph permission IdentityRiskyUser.ReadWrite.All "
+    "(admin-consented; with delegated sign-in the user also needs the Security Administrator role)"
+)
+
+
+@dataclass
+class Tally:
+    """Running counts, readable while the run goes on."""
+
+    confirmed: int = 0
+    failed: int = 0
+    unknown: int = 0
+    requests: int = 0
+    throttled: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def settled(self) -> int:
+        return self.confirmed + self.failed + self.unknown
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    confirmed: int
+    failed: int
+    unknown: int
+    requests: int
+    throttled: int
+    seconds: float
+    stopped_by: AuthError | None
+    interrupted: bool = False
+
+
+class _NotSent(Exception):
+    """A stop was asked for while this batch waited for its turn: it is left for a resume."""
+
+
+class AuthBreaker:
+    """Trips on a 403, or on a 401 right after the token was refreshed."""
+
+    def __init__(self) -> None:
+        self._unauthorized_in_a_row = 0
+        self.tripped: AuthError | None = None
+
+    def record(self, exc: GraphError | None) -> None:
+        if exc is None:
+            self._unauthorized_in_a_row = 0
+        elif isinstance(exc, Forbidden):
+            self.tripped = AuthError(
+                f"Graph refused the action (403 {exc.code or 'Forbidden'}, request-id "
+                f"{exc.request_id or 'none'}): {PERMISSION_HINT}; then run the same command"
+            )
+        elif isinstance(exc, Unauthorized):
+            self._unauthorized_in_a_row += 1
+            if self._unauthorized_in_a_row >= 2:
+                self.tripped = AuthError(
+                    f"Graph refused the token twice, even after a refresh (401 "
+                    f"{exc.code or 'Unauthorized'}, request-id {exc.request_id or 'none'}); "
+                    "sign in again or get a fresh token for this tenant's Graph, "
+                    "then run the same command"
+                )
+
+
+class Sender:
+    """Sends batches through ``max_in_flight`` workers sharing one pacer and one ledger.
+
+    ``stop()`` (or, with ``handle_signals``, the first Ctrl-C or SIGTERM) starts no new request,
+    lets requests in flight finish for up to ``grace_seconds`` and returns; a second signal
+    cancels at once. Either way every unsent or unanswered ID stays resumable in the ledger.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        client: GraphClient,
+        pacer: Pacer,
+        *,
+        action: str,
+        max_in_flight: int,
+        retry_for_seconds: float,
+        backoff: tuple[float, float] = (1.0, 30.0),
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        on_settled: Callable[[Tally], None] | None = None,
+        handle_signals: bool = False,
+        grace_seconds: float = 30.0,
+        on_stop: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._client = client
+        self._pacer = pacer
+        self._action = action
+        self._max_in_flight = max_in_flight
+        self._retry_for_seconds = retry_for_seconds
+        self._backoff = backoff
+        self._sleep = sleep
+        self._on_settled = on_settled
+        self._handle_signals = handle_signals
+        self._grace_seconds = grace_seconds
+        self._on_stop = on_stop
+        self._breaker = AuthBreaker()
+        self._feeding = anyio.CancelScope()
+        self._everything = anyio.CancelScope()
+        self.stopping = False
+        self.tally = Tally()
+
+    async def run(self, batches: Iterable[list[str]]) -> SendOutcome:
+        try:
+            with self._everything:
+                await self._run(batches)
+        except* LedgerError as group:
+            raise _first_leaf(group) from None
+        t = self.tally
+        return SendOutcome(
+            confirmed=t.confirmed,
+            failed=t.failed,
+            unknown=t.unknown,
+            requests=t.requests,
+            throttled=t.throttled,
+            seconds=time.monotonic() - t.started,
+            stopped_by=self._breaker.tripped,
+            interrupted=self.stopping,
+        )
+
+    async def _run(self, batches: Iterable[list[str]]) -> None:
+        send, receive = anyio.create_memory_object_stream[list[str]](0)
+        async with anyio.create_task_group() as tg:
+            if self._handle_signals:
+                tg.start_soon(self._watch_signals)
+            async with anyio.create_task_group() as workers:
+                for _ in range(self._max_in_flight):
+                    workers.start_soon(self._worker, receive.clone())
+                receive.close()
+                with self._feeding:
+                    async with send:
+                        for batch in batches:
+                            await send.send(batch)
+                await send.aclose()  # also when feeding was cancelled mid-send
+            tg.cancel_scope.cancel()  # the signal watcher
+
+    def stop(self) -> None:
+        """Start no new request; let the ones in flight finish within the grace period."""
+        if self.stopping:
+            self._everything.cancel()
+            return
+        self.stopping = True
+        self._feeding.cancel()
+        self._everything.deadline = anyio.current_time() + self._grace_seconds
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                if self._on_stop is not None:
+                    self._on_stop(not self.stopping)  # True for the first signal
+                self.stop()
+
+    async def _worker(self, batches: anyio.abc.ObjectReceiveStream[list[str]]) -> None:
+        async with batches:
+            async for user_ids in batches:
+                if self.stopping:
+                    return
+                await self._send(user_ids)
+
+    async def _send(self, user_ids: Sequence[str]) -> None:
+        """Send one batch until it settles; on a 400 split it to isolate the bad IDs."""
+        batch_id = self._ledger.start_batch(user_ids)
+        try:
+            policy = retry_policy(
+                self._retry_for_seconds,
+                sleep=self._sleep,
+                initial_backoff=self._backoff[0],
+                max_backoff=self._backoff[1],
+            )
+            async for attempt in policy:
+                with attempt:
+                    await self._attempt(batch_id, user_ids)
+        except _NotSent:
+            return  # left "sending": a resume sends it
+        except BadRequest as exc:
+            if len(user_ids) == 1:
+                self._settle(batch_id, State.FAILED, exc, len(user_ids))
+                return
+            middle = len(user_ids) // 2
+            await self._send(user_ids[:middle])
+            await self._send(user_ids[middle:])
+        except GraphError as exc:
+            if self._breaker.tripped is not None:
+                return  # left "sending": a resume sends it again once sign-in is fixed
+            # Out of retry time on a transient answer, the IDs may or may not have been
+            # applied (unknown: a resume re-sends them); any other answer is permanent.
+            state = State.UNKNOWN if isinstance(exc, RETRYABLE) else State.FAILED
+            self._settle(batch_id, state, exc, len(user_ids))
+        else:
+            self.tally.confirmed += len(user_ids)
+            self._notify()
+
+    async def _attempt(self, batch_id: int, user_ids: Sequence[str]) -> None:
+        if self.stopping:
+            raise _NotSent
+        client_request_id = str(uuid.uuid4())
+        attempt_id = self._ledger.start_attempt(batch_id, client_request_id)
+        failpoints.hit("send.after_intent")
+        await self._pacer.acquire()
+        if self.stopping:
+            self._ledger.finish_attempt(attempt_id, batch_id, Answer("not_sent"))
+            raise _NotSent
+        self.tally.requests += 1
+        try:
+            accepted = await self._client.post_action(self._action, user_ids, client_request_id)
+        except GraphError as exc:
+            failpoints.hit("send.after_answer")
+            self._ledger.finish_attempt(attempt_id, batch_id, _answer(exc))
+            self._feedback(exc)
+            raise
+        failpoints.hit("send.after_answer")
+        self._ledger.finish_attempt(
+            attempt_id,
+            batch_id,
+            Answer("accepted", http_status=accepted.status, request_id=accepted.request_id),
+            settle=State.CONFIRMED,
+        )
+        self._feedback(None)
+
+    def _feedback(self, exc: GraphError | None) -> None:
+        if isinstance(exc, Throttled):
+            self.tally.throttled += 1
+            self._pacer.throttled()
+        elif exc is not None and exc.retry_after is not None:
+            self._pacer.hold(exc.retry_after)
+        elif exc is None:
+            self._pacer.succeeded()
+        self._breaker.record(exc)
+        if self._breaker.tripped is not None:
+            self._everything.cancel()
+
+    def _settle(self, batch_id: int, state: State, exc: GraphError, size: int) -> None:
+        self._ledger.settle_batch(batch_id, state, _answer(exc))
+        if state is State.FAILED:
+            self.tally.failed += size
+        else:
+            self.tally.unknown += size
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._on_settled is not None:
+            self._on_settled(self.tally)
+
+
+_OUTCOMES: dict[type[GraphError], str] = {
+    Throttled: "throttled",
+    ServerError: "server_error",
+    NoAnswer: "no_answer",
+    BadRequest: "bad_request",
+    Unauthorized: "unauthorized",
+    Forbidden: "forbidden",
+}
+
+
+def _answer(exc: GraphError) -> Answer:
+    return Answer(
+        _OUTCOMES.get(type(exc), "rejected"),
+        http_status=exc.status,
+        error_code=exc.code,
+        error_message=exc.message,
+        request_id=exc.request_id,
+    )
+
+
+def _first_leaf(group: BaseExceptionGroup[LedgerError]) -> LedgerError:
+    """The first LedgerError in a (possibly nested) group from the task groups."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -1,0 +1,127 @@
+"""Ledger speed: time to first request on a big resume, and the ledger's cost per batch.
+
+1. A ledger that already has 1,000,000 confirmed IDs and an input of 1,010,000: the real CLI
+   in a subprocess against the simulator; time from process start to the first ID accepted.
+2. Per batch of 60 on that ledger: intent (start_batch + start_attempt) and outcome
+   (finish_attempt) commits, with WAL and synchronous=FULL, as the sender does them.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import polars as pl
+
+from batcher.config import SimulatorSettings
+from batcher.ledger import Answer, Ledger, RunIdentity, State
+from batcher.simulator import GraphSimulator, RunningSimulator
+
+TOKEN = "bench-token"
+IDENTITY = RunIdentity("confirmCompromised", "token-tenant", "global", "v1.0")
+
+
+def _ids(n: int) -> list[str]:
+    return [str(uuid.UUID(int=i * 2_654_435_761 + 17, version=4)) for i in range(n)]
+
+
+def _confirmed_ledger(path: Path, ids: list[str]) -> None:
+    ledger = Ledger.open(path, IDENTITY)
+    ledger.add_ids(
+        pl.DataFrame({"user_id": ids, "source_file": "old.csv", "source_row": range(len(ids))})
+    )
+    with ledger._write() as db:  # setup only: mark them all confirmed at once
+        db.execute("UPDATE ids SET state = ?, attempts = 1", (State.CONFIRMED.value,))
+    ledger.close()
+
+
+def time_to_first_request(work: Path, done: int, extra: int) -> dict[str, float]:
+    ids = _ids(done + extra)
+    ledger = work / "big.sqlite"
+    _confirmed_ledger(ledger, ids[:done])
+    (work / "ids.csv").write_text("id\n" + "\n".join(ids) + "\n", encoding="utf-8")
+    settings = SimulatorSettings(
+        rate_per_second=1000, burst=10, latency_min_seconds=0, latency_max_seconds=0
+    )
+    with RunningSimulator(GraphSimulator(settings, tokens={TOKEN})) as sim:
+        (work / "config.toml").write_text(
+            f'[graph]\ntarget = "graph"\nbase_url = "{sim.url}"\n[send]\nrate_per_second = 50\n',
+            encoding="utf-8",
+        )
+        command = [
+            str(Path(sys.executable).parent / "batcher"),
+            "run",
+            "ids.csv",
+            "--config",
+            "config.toml",
+            "--ledger",
+            str(ledger),
+        ]
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            command,
+            cwd=work,
+            env={**os.environ, "BATCHER_ACCESS_TOKEN": TOKEN},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert sim.simulator.record.wait_for_accepted("confirmCompromised", 1, timeout=120)
+        first = time.monotonic() - started
+        _, err = proc.communicate(timeout=600)
+        total = time.monotonic() - started
+        accepted = len(sim.simulator.record.accepted["confirmCompromised"])
+    if proc.returncode != 0 or accepted != extra:
+        raise SystemExit(f"benchmark run failed ({proc.returncode}, {accepted} sent): {err}")
+    return {"first_request_s": first, "whole_run_s": total}
+
+
+def cost_per_batch(work: Path, batches: int) -> dict[str, float]:
+    ledger = Ledger.open(work / "big.sqlite", IDENTITY)
+    ids = _ids(batches * 60)
+    ledger.add_ids(pl.DataFrame({"user_id": ids, "source_file": "b", "source_row": 0}))
+    intent, outcome = [], []
+    for n in range(batches):
+        batch = ids[n * 60 : (n + 1) * 60]
+        t0 = time.perf_counter()
+        batch_id = ledger.start_batch(batch)
+        attempt = ledger.start_attempt(batch_id, str(uuid.uuid4()))
+        t1 = time.perf_counter()
+        ledger.finish_attempt(
+            attempt, batch_id, Answer("accepted", 204, request_id="r"), State.CONFIRMED
+        )
+        t2 = time.perf_counter()
+        intent.append(t1 - t0)
+        outcome.append(t2 - t1)
+    ledger.close()
+    both = [a + b for a, b in zip(intent, outcome, strict=True)]
+    return {
+        "intent_ms": 1000 * statistics.mean(intent),
+        "outcome_ms": 1000 * statistics.mean(outcome),
+        "batch_ms": 1000 * statistics.mean(both),
+        "batch_p99_ms": 1000 * statistics.quantiles(both, n=100)[98],
+    }
+
+
+def main() -> None:
+    done = int(os.environ.get("BENCH_LEDGER_DONE", "1000000"))
+    extra = int(os.environ.get("BENCH_LEDGER_EXTRA", "10000"))
+    with tempfile.TemporaryDirectory() as tmp:
+        first = time_to_first_request(Path(tmp), done, extra)
+        cost = cost_per_batch(Path(tmp), 1000)
+    print(
+        "| ledger IDs confirmed | input IDs | start to first request s | whole run s |\n"
+        "|---|---|---|---|\n"
+        f"| {done:,} | {done + extra:,} | {first['first_request_s']:.2f} | "
+        f"{first['whole_run_s']:.1f} |\n\n"
+        "| per batch of 60 (1,000 batches) | mean ms | \n|---|---|\n"
+        f"| intent commits (batch + attempt) | {cost['intent_ms']:.2f} |\n"
+        f"| outcome commit | {cost['outcome_ms']:.2f} |\n"
+        f"| both | {cost['batch_ms']:.2f} (p99 {cost['batch_p99_ms']:.2f}) |"
+    )

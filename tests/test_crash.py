@@ -1,0 +1,209 @@
+"""Crash tests: real processes killed at many points; re-running the same command finishes.
+
+Every kill is real (SIGKILL, SIGINT, SIGTERM to the `batcher` process). Kill moments are chosen
+either by a failpoint inside the process (see batcher/failpoints.py) or from outside once the
+simulator has accepted a given number of IDs (a condition, never a sleep).
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import FAST, cli_env, write_config
+
+BATCH_SIZE = 10
+MAX_IN_FLIGHT = 2
+WINDOW = BATCH_SIZE * MAX_IN_FLIGHT  # IDs that may be in flight when a process dies
+BATCHER = str(Path(sys.executable).parent / "batcher")
+ACTION = "confirmCompromised"
+
+# (failpoint, hit count): the process kills itself there
+FAILPOINT_KILLS = [
+    ("send.after_intent", 1),
+    ("send.after_intent", 4),
+    ("send.after_answer", 1),
+    ("send.after_answer", 5),
+    ("ledger.before_commit", 3),
+    ("ledger.before_commit", 8),
+    ("ledger.before_commit", 17),
+    ("ledger.before_begin", 6),
+    ("ledger.before_begin", 13),
+]
+EXTERNAL_KILLS = 12  # SIGKILL from outside, spread over the run
+
+
+def _setup(tmp_path: Path, url: str, n_ids: int) -> tuple[list[str], Path, list[str]]:
+    ids = [str(uuid.UUID(int=i * 7919 + 1, version=4)) for i in range(n_ids)]
+    (tmp_path / "ids.csv").write_text("id\n" + "\n".join(ids) + "\n", encoding="utf-8")
+    config = write_config(
+        tmp_path / "config.toml",
+        url,
+        send={"batch_size": BATCH_SIZE, "max_in_flight": MAX_IN_FLIGHT, "rate_per_second": 60.0},
+    )
+    ledger = tmp_path / "ledger.sqlite"
+    command = [BATCHER, "run", "ids.csv", "--config", str(config), "--ledger", str(ledger)]
+    return ids, ledger, command
+
+
+def _start(command: list[str], cwd: Path, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=cli_env(**env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _read_until(proc: subprocess.Popen[str], text: str) -> str:
+    """Read the process's stderr line by line until ``text`` shows up (or it ends)."""
+    assert proc.stderr is not None
+    seen = ""
+    for line in proc.stderr:
+        seen += line
+        if text in line:
+            return seen
+    raise AssertionError(f"{text!r} never appeared in: {seen}")
+
+
+def _states(ledger: Path) -> dict[str, int]:
+    with sqlite3.connect(ledger) as db:
+        return dict(db.execute("SELECT state, COUNT(*) FROM ids GROUP BY state").fetchall())
+
+
+def _kill_plan() -> list[tuple[str, int]]:
+    """Failpoint kills interleaved with kills from outside, spread over the whole run."""
+    external = [("external", 0)] * EXTERNAL_KILLS
+    plan: list[tuple[str, int]] = []
+    for i in range(max(len(FAILPOINT_KILLS), len(external))):
+        plan += FAILPOINT_KILLS[i : i + 1] + external[i : i + 1]
+    return plan
+
+
+def _unsure(ledger: Path) -> set[str]:
+    with sqlite3.connect(ledger) as db:
+        rows = db.execute("SELECT user_id FROM ids WHERE state IN ('sending', 'unknown')")
+        return {row[0] for row in rows}
+
+
+def test_sigkill_at_many_points_loses_nothing_and_resends_at_most_the_window(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    sim = simulator_factory(
+        FAST.model_copy(update={"latency_min_seconds": 0.005, "latency_max_seconds": 0.03})
+    )
+    record = sim.simulator.record
+    accepted = record.accepted[ACTION]
+    ids, ledger, command = _setup(tmp_path, sim.url, 600)
+    step = 2 * BATCH_SIZE  # an outside kill comes once two more batches were accepted
+    kills: list[str] = []
+    made_unsure: list[int] = []  # IDs each kill left unsure (in flight when it struck)
+    ever_unsure: set[str] = set()
+    unsure: set[str] = set()
+
+    for name, count in _kill_plan():
+        start = len(accepted)
+        if name == "external":
+            proc = _start(command, tmp_path)
+            assert record.wait_for_accepted(ACTION, start + step, timeout=60)
+            proc.kill()
+        else:
+            proc = _start(command, tmp_path, BATCHER_FAILPOINT=f"{name}:{count}")
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL, (name, count, proc.returncode, err)
+        kills.append(name if name == "external" else f"{name}:{count}")
+        now_unsure = _unsure(ledger)
+        made_unsure.append(len(now_unsure - unsure))
+        ever_unsure |= now_unsure
+        unsure = now_unsure
+
+    done = _start(command, tmp_path)  # the same command, once more, to the end
+    _, err = done.communicate(timeout=120)
+    assert done.returncode == 0, err
+
+    assert len(kills) >= 20, kills
+    assert set(accepted) == set(ids)  # every valid ID was accepted at least once
+    assert _states(ledger) == {"confirmed": len(ids)}  # and the ledger knows it
+    assert max(made_unsure) <= WINDOW, list(zip(kills, made_unsure, strict=True))
+    resent = [uid for uid, n in Counter(accepted).items() for _ in range(n - 1)]
+    assert set(resent) <= ever_unsure  # only IDs a kill left unsure were sent again
+    assert len(resent) <= len(kills) * WINDOW
+    assert resent  # some kills really did catch IDs in flight
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_first_signal_finishes_requests_in_flight_then_resume_resends_nothing(
+    tmp_path: Path, simulator_factory: Any, signum: signal.Signals
+) -> None:
+    sim = simulator_factory(
+        FAST.model_copy(update={"latency_min_seconds": 0.02, "latency_max_seconds": 0.05})
+    )
+    record = sim.simulator.record
+    accepted = record.accepted[ACTION]
+    ids, ledger, command = _setup(tmp_path, sim.url, 400)
+    proc = _start(command, tmp_path)
+    assert record.wait_for_accepted(ACTION, 5 * BATCH_SIZE, timeout=60)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopping: no new requests" in err
+    assert "to resume: " in err and "run ids.csv" in err
+    assert "Traceback" not in err
+    sent_before = len(accepted)
+    assert sent_before < len(ids)  # it really stopped early
+    states = _states(ledger)
+    assert states.get("confirmed", 0) == sent_before  # every answer in flight was recorded
+
+    done = _start(command, tmp_path)
+    _, err = done.communicate(timeout=120)
+    assert done.returncode == 0, err
+    assert sorted(accepted) == sorted(ids)  # nothing was sent twice
+    assert _states(ledger) == {"confirmed": len(ids)}
+
+
+def test_second_signal_stops_at_once_and_stays_resumable(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    sim = simulator_factory(
+        FAST.model_copy(update={"latency_min_seconds": 1.0, "latency_max_seconds": 1.0})
+    )
+    record = sim.simulator.record
+    accepted = record.accepted[ACTION]
+    ids, ledger, command = _setup(tmp_path, sim.url, 100)
+    proc = _start(command, tmp_path)
+    assert record.wait_for_accepted(ACTION, BATCH_SIZE, timeout=60)
+    proc.send_signal(signal.SIGINT)
+    seen = _read_until(proc, "stopping: no new requests")  # the first one was handled
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, seen + err
+    assert "stopping: now" in err
+    fast = simulator_factory()
+    config = write_config(
+        tmp_path / "config.toml",
+        fast.url,
+        send={"batch_size": BATCH_SIZE, "max_in_flight": MAX_IN_FLIGHT},
+    )
+    done = subprocess.run(
+        [BATCHER, "run", "ids.csv", "--config", str(config), "--ledger", str(ledger)],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    assert set(accepted) | set(fast.simulator.record.accepted[ACTION]) == set(ids)
+    assert _states(ledger) == {"confirmed": len(ids)}
