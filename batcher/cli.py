@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -14,10 +14,18 @@ import typer
 from rich.console import Console
 
 from batcher import __version__
-from batcher.config import load_settings
-from batcher.errors import AuthError, BatcherError, ConfigError
+from batcher.config import Settings, load_settings
+from batcher.errors import AuthError, BatcherError, ConfigError, NotConfirmed
+from batcher.eventlog import EventLog, EventSink, no_events
 from batcher.ledger import Ledger
-from batcher.report import REPORT_FORMATS, Summary, render_summary, say, write_report
+from batcher.report import (
+    REPORT_FORMATS,
+    Summary,
+    render_plan,
+    render_summary,
+    say,
+    write_report,
+)
 from batcher.runner import JobOptions, replay_job, run_job
 
 EXIT_OK = 0
@@ -97,6 +105,21 @@ ConfigOption = Annotated[
 ]
 
 
+LogFileOption = Annotated[
+    Path | None,
+    typer.Option("--log-file", help="Append JSON lines: one per request and per state change."),
+]
+
+
+@contextmanager
+def _event_log(path: Path | None) -> Iterator[EventSink]:
+    if path is None:
+        yield no_events
+        return
+    with EventLog(path) as log:
+        yield log
+
+
 @app.command()
 def run(
     inputs: Annotated[list[Path], typer.Argument(help="Export files holding user IDs.")],
@@ -110,15 +133,18 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
     ] = False,
+    log_file: LogFileOption = None,
 ) -> None:
     """Confirm the users in INPUTS compromised; re-running the same command resumes."""
     resume = _this_command()
-    with _exit_codes(resume):
+    with _exit_codes(resume), _event_log(log_file) as log:
         settings = load_settings(config)
         summary = run_job(
             settings,
             JobOptions(inputs=tuple(inputs), column=column, ledger=ledger, dry_run=dry_run),
             console,
+            _gate(settings, yes),
+            log,
         )
     _finish(summary, as_json, resume, config)
 
@@ -134,12 +160,13 @@ def replay(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
     ] = False,
+    log_file: LogFileOption = None,
 ) -> None:
     """Send again the failed and unsure IDs of LEDGER, recorded as new attempts in it."""
     resume = _this_command()
-    with _exit_codes(resume):
+    with _exit_codes(resume), _event_log(log_file) as log:
         settings = load_settings(config)
-        summary = replay_job(settings, ledger, only, console)
+        summary = replay_job(settings, ledger, only, console, _gate(settings, yes), log)
     _finish(summary, as_json, resume, config)
 
 
@@ -165,6 +192,35 @@ def report(
     say(
         console, f"{out}: {frame.height:,} IDs (" + ", ".join(f"{s} {n:,}" for s, n in counts) + ")"
     )
+
+
+def _gate(settings: Settings, yes: bool) -> Callable[[Summary], bool]:
+    """Before any real send: show the blast radius and make the operator type the count."""
+
+    def confirm(plan: Summary) -> bool:
+        if settings.graph.target == "simulator" or yes:
+            return True
+        if not sys.stdin.isatty():
+            raise NotConfirmed(
+                "refusing to send without confirmation: there is no terminal to ask on; "
+                "check the plan with --dry-run, then pass --yes"
+            )
+        render_plan(plan, console)
+        say(
+            console,
+            f"{plan.action} for {plan.to_send:,} users on tenant {plan.tenant} "
+            f"({plan.cloud} cloud, Graph {plan.api_version}). Conditional Access may block "
+            "them or force a password reset.",
+            prefix="About to send ",
+            style="bold red",
+        )
+        try:
+            answer = console.input(f"Type {plan.to_send} (the number of users) or yes to go on: ")
+        except EOFError:
+            return False
+        return answer.strip().lower().replace(",", "") in {str(plan.to_send), "yes"}
+
+    return confirm
 
 
 def _finish(summary: Summary, as_json: bool, resume: str, config: Path | None) -> None:

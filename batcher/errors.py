@@ -19,6 +19,10 @@ class LedgerError(BatcherError):
     """The ledger cannot be opened, is foreign, or does not match this run."""
 
 
+class NotConfirmed(BatcherError):
+    """The operator did not confirm the send (or could not be asked)."""
+
+
 class AuthError(BatcherError):
     """Sign-in or permission failed; nothing more can be sent until it is fixed."""
 

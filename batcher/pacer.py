@@ -9,51 +9,80 @@ import anyio
 
 
 class Pacer:
-    """One pacer per run, shared by every worker: request starts are spaced ``1/rate`` apart.
+    """One pacer per run, shared by every worker: no two request starts closer than ``interval``.
 
-    A 429 widens the spacing for everyone at once (one shared back-off, doubling up to
-    ``max_interval``); each success narrows it again by ``recovery`` until it is back at the
-    configured rate. ``hold(seconds)`` honours a Retry-After for every worker.
+    - ``interval`` starts at ``(1 + margin) / rate``: the margin keeps arrivals at Graph from
+      bunching closer than the tenant's limit when the network adds a few milliseconds of jitter.
+      Idle time is never banked: there are no bursts.
+    - A 429 (``throttled``) slows every worker at once: the interval grows by ``slowdown`` (up to
+      ``max_interval``) and the next start moves one interval from now. Only a 429 for a request
+      started after the last slow-down counts: the others were sent at the old pace, so a volley
+      of 429s from requests already in flight slows the pace once, not once per worker.
+    - Each answer that was not throttled (``succeeded``) wins back ``recovery`` of the target
+      rate, so the pace climbs back to the target within a few answers.
+
+    Why gentle (x1.1, +10%): with a burst of 1, another app's requests make ours collide with
+    them at random whatever our pace, so most 429s say "someone else just took this second",
+    not "you are too fast". Slowing down hard on each one hands the other app our share and
+    starves the run (modelled: x1.5 with +2% recovery kept 14% of the remaining budget, x1.1
+    with +10% kept 93%); retrying at the next slot is what wins the budget back.
+    - ``hold(seconds)`` honours a Retry-After for every worker.
     """
 
     def __init__(
         self,
         rate_per_second: float,
         *,
+        margin: float = 0.02,
+        slowdown: float = 1.1,
+        recovery: float = 0.1,
         max_interval: float = 60.0,
-        recovery: float = 0.8,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
-        self.base_interval = 1.0 / rate_per_second
+        self.base_interval = (1.0 + margin) / rate_per_second
         self.interval = self.base_interval
-        self.max_interval = max_interval
+        self.slowdown = slowdown
         self.recovery = recovery
+        self.max_interval = max(max_interval, self.base_interval)
         self._clock = clock
         self._sleep = sleep
         self._next = clock()
+        self._slowed_at = float("-inf")
         self.throttles = 0
+        self.slowdowns = 0
 
-    async def acquire(self) -> None:
-        """Wait for this caller's start slot."""
+    @property
+    def rate(self) -> float:
+        """Request starts per second at the current pace."""
+        return 1.0 / self.interval
+
+    async def acquire(self) -> float:
+        """Wait for this caller's start slot; returns the start time (pass it to ``throttled``)."""
         while True:
             now = self._clock()
             if now >= self._next:
                 self._next = now + self.interval
-                return
+                return now
             await self._sleep(self._next - now)
 
-    def throttled(self) -> None:
-        """A 429: double the spacing and push the next start out by it."""
+    def throttled(self, started: float | None = None) -> None:
+        """A 429 for a request started at ``started``: slow everyone down, once per episode."""
         self.throttles += 1
-        # Never narrower than before: a rate slower than max_interval must not speed up.
-        self.interval = max(self.interval, min(self.interval * 2, self.max_interval))
-        self._next = max(self._next, self._clock() + self.interval)
+        now = self._clock()
+        if started is not None and started < self._slowed_at:
+            return  # sent before the last slow-down: that pace is already corrected
+        self.slowdowns += 1
+        self._slowed_at = now
+        self.interval = min(self.interval * self.slowdown, self.max_interval)
+        self._next = max(self._next, now + self.interval)
 
     def hold(self, seconds: float) -> None:
         """A Retry-After: nobody starts a request for ``seconds``."""
         self._next = max(self._next, self._clock() + seconds)
 
     def succeeded(self) -> None:
-        """An answer that was not throttled: recover gradually toward the configured rate."""
-        self.interval = max(self.base_interval, self.interval * self.recovery)
+        """An answer that was not throttled: win back a little of the target rate."""
+        base_rate = 1.0 / self.base_interval
+        rate = min(base_rate, 1.0 / self.interval + self.recovery * base_rate)
+        self.interval = max(self.base_interval, 1.0 / rate)

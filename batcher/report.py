@@ -49,6 +49,7 @@ class Summary:
     seconds: float = 0.0
     ledger: str | None = None
     rejects: str | None = None
+    report: str | None = None
     stopped: str | None = None
     interrupted: bool = False
 
@@ -62,9 +63,38 @@ class Summary:
         return data
 
 
+def render_plan(summary: Summary, console: Console) -> None:
+    """What a run will do: its counts, batches, and how long it takes at the configured rate."""
+    _render(summary, console, sent=False, title=f"batcher {summary.command}: plan")
+    say(
+        console,
+        f"{_where(summary)}: {summary.to_send:,} IDs in {summary.batches:,} requests, "
+        f"about {format_duration(summary.estimated_seconds)} at the configured rate"
+        + (" (the built-in simulator)" if summary.target == "simulator" else ""),
+    )
+
+
 def render_summary(summary: Summary, console: Console) -> None:
-    """A short table of the run for the operator."""
-    title = f"batcher {summary.command}" + (" (dry run: nothing sent)" if summary.dry_run else "")
+    """A short table of what the run did, and where its files are."""
+    if summary.dry_run:
+        render_plan(summary, console)
+        say(console, "dry run: nothing was sent")
+    else:
+        _render(summary, console, sent=True, title=f"batcher {summary.command}")
+        say(console, f"{_where(summary)}: took {format_duration(summary.seconds)}")
+    if summary.ledger:
+        say(console, f"ledger:  {summary.ledger}")
+    if summary.rejects:
+        say(console, f"rejects: {summary.rejects}")
+    if summary.report:
+        say(console, f"report:  {summary.report}")
+
+
+def _where(summary: Summary) -> str:
+    return f"{summary.action} on tenant {summary.tenant} ({summary.cloud}, {summary.api_version})"
+
+
+def _render(summary: Summary, console: Console, *, sent: bool, title: str) -> None:
     table = Table(title=title)
     table.add_column("", style="bold")
     table.add_column("count", justify="right")
@@ -84,7 +114,7 @@ def render_summary(summary: Summary, console: Console) -> None:
             ("not selected (other error codes)", summary.failed_before),
         ]
     rows += [("to send", summary.to_send), ("batches", summary.batches)]
-    if not summary.dry_run:
+    if sent:
         rows += [
             ("confirmed", summary.confirmed),
             ("failed", summary.failed),
@@ -96,19 +126,6 @@ def render_summary(summary: Summary, console: Console) -> None:
     for label, value in rows:
         table.add_row(label, f"{value:,}")
     console.print(table)
-    where = f"{summary.action} on tenant {summary.tenant} ({summary.cloud}, {summary.api_version})"
-    if summary.dry_run:
-        say(
-            console,
-            f"{where}: {summary.to_send:,} IDs in {summary.batches:,} requests, "
-            f"about {format_duration(summary.estimated_seconds)} at the configured rate",
-        )
-    else:
-        say(console, f"{where}: took {format_duration(summary.seconds)}")
-    if summary.ledger:
-        say(console, f"ledger:  {summary.ledger}")
-    if summary.rejects:
-        say(console, f"rejects: {summary.rejects}")
 
 
 def format_duration(seconds: float) -> str:

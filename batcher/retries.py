@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable
 
 from tenacity import (
@@ -26,6 +27,7 @@ class wait_unless_paced(wait_base):
 
     def __init__(self, backoff: wait_base) -> None:
         self.backoff = backoff
+        self._unpaced = 0  # the back-off grows with these failures only, not with 429s
 
     def __call__(self, retry_state: RetryCallState) -> float:
         outcome = retry_state.outcome
@@ -34,7 +36,10 @@ class wait_unless_paced(wait_base):
             return 0.0
         if isinstance(exc, ServerError) and exc.retry_after is not None:
             return 0.0
-        return float(self.backoff(retry_state))
+        self._unpaced += 1
+        counted = copy.copy(retry_state)
+        counted.attempt_number = self._unpaced
+        return float(self.backoff(counted))
 
 
 def retry_policy(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,14 +18,16 @@ from rich.console import Console
 from batcher.auth import StaticToken, TokenSource, tenant_of, token_source
 from batcher.clouds import ACTION_CONFIRM, CLOUDS
 from batcher.config import Settings
-from batcher.errors import LedgerError
+from batcher.errors import LedgerError, NotConfirmed
+from batcher.eventlog import EventSink, no_events
 from batcher.graph import GraphClient
 from batcher.inputs import InputSet, read_inputs
 from batcher.ledger import Ledger, RunIdentity, RunRecord
 from batcher.pacer import Pacer
 from batcher.plan import Plan, make_plan
-from batcher.report import Summary, say, write_rejects
-from batcher.sender import Sender, SendOutcome, Tally
+from batcher.progress import RunProgress
+from batcher.report import Summary, say, write_rejects, write_report
+from batcher.sender import Sender, SendOutcome
 from batcher.simulator import GraphSimulator, RunningSimulator
 
 
@@ -38,8 +40,21 @@ class JobOptions:
     action: str = ACTION_CONFIRM
 
 
-def run_job(settings: Settings, options: JobOptions, console: Console) -> Summary:
-    """Read, plan, record and send; a failed batch is data in the summary, not an error."""
+Confirm = Callable[[Summary], bool]
+
+
+def _always(preview: Summary) -> bool:
+    return True
+
+
+def run_job(
+    settings: Settings,
+    options: JobOptions,
+    console: Console,
+    confirm: Confirm = _always,
+    log: EventSink = no_events,
+) -> Summary:
+    """Read, plan, ask ``confirm``, record and send; a failed batch is data, not an error."""
     inputs = read_inputs(options.inputs, options.column)
     for item in inputs.files:
         say(
@@ -75,29 +90,24 @@ def run_job(settings: Settings, options: JobOptions, console: Console) -> Summar
     ledger = Ledger.open(ledger_path, identity)
     try:
         say(console, f"ledger: {ledger_path}")
-        ledger.begin_run(
-            RunRecord(
-                command="run",
-                config_digest=config_digest(settings),
-                inputs=tuple((str(p), file_sha256(p)) for p in options.inputs),
-            )
-        )
         plan = make_plan(inputs, ledger.known_states(), settings.send.batch_size)
-        ledger.add_ids(plan.new_ids)
-        outcome = None
-        if plan.to_send.len():
-            outcome = anyio.run(
-                _send, settings, ledger, plan, tokens, options.action, console, simulated
-            )
-        result = summary(plan, outcome)
-        ledger.end_run(_outcome_record(result))
+        record = RunRecord(
+            command="run",
+            config_digest=config_digest(settings),
+            inputs=tuple((str(p), file_sha256(p)) for p in options.inputs),
+        )
+        return _execute(settings, ledger, plan, record, tokens, console, confirm, summary, log)
     finally:
         ledger.close()
-    return result
 
 
 def replay_job(
-    settings: Settings, ledger_path: Path, only_code: str | None, console: Console
+    settings: Settings,
+    ledger_path: Path,
+    only_code: str | None,
+    console: Console,
+    confirm: Confirm = _always,
+    log: EventSink = no_events,
 ) -> Summary:
     """Send again the failed and unsure IDs of a ledger, as new attempts in that ledger."""
     reader = Ledger.open_existing(ledger_path)
@@ -110,7 +120,6 @@ def replay_job(
     identity = _identity(settings, tokens, action)
     ledger = Ledger.open(ledger_path, identity)
     try:
-        ledger.begin_run(RunRecord(command="replay", config_digest=config_digest(settings)))
         ids = ledger.replay_candidates(only_code)
         left_out = len(ledger.replay_candidates(None)) - len(ids)  # other codes under --only
         counts = ledger.counts()
@@ -135,13 +144,47 @@ def replay_job(
                 prefix="note: ",
                 style="yellow",
             )
-        outcome = None
-        if ids:
-            outcome = anyio.run(_send, settings, ledger, plan, tokens, action, console, simulated)
-        result = _summary("replay", settings, identity, False, plan, outcome, ledger=ledger_path)
-        ledger.end_run(_outcome_record(result))
+
+        def summary(plan: Plan, outcome: SendOutcome | None = None) -> Summary:
+            return _summary("replay", settings, identity, False, plan, outcome, ledger=ledger_path)
+
+        record = RunRecord(command="replay", config_digest=config_digest(settings))
+        return _execute(settings, ledger, plan, record, tokens, console, confirm, summary, log)
     finally:
         ledger.close()
+
+
+def _execute(
+    settings: Settings,
+    ledger: Ledger,
+    plan: Plan,
+    record: RunRecord,
+    tokens: TokenSource,
+    console: Console,
+    confirm: Confirm,
+    summary: Callable[[Plan, SendOutcome | None], Summary],
+    log: EventSink,
+) -> Summary:
+    """The gate, then record and send; the ledger is written only once the operator agreed."""
+    preview = summary(plan, None)
+    if plan.to_send.len() and not confirm(preview):
+        log("declined", command=record.command, to_send=preview.to_send)
+        raise NotConfirmed("not confirmed: nothing was sent; run the same command to start again")
+    run_id = ledger.begin_run(record)
+    plan_fields = {k: v for k, v in preview.to_json().items() if isinstance(v, int | str)}
+    log("run_started", **{**plan_fields, "run": run_id, "ledger": str(ledger.path)})
+    ledger.add_ids(plan.new_ids)
+    outcome = None
+    if plan.to_send.len():
+        simulated = settings.graph.target == "simulator"
+        action = ledger.meta()["action"]
+        outcome = anyio.run(_send, settings, ledger, plan, tokens, action, console, simulated, log)
+    result = summary(plan, outcome)
+    report = ledger.path.with_name(ledger.path.stem + ".report.csv")
+    write_report(ledger.export(), report)
+    result = dataclasses.replace(result, report=str(report))
+    ledger.end_run(_outcome_record(result))
+    log("run_finished", run=run_id, **_outcome_record(result))
     return result
 
 
@@ -153,8 +196,10 @@ async def _send(
     action: str,
     console: Console,
     simulated: bool,
+    log: EventSink,
 ) -> SendOutcome:
-    with _graph_endpoint(settings, console, simulated) as base_url:
+    with contextlib.ExitStack() as stack:
+        base_url = stack.enter_context(_graph_endpoint(settings, console, simulated))
         timeout = httpx.Timeout(settings.send.timeout_seconds, connect=10.0)
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
             grace = settings.send.timeout_seconds + 5
@@ -171,6 +216,9 @@ async def _send(
                 else:
                     say(console, "now; unanswered IDs stay unsure", prefix="stopping: ")
 
+            progress = stack.enter_context(
+                RunProgress(console, plan.to_send.len(), settings.send.batch_size)
+            )
             sender = Sender(
                 ledger,
                 GraphClient(http, base_url, settings.graph.api_version, tokens),
@@ -179,10 +227,11 @@ async def _send(
                 max_in_flight=settings.send.max_in_flight,
                 retry_for_seconds=settings.send.retry_for_seconds,
                 backoff=(settings.send.backoff_initial_seconds, settings.send.backoff_max_seconds),
-                on_settled=_PlainProgress(console, plan.to_send.len()),
+                on_settled=progress,
                 handle_signals=True,
                 grace_seconds=grace,
                 on_stop=on_stop,
+                log=log,
             )
             return await sender.run(plan.iter_batches())
 
@@ -250,28 +299,6 @@ def _outcome_record(summary: Summary) -> dict[str, object]:
     record: dict[str, object] = {k: getattr(summary, k) for k in keys}
     record["stopped"] = summary.stopped
     return record
-
-
-class _PlainProgress:
-    """A progress line every few seconds (and at the end)."""
-
-    def __init__(self, console: Console, total: int, every: float = 5.0) -> None:
-        self._console = console
-        self._total = total
-        self._every = every
-        self._last = time.monotonic()
-
-    def __call__(self, tally: Tally) -> None:
-        now = time.monotonic()
-        if tally.settled < self._total and now - self._last < self._every:
-            return
-        self._last = now
-        say(
-            self._console,
-            f"progress: {tally.settled:,}/{self._total:,} IDs settled: "
-            f"{tally.confirmed:,} confirmed, {tally.failed:,} failed, {tally.unknown:,} unsure; "
-            f"{tally.requests:,} requests, {tally.throttled:,} throttled",
-        )
 
 
 def _identity(settings: Settings, tokens: TokenSource, action: str) -> RunIdentity:

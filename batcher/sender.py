@@ -23,6 +23,7 @@ from batcher.errors import (
     Throttled,
     Unauthorized,
 )
+from batcher.eventlog import EventSink, no_events
 from batcher.graph import GraphClient
 from batcher.ledger import Answer, Ledger, State
 from batcher.pacer import Pacer
@@ -43,6 +44,7 @@ class Tally:
     unknown: int = 0
     requests: int = 0
     throttled: int = 0
+    rate: float = 0.0  # the pacer's current request rate
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -115,6 +117,7 @@ class Sender:
         handle_signals: bool = False,
         grace_seconds: float = 30.0,
         on_stop: Callable[[bool], None] | None = None,
+        log: EventSink = no_events,
     ) -> None:
         self._ledger = ledger
         self._client = client
@@ -128,11 +131,12 @@ class Sender:
         self._handle_signals = handle_signals
         self._grace_seconds = grace_seconds
         self._on_stop = on_stop
+        self._log = log
         self._breaker = AuthBreaker()
         self._feeding = anyio.CancelScope()
         self._everything = anyio.CancelScope()
         self.stopping = False
-        self.tally = Tally()
+        self.tally = Tally(rate=pacer.rate)
 
     async def run(self, batches: Iterable[list[str]]) -> SendOutcome:
         try:
@@ -194,6 +198,7 @@ class Sender:
     async def _send(self, user_ids: Sequence[str]) -> None:
         """Send one batch until it settles; on a 400 split it to isolate the bad IDs."""
         batch_id = self._ledger.start_batch(user_ids)
+        self._log("state", batch=batch_id, ids=len(user_ids), state=State.SENDING.value)
         try:
             policy = retry_policy(
                 self._retry_for_seconds,
@@ -230,7 +235,7 @@ class Sender:
         client_request_id = str(uuid.uuid4())
         attempt_id = self._ledger.start_attempt(batch_id, client_request_id)
         failpoints.hit("send.after_intent")
-        await self._pacer.acquire()
+        started = await self._pacer.acquire()
         if self.stopping:
             self._ledger.finish_attempt(attempt_id, batch_id, Answer("not_sent"))
             raise _NotSent
@@ -239,32 +244,59 @@ class Sender:
             accepted = await self._client.post_action(self._action, user_ids, client_request_id)
         except GraphError as exc:
             failpoints.hit("send.after_answer")
-            self._ledger.finish_attempt(attempt_id, batch_id, _answer(exc))
-            self._feedback(exc)
+            answer = _answer(exc)
+            self._ledger.finish_attempt(attempt_id, batch_id, answer)
+            self._feedback(exc, started)
+            self._log_request(batch_id, attempt_id, user_ids, client_request_id, answer, started)
             raise
         failpoints.hit("send.after_answer")
-        self._ledger.finish_attempt(
-            attempt_id,
-            batch_id,
-            Answer("accepted", http_status=accepted.status, request_id=accepted.request_id),
-            settle=State.CONFIRMED,
-        )
-        self._feedback(None)
+        answer = Answer("accepted", http_status=accepted.status, request_id=accepted.request_id)
+        self._ledger.finish_attempt(attempt_id, batch_id, answer, settle=State.CONFIRMED)
+        self._feedback(None, started)
+        self._log_request(batch_id, attempt_id, user_ids, client_request_id, answer, started)
+        self._log("state", batch=batch_id, ids=len(user_ids), state=State.CONFIRMED.value)
 
-    def _feedback(self, exc: GraphError | None) -> None:
+    def _log_request(
+        self,
+        batch_id: int,
+        attempt_id: int,
+        user_ids: Sequence[str],
+        client_request_id: str,
+        answer: Answer,
+        started: float,
+    ) -> None:
+        self._log(
+            "request",
+            batch=batch_id,
+            attempt=attempt_id,
+            ids=len(user_ids),
+            outcome=answer.outcome,
+            http_status=answer.http_status,
+            error_code=answer.error_code,
+            error_message=answer.error_message,
+            request_id=answer.request_id,
+            client_request_id=client_request_id,
+            latency_ms=round(1000 * (time.monotonic() - started), 1),
+            rate_per_second=round(self._pacer.rate, 4),
+            throttled_so_far=self.tally.throttled,
+        )
+
+    def _feedback(self, exc: GraphError | None, started: float) -> None:
         if isinstance(exc, Throttled):
             self.tally.throttled += 1
-            self._pacer.throttled()
+            self._pacer.throttled(started)
         elif exc is not None and exc.retry_after is not None:
             self._pacer.hold(exc.retry_after)
         elif exc is None:
             self._pacer.succeeded()
+        self.tally.rate = self._pacer.rate
         self._breaker.record(exc)
         if self._breaker.tripped is not None:
             self._everything.cancel()
 
     def _settle(self, batch_id: int, state: State, exc: GraphError, size: int) -> None:
         self._ledger.settle_batch(batch_id, state, _answer(exc))
+        self._log("state", batch=batch_id, ids=size, state=state.value, error_code=exc.code)
         if state is State.FAILED:
             self.tally.failed += size
         else:

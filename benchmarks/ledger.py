@@ -57,6 +57,7 @@ def time_to_first_request(work: Path, done: int, extra: int) -> dict[str, float]
         command = [
             str(Path(sys.executable).parent / "batcher"),
             "run",
+            "--yes",
             "ids.csv",
             "--config",
             "config.toml",

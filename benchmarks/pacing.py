@@ -42,6 +42,7 @@ def run_once(rate: float, batches: int, latency: tuple[float, float]) -> dict[st
                 [
                     str(Path(sys.executable).parent / "batcher"),
                     "run",
+                    "--yes",
                     "ids.csv",
                     "--json",
                     "--config",

@@ -42,13 +42,17 @@ def _states(ledger: Path) -> dict[str, str]:
 def test_default_ledger_path_is_printed_and_found_again(tmp_path: Path, simulator: Any) -> None:
     ids = _ids(30)
     config = write_config(tmp_path / "config.toml", simulator.url)
-    first = run_cli("run", _input(tmp_path, ids), "--config", config, "--json", cwd=tmp_path)
+    first = run_cli(
+        "run", "--yes", _input(tmp_path, ids), "--config", config, "--json", cwd=tmp_path
+    )
     assert first.code == 0, first.stderr
     ledger = first.json()["ledger"]
     assert f"ledger: {ledger}" in first.stderr
     assert Path(ledger).parent == tmp_path / "runs"
     assert ACTION in Path(ledger).name
-    again = run_cli("run", _input(tmp_path, ids), "--config", config, "--json", cwd=tmp_path)
+    again = run_cli(
+        "run", "--yes", _input(tmp_path, ids), "--config", config, "--json", cwd=tmp_path
+    )
     assert again.json()["ledger"] == ledger
     assert again.json()["already_done"] == 30
 
@@ -63,6 +67,7 @@ def test_replay_sends_only_failed_ids_as_new_attempts(
     ledger = tmp_path / "l.sqlite"
     run = run_cli(
         "run",
+        "--yes",
         _input(tmp_path, ids),
         "--config",
         config,
@@ -77,7 +82,7 @@ def test_replay_sends_only_failed_ids_as_new_attempts(
 
     fixed = simulator_factory()
     config = write_config(tmp_path / "config.toml", fixed.url)
-    replay = run_cli("replay", ledger, "--config", config, "--json", cwd=tmp_path)
+    replay = run_cli("replay", "--yes", ledger, "--config", config, "--json", cwd=tmp_path)
     assert replay.code == 0, replay.stderr
     assert replay.json()["to_send"] == 3
     assert replay.json()["confirmed"] == 3
@@ -99,11 +104,21 @@ def test_replay_only_one_error_code(tmp_path: Path, simulator_factory: Any) -> N
     ledger = tmp_path / "l.sqlite"
     sim = simulator_factory(FAST.model_copy(update={"bad_ids": [ids[0]]}))
     config = write_config(tmp_path / "config.toml", sim.url)
-    run_cli("run", _input(tmp_path, ids[:10]), "--config", config, "--ledger", ledger, cwd=tmp_path)
+    run_cli(
+        "run",
+        "--yes",
+        _input(tmp_path, ids[:10]),
+        "--config",
+        config,
+        "--ledger",
+        ledger,
+        cwd=tmp_path,
+    )
     flaky = simulator_factory(FAST.model_copy(update={"faults": {"503": 1.0}}))
     config = write_config(tmp_path / "config.toml", flaky.url, send={"retry_for_seconds": 0})
     more = run_cli(
         "run",
+        "--yes",
         _input(tmp_path, ids),
         "--config",
         config,
@@ -115,11 +130,21 @@ def test_replay_only_one_error_code(tmp_path: Path, simulator_factory: Any) -> N
     assert more.json()["unknown"] == 10
     fixed = simulator_factory()
     config = write_config(tmp_path / "config.toml", fixed.url)
-    nothing = run_cli("replay", ledger, "--config", config, "--only", "NoSuchCode", cwd=tmp_path)
+    nothing = run_cli(
+        "replay", "--yes", ledger, "--config", config, "--only", "NoSuchCode", cwd=tmp_path
+    )
     assert nothing.code == 2
     assert "codes in this ledger: serviceNotAvailable (10), invalidRequest (1)" in nothing.stderr
     only = run_cli(
-        "replay", ledger, "--config", config, "--only", "invalidRequest", "--json", cwd=tmp_path
+        "replay",
+        "--yes",
+        ledger,
+        "--config",
+        config,
+        "--only",
+        "invalidRequest",
+        "--json",
+        cwd=tmp_path,
     )
     assert only.json()["to_send"] == 1
     assert fixed.simulator.record.accepted[ACTION] == [ids[0]]
@@ -135,7 +160,9 @@ def test_report_has_one_row_per_id_with_graphs_answer(
     sim = simulator_factory(FAST.model_copy(update={"bad_ids": [ids[7]]}))
     config = write_config(tmp_path / "config.toml", sim.url)
     ledger = tmp_path / "l.sqlite"
-    run_cli("run", _input(tmp_path, ids), "--config", config, "--ledger", ledger, cwd=tmp_path)
+    run_cli(
+        "run", "--yes", _input(tmp_path, ids), "--config", config, "--ledger", ledger, cwd=tmp_path
+    )
     out = tmp_path / f"report{suffix}"
     result = run_cli("report", ledger, "--out", out, cwd=tmp_path)
     assert result.code == 0, result.stderr
@@ -177,7 +204,10 @@ def test_report_csv_is_safe_to_open_in_excel(tmp_path: Path, simulator: Any) -> 
     ledger = tmp_path / "l.sqlite"
     evil = tmp_path / "=HYPERLINK(1).csv"
     _input(tmp_path, _ids(3), name=evil.name)
-    assert run_cli("run", evil, "--config", config, "--ledger", ledger, cwd=tmp_path).code == 0
+    assert (
+        run_cli("run", "--yes", evil, "--config", config, "--ledger", ledger, cwd=tmp_path).code
+        == 0
+    )
     out = tmp_path / "r.csv"
     run_cli("report", ledger, "--out", out, cwd=tmp_path)
     with out.open(encoding="utf-8", newline="") as fh:
@@ -188,7 +218,16 @@ def test_report_csv_is_safe_to_open_in_excel(tmp_path: Path, simulator: Any) -> 
 def test_report_refuses_an_unknown_format(tmp_path: Path, simulator: Any) -> None:
     config = write_config(tmp_path / "config.toml", simulator.url)
     ledger = tmp_path / "l.sqlite"
-    run_cli("run", _input(tmp_path, _ids(2)), "--config", config, "--ledger", ledger, cwd=tmp_path)
+    run_cli(
+        "run",
+        "--yes",
+        _input(tmp_path, _ids(2)),
+        "--config",
+        config,
+        "--ledger",
+        ledger,
+        cwd=tmp_path,
+    )
     result = run_cli("report", ledger, "--out", tmp_path / "r.xlsx", cwd=tmp_path)
     assert result.code == 2
     assert "end the name with .csv, .parquet, .json" in result.stderr
@@ -207,7 +246,7 @@ def test_second_writer_is_refused_at_once_while_status_reads(
         send={"batch_size": 10, "max_in_flight": 1, "rate_per_second": 10.0},
     )
     ledger = tmp_path / "l.sqlite"
-    command = [BATCHER, "run", "ids.csv", "--config", str(config), "--ledger", str(ledger)]
+    command = [BATCHER, "run", "--yes", "ids.csv", "--config", str(config), "--ledger", str(ledger)]
     _input(tmp_path, ids)
     live = subprocess.Popen(
         command,
@@ -243,7 +282,14 @@ def test_a_foreign_file_given_as_ledger_is_refused_and_untouched(
         db.execute("INSERT INTO notes VALUES ('keep me')")
     before = foreign.read_bytes()
     result = run_cli(
-        "run", SAMPLES / "analyst_list.csv", "--config", config, "--ledger", foreign, cwd=tmp_path
+        "run",
+        "--yes",
+        SAMPLES / "analyst_list.csv",
+        "--config",
+        config,
+        "--ledger",
+        foreign,
+        cwd=tmp_path,
     )
     assert result.code == 2
     assert "not a batcher ledger" in result.stderr
@@ -266,7 +312,7 @@ def test_disk_full_stops_before_sending_anything_unrecorded(tmp_path: Path, simu
     ledger = tmp_path / "l.sqlite"
     _input(tmp_path, ids)
     proc = subprocess.run(
-        [BATCHER, "run", "ids.csv", "--config", str(config), "--ledger", str(ledger)],
+        [BATCHER, "run", "--yes", "ids.csv", "--config", str(config), "--ledger", str(ledger)],
         cwd=tmp_path,
         env=cli_env(),
         capture_output=True,
@@ -285,7 +331,7 @@ def test_disk_full_stops_before_sending_anything_unrecorded(tmp_path: Path, simu
     recorded = {uid for uid, state in states.items() if state in ("sending", "confirmed")}
     assert sent <= recorded  # nothing reached Graph that the ledger does not show as sent
     # with space again, the same command finishes the job
-    again = run_cli("run", "ids.csv", "--config", config, "--ledger", ledger, cwd=tmp_path)
+    again = run_cli("run", "--yes", "ids.csv", "--config", config, "--ledger", ledger, cwd=tmp_path)
     assert again.code == 0, again.stderr
     assert set(_states(ledger).values()) == {"confirmed"}
 
@@ -298,7 +344,14 @@ def test_read_only_ledger_is_a_clear_error_and_sends_nothing(
     ids = _ids(20)
     assert (
         run_cli(
-            "run", _input(tmp_path, ids[:10]), "--config", config, "--ledger", ledger, cwd=tmp_path
+            "run",
+            "--yes",
+            _input(tmp_path, ids[:10]),
+            "--config",
+            config,
+            "--ledger",
+            ledger,
+            cwd=tmp_path,
         ).code
         == 0
     )
@@ -306,7 +359,14 @@ def test_read_only_ledger_is_a_clear_error_and_sends_nothing(
     subprocess.run(["chattr", "+i", str(ledger)], check=True)
     try:
         result = run_cli(
-            "run", _input(tmp_path, ids), "--config", config, "--ledger", ledger, cwd=tmp_path
+            "run",
+            "--yes",
+            _input(tmp_path, ids),
+            "--config",
+            config,
+            "--ledger",
+            ledger,
+            cwd=tmp_path,
         )
     finally:
         subprocess.run(["chattr", "-i", str(ledger)], check=True)
@@ -342,6 +402,7 @@ def test_an_old_ledger_is_migrated_and_resumes(tmp_path: Path, simulator: Any) -
     config = write_config(tmp_path / "config.toml", simulator.url)
     result = run_cli(
         "run",
+        "--yes",
         _input(tmp_path, ids),
         "--config",
         config,

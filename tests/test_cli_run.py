@@ -45,7 +45,9 @@ def test_sample_dry_run_counts_are_exact_and_send_nothing(
 ) -> None:
     want = SAMPLE_COUNTS[name]
     config = write_config(tmp_path / "config.toml", simulator.url)
-    result = run_cli("run", SAMPLES / name, "--config", config, "--dry-run", "--json", cwd=tmp_path)
+    result = run_cli(
+        "run", "--yes", SAMPLES / name, "--config", config, "--dry-run", "--json", cwd=tmp_path
+    )
     assert result.code == 0, result.stderr
     got = result.json()
     for key in ("rows", "valid", "duplicates", "invalid", "batches"):
@@ -61,7 +63,7 @@ def test_sample_dry_run_counts_are_exact_and_send_nothing(
 def test_run_sends_every_valid_id_once_and_a_rerun_sends_nothing(tmp_path: Path, simulator) -> None:
     sample = SAMPLES / "entra_risky_users.csv"
     config = write_config(tmp_path / "config.toml", simulator.url)
-    first = run_cli("run", sample, "--config", config, "--json", cwd=tmp_path)
+    first = run_cli("run", "--yes", sample, "--config", config, "--json", cwd=tmp_path)
     assert first.code == 0, first.stderr
     want = expected_ids(sample, "User ID")
     accepted = simulator.simulator.record.accepted["confirmCompromised"]
@@ -80,7 +82,7 @@ def test_run_sends_every_valid_id_once_and_a_rerun_sends_nothing(tmp_path: Path,
         states = dict(db.execute("SELECT state, COUNT(*) FROM ids GROUP BY state").fetchall())
     assert states == {"confirmed": len(want)}
 
-    second = run_cli("run", sample, "--config", config, "--json", cwd=tmp_path)
+    second = run_cli("run", "--yes", sample, "--config", config, "--json", cwd=tmp_path)
     assert second.code == 0, second.stderr
     assert second.json()["already_done"] == len(want)
     assert second.json()["to_send"] == 0
@@ -92,9 +94,9 @@ def test_rows_added_to_the_input_are_the_only_ones_sent_on_rerun(tmp_path: Path,
     old = expected_ids(SAMPLES / "analyst_list.csv", "ObjectId")
     ids.write_text("id\n" + "\n".join(old[:30]) + "\n", encoding="utf-8")
     config = write_config(tmp_path / "config.toml", simulator.url)
-    assert run_cli("run", ids, "--config", config, cwd=tmp_path).code == 0
+    assert run_cli("run", "--yes", ids, "--config", config, cwd=tmp_path).code == 0
     ids.write_text("id\n" + "\n".join(old) + "\n", encoding="utf-8")
-    again = run_cli("run", ids, "--config", config, "--json", cwd=tmp_path)
+    again = run_cli("run", "--yes", ids, "--config", config, "--json", cwd=tmp_path)
     assert again.code == 0, again.stderr
     assert again.json()["already_done"] == 30
     assert again.json()["confirmed"] == 15
@@ -104,6 +106,7 @@ def test_rows_added_to_the_input_are_the_only_ones_sent_on_rerun(tmp_path: Path,
 def test_default_config_runs_on_the_in_process_simulator(tmp_path: Path) -> None:
     result = run_cli(
         "run",
+        "--yes",
         SAMPLES / "analyst_list.csv",
         "--config",
         REPO / "config.example.toml",
@@ -120,12 +123,12 @@ def test_default_config_runs_on_the_in_process_simulator(tmp_path: Path) -> None
 def test_json_flag_puts_only_json_on_stdout(tmp_path: Path, simulator) -> None:
     config = write_config(tmp_path / "config.toml", simulator.url)
     result = run_cli(
-        "run", SAMPLES / "analyst_list.csv", "--config", config, "--json", cwd=tmp_path
+        "run", "--yes", SAMPLES / "analyst_list.csv", "--config", config, "--json", cwd=tmp_path
     )
     assert result.code == 0
     assert result.stdout.count("\n") == 1
     assert result.json()["valid"] == 45
-    plain = run_cli("run", SAMPLES / "analyst_list.csv", "--config", config, cwd=tmp_path)
+    plain = run_cli("run", "--yes", SAMPLES / "analyst_list.csv", "--config", config, cwd=tmp_path)
     assert plain.code == 0
     assert plain.stdout == ""
 
@@ -144,7 +147,7 @@ def test_transient_faults_end_with_every_id_confirmed(tmp_path: Path, simulator_
     config = write_config(
         tmp_path / "config.toml", sim.url, send={"batch_size": 10, "rate_per_second": 100.0}
     )
-    result = run_cli("run", sample, "--config", config, "--json", cwd=tmp_path)
+    result = run_cli("run", "--yes", sample, "--config", config, "--json", cwd=tmp_path)
     assert result.code == 0, result.stderr
     want = set(expected_ids(sample, "User ID"))
     assert set(sim.simulator.record.accepted["confirmCompromised"]) == want
@@ -158,7 +161,7 @@ def test_bad_ids_are_isolated_and_the_rest_confirmed(tmp_path: Path, simulator_f
     bad = [want[5], want[40]]
     sim = simulator_factory(FAST.model_copy(update={"bad_ids": bad}))
     config = write_config(tmp_path / "config.toml", sim.url)
-    result = run_cli("run", sample, "--config", config, "--json", cwd=tmp_path)
+    result = run_cli("run", "--yes", sample, "--config", config, "--json", cwd=tmp_path)
     assert result.code == 1, result.stderr
     assert result.json()["failed"] == 2
     assert result.json()["confirmed"] == 43
@@ -178,6 +181,7 @@ def test_refused_token_stops_the_run_with_exit_3_and_stays_resumable(
     config = write_config(tmp_path / "config.toml", simulator.url)
     refused = run_cli(
         "run",
+        "--yes",
         sample,
         "--config",
         config,
@@ -189,7 +193,7 @@ def test_refused_token_stops_the_run_with_exit_3_and_stays_resumable(
     assert "IdentityRiskyUser.ReadWrite.All" in refused.stderr or "token" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert simulator.simulator.record.statuses[401] <= 4
-    resumed = run_cli("run", sample, "--config", config, "--json", cwd=tmp_path)
+    resumed = run_cli("run", "--yes", sample, "--config", config, "--json", cwd=tmp_path)
     assert resumed.code == 0, resumed.stderr
     assert resumed.json()["confirmed"] == 130
 
@@ -198,6 +202,7 @@ def test_missing_token_is_a_config_error(tmp_path: Path, simulator) -> None:
     config = write_config(tmp_path / "config.toml", simulator.url)
     result = run_cli(
         "run",
+        "--yes",
         SAMPLES / "analyst_list.csv",
         "--config",
         config,
@@ -228,7 +233,7 @@ def test_bad_input_exits_2_with_one_line_and_sends_nothing(
     )
     (tmp_path / "words.csv").write_text("name,team\nava,red\nbo,blue\n", encoding="utf-8")
     config = write_config(tmp_path / "config.toml", simulator.url)
-    result = run_cli("run", *args, "--config", config, cwd=tmp_path)
+    result = run_cli("run", "--yes", *args, "--config", config, cwd=tmp_path)
     assert result.code == 2, result.stderr
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
@@ -239,7 +244,7 @@ def test_bad_input_exits_2_with_one_line_and_sends_nothing(
 def test_bad_config_exits_2_naming_the_setting(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text("[send]\nrate_per_secnd = 2\n", encoding="utf-8")
-    result = run_cli("run", SAMPLES / "analyst_list.csv", "--config", config, cwd=tmp_path)
+    result = run_cli("run", "--yes", SAMPLES / "analyst_list.csv", "--config", config, cwd=tmp_path)
     assert result.code == 2
     assert (
         "[send] rate_per_secnd: unknown setting; did you mean 'rate_per_second'?" in result.stderr
@@ -248,7 +253,9 @@ def test_bad_config_exits_2_naming_the_setting(tmp_path: Path) -> None:
 
 def test_status_shows_counts_by_state(tmp_path: Path, simulator) -> None:
     config = write_config(tmp_path / "config.toml", simulator.url)
-    run = run_cli("run", SAMPLES / "analyst_list.csv", "--config", config, "--json", cwd=tmp_path)
+    run = run_cli(
+        "run", "--yes", SAMPLES / "analyst_list.csv", "--config", config, "--json", cwd=tmp_path
+    )
     status = run_cli("status", tmp_path / run.json()["ledger"], cwd=tmp_path)
     assert status.code == 0, status.stderr
     assert re.search(r"confirmed\s+45", status.stderr)
@@ -258,13 +265,16 @@ def test_ledger_for_another_tenant_is_refused(tmp_path: Path, simulator) -> None
     config = write_config(tmp_path / "config.toml", simulator.url)
     ledger = tmp_path / "shared.sqlite"
     sample = SAMPLES / "analyst_list.csv"
-    assert run_cli("run", sample, "--config", config, "--ledger", ledger, cwd=tmp_path).code == 0
+    assert (
+        run_cli("run", "--yes", sample, "--config", config, "--ledger", ledger, cwd=tmp_path).code
+        == 0
+    )
     other = write_config(
         tmp_path / "other.toml",
         simulator.url,
         auth={"tenant_id": "11111111-2222-4333-8444-555555555555"},
     )
-    result = run_cli("run", sample, "--config", other, "--ledger", ledger, cwd=tmp_path)
+    result = run_cli("run", "--yes", sample, "--config", other, "--ledger", ledger, cwd=tmp_path)
     assert result.code == 2
     assert "this ledger is for tenant" in result.stderr
 
@@ -279,7 +289,7 @@ def test_simulator_settings_reach_the_in_process_simulator(tmp_path: Path) -> No
         f'bad_ids = ["{bad}"]\n[send]\nrate_per_second = 40\n',
         encoding="utf-8",
     )
-    result = run_cli("run", sample, "--config", config, "--json", cwd=tmp_path)
+    result = run_cli("run", "--yes", sample, "--config", config, "--json", cwd=tmp_path)
     assert result.code == 1, result.stderr
     assert result.json()["failed"] == 1
     assert result.json()["confirmed"] == 44

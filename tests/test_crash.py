@@ -50,7 +50,7 @@ def _setup(tmp_path: Path, url: str, n_ids: int) -> tuple[list[str], Path, list[
         send={"batch_size": BATCH_SIZE, "max_in_flight": MAX_IN_FLIGHT, "rate_per_second": 60.0},
     )
     ledger = tmp_path / "ledger.sqlite"
-    command = [BATCHER, "run", "ids.csv", "--config", str(config), "--ledger", str(ledger)]
+    command = [BATCHER, "run", "--yes", "ids.csv", "--config", str(config), "--ledger", str(ledger)]
     return ids, ledger, command
 
 
@@ -158,7 +158,7 @@ def test_first_signal_finishes_requests_in_flight_then_resume_resends_nothing(
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "stopping: no new requests" in err
-    assert "to resume: " in err and "run ids.csv" in err
+    assert "to resume: " in err and "run --yes ids.csv" in err
     assert "Traceback" not in err
     sent_before = len(accepted)
     assert sent_before < len(ids)  # it really stopped early
@@ -196,7 +196,7 @@ def test_second_signal_stops_at_once_and_stays_resumable(
         send={"batch_size": BATCH_SIZE, "max_in_flight": MAX_IN_FLIGHT},
     )
     done = subprocess.run(
-        [BATCHER, "run", "ids.csv", "--config", str(config), "--ledger", str(ledger)],
+        [BATCHER, "run", "--yes", "ids.csv", "--config", str(config), "--ledger", str(ledger)],
         cwd=tmp_path,
         env=cli_env(),
         capture_output=True,

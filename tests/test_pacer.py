@@ -1,12 +1,10 @@
-"""Pacer: request starts spaced at 1/rate, one shared back-off on 429, Retry-After holds.
+"""Pacer: starts spaced at the rate, one shared back-off per 429 episode, Retry-After holds.
 
 Time is a fake clock; the pacer's ``sleep`` records each wait and moves the clock forward by
 it, so nothing here waits for real.
 """
 
 from __future__ import annotations
-
-import itertools
 
 import anyio
 import anyio.lowlevel
@@ -67,76 +65,78 @@ def offsets(starts: list[float], origin: float) -> list[float]:
 @pytest.mark.anyio
 async def test_first_start_is_immediate() -> None:
     time = FakeTime()
-    pacer = make_pacer(time, rate=1.0)
-    await pacer.acquire()
-    assert time.now == START
+    pacer = make_pacer(time)
+    assert await pacer.acquire() == START
     assert time.sleeps == []
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("rate", "interval"), [(1.0, 1.0), (2.0, 0.5), (4.0, 0.25)])
-async def test_concurrent_acquirers_start_one_interval_apart(rate: float, interval: float) -> None:
+@pytest.mark.parametrize(
+    ("rate", "margin", "gap"),
+    [(1.0, 0.0, 1.0), (2.0, 0.0, 0.5), (1.0, 0.02, 1.02), (4.0, 0.02, 0.255)],
+)
+async def test_concurrent_acquirers_start_one_interval_apart(
+    rate: float, margin: float, gap: float
+) -> None:
     time = FakeTime()
-    pacer = make_pacer(time, rate=rate)
-    starts = await start_times(pacer, time, callers=6)
-    assert offsets(starts, START) == [round(i * interval, 9) for i in range(6)]
+    pacer = make_pacer(time, rate=rate, margin=margin)
+    starts = await start_times(pacer, time, callers=5)
+    assert offsets(starts, START) == [round(gap * k, 9) for k in range(5)]
 
 
 @pytest.mark.anyio
 async def test_idle_time_does_not_bank_a_burst() -> None:
     time = FakeTime()
-    pacer = make_pacer(time, rate=1.0)
+    pacer = make_pacer(time, margin=0.0)
     await pacer.acquire()
-    time.advance(30.0)  # nobody asked for a while
+    time.advance(30.0)  # a long quiet spell
     origin = time.now
     starts = await start_times(pacer, time, callers=3)
     assert offsets(starts, origin) == [0.0, 1.0, 2.0]
 
 
 @pytest.mark.anyio
-async def test_throttled_doubles_the_spacing_for_every_caller() -> None:
+async def test_a_429_slows_every_caller_and_pushes_the_next_start() -> None:
     time = FakeTime()
-    pacer = make_pacer(time, rate=1.0)
-    await pacer.acquire()  # one request went out at START ...
-    pacer.throttled()  # ... and came back 429
-    assert pacer.interval == 2.0
-    assert pacer.throttles == 1
-
-    # Other workers, not the one that saw the 429, wait the doubled interval too.
-    starts = await start_times(pacer, time, callers=3)
-    assert offsets(starts, START) == [2.0, 4.0, 6.0]
-
-
-@pytest.mark.anyio
-async def test_throttled_pushes_the_next_start_out_from_now() -> None:
-    time = FakeTime()
-    pacer = make_pacer(time, rate=1.0)
-    await pacer.acquire()
-    time.advance(5.0)  # the 429 arrives five seconds after the request started
-    pacer.throttled()
-    await pacer.acquire()
-    assert time.now == START + 5.0 + 2.0
-
-
-@pytest.mark.anyio
-async def test_repeated_throttles_double_each_time_up_to_max_interval() -> None:
-    time = FakeTime()
-    pacer = make_pacer(time, rate=1.0, max_interval=10.0)
-    seen = []
-    for _ in range(6):
-        pacer.throttled()
-        seen.append(pacer.interval)
-    assert seen == [2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
-    assert pacer.throttles == 6
-
+    pacer = make_pacer(time, margin=0.0, slowdown=1.5)
+    started = await pacer.acquire()
+    time.advance(0.3)  # the 429 arrives 0.3 s later
+    pacer.throttled(started)
+    assert pacer.interval == 1.5
     origin = time.now
     starts = await start_times(pacer, time, callers=3)
-    assert offsets(starts, origin) == [10.0, 20.0, 30.0]
+    assert offsets(starts, origin) == [1.5, 3.0, 4.5]
 
 
-def test_throttled_never_speeds_up_a_rate_slower_than_max_interval() -> None:
+@pytest.mark.anyio
+async def test_a_volley_of_429s_from_requests_in_flight_slows_down_once() -> None:
     time = FakeTime()
-    pacer = make_pacer(time, rate=0.01, max_interval=60.0)  # one start per 100 s
+    pacer = make_pacer(time, margin=0.0, slowdown=1.5)
+    in_flight = [await pacer.acquire() for _ in range(4)]
+    for started in in_flight:  # all four answered 429, one after the other
+        time.advance(0.1)
+        pacer.throttled(started)
+    assert pacer.interval == 1.5
+    assert (pacer.throttles, pacer.slowdowns) == (4, 1)
+
+
+@pytest.mark.anyio
+async def test_a_429_at_the_new_pace_slows_down_again_up_to_max_interval() -> None:
+    time = FakeTime()
+    pacer = make_pacer(time, margin=0.0, slowdown=2.0, max_interval=5.0)
+    intervals = []
+    for _ in range(4):
+        started = await pacer.acquire()
+        time.advance(0.01)
+        pacer.throttled(started)
+        intervals.append(pacer.interval)
+    assert intervals == [2.0, 4.0, 5.0, 5.0]
+    assert pacer.slowdowns == 4
+
+
+def test_a_rate_slower_than_max_interval_is_never_sped_up() -> None:
+    time = FakeTime()
+    pacer = make_pacer(time, rate=0.01, margin=0.0, max_interval=60.0)
     pacer.throttled()
     assert pacer.interval == 100.0
 
@@ -144,65 +144,41 @@ def test_throttled_never_speeds_up_a_rate_slower_than_max_interval() -> None:
 @pytest.mark.anyio
 async def test_hold_stops_every_start_for_retry_after_seconds() -> None:
     time = FakeTime()
-    pacer = make_pacer(time, rate=1.0)
+    pacer = make_pacer(time, margin=0.0)
     await pacer.acquire()
     pacer.hold(7.5)
-    starts = await start_times(pacer, time, callers=3)
-    # Nobody starts during the hold; after it, the usual spacing, which hold did not change.
-    assert offsets(starts, START) == [7.5, 8.5, 9.5]
-    assert pacer.interval == 1.0
-    assert pacer.throttles == 0
+    origin = time.now
+    starts = await start_times(pacer, time, callers=2)
+    assert offsets(starts, origin) == [7.5, 8.5]
+    assert pacer.interval == 1.0  # a Retry-After is obeyed, not a reason to slow down
 
 
 @pytest.mark.anyio
 async def test_a_shorter_hold_does_not_pull_a_later_start_forward() -> None:
     time = FakeTime()
-    pacer = make_pacer(time, rate=1.0)
+    pacer = make_pacer(time, margin=0.0)
     await pacer.acquire()
-    pacer.throttled()
-    pacer.throttled()  # next start at START + 4
-    pacer.hold(1.0)
-    await pacer.acquire()
-    assert time.now == START + 4.0
+    pacer.hold(10.0)
+    pacer.hold(2.0)
+    origin = time.now
+    assert offsets(await start_times(pacer, time, callers=1), origin) == [10.0]
 
 
-@pytest.mark.anyio
-async def test_succeeded_recovers_gradually_to_the_base_rate() -> None:
+def test_successes_win_back_the_target_rate_additively() -> None:
     time = FakeTime()
-    pacer = make_pacer(time, rate=1.0, recovery=0.5)
-    for _ in range(3):
-        pacer.throttled()
-    assert pacer.interval == 8.0
-
-    seen = []
-    for _ in range(5):
+    pacer = make_pacer(time, margin=0.0, slowdown=2.0, recovery=0.1)
+    pacer.throttled()
+    assert pacer.rate == pytest.approx(0.5)
+    rates = []
+    for _ in range(6):
         pacer.succeeded()
-        seen.append(pacer.interval)
-    assert seen == [4.0, 2.0, 1.0, 1.0, 1.0]  # step by step, then never faster than the rate
+        rates.append(round(pacer.rate, 9))
+    assert rates == [0.6, 0.7, 0.8, 0.9, 1.0, 1.0]
 
 
-def test_succeeded_with_the_default_recovery_takes_several_successes() -> None:
+def test_success_at_the_target_rate_never_goes_faster() -> None:
     time = FakeTime()
-    pacer = make_pacer(time, rate=2.0)
-    pacer.throttled()
-    pacer.throttled()
-    assert pacer.interval == 2.0
-
-    seen = []
-    while pacer.interval > pacer.base_interval:
-        pacer.succeeded()
-        seen.append(pacer.interval)
-    assert len(seen) > 3
-    assert seen[-1] == 0.5
-    assert all(b < a for a, b in itertools.pairwise(seen))
-
-
-@pytest.mark.anyio
-async def test_succeeded_at_the_base_rate_does_not_go_faster() -> None:
-    time = FakeTime()
-    pacer = make_pacer(time, rate=1.0)
+    pacer = make_pacer(time, rate=2.0, margin=0.02)
     for _ in range(10):
         pacer.succeeded()
-    assert pacer.interval == 1.0
-    starts = await start_times(pacer, time, callers=3)
-    assert offsets(starts, START) == [0.0, 1.0, 2.0]
+    assert pacer.interval == pytest.approx(0.51)
