@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 CONFIG ?= $(if $(wildcard config.toml),config.toml,config.example.toml)
 ARGS   ?=
 # pytest workers: two on the 2-core CI machine; override with make test JOBS=1
 JOBS   ?= 2
 
-.PHONY: help install run simulate test lint bench status report replay clean
+.PHONY: help install run simulate test lint bench status report replay undo verify clean
 
 help:
 	@echo "make run INPUT=file [CONFIG=file] [ARGS=\"--dry-run\"]   send the IDs in INPUT (simulator by default)"
@@ -19,6 +20,8 @@ help:
 	@echo "make status LEDGER=file                                counts by state in a ledger"
 	@echo "make replay LEDGER=file [ARGS=\"--only CODE\"]            send failed and unsure IDs again"
 	@echo "make report LEDGER=file OUT=report.csv                 one row per ID (.csv, .parquet, .json)"
+	@echo "make undo LEDGER=file                                  dismiss exactly what LEDGER confirmed"
+	@echo "make verify LEDGER=file                                read back each ID's risk state"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "batcher needs Python 3.11 or newer; run: make PYTHON=python3.11 ...")'
@@ -44,6 +47,14 @@ replay: $(STAMP)
 	@if [ -z "$(LEDGER)" ]; then echo "usage: make replay LEDGER=path/to/ledger.sqlite [CONFIG=config.toml] [ARGS=\"--only CODE\"]" >&2; exit 2; fi
 	$(BIN)/batcher replay $(LEDGER) --config $(CONFIG) $(ARGS)
 
+undo: $(STAMP)
+	@if [ -z "$(LEDGER)" ]; then echo "usage: make undo LEDGER=path/to/ledger.sqlite [CONFIG=config.toml]" >&2; exit 2; fi
+	$(BIN)/batcher undo $(LEDGER) --config $(CONFIG) $(ARGS)
+
+verify: $(STAMP)
+	@if [ -z "$(LEDGER)" ]; then echo "usage: make verify LEDGER=path/to/ledger.sqlite [CONFIG=config.toml]" >&2; exit 2; fi
+	$(BIN)/batcher verify $(LEDGER) --config $(CONFIG) $(ARGS)
+
 report: $(STAMP)
 	@if [ -z "$(LEDGER)" ] || [ -z "$(OUT)" ]; then echo "usage: make report LEDGER=path/to/ledger.sqlite OUT=report.csv|.parquet|.json" >&2; exit 2; fi
 	$(BIN)/batcher report $(LEDGER) --out $(OUT)
@@ -56,7 +67,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check batcher tests benchmarks
 	$(BIN)/mypy
 
-bench: $(STAMP)
+# the bench extra (the msgraph-sdk baseline) on top of the dev install
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)
 
 clean:

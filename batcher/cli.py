@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from batcher import __version__
 from batcher.config import Settings, load_settings
@@ -26,7 +27,7 @@ from batcher.report import (
     say,
     write_report,
 )
-from batcher.runner import JobOptions, replay_job, run_job
+from batcher.runner import JobOptions, replay_job, run_job, undo_job, verify_job
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -168,6 +169,65 @@ def replay(
         settings = load_settings(config)
         summary = replay_job(settings, ledger, only, console, _gate(settings, yes), log)
     _finish(summary, as_json, resume, config)
+
+
+@app.command()
+def undo(
+    ledger: Annotated[Path, typer.Argument(help="The ledger of the confirmCompromised run.")],
+    config: ConfigOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; send nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Skip the confirmation prompt.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
+    ] = False,
+    log_file: LogFileOption = None,
+) -> None:
+    """Dismiss exactly the IDs LEDGER confirmed (a wrong list), recorded in an undo ledger."""
+    resume = _this_command()
+    with _exit_codes(resume), _event_log(log_file) as log:
+        settings = load_settings(config)
+        summary = undo_job(settings, ledger, console, _gate(settings, yes), log, dry_run=dry_run)
+    _finish(summary, as_json, resume, config)
+
+
+@app.command()
+def verify(
+    ledger: Annotated[Path, typer.Argument(help="A ledger of a run (or of an undo).")],
+    config: ConfigOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Per-ID result (.csv, .parquet, .json).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Read back each ID LEDGER settled: confirmed, still processing, or not confirmed."""
+    with _exit_codes():
+        if out is not None and out.suffix.lower() not in REPORT_FORMATS:
+            raise ConfigError(
+                f"--out {out}: unknown report format {out.suffix or '(none)'!r}; "
+                f"end the name with {', '.join(REPORT_FORMATS)}"
+            )
+        settings = load_settings(config)
+        result = verify_job(settings, ledger, console, out)
+    table = Table(title=f"batcher verify: expected riskState {result.expected_state}")
+    table.add_column("", style="bold")
+    table.add_column("IDs", justify="right")
+    for label, value in [
+        ("checked", result.checked),
+        ("confirmed", result.confirmed),
+        ("still processing (normal for a while)", result.processing),
+        ("not confirmed", result.not_confirmed),
+        ("read requests", result.requests),
+    ]:
+        table.add_row(label, f"{value:,}")
+    console.print(table)
+    say(console, f"per ID:  {result.report}")
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json()) + "\n")
+    if result.processing:
+        say(console, "Identity Protection applies feedback offline; verify again in a while")
+    raise typer.Exit(EXIT_OK if result.confirmed == result.checked else EXIT_SOME_FAILED)
 
 
 @app.command()

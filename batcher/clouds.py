@@ -20,7 +20,13 @@ class Cloud:
 
     @property
     def scope(self) -> str:
+        """The ``.default`` scope of this cloud's Graph: every permission granted to the app."""
         return f"https://{self.graph_host}/.default"
+
+    @property
+    def authority(self) -> str:
+        """Where this cloud signs in (Entra ID), as azure-identity's ``authority`` wants it."""
+        return f"https://{self.authority_host}"
 
 
 CLOUDS: dict[str, Cloud] = {

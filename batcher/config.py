@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -52,11 +53,107 @@ class GraphSettings(_Section):
         return value.rstrip("/")
 
 
+AuthMethod = Literal[
+    "token", "client_secret", "certificate", "managed_identity", "azure_cli", "device_code"
+]
+# Keys that would put a secret in the config file itself; refused, with where to put it instead.
+_SECRET_KEYS = {
+    "client_secret": "client_secret_env (an environment variable) or client_secret_file",
+    "secret": "client_secret_env (an environment variable) or client_secret_file",
+    "client_secret_value": "client_secret_env (an environment variable) or client_secret_file",
+    "password": "the environment variable named by certificate_password_env",
+    "certificate_password": "the environment variable named by certificate_password_env",
+    "token": "the environment variable named by token_env",
+    "access_token": "the environment variable named by token_env",
+    "bearer_token": "the environment variable named by token_env",
+}
+_ENV_KEYS = ("token_env", "client_secret_env", "certificate_password_env")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TENANT = re.compile(r"^[A-Za-z0-9.-]+$")  # a GUID or a domain such as contoso.onmicrosoft.com
+_NEEDS = {
+    "client_secret": ("tenant_id", "client_id"),
+    "certificate": ("tenant_id", "client_id", "certificate_path"),
+    "device_code": ("tenant_id",),
+}
+_WHAT = {
+    "tenant_id": 'tenant_id = "<Directory (tenant) ID>"',
+    "client_id": 'client_id = "<Application (client) ID of the app registration>"',
+    "certificate_path": 'certificate_path = "<PEM or PFX file with the private key>"',
+}
+
+
 class AuthSettings(_Section):
-    method: Literal["token"] = "token"
+    """How batcher signs in; secrets come from the environment or a file, never from here."""
+
+    # hide_input_in_errors: a refused [auth] table may hold a secret; never echo it.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    method: AuthMethod = "token"
     tenant_id: str = ""
     client_id: str = ""
     token_env: str = "BATCHER_ACCESS_TOKEN"
+    client_secret_env: str = "BATCHER_CLIENT_SECRET"
+    client_secret_file: str = ""
+    certificate_path: str = ""
+    certificate_password_env: str = "BATCHER_CERTIFICATE_PASSWORD"
+    authority_host: str = ""
+    ca_bundle: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secrets_in_the_file(cls, data: Any) -> Any:
+        # Checked on the whole table so the error names [auth] and never shows a value.
+        if not isinstance(data, dict):
+            return data
+        for key in data:
+            where = _SECRET_KEYS.get(str(key).lower())
+            if where is not None:
+                raise ValueError(
+                    f"{key} must not be written in the config file (it would leak with the "
+                    f"file); remove it and put the secret in {where}"
+                )
+        for key in _ENV_KEYS:
+            value = data.get(key)
+            if isinstance(value, str) and value and not _ENV_NAME.match(value):
+                raise ValueError(
+                    f"{key} must be the NAME of an environment variable (e.g. "
+                    f"{cls.model_fields[key].default}), not the secret itself; export the "
+                    "secret in that variable"
+                )
+        return data
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _check_tenant(cls, value: str) -> str:
+        value = value.strip()
+        if value and not _TENANT.match(value):
+            raise ValueError(
+                "must be the tenant's GUID or a domain such as contoso.onmicrosoft.com"
+            )
+        return value
+
+    @field_validator("authority_host")
+    @classmethod
+    def _check_authority_host(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        parts = urlsplit(value if "://" in value else f"https://{value}")
+        if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/"):
+            raise ValueError(
+                "must be an https host such as login.microsoftonline.us or "
+                "https://127.0.0.1:8443 (sign-in is always over TLS; no path)"
+            )
+        return f"https://{parts.netloc}"
+
+    @model_validator(mode="after")
+    def _check_method(self) -> AuthSettings:
+        missing = [key for key in _NEEDS.get(self.method, ()) if not getattr(self, key)]
+        if missing:
+            raise ValueError(
+                f"method = {self.method!r} needs " + " and ".join(_WHAT[key] for key in missing)
+            )
+        return self
 
 
 class SendSettings(_Section):
@@ -88,6 +185,9 @@ class SimulatorSettings(_Section):
     client_secret: str = "simulator-secret"
     token_lifetime_seconds: int = Field(default=3599, ge=1)
     seed: int | None = None
+    other_apps_share: float = Field(default=0.0, ge=0, lt=1)
+    permission_denied: bool = False
+    processing_seconds: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> SimulatorSettings:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC
+from typing import Any
 
 import httpx
 
@@ -57,6 +58,40 @@ class GraphClient:
         self, action: str, user_ids: Sequence[str], client_request_id: str
     ) -> Accepted:
         """POST ``{"userIds": [...]}`` to the action; raise a GraphError for anything but 2xx."""
+        url = action_url(self._base_url, self._api_version, action)
+        response = await self._send("POST", url, client_request_id, {"userIds": list(user_ids)})
+        return Accepted(response.status_code, response.headers.get("request-id"), client_request_id)
+
+    async def list_risky_users(
+        self, risk_state: str, client_request_id: str, next_link: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page (up to 500) of riskyUsers in ``risk_state``, and the next page's link."""
+        url = next_link or (
+            f"{self._base_url.rstrip('/')}/{self._api_version}/identityProtection/riskyUsers"
+            f"?$filter=riskState eq '{risk_state}'&$top=500"
+        )
+        body = (await self._send("GET", url, client_request_id)).json()
+        link = body.get("@odata.nextLink")
+        return list(body.get("value", [])), link if isinstance(link, str) else None
+
+    async def get_risky_user(self, user_id: str, client_request_id: str) -> dict[str, Any] | None:
+        """The riskyUser, or None when Identity Protection has no such user (404)."""
+        url = (
+            f"{self._base_url.rstrip('/')}/{self._api_version}/identityProtection/riskyUsers/"
+            f"{user_id}"
+        )
+        try:
+            response = await self._send("GET", url, client_request_id)
+        except Rejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        user = response.json()
+        return user if isinstance(user, dict) else None
+
+    async def _send(
+        self, method: str, url: str, client_request_id: str, body: Any = None
+    ) -> httpx.Response:
         token = await self._tokens.token()
         headers = {
             "Authorization": f"Bearer {token}",
@@ -64,9 +99,8 @@ class GraphClient:
             "return-client-request-id": "true",
             "User-Agent": f"batcher/{__version__}",
         }
-        url = action_url(self._base_url, self._api_version, action)
         try:
-            response = await self._http.post(url, json={"userIds": list(user_ids)}, headers=headers)
+            response = await self._http.request(method, url, json=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise NoAnswer(
                 f"no answer in time ({type(exc).__name__})", client_request_id=client_request_id
@@ -76,9 +110,8 @@ class GraphClient:
                 f"connection failed ({type(exc).__name__}: {exc})",
                 client_request_id=client_request_id,
             ) from None
-        request_id = response.headers.get("request-id")
         if response.is_success:
-            return Accepted(response.status_code, request_id, client_request_id)
+            return response
         error = _to_error(response, client_request_id)
         if isinstance(error, Unauthorized):
             self._tokens.invalidate()  # the next try signs in afresh (see retries.py)

@@ -99,7 +99,7 @@ def _render(summary: Summary, console: Console, *, sent: bool, title: str) -> No
     table.add_column("", style="bold")
     table.add_column("count", justify="right")
     rows: list[tuple[str, int]] = []
-    if summary.command == "run":
+    if summary.command in ("run", "undo"):
         rows += [
             ("rows read", summary.rows),
             ("valid IDs", summary.valid),

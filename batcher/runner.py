@@ -16,12 +16,12 @@ import polars as pl
 from rich.console import Console
 
 from batcher.auth import StaticToken, TokenSource, tenant_of, token_source
-from batcher.clouds import ACTION_CONFIRM, CLOUDS
+from batcher.clouds import ACTION_CONFIRM, ACTION_DISMISS, CLOUDS
 from batcher.config import Settings
 from batcher.errors import LedgerError, NotConfirmed
 from batcher.eventlog import EventSink, no_events
 from batcher.graph import GraphClient
-from batcher.inputs import InputSet, read_inputs
+from batcher.inputs import FileSummary, InputSet, read_inputs
 from batcher.ledger import Ledger, RunIdentity, RunRecord
 from batcher.pacer import Pacer
 from batcher.plan import Plan, make_plan
@@ -29,6 +29,14 @@ from batcher.progress import RunProgress
 from batcher.report import Summary, say, write_rejects, write_report
 from batcher.sender import Sender, SendOutcome
 from batcher.simulator import GraphSimulator, RunningSimulator
+from batcher.verify import (
+    CONFIRMED,
+    EXPECTED_STATE,
+    NOT_CONFIRMED,
+    PROCESSING,
+    Verification,
+    Verifier,
+)
 
 
 @dataclass(frozen=True)
@@ -64,19 +72,120 @@ def run_job(
     for warning in inputs.warnings:
         say(console, warning, prefix="warning: ", style="yellow")
     simulated = settings.graph.target == "simulator"
-    tokens = token_source(settings.auth, simulator=simulated)
+    tokens = token_source(settings.auth, simulator=simulated, cloud=settings.graph.cloud)
     identity = _identity(settings, tokens, options.action)
     ledger_path = options.ledger or default_ledger_path(settings, options, identity)
+    record = RunRecord(
+        command="run",
+        config_digest=config_digest(settings),
+        inputs=() if options.dry_run else tuple((str(p), file_sha256(p)) for p in options.inputs),
+    )
+    return _send_inputs(
+        settings,
+        inputs,
+        identity,
+        ledger_path,
+        record,
+        tokens,
+        console,
+        confirm,
+        log,
+        dry_run=options.dry_run,
+    )
+
+
+def undo_job(
+    settings: Settings,
+    confirmed_ledger: Path,
+    console: Console,
+    confirm: Confirm = _always,
+    log: EventSink = no_events,
+    *,
+    dry_run: bool = False,
+) -> Summary:
+    """Dismiss exactly the IDs a confirmCompromised ledger confirmed, in an undo ledger of its own.
+
+    The undo ledger sits beside the original (``<name>.undo.sqlite``), so running the same undo
+    again resumes it.
+    """
+    reader = Ledger.open_existing(confirmed_ledger)
+    try:
+        meta = reader.meta()
+        confirmed = reader.export().filter(pl.col("status") == "confirmed")
+    finally:
+        reader.close()
+    if meta.get("action") != ACTION_CONFIRM:
+        raise LedgerError(
+            f"{confirmed_ledger}: undo reverses a {ACTION_CONFIRM} ledger, and this one is for "
+            f"{meta.get('action')!r}; pass the ledger of the run to undo"
+        )
+    simulated = settings.graph.target == "simulator"
+    tokens = token_source(settings.auth, simulator=simulated, cloud=settings.graph.cloud)
+    identity = _identity(settings, tokens, ACTION_DISMISS)
+    if identity.tenant != meta.get("tenant"):
+        raise LedgerError(
+            f"{confirmed_ledger}: confirmed on tenant {meta.get('tenant')!r}, but the config "
+            f"signs in to {identity.tenant!r}; undo with the config of that run"
+        )
+    ids = confirmed.select(
+        "user_id",
+        pl.lit(str(confirmed_ledger)).alias("source_file"),
+        pl.int_range(1, confirmed.height + 1, dtype=pl.Int64).alias("source_row"),
+    )
+    inputs = InputSet(
+        ids=ids,
+        rejects=pl.DataFrame(
+            schema={
+                "source_file": pl.String,
+                "source_row": pl.Int64,
+                "raw_value": pl.String,
+                "reason": pl.String,
+            }
+        ),
+        files=(
+            FileSummary(confirmed_ledger, ids.height, "user_id", "confirmed IDs", ids.height, 0, 0),
+        ),
+    )
+    say(console, f"{confirmed_ledger}: {ids.height:,} IDs confirmed there will be dismissed")
+    undo_ledger = confirmed_ledger.with_name(confirmed_ledger.stem + ".undo.sqlite")
+    record = RunRecord(command="undo", config_digest=config_digest(settings))
+    return _send_inputs(
+        settings,
+        inputs,
+        identity,
+        undo_ledger,
+        record,
+        tokens,
+        console,
+        confirm,
+        log,
+        dry_run=dry_run,
+    )
+
+
+def _send_inputs(
+    settings: Settings,
+    inputs: InputSet,
+    identity: RunIdentity,
+    ledger_path: Path,
+    record: RunRecord,
+    tokens: TokenSource,
+    console: Console,
+    confirm: Confirm,
+    log: EventSink,
+    *,
+    dry_run: bool,
+) -> Summary:
     rejects_path = ledger_path.with_name(ledger_path.stem + ".rejects.csv")
     if inputs.invalid:
         write_rejects(inputs.rejects, rejects_path)
 
     def summary(plan: Plan, outcome: SendOutcome | None = None) -> Summary:
         return _summary(
-            "run",
+            record.command,
             settings,
             identity,
-            options.dry_run,
+            dry_run,
             plan,
             outcome,
             inputs=inputs,
@@ -84,21 +193,97 @@ def run_job(
             rejects=rejects_path if inputs.invalid else None,
         )
 
-    if options.dry_run:
+    if dry_run:
         plan = make_plan(inputs, _known_states(ledger_path, identity), settings.send.batch_size)
         return summary(plan)
     ledger = Ledger.open(ledger_path, identity)
     try:
         say(console, f"ledger: {ledger_path}")
         plan = make_plan(inputs, ledger.known_states(), settings.send.batch_size)
-        record = RunRecord(
-            command="run",
-            config_digest=config_digest(settings),
-            inputs=tuple((str(p), file_sha256(p)) for p in options.inputs),
-        )
         return _execute(settings, ledger, plan, record, tokens, console, confirm, summary, log)
     finally:
         ledger.close()
+
+
+@dataclass(frozen=True)
+class VerifySummary:
+    ledger: str
+    action: str
+    expected_state: str
+    checked: int
+    confirmed: int
+    processing: int
+    not_confirmed: int
+    requests: int
+    report: str
+
+    def to_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def verify_job(
+    settings: Settings, ledger_path: Path, console: Console, out: Path | None = None
+) -> VerifySummary:
+    """Read back the risk state of every ID the ledger confirmed (or dismissed, for undo)."""
+    reader = Ledger.open_existing(ledger_path)
+    try:
+        meta = reader.meta()
+        ids = reader.export().filter(pl.col("status") == "confirmed")["user_id"].to_list()
+    finally:
+        reader.close()
+    action = meta.get("action", ACTION_CONFIRM)
+    simulated = settings.graph.target == "simulator"
+    tokens = token_source(settings.auth, simulator=simulated, cloud=settings.graph.cloud)
+    identity = _identity(settings, tokens, action)
+    if identity.tenant != meta.get("tenant"):
+        raise LedgerError(
+            f"{ledger_path}: written for tenant {meta.get('tenant')!r}, but the config signs "
+            f"in to {identity.tenant!r}; verify with the config of that run"
+        )
+    if simulated:
+        say(
+            console,
+            "the built-in simulator starts empty, so it knows none of these IDs; verify "
+            'against the tenant (target = "graph") or a running `batcher simulate`',
+            prefix="note: ",
+            style="yellow",
+        )
+    result = anyio.run(_verify, settings, tokens, ids, action, console, simulated)
+    report = out or ledger_path.with_name(ledger_path.stem + ".verify.csv")
+    write_report(result.frame, report)
+    counts = result.counts()
+    return VerifySummary(
+        ledger=str(ledger_path),
+        action=action,
+        expected_state=EXPECTED_STATE[action],
+        checked=len(ids),
+        confirmed=counts[CONFIRMED],
+        processing=counts[PROCESSING],
+        not_confirmed=counts[NOT_CONFIRMED],
+        requests=result.requests,
+        report=str(report),
+    )
+
+
+async def _verify(
+    settings: Settings,
+    tokens: TokenSource,
+    ids: list[str],
+    action: str,
+    console: Console,
+    simulated: bool,
+) -> Verification:
+    with contextlib.ExitStack() as stack:
+        stack.callback(tokens.close)
+        base_url = stack.enter_context(_graph_endpoint(settings, console, simulated))
+        timeout = httpx.Timeout(settings.send.timeout_seconds, connect=10.0)
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
+            verifier = Verifier(
+                GraphClient(http, base_url, settings.graph.api_version, tokens),
+                Pacer(settings.send.rate_per_second),
+                retry_for_seconds=settings.send.retry_for_seconds,
+            )
+            return await verifier.verify(ids, action)
 
 
 def replay_job(
@@ -116,7 +301,7 @@ def replay_job(
     finally:
         reader.close()
     simulated = settings.graph.target == "simulator"
-    tokens = token_source(settings.auth, simulator=simulated)
+    tokens = token_source(settings.auth, simulator=simulated, cloud=settings.graph.cloud)
     identity = _identity(settings, tokens, action)
     ledger = Ledger.open(ledger_path, identity)
     try:
@@ -199,6 +384,7 @@ async def _send(
     log: EventSink,
 ) -> SendOutcome:
     with contextlib.ExitStack() as stack:
+        stack.callback(tokens.close)
         base_url = stack.enter_context(_graph_endpoint(settings, console, simulated))
         timeout = httpx.Timeout(settings.send.timeout_seconds, connect=10.0)
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
@@ -232,7 +418,9 @@ async def _send(
                 grace_seconds=grace,
                 on_stop=on_stop,
                 log=log,
+                refused_after_refresh=lambda: tokens.refused_after_refresh,
             )
+            await tokens.token()  # sign in before anything is marked sending
             return await sender.run(plan.iter_batches())
 
 

@@ -69,9 +69,15 @@ class _NotSent(Exception):
 
 
 class AuthBreaker:
-    """Trips on a 403, or on a 401 right after the token was refreshed."""
+    """Trips on a 403, or on a 401 that a fresh sign-in cannot fix.
 
-    def __init__(self) -> None:
+    ``refused_after_refresh`` tells whether Graph refused a token fetched after a 401 (see
+    auth.TokenSource). Without it, two 401s in a row trip the breaker. Either way, five 401s in
+    a row trip it, so no sign-in loop can run on.
+    """
+
+    def __init__(self, refused_after_refresh: Callable[[], bool] | None = None) -> None:
+        self._refused_after_refresh = refused_after_refresh
         self._unauthorized_in_a_row = 0
         self.tripped: AuthError | None = None
 
@@ -85,7 +91,12 @@ class AuthBreaker:
             )
         elif isinstance(exc, Unauthorized):
             self._unauthorized_in_a_row += 1
-            if self._unauthorized_in_a_row >= 2:
+            hopeless = (
+                self._refused_after_refresh()
+                if self._refused_after_refresh is not None
+                else self._unauthorized_in_a_row >= 2
+            )
+            if hopeless or self._unauthorized_in_a_row >= 5:
                 self.tripped = AuthError(
                     f"Graph refused the token twice, even after a refresh (401 "
                     f"{exc.code or 'Unauthorized'}, request-id {exc.request_id or 'none'}); "
@@ -118,6 +129,7 @@ class Sender:
         grace_seconds: float = 30.0,
         on_stop: Callable[[bool], None] | None = None,
         log: EventSink = no_events,
+        refused_after_refresh: Callable[[], bool] | None = None,
     ) -> None:
         self._ledger = ledger
         self._client = client
@@ -132,7 +144,7 @@ class Sender:
         self._grace_seconds = grace_seconds
         self._on_stop = on_stop
         self._log = log
-        self._breaker = AuthBreaker()
+        self._breaker = AuthBreaker(refused_after_refresh)
         self._feeding = anyio.CancelScope()
         self._everything = anyio.CancelScope()
         self.stopping = False

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
+import os
 import random
 import re
 import socket
@@ -12,11 +14,12 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import anyio
 import uvicorn
@@ -43,6 +46,23 @@ class Record:
     risk_state: dict[str, str] = field(default_factory=dict)
     statuses: Counter[int] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
+    answers: list[tuple[float, int]] = field(default_factory=list)  # (monotonic time, status)
+    applied_at: dict[str, float] = field(default_factory=dict)
+    reads: int = 0
+    changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
+
+    def apply(self, action: str, ids: list[str], state: str) -> None:
+        with self.changed:
+            for uid in ids:
+                self.accepted[action].append(uid.lower())
+                self.risk_state[uid.lower()] = state
+                self.applied_at[uid.lower()] = time.monotonic()
+            self.changed.notify_all()
+
+    def wait_for_accepted(self, action: str, count: int, timeout: float) -> bool:
+        """Block until ``count`` IDs were accepted for ``action`` (True) or time runs out."""
+        with self.changed:
+            return self.changed.wait_for(lambda: len(self.accepted[action]) >= count, timeout)
 
     @property
     def requests(self) -> int:
@@ -59,19 +79,53 @@ class Record:
 
 
 class TokenBucket:
-    """The tenant's shared budget: ``rate`` requests a second, at most ``burst`` at once."""
+    """The tenant's shared budget: ``rate`` requests a second, at most ``burst`` at once.
 
-    def __init__(self, rate: float, burst: int) -> None:
+    With ``other_share`` > 0, another app in the tenant wants that share of the budget: its
+    requests come at random (Poisson) times, and one that finds the bucket empty takes the next
+    token the moment it refills, before ours, as an app retrying at once would.
+    """
+
+    def __init__(
+        self, rate: float, burst: int, other_share: float = 0.0, rng: random.Random | None = None
+    ) -> None:
         self.rate = rate
         self.burst = burst
         self._tokens = float(burst)
         self._last = time.monotonic()
+        self._rng = rng or random.Random()
+        self._other_rate = other_share * rate
+        self._other_next = (
+            self._last + self._rng.expovariate(self._other_rate) if self._other_rate else math.inf
+        )
+        self._other_waiting = 0
+        self.other_served = 0
+
+    def _refill(self, to: float) -> None:
+        self._tokens = min(self.burst, self._tokens + (to - self._last) * self.rate)
+        self._last = to
+
+    def _run_other_app(self, until: float) -> None:
+        while True:
+            full = self._last + max(0.0, (1 - self._tokens) / self.rate)
+            ready = full if self._other_waiting else math.inf
+            step = min(self._other_next, ready)
+            if step > until:
+                return
+            self._refill(step)
+            if step == self._other_next:
+                self._other_waiting += 1
+                self._other_next += self._rng.expovariate(self._other_rate)
+            if self._other_waiting and self._tokens >= 1 - 1e-9:
+                self._tokens -= 1
+                self._other_waiting -= 1
+                self.other_served += 1
 
     def take(self) -> bool:
         now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens >= 1:
+        self._run_other_app(now)
+        self._refill(now)
+        if self._tokens >= 1 - 1e-9:
             self._tokens -= 1
             return True
         return False
@@ -106,12 +160,27 @@ logging.getLogger("uvicorn.error").addFilter(_HideSimulatedResets())
 class GraphSimulator:
     """The Starlette app and its state. One instance is one simulated tenant."""
 
-    def __init__(self, settings: SimulatorSettings, *, tokens: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: SimulatorSettings,
+        *,
+        tokens: set[str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.record = Record()
-        self.bucket = TokenBucket(settings.rate_per_second, settings.burst)
-        self._tokens = set(tokens or {SIMULATOR_TOKEN})
         self._random = random.Random(settings.seed)
+        self.bucket = TokenBucket(
+            settings.rate_per_second,
+            settings.burst,
+            settings.other_apps_share,
+            random.Random(None if settings.seed is None else settings.seed + 1),
+        )
+        self.clock = clock  # when issued tokens expire; tests pass their own clock
+        self._tokens: dict[str, float | None] = dict.fromkeys(tokens or {SIMULATOR_TOKEN})
+        self.issued: list[Issued] = []
+        self._device_codes: dict[str, _Grant] = {}
+        self._refresh_tokens: dict[str, _Grant] = {}
         self._bad_ids = {i.lower() for i in settings.bad_ids}
         self.app = Starlette(
             routes=[
@@ -121,7 +190,24 @@ class GraphSimulator:
                     methods=["POST"],
                 ),
                 Route("/beta/riskyUsers/{action}", self._action, methods=["POST"]),
+                Route(
+                    "/{version}/identityProtection/riskyUsers",
+                    self._list_risky_users,
+                    methods=["GET"],
+                ),
+                Route(
+                    "/{version}/identityProtection/riskyUsers/{user_id}",
+                    self._get_risky_user,
+                    methods=["GET"],
+                ),
                 Route("/{tenant}/oauth2/v2.0/token", self._token, methods=["POST"]),
+                Route(
+                    "/{tenant}/v2.0/.well-known/openid-configuration",
+                    self._openid_configuration,
+                    methods=["GET"],
+                ),
+                Route("/{tenant}/oauth2/v2.0/devicecode", self._device_code, methods=["POST"]),
+                Route("/msi/token", self._managed_identity, methods=["GET"]),
                 Route("/_simulator/record", self._record, methods=["GET"]),
             ]
         )
@@ -133,10 +219,15 @@ class GraphSimulator:
         action = request.path_params["action"]
         if version not in ("v1.0", "beta") or action not in _ACTIONS:
             return self._error(404, "Request_ResourceNotFound", "Resource not found.", headers)
-        auth = request.headers.get("authorization", "")
-        if not auth.startswith("Bearer ") or auth.removeprefix("Bearer ") not in self._tokens:
+        refused = self._check_bearer(request.headers.get("authorization", ""))
+        if refused is not None:
+            return self._error(401, "InvalidAuthenticationToken", refused, headers)
+        if self.settings.permission_denied:
             return self._error(
-                401, "InvalidAuthenticationToken", "Access token is empty or invalid.", headers
+                403,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+                headers,
             )
         if not self.bucket.take():
             return self._error(429, "TooManyRequests", "Too many requests.", headers)
@@ -173,13 +264,11 @@ class GraphSimulator:
         if fault == "lost":
             self.record.faults["lost"] += 1
             return _DropConnection()
-        self.record.statuses[204] += 1
+        self._answered(204)
         return Response(status_code=204, headers=headers)
 
     def _apply(self, action: str, ids: list[str]) -> None:
-        for uid in ids:
-            self.record.accepted[action].append(uid.lower())
-            self.record.risk_state[uid.lower()] = _ACTIONS[action]
+        self.record.apply(action, ids, _ACTIONS[action])
 
     def _draw_fault(self) -> str | None:
         draw = self._random.random()
@@ -211,8 +300,12 @@ class GraphSimulator:
         code, message = codes[status]
         return self._error(status, code, message, headers)
 
-    def _error(self, status: int, code: str, message: str, headers: dict[str, str]) -> Response:
+    def _answered(self, status: int) -> None:
         self.record.statuses[status] += 1
+        self.record.answers.append((time.monotonic(), status))
+
+    def _error(self, status: int, code: str, message: str, headers: dict[str, str]) -> Response:
+        self._answered(status)
         body = {
             "error": {
                 "code": code,
@@ -226,33 +319,243 @@ class GraphSimulator:
         }
         return JSONResponse(body, status_code=status, headers=headers)
 
+    # -- reads: what verify asks -----------------------------------------------------------------
+    def _risky_user(self, user_id: str) -> dict[str, Any] | None:
+        """The user as Identity Protection shows it: feedback applies after processing_seconds."""
+        state = self.record.risk_state.get(user_id)
+        if state is None:
+            return None
+        waited = time.monotonic() - self.record.applied_at.get(user_id, 0.0)
+        processing = waited < self.settings.processing_seconds
+        shown = "atRisk" if processing else state
+        return {
+            "id": user_id,
+            "isDeleted": False,
+            "isProcessing": processing,
+            "riskLevel": "high" if shown == "confirmedCompromised" else "none",
+            "riskState": shown,
+            "riskDetail": {
+                "confirmedCompromised": "adminConfirmedUserCompromised",
+                "dismissed": "adminDismissedAllRiskForUser",
+            }.get(shown, "none"),
+            "riskLastUpdatedDateTime": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+    async def _read_gate(self, request: Request) -> Response | None:
+        """Reads pass the same checks, and spend the same budget, as actions."""
+        headers = _headers(request)
+        if request.path_params.get("version") not in ("v1.0", "beta"):
+            return self._error(404, "Request_ResourceNotFound", "Resource not found.", headers)
+        refused = self._check_bearer(request.headers.get("authorization", ""))
+        if refused is not None:
+            return self._error(401, "InvalidAuthenticationToken", refused, headers)
+        if not self.bucket.take():
+            return self._error(429, "TooManyRequests", "Too many requests.", headers)
+        self.record.reads += 1
+        return None
+
+    async def _list_risky_users(self, request: Request) -> Response:
+        refused = await self._read_gate(request)
+        if refused is not None:
+            return refused
+        wanted = re.fullmatch(
+            r"\s*riskState\s+eq\s+'(\w+)'\s*", request.query_params.get("$filter", "")
+        )
+        top = min(500, max(1, int(request.query_params.get("$top", "20") or 20)))
+        skip = int(request.query_params.get("$skiptoken", "0") or 0)
+        users = [u for uid in sorted(self.record.risk_state) if (u := self._risky_user(uid))]
+        if wanted:
+            users = [u for u in users if u["riskState"] == wanted.group(1)]
+        page = users[skip : skip + top]
+        body: dict[str, Any] = {"value": page}
+        if skip + top < len(users):
+            query = {k: v for k, v in request.query_params.items() if k != "$skiptoken"}
+            query["$skiptoken"] = str(skip + top)
+            body["@odata.nextLink"] = str(request.url.replace(query=urlencode(query)))
+        self._answered(200)
+        return JSONResponse(body, headers=_headers(request))
+
+    async def _get_risky_user(self, request: Request) -> Response:
+        refused = await self._read_gate(request)
+        if refused is not None:
+            return refused
+        user = self._risky_user(request.path_params["user_id"].lower())
+        if user is None:
+            return self._error(404, "ResourceNotFound", "Resource not found.", _headers(request))
+        self._answered(200)
+        return JSONResponse(user, headers=_headers(request))
+
     # -- sign-in -------------------------------------------------------------------------------
+    def _check_bearer(self, authorization: str) -> str | None:
+        """Why Graph would refuse this Authorization header, or None when the token is good."""
+        token = authorization.removeprefix("Bearer ") if authorization.startswith("Bearer ") else ""
+        if token not in self._tokens:
+            return "Access token is empty or invalid."
+        expires = self._tokens[token]
+        if expires is not None and self.clock() >= expires:
+            return "Lifetime validation failed, the token is expired."
+        return None
+
+    async def _openid_configuration(self, request: Request) -> Response:
+        """What MSAL reads before it signs in to an authority it was told not to look up."""
+        base = f"{request.url.scheme}://{request.url.netloc}/{request.path_params['tenant']}"
+        return JSONResponse(
+            {
+                "issuer": f"{base}/v2.0",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "jwks_uri": f"{base}/discovery/v2.0/keys",
+                "response_types_supported": ["code", "id_token", "code id_token"],
+                "subject_types_supported": ["pairwise"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
+            }
+        )
+
     async def _token(self, request: Request) -> Response:
         # Parsed by hand: Starlette's request.form() needs python-multipart, not a dependency.
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
-        if form.get("grant_type") != "client_credentials":
-            return JSONResponse(
-                {"error": "unsupported_grant_type", "error_description": "AADSTS70003"},
-                status_code=400,
+        tenant = request.path_params["tenant"]
+        grant = form.get("grant_type")
+        if grant == "client_credentials":
+            refused = self._check_client(form)
+            if refused is not None:
+                return refused
+            scope = form.get("scope", "")
+            if not scope.endswith("/.default"):
+                return _sign_in_error(
+                    400,
+                    "invalid_scope",
+                    "AADSTS1002012: The provided value for scope is not valid. Client credential "
+                    "flows must have a scope value with /.default suffixed to the resource "
+                    "identifier (application ID URI).",
+                )
+            how = "certificate" if "client_assertion" in form else "secret"
+            return self._issue(_Grant(tenant, form.get("client_id", ""), scope), how)
+        if grant == _DEVICE_CODE_GRANT:
+            pending = self._device_codes.pop(form.get("device_code", ""), None)
+            if pending is None:
+                return _sign_in_error(
+                    400, "expired_token", "AADSTS70019: Verification code expired."
+                )
+            return self._issue(pending, "device_code", user=True)
+        if grant == "refresh_token":
+            earlier = self._refresh_tokens.pop(form.get("refresh_token", ""), None)
+            if earlier is None:
+                return _sign_in_error(
+                    400,
+                    "invalid_grant",
+                    "AADSTS700082: The refresh token has expired due to inactivity.",
+                )
+            return self._issue(earlier, "refresh_token", user=True)
+        return _sign_in_error(
+            400,
+            "unsupported_grant_type",
+            "AADSTS70003: The app requested an unsupported grant type.",
+        )
+
+    def _check_client(self, form: dict[str, str]) -> Response | None:
+        """A client secret must match; a client assertion must be a JWT naming its certificate.
+
+        The assertion's signature is not verified: the simulator knows no public keys.
+        """
+        assertion = form.get("client_assertion")
+        if assertion is None:
+            if form.get("client_secret") != self.settings.client_secret:
+                return _sign_in_error(
+                    401, "invalid_client", "AADSTS7000215: Invalid client secret provided."
+                )
+            return None
+        header, claims = _jwt_parts(assertion)
+        if form.get("client_assertion_type") != _JWT_BEARER or header is None or claims is None:
+            return _sign_in_error(
+                401, "invalid_client", "AADSTS50027: JWT token is invalid or malformed."
             )
-        if form.get("client_secret") != self.settings.client_secret:
-            return JSONResponse(
-                {
-                    "error": "invalid_client",
-                    "error_description": "AADSTS7000215: Invalid client secret provided.",
-                },
-                status_code=401,
+        if not any(header.get(key) for key in ("x5t", "x5t#S256", "kid")):
+            return _sign_in_error(
+                401,
+                "invalid_client",
+                "AADSTS700027: The client assertion names no certificate (no x5t or kid header).",
             )
-        token = _fake_jwt(request.path_params["tenant"])
-        self._tokens.add(token)
+        if claims.get("sub") != form.get("client_id") or claims.get("iss") != form.get("client_id"):
+            return _sign_in_error(
+                401,
+                "invalid_client",
+                "AADSTS700021: Client assertion application identifier "
+                "doesn't match 'client_id' parameter.",
+            )
+        return None
+
+    async def _device_code(self, request: Request) -> Response:
+        """Start a device-code sign-in; the simulated admin approves it at once."""
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+        device_code = str(uuid.uuid4())
+        user_code = uuid.uuid4().hex[:9].upper()
+        grant = _Grant(
+            request.path_params["tenant"], form.get("client_id", ""), form.get("scope", "")
+        )
+        self._device_codes[device_code] = grant
+        verification_uri = f"{request.url.scheme}://{request.url.netloc}/devicelogin"
         return JSONResponse(
             {
-                "token_type": "Bearer",
-                "expires_in": self.settings.token_lifetime_seconds,
-                "ext_expires_in": self.settings.token_lifetime_seconds,
-                "access_token": token,
+                "device_code": device_code,
+                "user_code": user_code,
+                "verification_uri": verification_uri,
+                "expires_in": 900,
+                "interval": 5,
+                "message": f"To sign in, use a web browser to open the page {verification_uri} "
+                f"and enter the code {user_code} to authenticate.",
             }
         )
+
+    async def _managed_identity(self, request: Request) -> Response:
+        """App Service's managed-identity endpoint (IDENTITY_ENDPOINT, X-IDENTITY-HEADER)."""
+        if request.headers.get("x-identity-header") != self.settings.client_secret:
+            return JSONResponse(
+                {"statusCode": 401, "message": "Unauthorized: the identity header is wrong."},
+                status_code=401,
+            )
+        resource = request.query_params.get("resource", "")
+        client_id = request.query_params.get("client_id", "system-assigned")
+        grant = _Grant(SIMULATED_TENANT, client_id, f"{resource}/.default")
+        token, expires_at = self._new_token(grant, "managed_identity")
+        return JSONResponse(
+            {
+                "access_token": token,
+                "expires_on": str(int(expires_at)),
+                "resource": resource,
+                "token_type": "Bearer",
+                "client_id": client_id,
+            }
+        )
+
+    def _new_token(self, grant: _Grant, how: str) -> tuple[str, float]:
+        expires_at = self.clock() + self.settings.token_lifetime_seconds
+        token = _fake_jwt(grant.tenant, audience=grant.scope.removesuffix("/.default"))
+        self._tokens[token] = expires_at
+        self.issued.append(
+            Issued(token, how, grant.tenant, grant.client_id, grant.scope, expires_at)
+        )
+        return token, expires_at
+
+    def _issue(self, grant: _Grant, how: str, *, user: bool = False) -> Response:
+        token, _ = self._new_token(grant, how)
+        lifetime = self.settings.token_lifetime_seconds
+        body: dict[str, Any] = {
+            "token_type": "Bearer",
+            "scope": grant.scope,
+            "expires_in": lifetime,
+            "ext_expires_in": lifetime,
+            "access_token": token,
+        }
+        if user:  # a delegated sign-in also gets a refresh token and the user's identity
+            refresh_token = f"rt-{uuid.uuid4()}"
+            self._refresh_tokens[refresh_token] = grant
+            body["refresh_token"] = refresh_token
+            body["id_token"] = _fake_id_token(grant)
+            body["client_info"] = _b64({"uid": SIMULATED_ADMIN, "utid": grant.tenant})
+        return JSONResponse(body)
 
     async def _record(self, request: Request) -> Response:
         return JSONResponse(self.record.to_json())
@@ -266,12 +569,89 @@ def _headers(request: Request) -> dict[str, str]:
     return headers
 
 
-def _fake_jwt(tenant: str) -> str:
-    def part(data: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+SIMULATED_ADMIN = "00000000-0000-4000-8000-00000000ad01"
+_DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+_JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
-    claims = {"tid": tenant, "jti": str(uuid.uuid4()), "iat": int(time.time())}
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.sim"
+
+@dataclass(frozen=True)
+class _Grant:
+    tenant: str
+    client_id: str
+    scope: str
+
+
+@dataclass(frozen=True)
+class Issued:
+    """One access token the simulated sign-in handed out; tests read ``GraphSimulator.issued``."""
+
+    token: str
+    how: str  # secret, certificate, device_code, refresh_token, managed_identity
+    tenant: str
+    client_id: str
+    scope: str
+    expires_at: float
+
+
+def _sign_in_error(status: int, error: str, description: str) -> Response:
+    """An Entra ID token-endpoint error: the description spans lines, as Entra's does."""
+    now = datetime.now(UTC)
+    trace_id, correlation_id = uuid.uuid4(), uuid.uuid4()
+    code = int(description.split(":", 1)[0].removeprefix("AADSTS"))
+    return JSONResponse(
+        {
+            "error": error,
+            "error_description": f"{description}\r\nTrace ID: {trace_id}\r\n"
+            f"Correlation ID: {correlation_id}\r\nTimestamp: {now:%Y-%m-%d %H:%M:%SZ}",
+            "error_codes": [code],
+            "timestamp": f"{now:%Y-%m-%d %H:%M:%SZ}",
+            "trace_id": str(trace_id),
+            "correlation_id": str(correlation_id),
+            "error_uri": f"https://login.microsoftonline.com/error?code={code}",
+        },
+        status_code=status,
+    )
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _jwt_parts(token: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """A JWT's header and claims, read without verifying the signature."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None, None
+    decoded: list[dict[str, Any] | None] = []
+    for part in parts[:2]:
+        try:
+            value = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        except ValueError:  # bad base64, JSON or UTF-8
+            value = None
+        decoded.append(value if isinstance(value, dict) else None)
+    return decoded[0], decoded[1]
+
+
+def _fake_jwt(tenant: str, audience: str = "https://graph.microsoft.com") -> str:
+    claims = {"aud": audience, "tid": tenant, "jti": str(uuid.uuid4()), "iat": int(time.time())}
+    return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.sim"
+
+
+def _fake_id_token(grant: _Grant) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": f"https://login.microsoftonline.com/{grant.tenant}/v2.0",
+        "aud": grant.client_id,
+        "sub": SIMULATED_ADMIN,
+        "oid": SIMULATED_ADMIN,
+        "tid": grant.tenant,
+        "preferred_username": "incident.admin@contoso.example",
+        "name": "Incident Admin",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+    }
+    return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.sim"
 
 
 class RunningSimulator:
@@ -281,16 +661,30 @@ class RunningSimulator:
     once: the kernel queues their connections until the server accepts them.
     """
 
-    def __init__(self, simulator: GraphSimulator, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        simulator: GraphSimulator,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ssl_certfile: str | os.PathLike[str] | None = None,
+        ssl_keyfile: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Serve plain HTTP, or HTTPS with a PEM certificate (chain) and key, e.g. from trustme."""
         self.simulator = simulator
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
         self._socket.listen(128)
         self.port = self._socket.getsockname()[1]
-        self.url = f"http://{host}:{self.port}"
+        self.url = f"{'https' if ssl_certfile else 'http'}://{host}:{self.port}"
         config = uvicorn.Config(
-            simulator.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1
+            simulator.app,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            ssl_certfile=None if ssl_certfile is None else os.fspath(ssl_certfile),
+            ssl_keyfile=None if ssl_keyfile is None else os.fspath(ssl_keyfile),
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

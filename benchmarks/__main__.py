@@ -10,6 +10,7 @@ import sys
 BENCHMARKS = {
     "inputs": "benchmarks.inputs",
     "ledger": "benchmarks.ledger",
+    "msgraph_sdk": "benchmarks.msgraph_sdk",
     "pacing": "benchmarks.pacing",
 }
 

@@ -293,3 +293,52 @@ def test_simulator_settings_reach_the_in_process_simulator(tmp_path: Path) -> No
     assert result.code == 1, result.stderr
     assert result.json()["failed"] == 1
     assert result.json()["confirmed"] == 44
+
+
+def test_a_30_percent_fault_mix_over_thousands_of_ids_ends_all_confirmed(
+    tmp_path: Path, simulator_factory
+) -> None:
+    ids = [f"{i:08x}-1111-4222-8333-444455556666" for i in range(1, 3001)]
+    (tmp_path / "ids.csv").write_text("id\n" + "\n".join(ids) + "\n", encoding="utf-8")
+    faults = {
+        "429": 0.06,
+        "500": 0.06,
+        "502": 0.03,
+        "503": 0.06,
+        "504": 0.03,
+        "reset": 0.03,
+        "lost": 0.03,
+    }
+    sim = simulator_factory(
+        FAST.model_copy(update={"faults": faults, "retry_after_seconds": 0.01, "seed": 30})
+    )
+    config = write_config(tmp_path / "config.toml", sim.url, send={"rate_per_second": 100.0})
+    result = run_cli("run", "--yes", "ids.csv", "--config", config, "--json", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert result.json()["confirmed"] == 3000
+    record = sim.simulator.record
+    assert set(record.accepted["confirmCompromised"]) == set(ids)
+    injected = sum(record.faults.values()) + record.statuses[429]
+    assert injected / record.requests > 0.2  # the mix really hit about 30% of requests
+
+
+def test_a_403_stops_the_run_at_once_naming_the_permission_and_stays_resumable(
+    tmp_path: Path, simulator_factory
+) -> None:
+    sample = SAMPLES / "entra_risky_users.csv"
+    denied = simulator_factory(FAST.model_copy(update={"permission_denied": True}))
+    config = write_config(tmp_path / "config.toml", denied.url)
+    ledger = tmp_path / "l.sqlite"
+    result = run_cli("run", "--yes", sample, "--config", config, "--ledger", ledger, cwd=tmp_path)
+    assert result.code == 3, result.stderr
+    assert "IdentityRiskyUser.ReadWrite.All" in result.stderr
+    assert "Security Administrator" in result.stderr
+    assert "to resume once fixed:" in result.stderr
+    assert denied.simulator.record.statuses[403] <= 4  # within a few requests
+    granted = simulator_factory()
+    config = write_config(tmp_path / "config.toml", granted.url)
+    resumed = run_cli(
+        "run", "--yes", sample, "--config", config, "--ledger", ledger, "--json", cwd=tmp_path
+    )
+    assert resumed.code == 0, resumed.stderr
+    assert resumed.json()["confirmed"] == 130

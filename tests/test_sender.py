@@ -18,6 +18,7 @@ from batcher.pacer import Pacer
 from batcher.sender import AuthBreaker, Sender, SendOutcome
 from tests.conftest import FAST, TEST_TOKEN
 
+ACTION = "confirmCompromised"
 IDENTITY = RunIdentity("confirmCompromised", "t", "global", "v1.0")
 
 
@@ -44,11 +45,11 @@ async def _run(
     async def record_sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
-    async with httpx.AsyncClient(timeout=5) as http:
+    async with httpx.AsyncClient(timeout=kw.pop("timeout", 5)) as http:
         runner = Sender(
             ledger,
             GraphClient(http, url, "v1.0", StaticToken(token)),
-            Pacer(500),
+            kw.pop("pacer", None) or Pacer(kw.pop("rate", 500)),
             action="confirmCompromised",
             max_in_flight=kw.pop("max_in_flight", 2),
             retry_for_seconds=kw.pop("retry_for_seconds", 30),
@@ -146,3 +147,84 @@ def test_breaker_trips_on_403_at_once_and_on_401_twice_in_a_row() -> None:
     assert forbidden.tripped is not None
     assert "IdentityRiskyUser.ReadWrite.All" in str(forbidden.tripped)
     assert "Security Administrator" in str(forbidden.tripped)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fault", ["429", "500", "502", "503", "504", "reset", "lost"])
+async def test_every_transient_answer_is_retried_until_confirmed(
+    tmp_path: Path, simulator_factory: Any, fault: str
+) -> None:
+    sim = simulator_factory(FAST.model_copy(update={"faults": {fault: 0.5}, "seed": 11}))
+    ledger = Ledger.open(tmp_path / "l.sqlite", IDENTITY)
+    ids = _ids(120)
+    outcome = await _run(sim.url, ledger, [ids[i : i + 10] for i in range(0, 120, 10)])
+    ledger.close()
+    assert outcome.confirmed == 120
+    assert set(_states(tmp_path / "l.sqlite").values()) == {"confirmed"}
+    record = sim.simulator.record
+    happened = record.faults[fault] + record.statuses.get(int(fault) if fault.isdigit() else 0, 0)
+    assert happened > 0
+    assert set(record.accepted[ACTION]) == set(ids)
+    if fault == "lost":  # applied, answer lost: sent again, so accepted twice
+        assert len(record.accepted[ACTION]) > len(ids)
+
+
+@pytest.mark.anyio
+async def test_a_timeout_is_retried_and_the_ids_confirmed(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    sim = simulator_factory(
+        FAST.model_copy(update={"faults": {"hang": 0.3}, "hang_seconds": 5.0, "seed": 2})
+    )
+    ledger = Ledger.open(tmp_path / "l.sqlite", IDENTITY)
+    ids = _ids(40)
+    outcome = await _run(sim.url, ledger, [ids[:20], ids[20:]], timeout=0.3)
+    ledger.close()
+    assert outcome.confirmed == 40
+    assert sim.simulator.record.faults["hang"] > 0
+    with sqlite3.connect(tmp_path / "l.sqlite") as db:
+        outcomes = {r[0] for r in db.execute("SELECT outcome FROM attempts")}
+    assert "no_answer" in outcomes
+
+
+@pytest.mark.anyio
+async def test_retry_after_holds_every_request_that_long(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    sim = simulator_factory(
+        FAST.model_copy(update={"faults": {"503": 0.3}, "retry_after_seconds": 0.25, "seed": 4})
+    )
+    ledger = Ledger.open(tmp_path / "l.sqlite", IDENTITY)
+    ids = _ids(100)
+    outcome = await _run(
+        sim.url, ledger, [ids[i : i + 10] for i in range(0, 100, 10)], max_in_flight=1
+    )
+    ledger.close()
+    assert outcome.confirmed == 100
+    answers = sim.simulator.record.answers
+    holds = [t for t, status in answers if status == 503]
+    assert holds
+    for held_at in holds:
+        later = [t for t, _ in answers if t > held_at]
+        if later:
+            assert min(later) - held_at >= 0.24  # nobody started before Retry-After ran out
+
+
+@pytest.mark.anyio
+async def test_429_without_retry_after_slows_the_shared_pace(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    sim = simulator_factory(
+        FAST.model_copy(update={"rate_per_second": 40.0, "burst": 1, "latency_max_seconds": 0})
+    )
+    ledger = Ledger.open(tmp_path / "l.sqlite", IDENTITY)
+    ids = _ids(300)
+    pacer = Pacer(200.0)
+    outcome = await _run(
+        sim.url, ledger, [ids[i : i + 10] for i in range(0, 300, 10)], pacer=pacer, max_in_flight=4
+    )
+    ledger.close()
+    assert outcome.confirmed == 300
+    assert sim.simulator.record.statuses[429] == outcome.throttled == pacer.throttles > 0
+    assert 1 <= pacer.slowdowns < pacer.throttles  # shared: a volley slows the pace once
+    assert sorted(sim.simulator.record.accepted[ACTION]) == sorted(ids)
