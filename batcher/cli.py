@@ -106,6 +106,13 @@ ConfigOption = Annotated[
 ]
 
 
+YesOption = Annotated[
+    bool, typer.Option("--yes", "-y", help="Skip the confirmation prompt (after a --dry-run).")
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
+]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Plan only; send nothing.")]
 LogFileOption = Annotated[
     Path | None,
     typer.Option("--log-file", help="Append JSON lines: one per request and per state change."),
@@ -129,11 +136,9 @@ def run(
         Path | None, typer.Option(help="Ledger file (default: derived from inputs and tenant).")
     ] = None,
     column: Annotated[str | None, typer.Option(help="Name of the ID column.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; send nothing.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Skip the confirmation prompt.")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
-    ] = False,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
     log_file: LogFileOption = None,
 ) -> None:
     """Confirm the users in INPUTS compromised; re-running the same command resumes."""
@@ -157,10 +162,8 @@ def replay(
     only: Annotated[
         str | None, typer.Option("--only", help="Only IDs whose Graph error code is CODE.")
     ] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Skip the confirmation prompt.")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
-    ] = False,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
     log_file: LogFileOption = None,
 ) -> None:
     """Send again the failed and unsure IDs of LEDGER, recorded as new attempts in it."""
@@ -175,11 +178,9 @@ def replay(
 def undo(
     ledger: Annotated[Path, typer.Argument(help="The ledger of the confirmCompromised run.")],
     config: ConfigOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; send nothing.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Skip the confirmation prompt.")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
-    ] = False,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
     log_file: LogFileOption = None,
 ) -> None:
     """Dismiss exactly the IDs LEDGER confirmed (a wrong list), recorded in an undo ledger."""
@@ -197,9 +198,7 @@ def verify(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Per-ID result (.csv, .parquet, .json).")
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
-    ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Read back each ID LEDGER settled: confirmed, still processing, or not confirmed."""
     with _exit_codes():

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +71,7 @@ def run_job(
         )
     for warning in inputs.warnings:
         say(console, warning, prefix="warning: ", style="yellow")
-    simulated = settings.graph.target == "simulator"
-    tokens = token_source(settings.auth, simulator=simulated, cloud=settings.graph.cloud)
-    identity = _identity(settings, tokens, options.action)
+    tokens, identity = _credentials(settings, options.action)
     ledger_path = options.ledger or default_ledger_path(settings, options, identity)
     record = RunRecord(
         command="run",
@@ -119,9 +117,7 @@ def undo_job(
             f"{confirmed_ledger}: undo reverses a {ACTION_CONFIRM} ledger, and this one is for "
             f"{meta.get('action')!r}; pass the ledger of the run to undo"
         )
-    simulated = settings.graph.target == "simulator"
-    tokens = token_source(settings.auth, simulator=simulated, cloud=settings.graph.cloud)
-    identity = _identity(settings, tokens, ACTION_DISMISS)
+    tokens, identity = _credentials(settings, ACTION_DISMISS)
     if identity.tenant != meta.get("tenant"):
         raise LedgerError(
             f"{confirmed_ledger}: confirmed on tenant {meta.get('tenant')!r}, but the config "
@@ -232,15 +228,13 @@ def verify_job(
     finally:
         reader.close()
     action = meta.get("action", ACTION_CONFIRM)
-    simulated = settings.graph.target == "simulator"
-    tokens = token_source(settings.auth, simulator=simulated, cloud=settings.graph.cloud)
-    identity = _identity(settings, tokens, action)
+    tokens, identity = _credentials(settings, action)
     if identity.tenant != meta.get("tenant"):
         raise LedgerError(
             f"{ledger_path}: written for tenant {meta.get('tenant')!r}, but the config signs "
             f"in to {identity.tenant!r}; verify with the config of that run"
         )
-    if simulated:
+    if _simulated(settings):
         say(
             console,
             "the built-in simulator starts empty, so it knows none of these IDs; verify "
@@ -248,7 +242,7 @@ def verify_job(
             prefix="note: ",
             style="yellow",
         )
-    result = anyio.run(_verify, settings, tokens, ids, action, console, simulated)
+    result = anyio.run(_verify, settings, tokens, ids, action, console)
     report = out or ledger_path.with_name(ledger_path.stem + ".verify.csv")
     write_report(result.frame, report)
     counts = result.counts()
@@ -271,19 +265,14 @@ async def _verify(
     ids: list[str],
     action: str,
     console: Console,
-    simulated: bool,
 ) -> Verification:
-    with contextlib.ExitStack() as stack:
-        stack.callback(tokens.close)
-        base_url = stack.enter_context(_graph_endpoint(settings, console, simulated))
-        timeout = httpx.Timeout(settings.send.timeout_seconds, connect=10.0)
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
-            verifier = Verifier(
-                GraphClient(http, base_url, settings.graph.api_version, tokens),
-                Pacer(settings.send.rate_per_second),
-                retry_for_seconds=settings.send.retry_for_seconds,
-            )
-            return await verifier.verify(ids, action)
+    async with _graph_client(settings, tokens, console) as client:
+        verifier = Verifier(
+            client,
+            Pacer(settings.send.rate_per_second),
+            retry_for_seconds=settings.send.retry_for_seconds,
+        )
+        return await verifier.verify(ids, action)
 
 
 def replay_job(
@@ -300,9 +289,7 @@ def replay_job(
         action = reader.meta().get("action", ACTION_CONFIRM)
     finally:
         reader.close()
-    simulated = settings.graph.target == "simulator"
-    tokens = token_source(settings.auth, simulator=simulated, cloud=settings.graph.cloud)
-    identity = _identity(settings, tokens, action)
+    tokens, identity = _credentials(settings, action)
     ledger = Ledger.open(ledger_path, identity)
     try:
         ids = ledger.replay_candidates(only_code)
@@ -361,9 +348,8 @@ def _execute(
     ledger.add_ids(plan.new_ids)
     outcome = None
     if plan.to_send.len():
-        simulated = settings.graph.target == "simulator"
         action = ledger.meta()["action"]
-        outcome = anyio.run(_send, settings, ledger, plan, tokens, action, console, simulated, log)
+        outcome = anyio.run(_send, settings, ledger, plan, tokens, action, console, log)
     result = summary(plan, outcome)
     report = ledger.path.with_name(ledger.path.stem + ".report.csv")
     write_report(ledger.export(), report)
@@ -380,54 +366,61 @@ async def _send(
     tokens: TokenSource,
     action: str,
     console: Console,
-    simulated: bool,
     log: EventSink,
 ) -> SendOutcome:
-    with contextlib.ExitStack() as stack:
-        stack.callback(tokens.close)
-        base_url = stack.enter_context(_graph_endpoint(settings, console, simulated))
-        timeout = httpx.Timeout(settings.send.timeout_seconds, connect=10.0)
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
-            grace = settings.send.timeout_seconds + 5
+    async with _graph_client(settings, tokens, console) as client:
+        grace = settings.send.timeout_seconds + 5
 
-            def on_stop(first: bool) -> None:
-                if first:
-                    say(
-                        console,
-                        f"no new requests; waiting up to {grace:g}s for those in flight "
-                        "(press Ctrl-C again to stop at once)",
-                        prefix="stopping: ",
-                        style="yellow",
-                    )
-                else:
-                    say(console, "now; unanswered IDs stay unsure", prefix="stopping: ")
+        def on_stop(first: bool) -> None:
+            if first:
+                say(
+                    console,
+                    f"no new requests; waiting up to {grace:g}s for those in flight "
+                    "(press Ctrl-C again to stop at once)",
+                    prefix="stopping: ",
+                    style="yellow",
+                )
+            else:
+                say(console, "now; unanswered IDs stay unsure", prefix="stopping: ")
 
-            progress = stack.enter_context(
-                RunProgress(console, plan.to_send.len(), settings.send.batch_size)
-            )
-            sender = Sender(
-                ledger,
-                GraphClient(http, base_url, settings.graph.api_version, tokens),
-                Pacer(settings.send.rate_per_second),
-                action=action,
-                max_in_flight=settings.send.max_in_flight,
-                retry_for_seconds=settings.send.retry_for_seconds,
-                backoff=(settings.send.backoff_initial_seconds, settings.send.backoff_max_seconds),
-                on_settled=progress,
-                handle_signals=True,
-                grace_seconds=grace,
-                on_stop=on_stop,
-                log=log,
-                refused_after_refresh=lambda: tokens.refused_after_refresh,
-            )
-            await tokens.token()  # sign in before anything is marked sending
+        progress = RunProgress(console, plan.to_send.len(), settings.send.batch_size)
+        sender = Sender(
+            ledger,
+            client,
+            Pacer(settings.send.rate_per_second),
+            action=action,
+            max_in_flight=settings.send.max_in_flight,
+            retry_for_seconds=settings.send.retry_for_seconds,
+            backoff=(settings.send.backoff_initial_seconds, settings.send.backoff_max_seconds),
+            on_settled=progress,
+            handle_signals=True,
+            grace_seconds=grace,
+            on_stop=on_stop,
+            log=log,
+            refused_after_refresh=lambda: tokens.refused_after_refresh,
+        )
+        await tokens.token()  # sign in before anything is marked sending
+        with progress:
             return await sender.run(plan.iter_batches())
 
 
+@contextlib.asynccontextmanager
+async def _graph_client(
+    settings: Settings, tokens: TokenSource, console: Console
+) -> AsyncIterator[GraphClient]:
+    """A Graph client for this run (on the built-in simulator when asked); signs out after."""
+    with contextlib.ExitStack() as stack:
+        stack.callback(tokens.close)
+        base_url = stack.enter_context(_graph_endpoint(settings, console))
+        timeout = httpx.Timeout(settings.send.timeout_seconds, connect=10.0)
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
+            yield GraphClient(http, base_url, settings.graph.api_version, tokens)
+
+
 @contextlib.contextmanager
-def _graph_endpoint(settings: Settings, console: Console, simulated: bool) -> Iterator[str]:
+def _graph_endpoint(settings: Settings, console: Console) -> Iterator[str]:
     """The Graph base URL for this run, starting the built-in simulator when asked to."""
-    if not simulated:
+    if not _simulated(settings):
         yield settings.graph.base_url or CLOUDS[settings.graph.cloud].graph_url
         return
     with RunningSimulator(GraphSimulator(settings.simulator)) as sim:
@@ -487,6 +480,16 @@ def _outcome_record(summary: Summary) -> dict[str, object]:
     record: dict[str, object] = {k: getattr(summary, k) for k in keys}
     record["stopped"] = summary.stopped
     return record
+
+
+def _credentials(settings: Settings, action: str) -> tuple[TokenSource, RunIdentity]:
+    """How this run signs in (nothing is fetched yet), and what its ledger is about."""
+    tokens = token_source(settings.auth, simulator=_simulated(settings), cloud=settings.graph.cloud)
+    return tokens, _identity(settings, tokens, action)
+
+
+def _simulated(settings: Settings) -> bool:
+    return settings.graph.target == "simulator"
 
 
 def _identity(settings: Settings, tokens: TokenSource, action: str) -> RunIdentity:
