@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import csv
+import re
+import tempfile
 from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from batcher.errors import InputError
 from batcher.inputs import (
+    GUID_PATTERN,
+    NIL_GUID,
     REASON_EMPTY,
     REASON_NIL,
     REASON_NOT_GUID,
     REASON_UPN,
+    header_key,
     normalise,
     read_inputs,
 )
@@ -154,3 +162,123 @@ def test_cap_sized_export_warns(tmp_path: Path) -> None:
     path = _write(tmp_path, "portal.csv", "User ID\n" + "\n".join(ids) + "\n")
     result = read_inputs([path])
     assert any("2,500 rows" in w and "cut short" in w for w in result.warnings)
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+_POOL = [A, B, C, "0b4bc1f2-63a4-4e6a-9b0f-2e58c4e8ab01"]
+_EDGES = [" ", "\t", "\u00a0", "\u200b", "\ufeff", '"', "'", "{", "}", "(", ")", "`"]
+
+
+def _variant(guid: str, form: int, edge: str) -> str:
+    """One ID written one of the ways exports and people write it."""
+    forms = [
+        guid,
+        guid.upper(),
+        guid.replace("-", ""),
+        "{" + guid.upper() + "}",
+        f"urn:uuid:{guid}",
+        f"{edge}{guid}{edge}",
+        f"({guid.replace('-', '').upper()})",
+    ]
+    return forms[form % len(forms)]
+
+
+_JUNK = st.sampled_from(
+    [
+        "",
+        "n/a",
+        "ava@contoso.example",
+        NIL_GUID,
+        "1e250c70d-ff6-4e52-8690-a9c144e7cf0f",
+        A[:-1],
+        f"{A};Ava",
+        "urn:uuid:",
+    ]
+)
+_CELL = st.one_of(
+    st.builds(_variant, st.sampled_from(_POOL), st.integers(0, 6), st.sampled_from(_EDGES)),
+    _JUNK,
+    st.none(),
+)
+_TOKENS = st.sampled_from(
+    [*_EDGES, "urn:uuid:", "URN:UUID:", "-", "@", A, A.upper(), A.replace("-", ""), "0", "f"]
+)
+
+
+def _oracle(cell: str | None) -> str | None:
+    """What a cell should become, written without Polars: the reference for the properties."""
+    if cell is None:
+        return None
+    value = cell.lower()
+    edge = "".join(_EDGES) + " \r\n"
+    while value != (shorter := value.strip(edge).removeprefix("urn:uuid:")):
+        value = shorter
+    if re.fullmatch(r"[0-9a-f]{32}", value):
+        value = "-".join([value[:8], value[8:12], value[12:16], value[16:20], value[20:]])
+    ok = re.fullmatch(GUID_PATTERN, value) and value != NIL_GUID
+    return value if ok else None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(_TOKENS, st.text(max_size=4)), max_size=8).map("".join))
+@example(f"urn:uuid: urn:uuid:{A}")
+@example(f"{{({A.replace('-', '')})}}")
+def test_normalisation_is_idempotent(value: str) -> None:
+    once = _norm([value])
+    assert _norm(once) == once
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(_CELL, min_size=1, max_size=30), min_size=1, max_size=3))
+def test_every_row_is_counted_once_and_the_first_occurrence_wins(
+    files: list[list[str | None]],
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for n, cells in enumerate(files):
+            path = Path(tmp) / f"export{n}.csv"
+            with path.open("w", encoding="utf-8", newline="") as fh:
+                writer = csv.writer(fh, quoting=csv.QUOTE_ALL)
+                writer.writerow(["UserId", "Note"])
+                writer.writerows([cell, "x"] for cell in cells)
+            paths.append(path)
+        if any(all(_oracle(c) is None for c in cells) for cells in files):
+            with pytest.raises(InputError, match="holds no valid user ID"):
+                read_inputs(paths)
+            return
+        result = read_inputs(paths)
+    first: dict[str, tuple[str, int]] = {}
+    for path, cells in zip(paths, files, strict=True):
+        for row, cell in enumerate(cells, start=1):
+            found = _oracle(cell)
+            if found is not None:
+                first.setdefault(found, (str(path), row))
+    assert result.ids.rows() == [(uid, f, r) for uid, (f, r) in first.items()]
+    rows = sum(len(cells) for cells in files)
+    invalid = sum(1 for cells in files for cell in cells if _oracle(cell) is None)
+    assert (result.rows, result.invalid) == (rows, invalid)
+    assert result.rows == result.valid + result.duplicates + result.invalid
+    for summary, cells in zip(result.files, files, strict=True):
+        assert summary.rows == len(cells) == summary.valid + summary.duplicates + summary.invalid
+
+
+def test_fast_and_full_paths_agree_on_the_first_occurrence(tmp_path: Path) -> None:
+    path = _write(tmp_path, "ids.csv", f"id\n{{{A}}}\n{A.upper()}\n{B}\n urn:uuid:{B}\n")
+    result = read_inputs([path])
+    assert result.ids.rows() == [(A, str(path), 1), (B, str(path), 3)]
+    assert [f.duplicates for f in result.files] == [2]
+
+
+def test_mostly_invalid_column_warns_to_check_the_column(tmp_path: Path) -> None:
+    path = _write(tmp_path, "x.csv", f"id\n{A}\nnope\nnada\n")
+    result = read_inputs([path])
+    assert any("2 of 3 values in column 'id' are not valid IDs" in w for w in result.warnings)
+    clean = read_inputs([_write(tmp_path, "y.csv", f"id\n{A}\n{B}\nnope\n")])
+    assert clean.warnings == ()
+
+
+def test_header_key_ignores_case_spacing_punctuation_and_utc_suffix() -> None:
+    assert header_key("RiskLastUpdatedDateTime [UTC]") == "risklastupdateddatetime"
+    assert header_key(" User ID ") == header_key("user_id") == header_key("UserId") == "userid"
+    assert header_key("id_duplicated_0") == "id"

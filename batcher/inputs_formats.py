@@ -1,0 +1,519 @@
+"""Open one input file whatever its shape: detect the format from its bytes, then read columns.
+
+Text (CSV, TSV, pipe-separated, one-ID-per-line lists, PowerShell table text) in UTF-8, UTF-8
+with BOM, UTF-16 with or without BOM, or Windows-1252; JSON, NDJSON, Parquet and Excel; gzip
+around any of them. Every column comes back as text; nested JSON fields become dotted paths.
+Row numbers are data rows counted from 1 (a header, a #TYPE line or a table rule is not a row).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+import json
+import re
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import polars as pl
+from polars.datatypes import DataTypeClass
+
+from batcher.errors import InputError
+from batcher.inputs_values import GUID_INSIDE
+
+SAMPLE_ROWS = 1_000
+HEAD_BYTES = 256 * 1024
+_SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+_TABLE_RULE = re.compile(r"^ *-+( +-+)* *$")
+_ENVELOPES = ("value", "records")
+_PLAIN = "value"  # the column of a JSON array of plain values
+_FOREIGN = {
+    b"%PDF": "a PDF document",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"SQLite format 3\x00": "an SQLite database (a batcher ledger?)",
+    b"7z\xbc\xaf\x27\x1c": "a 7-Zip archive",
+    b"Rar!": "a RAR archive",
+    b"{\\rtf": "a Rich Text document",
+}
+_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+Source = Path | bytes
+
+
+@dataclass(frozen=True)
+class Table:
+    """An input opened for reading: a sample of every column and a loader for any one of them."""
+
+    path: Path
+    kind: str  # how it was read, for messages: "CSV (semicolon-separated, Windows-1252)"
+    sample: pl.DataFrame  # the first SAMPLE_ROWS rows, every column as String
+    load: Callable[[str], pl.Series]  # every row of one column, as String
+    header_less: bool = False
+    hidden: tuple[str, ...] = ()  # columns holding lists, objects or bytes
+    notes: tuple[str, ...] = ()  # warnings about the file itself
+
+
+def open_table(path: Path) -> Table:
+    """Detect what ``path`` holds and open it; InputError with what to do when it can't be."""
+    return _open(path, _head(path), None, "")
+
+
+def _head(path: Path) -> bytes:
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; pass the export file inside it")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(HEAD_BYTES)
+    except OSError as exc:
+        raise InputError(
+            f"{path}: cannot be read ({exc.strerror}); check its permissions"
+        ) from None
+    if not head.strip():
+        raise InputError(f"{path}: the file is empty; export the user IDs again")
+    return head
+
+
+def _open(path: Path, head: bytes, data: bytes | None, wrapper: str) -> Table:
+    """``data`` is the whole content when it is already in memory (decompressed)."""
+    source: Source = path if data is None else data
+    if head.startswith(b"\x1f\x8b") and not wrapper:
+        data = _gunzip(path)
+        return _open(path, data[:HEAD_BYTES], data, "gzip-compressed ")
+    if head.startswith(b"PAR1"):
+        return _parquet(path, source, wrapper)
+    if head.startswith(b"PK\x03\x04"):
+        return _zip(path, source, wrapper)
+    if head.startswith(_OLE2):
+        return _excel(path, source, wrapper + "Excel 97-2003 workbook")
+    for magic, what in _FOREIGN.items():
+        if head.startswith(magic):
+            raise InputError(f"{path}: is {what}, not an export of user IDs; pass the export file")
+    text, encoding, source = _decode(path, head, data)
+    start = text.lstrip("\ufeff \t\r\n")[:1]
+    if start in ("[", "{") and _is_json(text):
+        return _json(path, source, text, f"{wrapper}JSON ({encoding})")
+    return _text(path, source, text, wrapper, encoding)
+
+
+def _gunzip(path: Path) -> bytes:
+    try:
+        data = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: is a damaged gzip file ({exc}); download it again") from None
+    if not data.strip():
+        raise InputError(f"{path}: the compressed file is empty; export the user IDs again")
+    return data
+
+
+# -- text: encodings ----------------------------------------------------------------------------
+
+
+def _decode(path: Path, head: bytes, data: bytes | None) -> tuple[str, str, Source]:
+    """Head text, encoding name, and a UTF-8 source for Polars (the path when already UTF-8)."""
+    whole = data is not None or len(head) < HEAD_BYTES
+
+    def everything() -> bytes:
+        return data if data is not None else path.read_bytes()
+
+    for bom, name, codec in (
+        (codecs.BOM_UTF16_LE, "UTF-16 LE", "utf-16-le"),
+        (codecs.BOM_UTF16_BE, "UTF-16 BE", "utf-16-be"),
+    ):
+        if head.startswith(bom):
+            text = _strict(path, everything()[2:], codec, name)
+            return text[:HEAD_BYTES], f"{name} with BOM", text.encode("utf-8")
+    if b"\x00" in head:
+        guess = _utf16_without_bom(head)
+        if guess is None:
+            raise InputError(
+                f"{path}: holds binary data, or text in an encoding not recognised (UTF-16 "
+                "without a byte-order mark?); pass the export as CSV UTF-8, JSON, Parquet or Excel"
+            )
+        name = guess.upper().replace("UTF-16-", "UTF-16 ")
+        text = _strict(path, everything(), guess, name)
+        return text[:HEAD_BYTES], f"{name} without BOM", text.encode("utf-8")
+    try:
+        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=whole)
+        encoding = "UTF-8 with BOM" if head.startswith(codecs.BOM_UTF8) else "UTF-8"
+        source: Source = path if data is None else data
+    except UnicodeDecodeError:
+        text, encoding, source = cp1252(everything())
+    _refuse_binary(path, text)
+    return text, encoding, source
+
+
+def cp1252(data: bytes) -> tuple[str, str, bytes]:
+    """Text that is not UTF-8: Windows-1252, or UTF-8 with a few bad bytes when it has a BOM."""
+    if data.startswith(codecs.BOM_UTF8):
+        text = data[3:].decode("utf-8", errors="replace")
+        return text[:HEAD_BYTES], "UTF-8 with BOM and invalid bytes", text.encode("utf-8")
+    text = data.decode("cp1252", errors="replace")
+    return text[:HEAD_BYTES], "Windows-1252", text.encode("utf-8")
+
+
+def _strict(path: Path, data: bytes, codec: str, name: str) -> str:
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: is not valid {name} text (byte {exc.start}); save it again as UTF-8 CSV"
+        ) from None
+
+
+def _utf16_without_bom(head: bytes) -> str | None:
+    """UTF-16 text of mostly ASCII has a NUL in every other byte: LE in odd, BE in even places."""
+    pairs = len(head) // 2
+    even = head[0 : pairs * 2 : 2].count(0)
+    odd = head[1 : pairs * 2 : 2].count(0)
+    if odd > 0.3 * pairs and even < 0.02 * pairs:
+        return "utf-16-le"
+    if even > 0.3 * pairs and odd < 0.02 * pairs:
+        return "utf-16-be"
+    return None
+
+
+def _refuse_binary(path: Path, text: str) -> None:
+    sample = text[:8192]
+    controls = sum(1 for ch in sample if ch < " " and ch not in "\t\r\n\f\v")
+    if controls > max(2, len(sample) // 100):
+        raise InputError(
+            f"{path}: holds binary data, not text; pass the CSV, JSON, Parquet or Excel export"
+        )
+
+
+# -- text: delimited, lists and PowerShell tables -----------------------------------------------
+
+
+def _text(path: Path, source: Source, head: str, wrapper: str, encoding: str) -> Table:
+    lines = head.splitlines()
+    skip = 1 if lines and lines[0].lstrip("\ufeff").startswith("#TYPE") else 0
+    shown = [ln for ln in lines[skip:] if ln.strip()]
+    if len(shown) >= 2 and _TABLE_RULE.match(shown[1]):
+        return _powershell_table(path, source, f"{wrapper}PowerShell table text ({encoding})")
+    complete = head if len(head) < HEAD_BYTES else head[: head.rfind("\n") + 1]
+    body = "\n".join(complete.splitlines()[skip:])
+    separator = _sniff_separator(body)
+    first = next(csv.reader(io.StringIO(body), delimiter=separator), [])
+    if not first:
+        raise InputError(f"{path}: holds no rows of data; export the user IDs again")
+    header_less = any(_looks_like_id(cell) for cell in first)
+    if header_less and len(first) == 1:
+        kind = f"{wrapper}list, one ID per line ({encoding})"
+    else:
+        what = "header-less " if header_less else ""
+        kind = f"{wrapper}{what}CSV ({_SEPARATORS[separator]}-separated, {encoding})"
+    return _csv(path, source, kind, separator, skip, header_less)
+
+
+def _sniff_separator(body: str) -> str:
+    """The candidate that splits the first records into the same number (>1) of fields."""
+    best, best_score = ",", (0, 0)
+    for sep in _SEPARATORS:
+        rows = csv.reader(io.StringIO(body), delimiter=sep)
+        counts = [len(r) for r, _ in zip(rows, range(50), strict=False)]
+        counts = [c for c in counts if c]
+        if not counts or counts[0] < 2:
+            continue
+        score = (sum(1 for c in counts if c == counts[0]), counts[0])
+        if score > best_score:
+            best, best_score = sep, score
+    return best
+
+
+def _looks_like_id(cell: str) -> bool:
+    """Header cells are names; a first row with a GUID or a UPN in it is data (no header)."""
+    return "@" in cell or re.search(GUID_INSIDE, cell.lower()) is not None
+
+
+def _csv(path: Path, source: Source, kind: str, sep: str, skip: int, header_less: bool) -> Table:
+    state = {"source": source}
+
+    def scan() -> pl.LazyFrame:
+        return pl.scan_csv(
+            state["source"],
+            separator=sep,
+            skip_lines=skip,
+            has_header=not header_less,
+            infer_schema=False,
+            raise_if_empty=False,
+            with_column_names=_numbered if header_less else None,
+        )
+
+    def collect(frame: Callable[[], pl.LazyFrame]) -> pl.DataFrame:
+        try:
+            return frame().collect()
+        except pl.exceptions.PolarsError as exc:
+            if "utf-8" not in str(exc) or not isinstance(state["source"], Path):
+                raise _csv_error(path, kind, exc, state["source"], sep, skip) from None
+            state["source"] = cp1252(state["source"].read_bytes())[2]  # a bad byte past the head
+            return collect(frame)
+
+    def load(name: str) -> pl.Series:
+        return _trim(collect(lambda: scan().select(pl.col(name))), blank).to_series()
+
+    blank = _blank_lines_at_end(source)
+    sample = collect(lambda: scan().head(SAMPLE_ROWS))
+    return Table(path, kind, sample, load, header_less=header_less)
+
+
+def _blank_lines_at_end(source: Source) -> int:
+    """Empty lines after the last record: Polars reads each as a row, but they hold no data."""
+    if isinstance(source, Path):
+        with source.open("rb") as fh:
+            fh.seek(max(fh.seek(0, 2) - 4096, 0))
+            tail = fh.read()
+    else:
+        tail = source[-4096:]
+    ending = tail[len(tail.rstrip(b"\r\n")) :]
+    return max(ending.count(b"\n") - 1, 0)
+
+
+def _trim(frame: pl.DataFrame, blank: int) -> pl.DataFrame:
+    """Drop ``blank`` trailing rows when every cell in them is empty."""
+    if blank and frame.height >= blank:
+        tail = frame.tail(blank)
+        if tail.select(pl.all_horizontal(pl.all().is_null())).to_series().all():
+            return frame.head(frame.height - blank)
+    return frame
+
+
+def _numbered(names: list[str]) -> list[str]:
+    return [f"column_{n}" for n in range(1, len(names) + 1)]
+
+
+def _csv_error(
+    path: Path, kind: str, exc: Exception, source: Source, sep: str, skip: int
+) -> InputError:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "more fields" in message:
+        data = source.read_bytes() if isinstance(source, Path) else source
+        text = io.StringIO(data.decode("utf-8", errors="replace"))
+        rows = iter(list(csv.reader(text, delimiter=sep))[skip:])
+        width = len(next(rows, []))
+        row = next((n for n, r in enumerate(rows, start=1) if len(r) > width), None)
+        where = f"row {row}" if row else "a row"
+        return InputError(
+            f"{path}: {where} has more fields than the header's {width}: a value holds an "
+            f"unquoted {_SEPARATORS[sep]}; quote or fix that row and run again"
+        )
+    return InputError(f"{path}: cannot be read as {kind} ({message}); check the export")
+
+
+def _powershell_table(path: Path, source: Source, kind: str) -> Table:
+    """Format-Table text: a header line, a rule of dashes giving the column spans, then rows."""
+    data = source.read_bytes() if isinstance(source, Path) else source
+    text = data.decode("utf-8-sig", errors="replace")  # any encoding was already made UTF-8
+    lines = [ln.rstrip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln.strip()]
+    header, rule, rows = lines[0], lines[1], lines[2:]
+    starts = [m.start() for m in re.finditer(r"-+", rule)]
+    ends = [*starts[1:], None]
+    values = pl.Series("line", rows, dtype=pl.String)
+    columns: dict[str, pl.Series] = {}
+    for start, end in zip(starts, ends, strict=True):
+        name = header[start:end].strip() or f"column_{len(columns) + 1}"
+        part = values.str.slice(start, None if end is None else end - start)
+        columns[name] = part.str.strip_chars().replace("", None)
+    frame = pl.DataFrame(columns)
+    return _in_memory(path, frame, kind)
+
+
+# -- JSON and NDJSON ----------------------------------------------------------------------------
+
+
+def _is_json(text: str) -> bool:
+    """A '{' or '[' start is JSON unless the first line is a braced GUID of a plain list."""
+    first = text.lstrip("\ufeff \t\r\n").split("\n", 1)[0].strip()
+    return not (re.fullmatch(r"\{[0-9a-fA-F-]{32,36}\}", first))
+
+
+def _json(path: Path, source: Source, head: str, kind: str) -> Table:
+    data = source.read_bytes() if isinstance(source, Path) else source
+    data = data.removeprefix(codecs.BOM_UTF8)
+    first = head.lstrip("\ufeff \t\r\n").split("\n", 1)[0]
+    ndjson = first.startswith("{") and _parses(first) and bool(data.strip().count(b"\n"))
+    if ndjson:
+        kind = kind.replace("JSON", "NDJSON", 1)
+    try:
+        if ndjson:
+            frame = pl.read_ndjson(data, infer_schema_length=None)
+        else:
+            frame = pl.read_json(data, infer_schema_length=None)
+    except pl.exceptions.PolarsError:
+        frame = _json_by_python(path, data.decode("utf-8", errors="replace"), ndjson)
+    if frame.columns == [_PLAIN]:
+        return _in_memory(path, frame, kind.replace("JSON", "JSON array of IDs", 1), plain=True)
+    notes = []
+    if (
+        "@odata.nextLink" in frame.columns
+        and frame.get_column("@odata.nextLink").drop_nulls().len()
+    ):
+        notes.append(
+            f"{path}: the Graph response has more pages (@odata.nextLink); only this page was "
+            "read: fetch every page and pass them all"
+        )
+    for name in _ENVELOPES:
+        others = [c for c in frame.columns if c != name]
+        envelope = frame.height == 1 or all(c.startswith("@") for c in others)
+        if name in frame.columns and isinstance(frame.schema[name], pl.List) and envelope:
+            frame = frame.select(pl.col(name).explode())
+            if isinstance(frame.schema[name], pl.Struct):
+                frame = frame.unnest(name)
+            kind = kind.replace("JSON", f'JSON {{"{name}": [...]}}', 1)
+            break
+    return _in_memory(path, frame, kind, tuple(notes))
+
+
+def _parses(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def _json_by_python(path: Path, text: str, ndjson: bool) -> pl.DataFrame:
+    """The slow, exact reader: names the line of a syntax error; handles arrays of plain IDs."""
+    try:
+        if ndjson:
+            records = []
+            for number, line in enumerate(text.splitlines(), start=1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise InputError(
+                            f"{path}: line {number} is not valid JSON ({exc.msg}); "
+                            "fix or remove that line"
+                        ) from None
+            value: object = records
+        else:
+            value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{path}: is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "export it again"
+        ) from None
+    if not isinstance(value, list):
+        value = [value]
+    records = [v for v in value if isinstance(v, dict)]
+    if len(records) == len(value):
+        return pl.from_dicts(records, infer_schema_length=None, strict=False)
+    if any(isinstance(v, dict | list) for v in value):
+        raise InputError(f"{path}: mixes objects and plain values in one JSON array; export again")
+    return pl.DataFrame({_PLAIN: [None if v is None else str(v) for v in value]})
+
+
+# -- Parquet, Excel, zip ------------------------------------------------------------------------
+
+
+def _parquet(path: Path, source: Source, wrapper: str) -> Table:
+    try:
+        frame = pl.scan_parquet(source)
+        schema = frame.collect_schema()
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"{path}: is a damaged Parquet file ({_first_line(exc)})") from None
+    return _columns(path, frame, schema, f"{wrapper}Parquet")
+
+
+def _excel(path: Path, source: Source, kind: str) -> Table:
+    used = [(name, frame) for name, frame in _sheets(path, source, kind, True) if frame.width]
+    if not used:
+        raise InputError(f"{path}: every sheet of the workbook is empty; export the IDs again")
+    name, frame = used[0]
+    header_less = any(_looks_like_id(column) for column in frame.columns)
+    if header_less:  # the first row is data: read the sheet again without a header
+        frame = dict(_sheets(path, source, kind, False))[name]
+        frame.columns = _numbered(frame.columns)
+    filled = frame.select(pl.any_horizontal(pl.all().is_not_null() & (pl.all() != ""))).to_series()
+    rows = filled.arg_true()  # trailing empty rows are formatting, not data
+    frame = frame.head(int(rows[-1]) + 1 if rows.len() else 0)
+    notes = tuple(
+        f"{path}: read sheet {name!r} only; sheet {other!r} was not read" for other, _ in used[1:]
+    )
+    return _in_memory(path, frame, f"{kind}, sheet {name!r}", notes, plain=header_less)
+
+
+def _sheets(path: Path, source: Source, kind: str, header: bool) -> list[tuple[str, pl.DataFrame]]:
+    try:
+        sheets = pl.read_excel(
+            source,
+            sheet_id=0,
+            has_header=header,
+            infer_schema_length=0,
+            drop_empty_rows=False,
+            raise_if_empty=False,
+        )
+    except Exception as exc:  # fastexcel raises its own types for damaged or encrypted files
+        raise InputError(
+            f"{path}: cannot be read as {kind} ({_first_line(exc)}); if it is password-protected "
+            "or has a sensitivity label, open it in Excel and save it as CSV UTF-8"
+        ) from None
+    return list(sheets.items())
+
+
+def _zip(path: Path, source: Source, wrapper: str) -> Table:
+    try:
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as zf:
+            names = zf.namelist()
+    except zipfile.BadZipFile:
+        raise InputError(f"{path}: is a damaged zip or Excel file; download it again") from None
+    if "xl/workbook.xml" in names or "xl/workbook.bin" in names:
+        return _excel(path, source, f"{wrapper}Excel workbook")
+    listed = ", ".join(repr(n) for n in names[:5]) + (" ..." if len(names) > 5 else "")
+    raise InputError(
+        f"{path}: is a zip archive (holding {listed}); extract the export from it and pass that"
+    )
+
+
+# -- columns of nested or typed data ------------------------------------------------------------
+
+
+def _in_memory(
+    path: Path, frame: pl.DataFrame, kind: str, notes: tuple[str, ...] = (), plain: bool = False
+) -> Table:
+    table = _columns(path, frame.lazy(), frame.schema, kind, notes)
+    return replace(table, header_less=plain)
+
+
+def _columns(
+    path: Path, frame: pl.LazyFrame, schema: pl.Schema, kind: str, notes: tuple[str, ...] = ()
+) -> Table:
+    """Every scalar column as text, struct fields as dotted paths; lists and bytes are hidden."""
+    exprs: dict[str, pl.Expr] = {}
+    hidden: list[str] = []
+
+    def walk(name: str, expr: pl.Expr, dtype: pl.DataType | DataTypeClass) -> None:
+        if isinstance(dtype, pl.Struct):
+            for field in dtype.fields:
+                walk(f"{name}.{field.name}", expr.struct.field(field.name), field.dtype)
+        elif dtype.is_nested() or isinstance(dtype, pl.Binary | pl.Object):
+            hidden.append(name)
+        else:
+            exprs[name] = expr.cast(pl.String).alias(name)
+
+    for name, dtype in schema.items():
+        walk(name, pl.col(name), dtype)
+
+    def load(name: str) -> pl.Series:
+        try:
+            return frame.select(exprs[name]).collect().to_series()
+        except pl.exceptions.PolarsError as exc:
+            raise InputError(f"{path}: cannot read column {name!r} ({_first_line(exc)})") from None
+
+    try:
+        sample = frame.select(list(exprs.values())).head(SAMPLE_ROWS).collect()
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"{path}: cannot be read as {kind} ({_first_line(exc)})") from None
+    return Table(path, kind, sample, load, hidden=tuple(hidden), notes=notes)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
