@@ -135,7 +135,10 @@ def run(
     ledger: Annotated[
         Path | None, typer.Option(help="Ledger file (default: derived from inputs and tenant).")
     ] = None,
-    column: Annotated[str | None, typer.Option(help="Name of the ID column.")] = None,
+    column: Annotated[
+        str | None,
+        typer.Option(help="The ID column; a dotted path in JSON, e.g. properties.AccountObjectId."),
+    ] = None,
     dry_run: DryRunOption = False,
     yes: YesOption = False,
     as_json: JsonOption = False,

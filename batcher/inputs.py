@@ -114,6 +114,7 @@ def read_inputs(paths: Sequence[Path], column: str | None = None) -> InputSet:
     seen: set[Path] = set()
     picks: list[_Pick] = []
     raws: list[pl.Series] = []
+    keys: list[pl.Series] = []  # fast_key() of each raw value
     warnings: list[str] = []
     for path in paths:
         if path.resolve() in seen:
@@ -128,12 +129,18 @@ def read_inputs(paths: Sequence[Path], column: str | None = None) -> InputSet:
         if table.sample.height == 0:
             raise InputError(f"{path}: holds no rows of data; export the user IDs again")
         name, reason = pick_column(path, table.sample, column, table.header_less, table.hidden)
-        raw = table.load(name).cast(pl.String).rename("raw")
+        if table.load_keyed is not None:
+            keyed = table.load_keyed(name, fast_key)
+            raw, key = keyed.get_column("raw"), keyed.get_column("key")
+        else:
+            raw = table.load(name).cast(pl.String).rename("raw")
+            key = raw.to_frame().lazy().select(fast_key(pl.col("raw"))).collect().to_series()
         picks.append(_Pick(path, name, reason, table.kind, raw.len()))
         raws.append(raw)
+        keys.append(key)
         warnings += table.notes
-    ids, rejects = _validate(pl.concat(raws, rechunk=False))
-    del raws
+    ids, rejects = _validate(pl.concat(raws, rechunk=False), pl.concat(keys, rechunk=False))
+    del raws, keys
     starts = [0]
     for pick in picks:
         starts.append(starts[-1] + pick.rows)
@@ -152,14 +159,14 @@ def read_inputs(paths: Sequence[Path], column: str | None = None) -> InputSet:
     )
 
 
-def _validate(raw: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _validate(raw: pl.Series, keys: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
     """First occurrences (pos, user_id) and rejects (pos, raw_value, reason), in input order.
 
-    Clean values take the fast path: their 128-bit key straight from the raw text. Only the
-    rest go through normalise(); de-duplication is on the exact key, never on a hash.
+    Clean values take the fast path: ``keys`` holds their 128-bit key, read straight from the
+    raw text (fast_key). Only the rest go through normalise(); de-duplication is on the exact
+    key, never on a hash.
     """
-    rows = raw.to_frame("raw")
-    keys = rows.lazy().select(fast_key(pl.col("raw"))).collect().to_series()
+    rows = raw.rename("raw").to_frame()
     slow = (
         rows.with_row_index("pos")
         .filter(keys.is_null())
@@ -174,16 +181,9 @@ def _validate(raw: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
     )
     if cleaned.height:
         keys = keys.scatter(cleaned.get_column("pos"), cleaned.get_column("key"))
-    firsts = (
-        keys.to_frame("key")
-        .lazy()
-        .with_row_index("pos")
-        .filter(pl.col("key").is_not_null())
-        .unique("key", keep="first", maintain_order=True)
-        .select("pos")
-        .collect(engine="streaming")
-        .to_series()
-    )
+    # arg_unique gives each key's first index; on a column without nulls it is fastest
+    present = keys.is_not_null().arg_true()
+    firsts = present.gather(keys.gather(present).arg_unique().sort())
     first = pl.repeat(False, raw.len(), eager=True).scatter(firsts, True)
     ids = (
         rows.lazy()

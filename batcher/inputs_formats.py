@@ -56,6 +56,8 @@ class Table:
     header_less: bool = False
     hidden: tuple[str, ...] = ()  # columns holding lists, objects or bytes
     notes: tuple[str, ...] = ()  # warnings about the file itself
+    # Where the reader can stream: one column as "raw" plus key(raw) as "key" in one pass.
+    load_keyed: Callable[[str, Callable[[pl.Expr], pl.Expr]], pl.DataFrame] | None = None
 
 
 def open_table(path: Path) -> Table:
@@ -246,21 +248,29 @@ def _csv(path: Path, source: Source, kind: str, sep: str, skip: int, header_less
             with_column_names=_numbered if header_less else None,
         )
 
-    def collect(frame: Callable[[], pl.LazyFrame]) -> pl.DataFrame:
+    def collect(frame: Callable[[], pl.LazyFrame], streaming: bool = False) -> pl.DataFrame:
         try:
-            return frame().collect()
+            return frame().collect(engine="streaming" if streaming else "auto")
         except pl.exceptions.PolarsError as exc:
             if "utf-8" not in str(exc) or not isinstance(state["source"], Path):
                 raise _csv_error(path, kind, exc, state["source"], sep, skip) from None
             state["source"] = cp1252(state["source"].read_bytes())[2]  # a bad byte past the head
-            return collect(frame)
+            return collect(frame, streaming)
 
     def load(name: str) -> pl.Series:
         return _trim(collect(lambda: scan().select(pl.col(name))), blank).to_series()
 
+    def load_keyed(name: str, key: Callable[[pl.Expr], pl.Expr]) -> pl.DataFrame:
+        # Reading and keying in one streaming pass keeps both cores busy on big files.
+        def keyed() -> pl.LazyFrame:
+            raw = pl.col(name).alias("raw")
+            return scan().select(raw, key(raw).alias("key"))
+
+        return _trim(collect(keyed, streaming=True), blank)
+
     blank = _blank_lines_at_end(source)
     sample = collect(lambda: scan().head(SAMPLE_ROWS))
-    return Table(path, kind, sample, load, header_less=header_less)
+    return Table(path, kind, sample, load, header_less=header_less, load_keyed=load_keyed)
 
 
 def _blank_lines_at_end(source: Source) -> int:

@@ -37,6 +37,14 @@ class Plan:
 
 def make_plan(inputs: InputSet, known: pl.DataFrame, batch_size: int) -> Plan:
     """``known`` holds the ledger's (user_id, state); states are those of ledger.State."""
+    if known.height == 0:  # a first run: everything is new (and the join would cost seconds)
+        return Plan(
+            to_send=inputs.ids.get_column("user_id"),
+            new_ids=inputs.ids.select("user_id", "source_file", "source_row"),
+            already_done=0,
+            failed_before=0,
+            batch_size=batch_size,
+        )
     joined = inputs.ids.join(known, on="user_id", how="left", maintain_order="left")
     state = pl.col("state")
     return Plan(

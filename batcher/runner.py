@@ -9,9 +9,9 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 import polars as pl
 from rich.console import Console
 
@@ -20,7 +20,6 @@ from batcher.clouds import ACTION_CONFIRM, ACTION_DISMISS, CLOUDS
 from batcher.config import Settings
 from batcher.errors import LedgerError, NotConfirmed
 from batcher.eventlog import EventSink, no_events
-from batcher.graph import GraphClient
 from batcher.inputs import FileSummary, InputSet, read_inputs
 from batcher.ledger import Ledger, RunIdentity, RunRecord
 from batcher.pacer import Pacer
@@ -28,7 +27,9 @@ from batcher.plan import Plan, make_plan
 from batcher.progress import RunProgress
 from batcher.report import Summary, say, write_rejects, write_report
 from batcher.sender import Sender, SendOutcome
-from batcher.simulator import GraphSimulator, RunningSimulator
+
+if TYPE_CHECKING:  # the HTTP stack and the simulator load only when a run sends
+    from batcher.graph import GraphClient
 from batcher.verify import (
     CONFIRMED,
     EXPECTED_STATE,
@@ -67,7 +68,9 @@ def run_job(
     for item in inputs.files:
         say(
             console,
-            f"{item.path}: {item.rows:,} rows; ID column {item.column!r} ({item.column_reason})",
+            f"{item.path}: {item.rows:,} rows"
+            + (f", read as {item.format}" if item.format else "")
+            + f"; ID column {item.column!r} ({item.column_reason})",
         )
     for warning in inputs.warnings:
         say(console, warning, prefix="warning: ", style="yellow")
@@ -409,6 +412,10 @@ async def _graph_client(
     settings: Settings, tokens: TokenSource, console: Console
 ) -> AsyncIterator[GraphClient]:
     """A Graph client for this run (on the built-in simulator when asked); signs out after."""
+    import httpx
+
+    from batcher.graph import GraphClient
+
     with contextlib.ExitStack() as stack:
         stack.callback(tokens.close)
         base_url = stack.enter_context(_graph_endpoint(settings, console))
@@ -420,6 +427,8 @@ async def _graph_client(
 @contextlib.contextmanager
 def _graph_endpoint(settings: Settings, console: Console) -> Iterator[str]:
     """The Graph base URL for this run, starting the built-in simulator when asked to."""
+    from batcher.simulator import GraphSimulator, RunningSimulator
+
     if not _simulated(settings):
         yield settings.graph.base_url or CLOUDS[settings.graph.cloud].graph_url
         return

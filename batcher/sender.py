@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -24,10 +25,12 @@ from batcher.errors import (
     Unauthorized,
 )
 from batcher.eventlog import EventSink, no_events
-from batcher.graph import GraphClient
 from batcher.ledger import Answer, Ledger, State
 from batcher.pacer import Pacer
 from batcher.retries import RETRYABLE, retry_policy
+
+if TYPE_CHECKING:  # imported only for types: httpx loads when a run sends, not at start-up
+    from batcher.graph import GraphClient
 
 PERMISSION_HINT = (
     "the app or user needs the Graph permission IdentityRiskyUser.ReadWrite.All "

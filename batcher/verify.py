@@ -7,15 +7,17 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import polars as pl
 
 from batcher.errors import GraphError, Throttled
-from batcher.graph import GraphClient
 from batcher.pacer import Pacer
 from batcher.retries import retry_policy
+
+if TYPE_CHECKING:  # imported only for types: httpx loads when a run sends, not at start-up
+    from batcher.graph import GraphClient
 
 # The riskState each action leads to.
 EXPECTED_STATE = {"confirmCompromised": "confirmedCompromised", "dismiss": "dismissed"}

@@ -114,7 +114,7 @@ BAD = {
     "tie.csv": (f"Left,Right\n{A},{B}\n".encode(), "choose one with --column 'Left'"),
     "header_only.csv": (b"UserId,Name\n", "holds no rows of data"),
     "broken.ndjson": (f'{{"id": "{A}"}}\n{{"id": \n'.encode(), "line 2 is not valid JSON"),
-    "damaged.csv.gz": (gzip.compress(f"id\n{A}\n".encode())[:-12], "damaged gzip"),
+    "damaged.csv.gz": (gzip.compress(f"id\n{A}\n".encode(), mtime=0)[:-12], "damaged gzip"),
     "ragged.csv": (f"UserId,Name\n{A},Ava\n{B},Stone, Bo\n".encode(), "row 2 has more fields"),
     "wrong_separator.csv": (f"Id~Name\n{A}~Ava\n".encode(), "separator or layout"),
     "report.csv": (b"%PDF-1.7\n" + bytes(32), "is a PDF document"),

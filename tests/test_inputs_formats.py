@@ -218,7 +218,7 @@ B = "8db8df93-edd5-4cd5-86b3-bc355166765c"
         ("ledger.csv", b"SQLite format 3\x00" + bytes(64), "SQLite database"),
         ("ids.zip", b"", "is a zip archive"),
         ("damaged.csv.gz", b"\x1f\x8b\x08\x00garbage", "damaged gzip"),
-        ("empty.csv.gz", gzip.compress(b""), "compressed file is empty"),
+        ("empty.csv.gz", gzip.compress(b"", mtime=0), "compressed file is empty"),
         (
             "bad.json",
             b'[{"id": "' + A.encode() + b'"},\n {"id": }]',
