@@ -46,14 +46,18 @@ console = Console(stderr=True, soft_wrap=True)
 
 
 @contextmanager
-def _exit_codes(resume_hint: str | None = None) -> Iterator[None]:
-    """The only place errors become exit codes and one-line messages."""
+def _exit_codes(resume_hint: str | None = None, as_json: bool = False) -> Iterator[None]:
+    """The only place errors become exit codes and one-line messages (and, with --json, a
+    JSON object on stdout, so a script always gets one)."""
     try:
         yield
     except BaseException as exc:
         if isinstance(exc, typer.Exit | SystemExit):
             raise
-        code = _report_error(_leaf(exc), resume_hint)
+        code, message = _describe_error(_leaf(exc), resume_hint)
+        say(console, message, prefix="batcher: ", style="red" if code != EXIT_INTERRUPTED else "")
+        if as_json:
+            sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
         raise typer.Exit(code) from None
 
 
@@ -63,26 +67,19 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def _report_error(exc: BaseException, resume_hint: str | None) -> int:
+def _describe_error(exc: BaseException, resume_hint: str | None) -> tuple[int, str]:
     if isinstance(exc, KeyboardInterrupt):
         hint = f"; to resume: {resume_hint}" if resume_hint else ""
-        say(console, f"batcher: interrupted; the ledger keeps everything done so far{hint}")
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED, f"interrupted; the ledger keeps everything done so far{hint}"
     if isinstance(exc, BatcherError):
-        say(console, str(exc), prefix="batcher: error: ", style="red")
-        return EXIT_AUTH if isinstance(exc, AuthError) else EXIT_USAGE
+        return (EXIT_AUTH if isinstance(exc, AuthError) else EXIT_USAGE), f"error: {exc}"
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
-        say(console, f"{where}{exc.strerror or exc}", prefix="batcher: error: ", style="red")
-        return EXIT_USAGE
-    say(  # a bug: still one line, no traceback
-        console,
-        f"{type(exc).__name__}: {exc}; the ledger keeps what was done; "
-        "run the same command to resume, and please report this",
-        prefix="batcher: internal error: ",
-        style="red",
+        return EXIT_USAGE, f"error: {where}{exc.strerror or exc}"
+    return EXIT_INTERNAL, (  # a bug: still one line, no traceback
+        f"internal error: {type(exc).__name__}: {exc}; the ledger keeps what was done; "
+        "run the same command to resume, and please report this"
     )
-    return EXIT_INTERNAL
 
 
 def _version(value: bool) -> None:
@@ -146,7 +143,7 @@ def run(
 ) -> None:
     """Confirm the users in INPUTS compromised; re-running the same command resumes."""
     resume = _this_command()
-    with _exit_codes(resume), _event_log(log_file) as log:
+    with _exit_codes(resume, as_json), _event_log(log_file) as log:
         settings = load_settings(config)
         summary = run_job(
             settings,
@@ -171,7 +168,7 @@ def replay(
 ) -> None:
     """Send again the failed and unsure IDs of LEDGER, recorded as new attempts in it."""
     resume = _this_command()
-    with _exit_codes(resume), _event_log(log_file) as log:
+    with _exit_codes(resume, as_json), _event_log(log_file) as log:
         settings = load_settings(config)
         summary = replay_job(settings, ledger, only, console, _gate(settings, yes), log)
     _finish(summary, as_json, resume, config)
@@ -188,7 +185,7 @@ def undo(
 ) -> None:
     """Dismiss exactly the IDs LEDGER confirmed (a wrong list), recorded in an undo ledger."""
     resume = _this_command()
-    with _exit_codes(resume), _event_log(log_file) as log:
+    with _exit_codes(resume, as_json), _event_log(log_file) as log:
         settings = load_settings(config)
         summary = undo_job(settings, ledger, console, _gate(settings, yes), log, dry_run=dry_run)
     _finish(summary, as_json, resume, config)
@@ -204,12 +201,8 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Read back each ID LEDGER settled: confirmed, still processing, or not confirmed."""
-    with _exit_codes():
-        if out is not None and out.suffix.lower() not in REPORT_FORMATS:
-            raise ConfigError(
-                f"--out {out}: unknown report format {out.suffix or '(none)'!r}; "
-                f"end the name with {', '.join(REPORT_FORMATS)}"
-            )
+    with _exit_codes(as_json=as_json):
+        _check_report_name(out)
         settings = load_settings(config)
         result = verify_job(settings, ledger, console, out)
     table = Table(title=f"batcher verify: expected riskState {result.expected_state}")
@@ -239,11 +232,7 @@ def report(
 ) -> None:
     """Write one row per ID of LEDGER: status, attempts, Graph's answer, request IDs, source."""
     with _exit_codes():
-        if out.suffix.lower() not in REPORT_FORMATS:
-            raise ConfigError(
-                f"--out {out}: unknown report format {out.suffix or '(none)'!r}; "
-                f"end the name with {', '.join(REPORT_FORMATS)}"
-            )
+        _check_report_name(out)
         book = Ledger.open_existing(ledger)
         try:
             frame = book.export()
@@ -283,6 +272,14 @@ def _gate(settings: Settings, yes: bool) -> Callable[[Summary], bool]:
         return answer.strip().lower().replace(",", "") in {str(plan.to_send), "yes"}
 
     return confirm
+
+
+def _check_report_name(out: Path | None) -> None:
+    if out is not None and out.suffix.lower() not in REPORT_FORMATS:
+        raise ConfigError(
+            f"--out {out}: unknown report format {out.suffix or '(none)'!r}; "
+            f"end the name with {', '.join(REPORT_FORMATS)}"
+        )
 
 
 def _finish(summary: Summary, as_json: bool, resume: str, config: Path | None) -> None:
@@ -358,7 +355,9 @@ def status(ledger: Annotated[Path, typer.Argument(help="A ledger file.")]) -> No
 def simulate(
     config: ConfigOption = None,
     host: Annotated[str, typer.Option(help="Loopback address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8765,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to listen on (0 picks a free one).")
+    ] = 8765,
     rate: Annotated[float | None, typer.Option(help="Requests per second allowed.")] = None,
     burst: Annotated[int | None, typer.Option(help="Requests allowed at once.")] = None,
 ) -> None:

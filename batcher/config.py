@@ -249,7 +249,8 @@ def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
         return f"{where}: unknown setting; {suggestion}"
     msg = err["msg"].removeprefix("Value error, ")
     value = _lookup(data, err["loc"])
-    shown = "" if value is _MISSING or isinstance(value, dict) else f" (got {value!r})"
+    secretive = bool(loc) and loc[0] == "auth"  # an [auth] value may be a pasted secret
+    shown = "" if value is _MISSING or isinstance(value, dict) or secretive else f" (got {value!r})"
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
     return f"{where}: {msg}{shown}; fix it in the config{more}"
 

@@ -162,6 +162,10 @@ class Ledger:
         Refuses a foreign or mismatched file (leaving it untouched) and a ledger that another
         batcher is writing.
         """
+        if path.is_dir():
+            raise LedgerError(
+                f"{path}: is a directory; --ledger takes a file path, e.g. {path}/incident.sqlite"
+            )
         fresh = not path.exists() or path.stat().st_size == 0
         if fresh:
             try:
@@ -398,6 +402,11 @@ class Ledger:
                 [(batch_id, uid) for uid in user_ids],
             )
         return batch_id
+
+    def split_batch(self, batch_id: int) -> None:
+        """A 400 split this batch in halves: its IDs move on to new batches."""
+        with self._write() as db:
+            db.execute("UPDATE batches SET state = 'split' WHERE batch_id = ?", (batch_id,))
 
     def start_attempt(self, batch_id: int, client_request_id: str) -> int:
         """Commit the intent to send before the request leaves."""

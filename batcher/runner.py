@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,10 @@ from rich.console import Console
 from batcher.auth import StaticToken, TokenSource, tenant_of, token_source
 from batcher.clouds import ACTION_CONFIRM, ACTION_DISMISS, CLOUDS
 from batcher.config import Settings
-from batcher.errors import LedgerError, NotConfirmed
+from batcher.errors import AuthError, ConfigError, LedgerError, NotConfirmed
 from batcher.eventlog import EventSink, no_events
 from batcher.inputs import FileSummary, InputSet, read_inputs
-from batcher.ledger import Ledger, RunIdentity, RunRecord
+from batcher.ledger import Ledger, RunIdentity, RunRecord, WriterLock
 from batcher.pacer import Pacer
 from batcher.plan import Plan, make_plan
 from batcher.progress import RunProgress
@@ -64,6 +65,7 @@ def run_job(
     log: EventSink = no_events,
 ) -> Summary:
     """Read, plan, ask ``confirm``, record and send; a failed batch is data, not an error."""
+    tokens, identity = _credentials(settings, options.action)  # config mistakes first
     inputs = read_inputs(options.inputs, options.column)
     for item in inputs.files:
         say(
@@ -74,7 +76,6 @@ def run_job(
         )
     for warning in inputs.warnings:
         say(console, warning, prefix="warning: ", style="yellow")
-    tokens, identity = _credentials(settings, options.action)
     ledger_path = options.ledger or default_ledger_path(settings, options, identity)
     record = RunRecord(
         command="run",
@@ -104,28 +105,42 @@ def undo_job(
     *,
     dry_run: bool = False,
 ) -> Summary:
-    """Dismiss exactly the IDs a confirmCompromised ledger confirmed, in an undo ledger of its own.
+    """Dismiss every ID a confirmCompromised ledger may have applied, in an undo ledger of its own.
 
-    The undo ledger sits beside the original (``<name>.undo.sqlite``), so running the same undo
-    again resumes it.
+    That is the confirmed IDs and also the unsure ones (``unknown``, and ``sending`` left by a
+    crash): Graph may have applied those, and dismissing a user is safe to repeat. The run's
+    ledger stays locked meanwhile, so it cannot go on confirming while the undo dismisses. The
+    undo ledger sits beside the original (``<name>.undo.sqlite``): the same undo resumes it.
     """
-    reader = Ledger.open_existing(confirmed_ledger)
+    lock = WriterLock.acquire(confirmed_ledger)
     try:
-        meta = reader.meta()
-        confirmed = reader.export().filter(pl.col("status") == "confirmed")
+        meta, confirmed = _ledger_ids(confirmed_ledger, ("confirmed", "unknown", "sending"))
+        if meta.get("action") != ACTION_CONFIRM:
+            raise LedgerError(
+                f"{confirmed_ledger}: undo reverses a {ACTION_CONFIRM} ledger, and this one is "
+                f"for {meta.get('action')!r}; pass the ledger of the run to undo"
+            )
+        tokens, identity = _credentials(settings, ACTION_DISMISS)
+        _same_tenant(confirmed_ledger, meta, identity, "undo")
+        return _undo(
+            settings, confirmed_ledger, confirmed, identity, tokens, console, confirm, log, dry_run
+        )
     finally:
-        reader.close()
-    if meta.get("action") != ACTION_CONFIRM:
-        raise LedgerError(
-            f"{confirmed_ledger}: undo reverses a {ACTION_CONFIRM} ledger, and this one is for "
-            f"{meta.get('action')!r}; pass the ledger of the run to undo"
-        )
-    tokens, identity = _credentials(settings, ACTION_DISMISS)
-    if identity.tenant != meta.get("tenant"):
-        raise LedgerError(
-            f"{confirmed_ledger}: confirmed on tenant {meta.get('tenant')!r}, but the config "
-            f"signs in to {identity.tenant!r}; undo with the config of that run"
-        )
+        lock.release()
+
+
+def _undo(
+    settings: Settings,
+    confirmed_ledger: Path,
+    confirmed: pl.DataFrame,
+    identity: RunIdentity,
+    tokens: TokenSource,
+    console: Console,
+    confirm: Confirm,
+    log: EventSink,
+    dry_run: bool,
+) -> Summary:
+    unsure = confirmed.filter(pl.col("status") != "confirmed").height
     ids = confirmed.select(
         "user_id",
         pl.lit(str(confirmed_ledger)).alias("source_file"),
@@ -142,11 +157,17 @@ def undo_job(
             }
         ),
         files=(
-            FileSummary(confirmed_ledger, ids.height, "user_id", "confirmed IDs", ids.height, 0, 0),
+            FileSummary(
+                confirmed_ledger, ids.height, "user_id", "IDs it may have applied", ids.height, 0, 0
+            ),
         ),
     )
-    say(console, f"{confirmed_ledger}: {ids.height:,} IDs confirmed there will be dismissed")
-    undo_ledger = confirmed_ledger.with_name(confirmed_ledger.stem + ".undo.sqlite")
+    say(
+        console,
+        f"{confirmed_ledger}: {ids.height:,} IDs will be dismissed ({ids.height - unsure:,} "
+        f"confirmed, {unsure:,} unsure: Graph may have applied them)",
+    )
+    undo_ledger = sibling(confirmed_ledger, ".undo.sqlite")
     record = RunRecord(command="undo", config_digest=config_digest(settings))
     return _send_inputs(
         settings,
@@ -175,7 +196,7 @@ def _send_inputs(
     *,
     dry_run: bool,
 ) -> Summary:
-    rejects_path = ledger_path.with_name(ledger_path.stem + ".rejects.csv")
+    rejects_path = sibling(ledger_path, ".rejects.csv")
     if inputs.invalid:
         write_rejects(inputs.rejects, rejects_path)
 
@@ -224,19 +245,11 @@ def verify_job(
     settings: Settings, ledger_path: Path, console: Console, out: Path | None = None
 ) -> VerifySummary:
     """Read back the risk state of every ID the ledger confirmed (or dismissed, for undo)."""
-    reader = Ledger.open_existing(ledger_path)
-    try:
-        meta = reader.meta()
-        ids = reader.export().filter(pl.col("status") == "confirmed")["user_id"].to_list()
-    finally:
-        reader.close()
+    meta, settled = _ledger_ids(ledger_path, ("confirmed",))
+    ids = settled["user_id"].to_list()
     action = meta.get("action", ACTION_CONFIRM)
     tokens, identity = _credentials(settings, action)
-    if identity.tenant != meta.get("tenant"):
-        raise LedgerError(
-            f"{ledger_path}: written for tenant {meta.get('tenant')!r}, but the config signs "
-            f"in to {identity.tenant!r}; verify with the config of that run"
-        )
+    _same_tenant(ledger_path, meta, identity, "verify")
     if _simulated(settings):
         say(
             console,
@@ -245,8 +258,8 @@ def verify_job(
             prefix="note: ",
             style="yellow",
         )
-    result = anyio.run(_verify, settings, tokens, ids, action, console)
-    report = out or ledger_path.with_name(ledger_path.stem + ".verify.csv")
+    result = anyio.run(_verify, settings, tokens, ids, action, identity.tenant, console)
+    report = out or sibling(ledger_path, ".verify.csv")
     write_report(result.frame, report)
     counts = result.counts()
     return VerifySummary(
@@ -267,9 +280,11 @@ async def _verify(
     tokens: TokenSource,
     ids: list[str],
     action: str,
+    tenant: str,
     console: Console,
 ) -> Verification:
     async with _graph_client(settings, tokens, console) as client:
+        _check_tenant(await tokens.token(), tenant)
         verifier = Verifier(
             client,
             Pacer(settings.send.rate_per_second),
@@ -340,7 +355,8 @@ def _execute(
     summary: Callable[[Plan, SendOutcome | None], Summary],
     log: EventSink,
 ) -> Summary:
-    """The gate, then record and send; the ledger is written only once the operator agreed."""
+    """The gate, then record and send: until the operator agrees, the ledger holds no run, no
+    new ID and no attempt (it may have just been created, empty)."""
     preview = summary(plan, None)
     if plan.to_send.len() and not confirm(preview):
         log("declined", command=record.command, to_send=preview.to_send)
@@ -354,7 +370,7 @@ def _execute(
         action = ledger.meta()["action"]
         outcome = anyio.run(_send, settings, ledger, plan, tokens, action, console, log)
     result = summary(plan, outcome)
-    report = ledger.path.with_name(ledger.path.stem + ".report.csv")
+    report = sibling(ledger.path, ".report.csv")
     write_report(ledger.export(), report)
     result = dataclasses.replace(result, report=str(report))
     ledger.end_run(_outcome_record(result))
@@ -402,7 +418,7 @@ async def _send(
             log=log,
             refused_after_refresh=lambda: tokens.refused_after_refresh,
         )
-        await tokens.token()  # sign in before anything is marked sending
+        _check_tenant(await tokens.token(), ledger.meta().get("tenant", ""))  # sign in first
         with progress:
             return await sender.run(plan.iter_batches())
 
@@ -501,6 +517,41 @@ def _simulated(settings: Settings) -> bool:
     return settings.graph.target == "simulator"
 
 
+def _ledger_ids(path: Path, states: tuple[str, ...]) -> tuple[dict[str, str], pl.DataFrame]:
+    """A ledger's meta and its per-ID rows in ``states``, read without taking it over."""
+    reader = Ledger.open_existing(path)
+    try:
+        return reader.meta(), reader.export().filter(pl.col("status").is_in(states))
+    finally:
+        reader.close()
+
+
+def _same_tenant(path: Path, meta: dict[str, str], identity: RunIdentity, command: str) -> None:
+    if identity.tenant != meta.get("tenant"):
+        raise LedgerError(
+            f"{path}: written for tenant {meta.get('tenant')!r}, but the config signs in to "
+            f"{identity.tenant!r}; {command} with the config of that run"
+        )
+
+
+def sibling(ledger: Path, suffix: str) -> Path:
+    """A file beside the ledger: ledger.sqlite -> ledger.report.csv and so on."""
+    return ledger.with_name(ledger.stem + suffix)
+
+
+def _check_tenant(token: str, tenant: str) -> None:
+    """Refuse a token for another tenant than the ledger's (when both name a tenant GUID)."""
+    signed_in = tenant_of(token)
+    if signed_in and _GUID.match(tenant) and signed_in.lower() != tenant.lower():
+        raise AuthError(
+            f"signed in to tenant {signed_in}, but this run (and its ledger) is for tenant "
+            f"{tenant}; sign in to that tenant, or set [auth] tenant_id to the one you mean"
+        )
+
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
 def _identity(settings: Settings, tokens: TokenSource, action: str) -> RunIdentity:
     if settings.graph.target == "simulator":
         tenant = "simulator"
@@ -508,8 +559,12 @@ def _identity(settings: Settings, tokens: TokenSource, action: str) -> RunIdenti
         tenant = settings.auth.tenant_id
     elif isinstance(tokens, StaticToken):
         tenant = tenant_of(tokens.value) or "token-tenant"
-    else:
-        tenant = "default"
+    else:  # the ledger must name the tenant before anything signs in (a dry run never does)
+        raise ConfigError(
+            f"[auth] method = {settings.auth.method!r} needs tenant_id: it names the ledger and "
+            "is checked against the token, so a sign-in to another tenant cannot reuse this "
+            "one's ledger; set it to the Directory (tenant) ID"
+        )
     return RunIdentity(
         action=action,
         tenant=tenant,

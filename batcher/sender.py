@@ -67,6 +67,12 @@ class SendOutcome:
     interrupted: bool = False
 
 
+# After this many batches were split down to single IDs and every one was refused, a 400 is
+# taken to be about the request, not the IDs: later batches fail whole instead of costing
+# 2n-1 requests each at one request a second.
+HOPELESS_AFTER = 2
+
+
 class _NotSent(Exception):
     """A stop was asked for while this batch waited for its turn: it is left for a resume."""
 
@@ -151,6 +157,7 @@ class Sender:
         self._feeding = anyio.CancelScope()
         self._everything = anyio.CancelScope()
         self.stopping = False
+        self._hopeless_batches = 0
         self.tally = Tally(rate=pacer.rate)
 
     async def run(self, batches: Iterable[list[str]]) -> SendOutcome:
@@ -210,8 +217,11 @@ class Sender:
                     return
                 await self._send(user_ids)
 
-    async def _send(self, user_ids: Sequence[str]) -> None:
-        """Send one batch until it settles; on a 400 split it to isolate the bad IDs."""
+    async def _send(self, user_ids: Sequence[str], *, whole: bool = True) -> int:
+        """Send one batch until it settles; on a 400 split it to isolate the bad IDs.
+
+        Returns how many of its IDs were confirmed. ``whole`` is false for the halves of a split.
+        """
         batch_id = self._ledger.start_batch(user_ids)
         self._log("state", batch=batch_id, ids=len(user_ids), state=State.SENDING.value)
         try:
@@ -225,35 +235,42 @@ class Sender:
                 with attempt:
                     await self._attempt(batch_id, user_ids)
         except _NotSent:
-            return  # left "sending": a resume sends it
+            return 0  # left "sending": a resume sends it
+        except AuthError as exc:  # sign-in failed while renewing the token
+            self._breaker.tripped = exc
+            self._everything.cancel()
+            return 0  # left "sending": a resume sends it once sign-in works
         except BadRequest as exc:
-            if len(user_ids) == 1:
+            if len(user_ids) == 1 or self._hopeless_batches >= HOPELESS_AFTER:
+                # A single ID, or 400s that refuse whole batches: no more splitting.
                 self._settle(batch_id, State.FAILED, exc, len(user_ids))
-                return
+                return 0
+            self._ledger.split_batch(batch_id)
             middle = len(user_ids) // 2
-            await self._send(user_ids[:middle])
-            await self._send(user_ids[middle:])
+            confirmed = await self._send(user_ids[:middle], whole=False)
+            confirmed += await self._send(user_ids[middle:], whole=False)
+            if whole and confirmed == 0:  # every ID refused: the 400 is not about the IDs
+                self._hopeless_batches += 1
+            return confirmed
         except GraphError as exc:
             if self._breaker.tripped is not None:
-                return  # left "sending": a resume sends it again once sign-in is fixed
+                return 0  # left "sending": a resume sends it again once sign-in is fixed
             # Out of retry time on a transient answer, the IDs may or may not have been
             # applied (unknown: a resume re-sends them); any other answer is permanent.
             state = State.UNKNOWN if isinstance(exc, RETRYABLE) else State.FAILED
             self._settle(batch_id, state, exc, len(user_ids))
-        else:
-            self.tally.confirmed += len(user_ids)
-            self._notify()
+            return 0
+        self.tally.confirmed += len(user_ids)
+        self._notify()
+        return len(user_ids)
 
     async def _attempt(self, batch_id: int, user_ids: Sequence[str]) -> None:
+        started = await self._pacer.acquire()
         if self.stopping:
-            raise _NotSent
+            raise _NotSent  # nothing recorded: the batch stays as it was for a resume
         client_request_id = str(uuid.uuid4())
         attempt_id = self._ledger.start_attempt(batch_id, client_request_id)
         failpoints.hit("send.after_intent")
-        started = await self._pacer.acquire()
-        if self.stopping:
-            self._ledger.finish_attempt(attempt_id, batch_id, Answer("not_sent"))
-            raise _NotSent
         self.tally.requests += 1
         try:
             accepted = await self._client.post_action(self._action, user_ids, client_request_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import sqlite3
 from pathlib import Path
@@ -192,7 +193,7 @@ def test_refused_token_stops_the_run_with_exit_3_and_stays_resumable(
     assert refused.code == 3, refused.stderr
     assert "IdentityRiskyUser.ReadWrite.All" in refused.stderr or "token" in refused.stderr
     assert "Traceback" not in refused.stderr
-    assert simulator.simulator.record.statuses[401] <= 4
+    assert 1 <= simulator.simulator.record.statuses[401] <= 4
     resumed = run_cli("run", "--yes", sample, "--config", config, "--json", cwd=tmp_path)
     assert resumed.code == 0, resumed.stderr
     assert resumed.json()["confirmed"] == 130
@@ -334,7 +335,7 @@ def test_a_403_stops_the_run_at_once_naming_the_permission_and_stays_resumable(
     assert "IdentityRiskyUser.ReadWrite.All" in result.stderr
     assert "Security Administrator" in result.stderr
     assert "to resume once fixed:" in result.stderr
-    assert denied.simulator.record.statuses[403] <= 4  # within a few requests
+    assert 1 <= denied.simulator.record.statuses[403] <= 4  # within a few requests
     granted = simulator_factory()
     config = write_config(tmp_path / "config.toml", granted.url)
     resumed = run_cli(
@@ -342,3 +343,86 @@ def test_a_403_stops_the_run_at_once_naming_the_permission_and_stays_resumable(
     )
     assert resumed.code == 0, resumed.stderr
     assert resumed.json()["confirmed"] == 130
+
+
+def _jwt(tenant: str) -> str:
+    import base64
+
+    def part(data: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none'})}.{part({'tid': tenant})}.x"
+
+
+def test_a_token_for_another_tenant_is_refused_before_anything_is_sent(
+    tmp_path: Path, simulator_factory
+) -> None:
+    from batcher.simulator import GraphSimulator, RunningSimulator
+
+    other = _jwt("99999999-8888-4777-8666-555555555555")
+    with RunningSimulator(GraphSimulator(FAST, tokens={other})) as sim:
+        config = write_config(
+            tmp_path / "config.toml",
+            sim.url,
+            auth={"tenant_id": "11111111-2222-4333-8444-555555555555"},
+        )
+        result = run_cli(
+            "run",
+            "--yes",
+            SAMPLES / "analyst_list.csv",
+            "--config",
+            config,
+            "--json",
+            cwd=tmp_path,
+            env=cli_env(BATCHER_ACCESS_TOKEN=other),
+        )
+        assert result.code == 3, result.stderr
+        assert "signed in to tenant 99999999-8888-4777-8666-555555555555" in result.stderr
+        assert sim.simulator.record.requests == 0
+
+
+@pytest.mark.parametrize("method", ["azure_cli", "managed_identity"])
+def test_methods_that_cannot_name_the_tenant_offline_need_tenant_id(
+    tmp_path: Path, method: str
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[graph]\ntarget = "graph"\n[auth]\nmethod = "{method}"\n', encoding="utf-8")
+    result = run_cli(
+        "run",
+        SAMPLES / "analyst_list.csv",
+        "--config",
+        config,
+        "--dry-run",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert result.code == 2
+    assert f"method = '{method}' needs tenant_id" in result.stderr
+    assert result.json() == {
+        "error": result.stderr.strip().removeprefix("batcher: "),
+        "exit_code": 2,
+    }
+
+
+def test_small_operator_mistakes_are_one_line(tmp_path: Path, simulator) -> None:
+    config = write_config(tmp_path / "config.toml", simulator.url)
+    folder = tmp_path / "ledgers"
+    folder.mkdir()
+    as_dir = run_cli(
+        "run",
+        "--yes",
+        SAMPLES / "analyst_list.csv",
+        "--config",
+        config,
+        "--ledger",
+        folder,
+        cwd=tmp_path,
+    )
+    assert as_dir.code == 2 and "is a directory; --ledger takes a file path" in as_dir.stderr
+    port = run_cli("simulate", "--port", "99999", cwd=tmp_path)
+    assert port.code == 2 and "Traceback" not in port.stderr
+    secret_looking = tmp_path / "bad.toml"
+    secret_looking.write_text('[auth]\ntenant_id = "Abc8Q~s3cretValue.xyz_"\n', encoding="utf-8")
+    bad = run_cli("run", SAMPLES / "analyst_list.csv", "--config", secret_looking, cwd=tmp_path)
+    assert bad.code == 2 and "[auth] tenant_id" in bad.stderr
+    assert "s3cretValue" not in bad.stderr

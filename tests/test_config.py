@@ -70,3 +70,19 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_simulator_fault_mix_must_be_probabilities(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="add up to at most 1"):
         _load(tmp_path, '[simulator]\nfaults = { "500" = 0.7, "503" = 0.6 }\n')
+
+
+def test_example_config_documents_every_setting() -> None:
+    import re
+
+    text = (REPO / "config.example.toml").read_text(encoding="utf-8")
+    sections = re.split(r"^\[(\w+)\]\s*$", text, flags=re.M)
+    written = {
+        name: set(re.findall(r"^#?\s*(\w+)\s*=", body, flags=re.M))
+        for name, body in zip(sections[1::2], sections[2::2], strict=True)
+    }
+    for name, field in Settings.model_fields.items():
+        model = field.annotation
+        assert model is not None
+        missing = set(model.model_fields) - written.get(name, set())
+        assert not missing, f"[{name}] not in config.example.toml: {sorted(missing)}"

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from batcher.auth import StaticToken
-from batcher.errors import Forbidden, Unauthorized
+from batcher.errors import AuthError, Forbidden, Unauthorized
 from batcher.graph import GraphClient
 from batcher.ledger import Ledger, RunIdentity
 from batcher.pacer import Pacer
@@ -116,6 +116,65 @@ async def test_a_400_is_bisected_down_to_the_offending_ids(
     assert sorted(sim.simulator.record.accepted["confirmCompromised"]) == sorted(set(ids) - bad)
     # bisection: log2(60) levels, two offenders: far fewer requests than one per ID
     assert sim.simulator.record.requests <= 1 + 2 * 2 * 6
+    with sqlite3.connect(tmp_path / "l.sqlite") as db:
+        batch_states = dict(db.execute("SELECT state, COUNT(*) FROM batches GROUP BY state"))
+    assert "sending" not in batch_states  # every split parent is marked split, none left open
+    assert batch_states["failed"] == 2 and batch_states["split"] >= 2
+
+
+@pytest.mark.anyio
+async def test_a_400_for_every_id_stops_splitting_after_two_batches(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    ids = _ids(40)
+    sim = simulator_factory(FAST.model_copy(update={"bad_ids": ids}))  # the request is refused
+    ledger = Ledger.open(tmp_path / "l.sqlite", IDENTITY)
+    outcome = await _run(
+        sim.url, ledger, [ids[i : i + 10] for i in range(0, 40, 10)], max_in_flight=1
+    )
+    ledger.close()
+    assert (outcome.confirmed, outcome.failed) == (0, 40)
+    # two batches of 10 split all the way (2 x 19 requests), then one request per batch
+    assert sim.simulator.record.requests == 2 * 19 + 2
+    assert set(_states(tmp_path / "l.sqlite").values()) == {"failed"}
+
+
+@pytest.mark.anyio
+async def test_a_sign_in_that_fails_mid_run_stops_it_resumably(
+    tmp_path: Path, simulator: Any
+) -> None:
+    class RefusedRenewal(StaticToken):
+        """Entra refusing the renewal after the first token (what cannot run here)."""
+
+        def __init__(self) -> None:
+            super().__init__(TEST_TOKEN)
+            self.calls = 0
+
+        async def token(self) -> str:
+            self.calls += 1
+            if self.calls > 3:
+                raise AuthError("sign-in refused (AADSTS7000222: the client secret expired)")
+            return self.value
+
+    ledger = Ledger.open(tmp_path / "l.sqlite", IDENTITY)
+    ids = _ids(100)
+    ledger.add_ids(pl.DataFrame({"user_id": ids, "source_file": "f", "source_row": range(100)}))
+    async with httpx.AsyncClient(timeout=5) as http:
+        sender = Sender(
+            ledger,
+            GraphClient(http, simulator.url, "v1.0", RefusedRenewal()),
+            Pacer(500),
+            action=ACTION,
+            max_in_flight=1,
+            retry_for_seconds=5,
+        )
+        outcome = await sender.run([ids[i : i + 10] for i in range(0, 100, 10)])
+    ledger.close()
+    assert outcome.stopped_by is not None and "AADSTS7000222" in str(outcome.stopped_by)
+    assert outcome.confirmed == 30
+    states = _states(tmp_path / "l.sqlite")
+    assert sorted(states.values()).count("confirmed") == 30
+    assert set(states.values()) <= {"confirmed", "sending", "planned"}  # the rest resumable
 
 
 @pytest.mark.anyio
@@ -129,7 +188,7 @@ async def test_refused_token_trips_the_breaker_and_leaves_ids_resumable(
     ledger.close()
     assert outcome.stopped_by is not None
     assert outcome.confirmed == outcome.failed == 0
-    assert simulator.simulator.record.statuses[401] <= 4  # stops within a few requests
+    assert 1 <= simulator.simulator.record.statuses[401] <= 4  # stops within a few requests
     assert set(_states(tmp_path / "l.sqlite").values()) <= {"planned", "sending"}
 
 
@@ -226,5 +285,5 @@ async def test_429_without_retry_after_slows_the_shared_pace(
     ledger.close()
     assert outcome.confirmed == 300
     assert sim.simulator.record.statuses[429] == outcome.throttled == pacer.throttles > 0
-    assert 1 <= pacer.slowdowns < pacer.throttles  # shared: a volley slows the pace once
+    assert 1 <= pacer.slowdowns <= pacer.throttles  # one shared pace, slowed by its 429s
     assert sorted(sim.simulator.record.accepted[ACTION]) == sorted(ids)

@@ -119,3 +119,43 @@ def test_verify_after_undo_expects_dismissed(tmp_path: Path, simulator: Any) -> 
     assert result.code == 0, result.stderr
     assert result.json()["expected_state"] == "dismissed"
     assert result.json()["confirmed"] == 40
+
+
+def test_undo_also_dismisses_ids_whose_answer_was_lost(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    ids = _ids(30)
+    lossy = simulator_factory(FAST.model_copy(update={"faults": {"lost": 1.0}}))
+    (tmp_path / "ids.csv").write_text("id\n" + "\n".join(ids) + "\n", encoding="utf-8")
+    config = write_config(tmp_path / "config.toml", lossy.url, send={"retry_for_seconds": 0})
+    ledger = tmp_path / "incident.sqlite"
+    run = run_cli(
+        "run",
+        "--yes",
+        "ids.csv",
+        "--config",
+        config,
+        "--ledger",
+        ledger,
+        "--json",
+        cwd=tmp_path,
+    )
+    assert run.json()["unknown"] == 30  # Graph applied them; the answers never came
+    assert set(lossy.simulator.record.risk_state) == set(ids)
+    undo = run_cli("undo", "--yes", ledger, "--config", config, "--json", cwd=tmp_path)
+    assert undo.json()["to_send"] == 30
+    assert "30 unsure" in undo.stderr
+
+
+def test_undo_waits_for_no_one_while_the_run_still_writes(tmp_path: Path, simulator: Any) -> None:
+    from batcher.ledger import WriterLock
+
+    config, ledger = _confirm(tmp_path, simulator, _ids(5))
+    held = WriterLock.acquire(ledger)  # as a run still going would hold it
+    try:
+        result = run_cli("undo", "--yes", ledger, "--config", config, cwd=tmp_path)
+    finally:
+        held.release()
+    assert result.code == 2
+    assert "another batcher is writing this ledger" in result.stderr
+    assert simulator.simulator.record.accepted["dismiss"] == []
