@@ -25,7 +25,6 @@ from batcher.inputs import FileSummary, InputSet, read_inputs
 from batcher.ledger import Ledger, RunIdentity, RunRecord, WriterLock
 from batcher.pacer import Pacer
 from batcher.plan import Plan, make_plan
-from batcher.progress import RunProgress
 from batcher.report import Summary, say, write_rejects, write_report
 from batcher.sender import Sender, SendOutcome
 
@@ -401,6 +400,8 @@ async def _send(
                 )
             else:
                 say(console, "now; unanswered IDs stay unsure", prefix="stopping: ")
+
+        from batcher.progress import RunProgress  # rich.progress loads only when sending
 
         progress = RunProgress(console, plan.to_send.len(), settings.send.batch_size)
         sender = Sender(
