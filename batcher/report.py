@@ -138,20 +138,10 @@ def format_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
 def excel_safe_expr(column: pl.Expr) -> pl.Expr:
-    """excel_safe() for a whole column, vectorised."""
+    """Defuse text cells a spreadsheet would run as a formula (=, +, -, @, tab, CR first)."""
     risky = column.str.contains(r"^[=+\-@\t\r]")
     return pl.when(risky).then(pl.lit("'") + column).otherwise(column)
-
-
-def excel_safe(value: object) -> object:
-    """Defuse a text cell that a spreadsheet would run as a formula."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
 
 
 def write_rejects(rejects: pl.DataFrame, path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from batcher.report import excel_safe, format_duration, write_rejects
+from batcher.report import excel_safe_expr, format_duration, write_rejects
 
 
 @pytest.mark.parametrize(
@@ -19,12 +19,14 @@ from batcher.report import excel_safe, format_duration, write_rejects
         ("+1", "'+1"),
         ("-2", "'-2"),
         ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tcmd", "'\tcmd"),
         ("plain", "plain"),
-        (5, 5),
+        ("a=b", "a=b"),
     ],
 )
-def test_excel_safe_defuses_formulas(value: object, safe: object) -> None:
-    assert excel_safe(value) == safe
+def test_excel_safe_defuses_formulas(value: str, safe: str) -> None:
+    column = pl.DataFrame({"v": [value]}).select(excel_safe_expr(pl.col("v")))
+    assert column.item() == safe
 
 
 @pytest.mark.parametrize(
