@@ -29,7 +29,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from batcher.config import SimulatorSettings
-from batcher.simulator_signin import SIMULATED_TENANT, SimulatedSignIn
+from batcher.simulator_signin import SIMULATED_TENANT, Issued, SimulatedSignIn
 
 __all__ = ["MAX_IDS_PER_CALL", "SIMULATED_TENANT", "GraphSimulator", "Record", "RunningSimulator"]
 
@@ -177,8 +177,6 @@ class GraphSimulator:
             random.Random(None if settings.seed is None else settings.seed + 1),
         )
         self.sign_in = SimulatedSignIn(settings, tokens=tokens, clock=clock)
-        self.clock = clock  # when issued tokens expire; tests pass their own clock
-        self.issued = self.sign_in.issued
         self._bad_ids = {i.lower() for i in settings.bad_ids}
         self.app = Starlette(
             routes=[
@@ -202,6 +200,11 @@ class GraphSimulator:
                 Route("/_simulator/record", self._record, methods=["GET"]),
             ]
         )
+
+    @property
+    def issued(self) -> list[Issued]:
+        """Every token the simulated sign-in handed out."""
+        return self.sign_in.issued
 
     # -- Graph ---------------------------------------------------------------------------------
     async def _action(self, request: Request) -> Response:

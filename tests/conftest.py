@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_inputs"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TEST_TOKEN = "test-token-5b2f7c1e"  # what the CLI sends and the simulator accepts
+BATCHER = str(Path(sys.executable).parent / "batcher")  # the real console script
 
 FAST = SimulatorSettings(
     rate_per_second=200.0, burst=5, latency_min_seconds=0.0, latency_max_seconds=0.005
@@ -88,16 +89,21 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+    *args: str | Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    **popen: Any,
 ) -> CliResult:
-    """Run the real ``batcher`` console script in a subprocess."""
+    """Run the real ``batcher`` console script in a subprocess (``popen``: e.g. preexec_fn)."""
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "batcher"), *map(str, args)],
+        [BATCHER, *map(str, args)],
         cwd=cwd,
         env=env if env is not None else cli_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        **popen,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)

@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import stat
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from tests.conftest import FAST, SAMPLES, cli_env, run_cli, write_config
+from tests.conftest import BATCHER, FAST, SAMPLES, cli_env, run_cli, write_config
 
-BATCHER = str(Path(sys.executable).parent / "batcher")
 ACTION = "confirmCompromised"
 
 
@@ -311,17 +309,18 @@ def test_disk_full_stops_before_sending_anything_unrecorded(tmp_path: Path, simu
     )
     ledger = tmp_path / "l.sqlite"
     _input(tmp_path, ids)
-    proc = subprocess.run(
-        [BATCHER, "run", "--yes", "ids.csv", "--config", str(config), "--ledger", str(ledger)],
+    proc = run_cli(
+        "run",
+        "--yes",
+        "ids.csv",
+        "--config",
+        config,
+        "--ledger",
+        ledger,
         cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
         preexec_fn=_limit_file_size(1_200_000),
     )
-    assert proc.returncode == 2, proc.stderr
+    assert proc.code == 2, proc.stderr
     message = [ln for ln in proc.stderr.splitlines() if "error" in ln]
     assert len(message) == 1 and "is the disk full?" in message[0], proc.stderr
     assert "Traceback" not in proc.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import sqlite3
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -18,12 +17,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FAST, cli_env, write_config
+from tests.conftest import BATCHER, FAST, cli_env, run_cli, write_config
 
 BATCH_SIZE = 10
 MAX_IN_FLIGHT = 2
 WINDOW = BATCH_SIZE * MAX_IN_FLIGHT  # IDs that may be in flight when a process dies
-BATCHER = str(Path(sys.executable).parent / "batcher")
 ACTION = "confirmCompromised"
 
 # (failpoint, hit count): the process kills itself there
@@ -195,15 +193,7 @@ def test_second_signal_stops_at_once_and_stays_resumable(
         fast.url,
         send={"batch_size": BATCH_SIZE, "max_in_flight": MAX_IN_FLIGHT},
     )
-    done = subprocess.run(
-        [BATCHER, "run", "--yes", "ids.csv", "--config", str(config), "--ledger", str(ledger)],
-        cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_cli("run", "--yes", "ids.csv", "--config", config, "--ledger", ledger, cwd=tmp_path)
+    assert done.code == 0, done.stderr
     assert set(accepted) | set(fast.simulator.record.accepted[ACTION]) == set(ids)
     assert _states(ledger) == {"confirmed": len(ids)}

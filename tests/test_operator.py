@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import FAST, TEST_TOKEN, cli_env, run_cli, write_config
+from tests.conftest import BATCHER, FAST, TEST_TOKEN, cli_env, run_cli, write_config
 from tests.ptyrun import PtyProcess
 
-BATCHER = str(Path(sys.executable).parent / "batcher")
 ACTION = "confirmCompromised"
 
 
