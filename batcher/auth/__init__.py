@@ -1,0 +1,26 @@
+"""Signing in for Graph: token sources, the [auth] credentials, and sign-in errors explained."""
+
+from batcher.auth.credentials import SIGN_IN_RETRIES, SIMULATOR_TOKEN, token_source
+from batcher.auth.explain import explain_sign_in_error, redact
+from batcher.auth.sources import (
+    REFRESH_MARGIN_SECONDS,
+    Credential,
+    CredentialToken,
+    StaticToken,
+    TokenSource,
+    tenant_of,
+)
+
+__all__ = [
+    "REFRESH_MARGIN_SECONDS",
+    "SIGN_IN_RETRIES",
+    "SIMULATOR_TOKEN",
+    "Credential",
+    "CredentialToken",
+    "StaticToken",
+    "TokenSource",
+    "explain_sign_in_error",
+    "redact",
+    "tenant_of",
+    "token_source",
+]
