@@ -24,7 +24,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from batcher.auth import CredentialToken, StaticToken, explain_sign_in_error, token_source
+from batcher.auth import (
+    CredentialToken,
+    StaticToken,
+    explain_sign_in_error,
+    ssl_context,
+    token_source,
+)
 from batcher.config import AuthSettings, SimulatorSettings
 from batcher.errors import AuthError, Unauthorized
 from batcher.graph import GraphClient
@@ -114,7 +120,8 @@ class Tenant:
         return tokens
 
     def graph_accepts(self, token: str) -> bool:
-        context = ssl.create_default_context(cafile=str(self.tls.ca_bundle))
+        context = ssl_context(self.settings().ca_bundle)  # Graph trusts what sign-in trusts
+        assert context is not None
         response = httpx.post(
             f"{self.url}/v1.0/identityProtection/riskyUsers/{CONFIRM}",
             json={"userIds": [str(uuid.uuid4())]},

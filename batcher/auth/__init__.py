@@ -1,4 +1,4 @@
-"""Signing in for Graph: token sources, the [auth] credentials, and sign-in errors explained."""
+"""Signing in for Graph: token sources, credentials, the CA bundle, sign-in errors explained."""
 
 from batcher.auth.credentials import SIGN_IN_RETRIES, SIMULATOR_TOKEN, token_source
 from batcher.auth.explain import explain_sign_in_error, redact
@@ -10,6 +10,7 @@ from batcher.auth.sources import (
     TokenSource,
     tenant_of,
 )
+from batcher.auth.tls import ca_bundle_path, ssl_context
 
 __all__ = [
     "REFRESH_MARGIN_SECONDS",
@@ -19,8 +20,10 @@ __all__ = [
     "CredentialToken",
     "StaticToken",
     "TokenSource",
+    "ca_bundle_path",
     "explain_sign_in_error",
     "redact",
+    "ssl_context",
     "tenant_of",
     "token_source",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 
 from batcher.auth.explain import one_line, redact
 from batcher.auth.sources import Credential, CredentialToken, StaticToken, TokenSource
+from batcher.auth.tls import ca_bundle_path
 from batcher.clouds import CLOUDS
 from batcher.config import AuthSettings
 from batcher.errors import ConfigError
@@ -80,7 +81,7 @@ def _credential_factory(
 
     tls: dict[str, Any] = {}
     if settings.ca_bundle:
-        tls["connection_verify"] = _ca_bundle(settings.ca_bundle)
+        tls["connection_verify"] = ca_bundle_path(settings.ca_bundle)
     entra: dict[str, Any] = {
         **tls,
         "retry_total": retries,
@@ -127,22 +128,6 @@ def _credential_factory(
             )
         ), []
     raise ConfigError(f"[auth] method: unknown method {method!r}")  # pragma: no cover
-
-
-def _ca_bundle(path: str) -> str:
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise ConfigError(
-            f"[auth] ca_bundle {path}: cannot read it ({exc.strerror}); set it to a PEM file "
-            "of the CA certificates that sign the sign-in endpoint"
-        ) from None
-    if "-----BEGIN CERTIFICATE-----" not in text:
-        raise ConfigError(
-            f"[auth] ca_bundle {path}: no PEM certificate in it; export the CA certificate(s) "
-            "as PEM (-----BEGIN CERTIFICATE-----)"
-        )
-    return str(Path(path).resolve())
 
 
 def _client_secret(settings: AuthSettings) -> str:
