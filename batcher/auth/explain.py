@@ -64,9 +64,11 @@ def explain_sign_in_error(exc: BaseException, *, method: str, authority: str) ->
         where = f"; correlation ID {correlation.group(1)}" if correlation else ""
         return f"Entra ID refused the sign-in ({method}, {code.group(0)}): {hint}{where}"
     if any(isinstance(e, ServiceRequestError) for e in chain):
+        cause = _connection_failure(chain)
+        why = f" ({cause})" if cause else ""
         return (
-            f"sign-in failed ({method}): could not reach {host}; check the network, the proxy "
-            "(HTTPS_PROXY) and [auth] authority_host"
+            f"sign-in failed ({method}): could not reach {host}{why}; check the network, the "
+            "proxy variables (HTTPS_PROXY, NO_PROXY) and [auth] authority_host"
         )
     unavailable = _unavailable_hint(method, text)
     if unavailable is not None:
@@ -114,6 +116,20 @@ def _exception_chain(exc: BaseException) -> list[BaseException]:
         ]
         todo += [a for a in getattr(item, "args", ()) if isinstance(a, BaseException)]
     return chain
+
+
+def _connection_failure(chain: list[BaseException]) -> str | None:
+    """Why the connection failed, in a few words, when the exception chain tells."""
+    import socket
+
+    names = {type(e).__name__ for e in chain}  # urllib3's, should the OS error be missing
+    if "NameResolutionError" in names or any(isinstance(e, socket.gaierror) for e in chain):
+        return "name not resolved (DNS)"
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connection refused"
+    if "ConnectTimeoutError" in names or any(isinstance(e, TimeoutError) for e in chain):
+        return "timed out"
+    return None
 
 
 def _is_tls_failure(exc: BaseException) -> bool:
