@@ -82,7 +82,7 @@ class CredentialToken:
     """Tokens from an azure-identity credential.
 
     One sign-in at a time (an anyio lock: concurrent workers wait for it, they do not start
-    their own); a new token when less than ``refresh_margin`` seconds are left, or after Graph
+    their own); a new token when less than REFRESH_MARGIN_SECONDS are left, or after Graph
     refused the current one (``invalidate``). The credential's own cache would hand the refused
     token back, so after a 401 (and, for non-interactive methods, before expiry) a fresh
     credential is built. Device code keeps its credential for refreshes before expiry (MSAL
@@ -100,7 +100,6 @@ class CredentialToken:
         *,
         authority: str,
         interactive: bool = False,
-        refresh_margin: float = REFRESH_MARGIN_SECONDS,
         clock: Callable[[], float] = time.time,
         secrets: Iterable[str] = (),
     ) -> None:
@@ -110,7 +109,6 @@ class CredentialToken:
         self._make = make_credential
         self._credential = make_credential()
         self._interactive = interactive
-        self._margin = refresh_margin
         self._clock = clock
         self._secrets = [s for s in secrets if s]
         self._current: _Held | None = None
@@ -166,7 +164,8 @@ class CredentialToken:
         self._signed_in = True
         self._secrets.append(access.token)
         lifetime = max(0.0, access.expires_on - time.time())
-        margin = min(self._margin, lifetime / 2)  # a short-lived token is still used a while
+        # A short-lived token is still used a while: at most half its life is given up.
+        margin = min(REFRESH_MARGIN_SECONDS, lifetime / 2)
         return _Held(access.token, started + lifetime - margin, after_refusal)
 
     def _explain(self, exc: BaseException) -> str:
