@@ -18,13 +18,19 @@ import anyio
 import httpx
 import pytest
 import trustme
-from azure.core.exceptions import ClientAuthenticationError
-from azure.identity import CredentialUnavailableError
+from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+from azure.identity import ClientSecretCredential, CredentialUnavailableError
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from batcher.auth import CredentialToken, StaticToken, explain_sign_in_error, token_source
+from batcher.auth import (
+    CredentialToken,
+    StaticToken,
+    explain_sign_in_error,
+    ssl_context,
+    token_source,
+)
 from batcher.config import AuthSettings, SimulatorSettings
 from batcher.errors import AuthError, Unauthorized
 from batcher.graph import GraphClient
@@ -114,7 +120,8 @@ class Tenant:
         return tokens
 
     def graph_accepts(self, token: str) -> bool:
-        context = ssl.create_default_context(cafile=str(self.tls.ca_bundle))
+        context = ssl_context(self.settings().ca_bundle)  # Graph trusts what sign-in trusts
+        assert context is not None
         response = httpx.post(
             f"{self.url}/v1.0/identityProtection/riskyUsers/{CONFIRM}",
             json={"userIds": [str(uuid.uuid4())]},
@@ -132,6 +139,8 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
         name = host.decode() if isinstance(host, bytes) else str(host)
+        if name.endswith(".invalid"):  # never resolves (RFC 6761): answered here, not asked
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         if name not in LOOPBACK:
             tried.append(name)
             raise OSError(f"test refuses to resolve {name}")
@@ -402,13 +411,61 @@ def test_an_untrusted_sign_in_certificate_points_at_ca_bundle(tenant: Tenant) ->
     assert tenant.sim.issued == []
 
 
-def test_an_unreachable_authority_says_so(tenant: Tenant) -> None:
+def unreachable(host: str, cause: str) -> str:
+    return (
+        f"sign-in failed (client_secret): could not reach {host} ({cause}); check the network, "
+        "the proxy variables (HTTPS_PROXY, NO_PROXY) and [auth] authority_host"
+    )
+
+
+def test_a_refused_connection_to_the_authority_says_so(tenant: Tenant) -> None:
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     error = tokens_error(tenant, authority_host=f"https://127.0.0.1:{port}")
-    assert f"could not reach 127.0.0.1:{port}" in str(error)
-    assert "HTTPS_PROXY" in str(error)
+    assert str(error) == unreachable(f"127.0.0.1:{port}", "connection refused")
+
+
+def test_an_authority_whose_name_does_not_resolve_says_dns(tenant: Tenant) -> None:
+    error = tokens_error(tenant, authority_host="https://login.batcher.invalid")
+    assert str(error) == unreachable("login.batcher.invalid", "name not resolved (DNS)")
+
+
+def test_an_authority_that_does_not_answer_says_timed_out(tenant: Tenant) -> None:
+    # A listener whose accept queue is full and never drained: the kernel drops further SYNs,
+    # so the sign-in's connect times out (after connection_timeout, half a second here).
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        fillers = [socket.socket() for _ in range(2)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        authority = f"https://127.0.0.1:{port}"
+
+        def credential() -> ClientSecretCredential:
+            return ClientSecretCredential(
+                TENANT,
+                APP,
+                SECRET,
+                authority=authority,
+                disable_instance_discovery=True,
+                retry_total=0,
+                connection_timeout=0.5,
+            )
+
+        tokens = CredentialToken(
+            "client_secret", credential, "https://graph.microsoft.com/.default", authority=authority
+        )
+        try:
+            with pytest.raises(AuthError) as refused:
+                token_now(tokens)
+        finally:
+            tokens.close()
+            for filler in fillers:
+                filler.close()
+    assert str(refused.value) == unreachable(f"127.0.0.1:{port}", "timed out")
 
 
 @pytest.mark.parametrize(
@@ -451,8 +508,21 @@ def test_an_unreachable_authority_says_so(tenant: Tenant) -> None:
             "sign-in failed (device_code): the device-code sign-in was not completed in time; "
             "run again and sign in",
         ),
+        (
+            "client_secret",
+            ServiceRequestError("the connection broke"),
+            "sign-in failed (client_secret): could not reach login.example; check the network, "
+            "the proxy variables (HTTPS_PROXY, NO_PROXY) and [auth] authority_host",
+        ),
     ],
-    ids=["unknown-code", "known-code", "no-managed-identity", "az-not-signed-in", "timeout"],
+    ids=[
+        "unknown-code",
+        "known-code",
+        "no-managed-identity",
+        "az-not-signed-in",
+        "timeout",
+        "unreachable-cause-unknown",
+    ],
 )
 def test_sign_in_errors_become_one_line_that_says_what_to_do(
     method: str, error: Exception, expected: str

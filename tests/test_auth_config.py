@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
-from batcher.auth import CredentialToken, StaticToken, token_source
+from batcher.auth import CredentialToken, StaticToken, ca_bundle_path, ssl_context, token_source
 from batcher.config import AuthSettings, Settings, load_settings
 from batcher.errors import ConfigError
 
@@ -301,7 +302,7 @@ def test_a_wrong_certificate_password_is_named_but_not_shown(
     assert "wrong-password-value" not in str(error)
 
 
-@pytest.mark.parametrize("kind", ["missing", "not-pem"])
+@pytest.mark.parametrize("kind", ["missing", "not-pem", "malformed"])
 def test_an_unusable_ca_bundle_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
@@ -309,9 +310,39 @@ def test_an_unusable_ca_bundle_is_refused(
     bundle = tmp_path / "ca.pem"
     if kind == "not-pem":
         bundle.write_text("hello", encoding="utf-8")
+    if kind == "malformed":
+        bundle.write_text(
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+            encoding="utf-8",
+        )
     error = build(method="client_secret", ca_bundle=str(bundle))
-    expected = "cannot read it" if kind == "missing" else "no PEM certificate in it"
+    expected = {
+        "missing": "cannot read it",
+        "not-pem": "no PEM certificate in it",
+        "malformed": "a certificate in it is not valid PEM",
+    }[kind]
     assert str(error).startswith(f"[auth] ca_bundle {bundle}: {expected}")
+    assert "sign-in and Graph" in str(error)
+    # The Graph client's context is refused with the same message, before any connection.
+    for check in (ca_bundle_path, ssl_context):
+        with pytest.raises(ConfigError) as refused:
+            check(str(bundle))
+        assert str(refused.value) == str(error)
+
+
+def test_a_ca_bundle_gives_its_absolute_path_and_a_context_that_trusts_only_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.chdir(tmp_path)
+    assert ca_bundle_path("ca.pem") == str(tmp_path.resolve() / "ca.pem")
+    context = ssl_context("ca.pem")
+    assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+    ca_der = ssl.PEM_cert_to_DER_cert(ca.cert_pem.bytes().decode())
+    assert context.get_ca_certs(binary_form=True) == [ca_der]  # not the system's CAs too
+    assert ssl_context("") is None  # no setting: the HTTP client keeps the system's CAs
 
 
 def test_an_unknown_cloud_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
