@@ -90,6 +90,16 @@ def test_each_inner_request_is_judged_on_its_own() -> None:
     ]
 
 
+def test_an_administrator_in_a_batch_is_refused_alone() -> None:
+    admin = DirectoryUser(userPrincipalName="admin@contoso.com", privileged=True)
+    member = DirectoryUser(userPrincipalName="mia@contoso.com")
+    graph = in_process(users=[admin, member])
+    by_id = answers(graph.batch(disable("admin", admin.id), disable("member", member.id)))
+    assert_inner_error(by_id["admin"], 403, "Authorization_RequestDenied")
+    assert by_id["member"]["status"] == 204
+    assert (admin.accountEnabled, member.accountEnabled) == (True, False)
+
+
 def test_an_inner_request_with_a_body_needs_a_content_type() -> None:
     graph = in_process()
     uid = str(uuid.uuid4())
