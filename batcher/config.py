@@ -188,15 +188,27 @@ class SimulatorSettings(_Section):
     other_apps_share: float = Field(default=0.0, ge=0, lt=1)
     permission_denied: bool = False
     processing_seconds: float = Field(default=0.0, ge=0)
+    # The directory (users, $batch, block sign-in, revoke sessions)
+    directory_file: Path | None = None
+    directory_read_denied: bool = False
+    directory_write_denied: bool = False
+    caller_privileged: bool = False
+    revoke_answers_204: bool = False
+    directory_reads_per_second: float = Field(default=300.0, gt=0)
+    directory_reads_burst: int | None = Field(default=None, ge=1)  # None: one second's worth
+    directory_writes_per_second: float = Field(default=20.0, gt=0)
+    directory_writes_burst: int = Field(default=20, ge=1)
+    directory_faults: dict[Literal["429", "500", "503", "504"], float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> SimulatorSettings:
         if self.latency_max_seconds < self.latency_min_seconds:
             raise ValueError("latency_max_seconds must be >= latency_min_seconds")
-        if any(not 0 <= p <= 1 for p in self.faults.values()):
-            raise ValueError("each fault probability must be between 0 and 1")
-        if sum(self.faults.values()) > 1:
-            raise ValueError("fault probabilities must add up to at most 1")
+        for mix in (self.faults, self.directory_faults):
+            if any(not 0 <= p <= 1 for p in mix.values()):
+                raise ValueError("each fault probability must be between 0 and 1")
+            if sum(mix.values()) > 1:
+                raise ValueError("fault probabilities must add up to at most 1")
         return self
 
 

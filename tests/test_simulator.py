@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -71,6 +72,43 @@ def assert_graph_error(response: httpx.Response, status: int, code: str) -> dict
     uuid.UUID(inner["request-id"])
     assert inner["date"]
     return dict(error)
+
+
+class InProcess:
+    """A synchronous client for a simulator driven in-process through ``sim.transport()``:
+    each call runs in its own event loop, with the test token unless ``headers`` say else."""
+
+    base_url = "http://graph.local"
+
+    def __init__(self, sim: GraphSimulator, timeout: float | None = None) -> None:
+        self.sim = sim
+        self.timeout = timeout
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        async def send() -> httpx.Response:
+            transport = self.sim.transport(self.timeout)
+            async with httpx.AsyncClient(transport=transport, base_url=self.base_url) as client:
+                headers = {**AUTH, **kwargs.pop("headers", {})}
+                return await client.request(method, url, headers=headers, **kwargs)
+
+        return anyio.run(send)
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def patch(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PATCH", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def batch(self, *requests: dict[str, Any], version: str = "v1.0") -> httpx.Response:
+        return self.post(f"/{version}/$batch", json={"requests": list(requests)})
+
+
+def in_process(users: list[Any] | None = None, **changes: Any) -> InProcess:
+    """A fresh simulator (FAST settings plus ``changes``) and a client for it."""
+    return InProcess(GraphSimulator(settings(**changes), tokens={TEST_TOKEN}, users=users))
 
 
 def token_request(http: httpx.Client, tenant: str = TENANT, **form: str) -> httpx.Response:

@@ -1,0 +1,90 @@
+"""The simulated tenant: one Starlette app wiring Graph's endpoints, sign-in and the record."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from batcher.config import SimulatorSettings
+from batcher.simulator.batch import Batch
+from batcher.simulator.budget import TokenBucket
+from batcher.simulator.directory import Directory, DirectoryUser, load_directory
+from batcher.simulator.record import Record
+from batcher.simulator.replies import Context
+from batcher.simulator.risky import RiskyUsers
+from batcher.simulator.signin import Issued, SimulatedSignIn
+from batcher.simulator.transport import InProcessTransport
+from batcher.simulator.users import DirectoryEndpoints
+
+
+class GraphSimulator:
+    """The Starlette app and its state. One instance is one simulated tenant.
+
+    ``users``: a closed directory of exactly these users (``directory_file`` otherwise; an
+    open directory when neither is given). ``clock`` dates tokens and revoked sessions.
+    """
+
+    def __init__(
+        self,
+        settings: SimulatorSettings,
+        *,
+        tokens: set[str] | None = None,
+        clock: Callable[[], float] = time.time,
+        users: Iterable[DirectoryUser] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.record = Record()
+        self.sign_in = SimulatedSignIn(settings, tokens=tokens, clock=clock)
+        self.ctx = Context(settings, self.record, random.Random(settings.seed), self.sign_in)
+        self.bucket = TokenBucket(
+            settings.rate_per_second,
+            settings.burst,
+            settings.other_apps_share,
+            random.Random(None if settings.seed is None else settings.seed + 1),
+        )
+        if users is None and settings.directory_file is not None:
+            users = load_directory(settings.directory_file)
+        self.directory = Directory(users)
+        self.risky_users = RiskyUsers(self.ctx, self.bucket)
+        self.users = DirectoryEndpoints(self.ctx, self.directory, clock)
+        self.batch = Batch(self.ctx, self._serve)
+        self.app = Starlette(
+            routes=[
+                *self.risky_users.routes(),
+                *self.users.routes(),
+                *self.batch.routes(),
+                *self.sign_in.routes(),
+                Route("/_simulator/record", self._record, methods=["GET"]),
+                # Anything else under a Graph version: Graph's JSON 404, also inside a $batch.
+                Route("/v1.0/{rest:path}", self._not_found),
+                Route("/beta/{rest:path}", self._not_found),
+            ]
+        )
+
+    @property
+    def issued(self) -> list[Issued]:
+        """Every token the simulated sign-in handed out."""
+        return self.sign_in.issued
+
+    def transport(self, timeout: float | None = None) -> httpx.AsyncBaseTransport:
+        """An httpx transport that serves requests in-process, failing as a socket would: a
+        simulated reset or lost answer raises httpx.ReadError, an answer slower than
+        ``timeout`` (default: the request's read timeout) raises httpx.ReadTimeout."""
+        return InProcessTransport(self.app, timeout)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+    async def _record(self, request: Request) -> Response:
+        return JSONResponse(self.record.to_json())
+
+    async def _not_found(self, request: Request) -> Response:
+        return self.ctx.error(request, 404, "Request_ResourceNotFound", "Resource not found.")

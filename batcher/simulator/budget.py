@@ -1,0 +1,68 @@
+"""Token buckets: Graph's per-tenant request budgets, and another app that shares one."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+
+
+class TokenBucket:
+    """A budget of ``rate`` requests a second, at most ``burst`` at once.
+
+    With ``other_share`` > 0, another app in the tenant wants that share of the budget: its
+    requests come at random (Poisson) times, and one that finds the bucket empty takes the next
+    token the moment it refills, before ours, as an app retrying at once would.
+    """
+
+    def __init__(
+        self, rate: float, burst: int, other_share: float = 0.0, rng: random.Random | None = None
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+        self._rng = rng or random.Random()
+        self._other_rate = other_share * rate
+        self._other_next = (
+            self._last + self._rng.expovariate(self._other_rate) if self._other_rate else math.inf
+        )
+        self._other_waiting = 0
+        self.other_served = 0
+
+    def _refill(self, to: float) -> None:
+        self._tokens = min(self.burst, self._tokens + (to - self._last) * self.rate)
+        self._last = to
+
+    def _run_other_app(self, until: float) -> None:
+        while True:
+            full = self._last + max(0.0, (1 - self._tokens) / self.rate)
+            ready = full if self._other_waiting else math.inf
+            step = min(self._other_next, ready)
+            if step > until:
+                return
+            self._refill(step)
+            if step == self._other_next:
+                self._other_waiting += 1
+                self._other_next += self._rng.expovariate(self._other_rate)
+            if self._other_waiting and self._tokens >= 1 - 1e-9:
+                self._tokens -= 1
+                self._other_waiting -= 1
+                self.other_served += 1
+
+    def _catch_up(self) -> None:
+        now = time.monotonic()
+        self._run_other_app(now)
+        self._refill(now)
+
+    def take(self) -> bool:
+        self._catch_up()
+        if self._tokens >= 1 - 1e-9:
+            self._tokens -= 1
+            return True
+        return False
+
+    def retry_after(self) -> int:
+        """Whole seconds until a token is free, at least 1: a Retry-After header's value."""
+        self._catch_up()
+        return max(1, math.ceil((1 - self._tokens) / self.rate))

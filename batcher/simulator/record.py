@@ -1,0 +1,105 @@
+"""What the simulator saw and did, for tests to read (and /_simulator/record to show)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+# Identity Protection's actions and the riskState each one leaves.
+ACTIONS = {"confirmCompromised": "confirmedCompromised", "dismiss": "dismissed"}
+
+
+class Write(NamedTuple):
+    """One directory write the simulator received, with the status it answered."""
+
+    op: str  # "disable", "enable" or "revoke"
+    user_id: str  # the object ID (lower case), or the key in the URL when no user matched
+    at: float  # time.monotonic() when it was answered
+    status: int
+
+
+@dataclass
+class Record:
+    """What the simulator saw and did; tests read it after a run.
+
+    ``statuses``, ``answers`` and ``requests`` count the HTTP requests a client sent to Graph
+    endpoints (a ``$batch`` is one); what happened inside a batch is in ``inner_statuses``.
+    """
+
+    accepted: dict[str, list[str]] = field(default_factory=lambda: {a: [] for a in ACTIONS})
+    risk_state: dict[str, str] = field(default_factory=dict)
+    statuses: Counter[int] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    answers: list[tuple[float, int]] = field(default_factory=list)  # (monotonic time, status)
+    applied_at: dict[str, float] = field(default_factory=dict)
+    reads: int = 0  # Identity Protection reads
+    directory_reads: int = 0  # GET /users and /users/{key}, direct or inside a batch
+    batches: int = 0  # POST $batch calls
+    inner_requests: int = 0  # requests inside those batches
+    inner_statuses: Counter[int] = field(default_factory=Counter)
+    directory_faults: Counter[str] = field(default_factory=Counter)
+    filters: list[str] = field(default_factory=list)  # every $filter received, decoded
+    writes: list[Write] = field(default_factory=list)
+    revoked_guests: list[str] = field(default_factory=list)  # guests asked to revoke sessions
+    changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
+
+    def apply(self, action: str, ids: list[str], state: str) -> None:
+        with self.changed:
+            for uid in ids:
+                self.accepted[action].append(uid.lower())
+                self.risk_state[uid.lower()] = state
+                self.applied_at[uid.lower()] = time.monotonic()
+            self.changed.notify_all()
+
+    def wrote(self, op: str, user_id: str, status: int) -> None:
+        with self.changed:
+            self.writes.append(Write(op, user_id, time.monotonic(), status))
+            self.changed.notify_all()
+
+    def wait_for_accepted(self, action: str, count: int, timeout: float) -> bool:
+        """Block until ``count`` IDs were accepted for ``action`` (True) or time runs out."""
+        with self.changed:
+            return self.changed.wait_for(lambda: len(self.accepted[action]) >= count, timeout)
+
+    def wait_for_writes(self, op: str, count: int, timeout: float) -> bool:
+        """Block until ``count`` writes of ``op`` succeeded (True) or time runs out."""
+        with self.changed:
+            return self.changed.wait_for(lambda: len(self.succeeded(op)) >= count, timeout)
+
+    def succeeded(self, op: str) -> list[str]:
+        """The user IDs that writes of ``op`` succeeded for (2xx), in order."""
+        return [w.user_id for w in self.writes if w.op == op and 200 <= w.status < 300]
+
+    def operations(self, user_id: str) -> list[str]:
+        """The writes that succeeded for one user, in order, e.g. ["disable", "revoke"]."""
+        uid = user_id.lower()
+        return [w.op for w in self.writes if w.user_id == uid and 200 <= w.status < 300]
+
+    @property
+    def requests(self) -> int:
+        return sum(self.statuses.values()) + self.faults["reset"] + self.faults["lost"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "risk_state": self.risk_state,
+            "statuses": _keyed(self.statuses),
+            "faults": dict(self.faults),
+            "requests": self.requests,
+            "reads": self.reads,
+            "directory_reads": self.directory_reads,
+            "batches": self.batches,
+            "inner_requests": self.inner_requests,
+            "inner_statuses": _keyed(self.inner_statuses),
+            "directory_faults": dict(self.directory_faults),
+            "filters": self.filters,
+            "writes": [w._asdict() for w in self.writes],
+            "revoked_guests": self.revoked_guests,
+        }
+
+
+def _keyed(counter: Counter[int]) -> dict[str, int]:
+    return {str(k): v for k, v in counter.items()}

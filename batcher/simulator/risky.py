@@ -1,0 +1,148 @@
+"""Identity Protection: the riskyUsers actions (confirmCompromised, dismiss) and reads."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from batcher.inputs import GUID_PATTERN
+from batcher.simulator.budget import TokenBucket
+from batcher.simulator.faults import DropConnection, answer_fault, draw
+from batcher.simulator.record import ACTIONS
+from batcher.simulator.replies import DENIED, Context, is_inner
+
+MAX_IDS_PER_CALL = 60
+GUID = re.compile(GUID_PATTERN, re.IGNORECASE)
+_RISK_DETAIL = {
+    "confirmedCompromised": "adminConfirmedUserCompromised",
+    "dismissed": "adminDismissedAllRiskForUser",
+}
+
+
+class RiskyUsers:
+    """The riskyUsers endpoints, spending the tenant's Identity Protection budget (``bucket``).
+
+    Faults (``faults``) are drawn for direct actions; inside a $batch the outer call drew them.
+    """
+
+    def __init__(self, ctx: Context, bucket: TokenBucket) -> None:
+        self.ctx = ctx
+        self.bucket = bucket
+        self._bad_ids = {i.lower() for i in ctx.settings.bad_ids}
+
+    def routes(self) -> list[Route]:
+        base = "/{version}/identityProtection/riskyUsers"
+        return [
+            Route(base + "/{action}", self._action, methods=["POST"]),
+            Route("/beta/riskyUsers/{action}", self._action, methods=["POST"]),
+            Route(base, self._list, methods=["GET"]),
+            Route(base + "/{user_id}", self._get, methods=["GET"]),
+        ]
+
+    async def _action(self, request: Request) -> Response:
+        ctx, settings = self.ctx, self.ctx.settings
+        if request.path_params["action"] not in ACTIONS:
+            return ctx.error(request, 404, "Request_ResourceNotFound", "Resource not found.")
+        refused = ctx.check(request)
+        if refused is not None:
+            return refused
+        if settings.permission_denied:
+            return ctx.error(request, 403, "Authorization_RequestDenied", DENIED)
+        if not self.bucket.take():
+            return ctx.error(request, 429, "TooManyRequests", "Too many requests.")
+        fault = None if is_inner(request) else draw(ctx.random, settings.faults)
+        if fault is not None:
+            response = await answer_fault(ctx, request, fault)
+            if response is not None:
+                return response
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return ctx.error(request, 400, "BadRequest", "Unable to read JSON request payload.")
+        ids = body.get("userIds") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not ids:
+            return ctx.error(request, 400, "invalidRequest", "userIds is required.")
+        if len(ids) > MAX_IDS_PER_CALL:
+            message = f"The number of userIds exceeds the limit of {MAX_IDS_PER_CALL}."
+            return ctx.error(request, 400, "invalidRequest", message)
+        for uid in ids:
+            if not isinstance(uid, str) or not GUID.match(uid) or uid.lower() in self._bad_ids:
+                message = "One or more user IDs are invalid."
+                return ctx.error(request, 400, "invalidRequest", message)
+        low, high = settings.latency_min_seconds, settings.latency_max_seconds
+        await anyio.sleep(ctx.random.uniform(low, high))
+        action = request.path_params["action"]
+        ctx.record.apply(action, ids, ACTIONS[action])
+        if fault == "lost":
+            ctx.record.faults["lost"] += 1
+            return DropConnection()
+        return ctx.empty(request, 204)
+
+    # -- reads: what verify asks -----------------------------------------------------------------
+    def _risky_user(self, user_id: str) -> dict[str, Any] | None:
+        """The user as Identity Protection shows it: feedback applies after processing_seconds."""
+        record = self.ctx.record
+        state = record.risk_state.get(user_id)
+        if state is None:
+            return None
+        waited = time.monotonic() - record.applied_at.get(user_id, 0.0)
+        processing = waited < self.ctx.settings.processing_seconds
+        shown = "atRisk" if processing else state
+        return {
+            "id": user_id,
+            "isDeleted": False,
+            "isProcessing": processing,
+            "riskLevel": "high" if shown == ACTIONS["confirmCompromised"] else "none",
+            "riskState": shown,
+            "riskDetail": _RISK_DETAIL.get(shown, "none"),
+            "riskLastUpdatedDateTime": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+    def _read_gate(self, request: Request) -> Response | None:
+        """Reads pass the same checks, and spend the same budget, as actions."""
+        refused = self.ctx.check(request)
+        if refused is not None:
+            return refused
+        if not self.bucket.take():
+            return self.ctx.error(request, 429, "TooManyRequests", "Too many requests.")
+        self.ctx.record.reads += 1
+        return None
+
+    async def _list(self, request: Request) -> Response:
+        refused = self._read_gate(request)
+        if refused is not None:
+            return refused
+        wanted = re.fullmatch(
+            r"\s*riskState\s+eq\s+'(\w+)'\s*", request.query_params.get("$filter", "")
+        )
+        top = min(500, max(1, int(request.query_params.get("$top", "20") or 20)))
+        skip = int(request.query_params.get("$skiptoken", "0") or 0)
+        record = self.ctx.record
+        users = [u for uid in sorted(record.risk_state) if (u := self._risky_user(uid))]
+        if wanted:
+            users = [u for u in users if u["riskState"] == wanted.group(1)]
+        page = users[skip : skip + top]
+        body: dict[str, Any] = {"value": page}
+        if skip + top < len(users):
+            query = {k: v for k, v in request.query_params.items() if k != "$skiptoken"}
+            query["$skiptoken"] = str(skip + top)
+            body["@odata.nextLink"] = str(request.url.replace(query=urlencode(query)))
+        return self.ctx.json(request, body)
+
+    async def _get(self, request: Request) -> Response:
+        refused = self._read_gate(request)
+        if refused is not None:
+            return refused
+        user = self._risky_user(request.path_params["user_id"].lower())
+        if user is None:
+            return self.ctx.error(request, 404, "ResourceNotFound", "Resource not found.")
+        return self.ctx.json(request, user)

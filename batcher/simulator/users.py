@@ -1,0 +1,214 @@
+"""The directory's endpoints: look users up, block their sign-in, revoke their sessions."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from batcher.simulator.budget import TokenBucket
+from batcher.simulator.directory import Directory, DirectoryUser
+from batcher.simulator.faults import directory_fault
+from batcher.simulator.query import QueryError, parse_filter, parse_select, project
+from batcher.simulator.replies import DENIED, Context, odata_context
+
+_ONE = ("/{version}/users/{key}", "/{version}/users('{quoted}')")
+
+
+class DirectoryEndpoints:
+    """GET /users, GET/PATCH /users/{key}, POST /users/{key}/revokeSignInSessions.
+
+    Reads and writes each spend their own budget (``reads``, ``writes``), never Identity
+    Protection's; ``clock`` dates revoked sessions.
+    """
+
+    def __init__(self, ctx: Context, directory: Directory, clock: Callable[[], float]) -> None:
+        self.ctx = ctx
+        self.directory = directory
+        self.clock = clock
+        settings = ctx.settings
+        read_rate = settings.directory_reads_per_second
+        read_burst = settings.directory_reads_burst or max(1, math.ceil(read_rate))
+        self.reads = TokenBucket(read_rate, read_burst)
+        self.writes = TokenBucket(
+            settings.directory_writes_per_second, settings.directory_writes_burst
+        )
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/{version}/users", self._list, methods=["GET"]),
+            *(Route(path, self._get, methods=["GET"]) for path in _ONE),
+            *(Route(path, self._update, methods=["PATCH"]) for path in _ONE),
+            *(
+                Route(f"{path}/revokeSignInSessions", self._revoke, methods=["POST"])
+                for path in _ONE
+            ),
+        ]
+
+    def _gate(self, request: Request, *, write: bool) -> Response | None:
+        """Version, bearer token, permission, budget and faults, in Graph's order."""
+        ctx, settings = self.ctx, self.ctx.settings
+        refused = ctx.check(request)
+        if refused is not None:
+            return refused
+        if not write:
+            ctx.record.directory_reads += 1
+        if settings.directory_write_denied if write else settings.directory_read_denied:
+            return ctx.error(request, 403, "Authorization_RequestDenied", DENIED)
+        bucket = self.writes if write else self.reads
+        if not bucket.take():
+            return ctx.error(
+                request,
+                429,
+                "TooManyRequests",
+                "Too many requests.",
+                retry_after=str(bucket.retry_after()),
+            )
+        return directory_fault(ctx, request)
+
+    # -- reads -----------------------------------------------------------------------------------
+    async def _list(self, request: Request) -> Response:
+        query = request.query_params
+        text = query.get("$filter")
+        if text is not None:
+            self.ctx.record.filters.append(text)
+        refused = self._gate(request, write=False)
+        if refused is not None:
+            return refused
+        eventual = request.headers.get("consistencylevel", "").lower() == "eventual"
+        count = query.get("$count", "").lower() == "true"
+        try:
+            if count and not eventual:
+                raise QueryError("Request_BadRequest", "$count is not currently supported.")
+            select = parse_select(query.get("$select"))
+            clauses = None if text is None else parse_filter(text, advanced=count and eventual)
+        except QueryError as exc:
+            return self.ctx.error(request, 400, exc.code, exc.message)
+        if clauses is None:
+            users = list(self.directory)
+        else:
+            found = (self.directory.find(c.name, v) for c in clauses for v in c.values)
+            users = list({u.id: u for u in found if u is not None}.values())
+        body: dict[str, Any] = {"@odata.context": odata_context(request, "users")}
+        if count:
+            body["@odata.count"] = len(users)
+        body["value"] = [project(user, select) for user in users]
+        return self.ctx.json(request, body)
+
+    async def _get(self, request: Request) -> Response:
+        refused = self._gate(request, write=False)
+        if refused is not None:
+            return refused
+        try:
+            select = parse_select(request.query_params.get("$select"))
+            user = self._user(request)
+        except QueryError as exc:
+            return self.ctx.error(request, 400, exc.code, exc.message)
+        if user is None:
+            return self._not_found(request)
+        body = {"@odata.context": odata_context(request, "users/$entity"), **project(user, select)}
+        return self.ctx.json(request, body)
+
+    def _key(self, request: Request) -> str:
+        """The object ID or UPN a URL names: /users/{key} or /users('{key}') (quotes doubled)."""
+        if "quoted" in request.path_params:
+            return str(request.path_params["quoted"]).replace("''", "'")
+        key = str(request.path_params["key"])
+        if key.startswith("$"):
+            raise QueryError(
+                "BadRequest",
+                f"Resource not found for the segment '{key}'; a userPrincipalName that starts "
+                f"with $ is written /users('{key}').",
+            )
+        return key
+
+    def _user(self, request: Request) -> DirectoryUser | None:
+        return self.directory.lookup(self._key(request))
+
+    def _not_found(self, request: Request) -> Response:
+        key = request.path_params.get("key") or request.path_params.get("quoted")
+        return self.ctx.error(
+            request,
+            404,
+            "Request_ResourceNotFound",
+            f"Resource '{key}' does not exist or one of its queried reference-property objects "
+            "are not present.",
+        )
+
+    # -- writes ----------------------------------------------------------------------------------
+    async def _update(self, request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        enabled = body.get("accountEnabled") if isinstance(body, dict) else None
+        response = await self._set_enabled(request, body)
+        if isinstance(enabled, bool):
+            self._wrote(request, "enable" if enabled else "disable", response.status_code)
+        return response
+
+    async def _set_enabled(self, request: Request, body: Any) -> Response:
+        ctx = self.ctx
+        refused = self._gate(request, write=True)
+        if refused is not None:
+            return refused
+        if body is None:
+            return ctx.error(request, 400, "BadRequest", "Unable to read JSON request payload.")
+        enabled = body.get("accountEnabled") if isinstance(body, dict) else None
+        if not isinstance(enabled, bool):
+            message = "Invalid value specified for property 'accountEnabled' of resource 'User'."
+            return ctx.error(request, 400, "Request_BadRequest", message)
+        others = sorted(set(body) - {"accountEnabled"})
+        if others:
+            message = f"The simulator changes only accountEnabled, not {', '.join(others)}."
+            return ctx.error(request, 400, "Request_BadRequest", message)
+        try:
+            user = self._user(request)
+        except QueryError as exc:
+            return ctx.error(request, 400, exc.code, exc.message)
+        if user is None:
+            return self._not_found(request)
+        if user.privileged and not ctx.settings.caller_privileged:
+            return ctx.error(request, 403, "Authorization_RequestDenied", DENIED)
+        user.accountEnabled = enabled
+        return ctx.empty(request, 204)
+
+    async def _revoke(self, request: Request) -> Response:
+        response = await self._revoke_sessions(request)
+        self._wrote(request, "revoke", response.status_code)
+        return response
+
+    async def _revoke_sessions(self, request: Request) -> Response:
+        ctx = self.ctx
+        refused = self._gate(request, write=True)
+        if refused is not None:
+            return refused
+        try:
+            user = self._user(request)
+        except QueryError as exc:
+            return ctx.error(request, 400, exc.code, exc.message)
+        if user is None:
+            return self._not_found(request)
+        if user.userType == "Guest":  # Graph answers, but a guest's home tenant holds the sessions
+            ctx.record.revoked_guests.append(user.id)
+        else:
+            now = datetime.fromtimestamp(self.clock(), UTC)
+            user.signInSessionsValidFromDateTime = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if ctx.settings.revoke_answers_204:
+            return ctx.empty(request, 204)
+        body = {"@odata.context": odata_context(request, "Edm.Boolean"), "value": True}
+        return ctx.json(request, body)
+
+    def _wrote(self, request: Request, op: str, status: int) -> None:
+        try:
+            key = self._key(request)
+        except QueryError:
+            key = str(request.path_params["key"])
+        user = self.directory.peek(key)
+        self.ctx.record.wrote(op, user.id if user else key.lower(), status)
