@@ -9,19 +9,21 @@ ARGS   ?=
 # pytest workers: two on the 2-core CI machine; override with make test JOBS=1
 JOBS   ?= 2
 
-.PHONY: help install run simulate test lint bench status report replay undo verify clean
+.PHONY: help install run simulate test test-fast lint bench status report replay undo verify resolve clean
 
 help:
 	@echo "make run INPUT=file [CONFIG=file] [ARGS=\"--dry-run\"]   send the IDs in INPUT (simulator by default)"
-	@echo "make test                                              run the test suite"
+	@echo "make test                                              run the test suite (both tiers)"
+	@echo "make test-fast                                         the in-process tier only"
 	@echo "make lint                                              ruff + mypy"
 	@echo "make bench                                             long measurements (not part of make test)"
 	@echo "make simulate [ARGS=\"--port 8765\"]                     run the Graph simulator in the foreground"
 	@echo "make status LEDGER=file                                counts by state in a ledger"
-	@echo "make replay LEDGER=file [ARGS=\"--only CODE\"]            send failed and unsure IDs again"
+	@echo "make replay LEDGER=file [ARGS=\"--only CODE\"]            send failed and unknown steps again"
 	@echo "make report LEDGER=file OUT=report.csv                 one row per ID (.csv, .parquet, .json)"
-	@echo "make undo LEDGER=file                                  dismiss exactly what LEDGER confirmed"
-	@echo "make verify LEDGER=file                                read back each ID's risk state"
+	@echo "make undo LEDGER=file                                  reverse what LEDGER did (where it can be)"
+	@echo "make verify LEDGER=file                                read back what LEDGER did, per user"
+	@echo "make resolve INPUT=file [OUT=table.csv]                look users up in the directory only"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "batcher needs Python 3.11 or newer; run: make PYTHON=python3.11 ...")'
@@ -34,33 +36,40 @@ install: $(STAMP)
 
 run: $(STAMP)
 	@if [ -z "$(INPUT)" ]; then echo "usage: make run INPUT=path/to/ids.csv [CONFIG=config.toml] [ARGS=\"--dry-run\"]" >&2; exit 2; fi
-	$(BIN)/batcher run $(INPUT) --config $(CONFIG) $(ARGS)
+	$(BIN)/batcher run "$(INPUT)" --config "$(CONFIG)" $(ARGS)
 
 simulate: $(STAMP)
 	$(BIN)/batcher simulate $(ARGS)
 
 status: $(STAMP)
 	@if [ -z "$(LEDGER)" ]; then echo "usage: make status LEDGER=path/to/ledger.sqlite" >&2; exit 2; fi
-	$(BIN)/batcher status $(LEDGER)
+	$(BIN)/batcher status "$(LEDGER)"
 
 replay: $(STAMP)
 	@if [ -z "$(LEDGER)" ]; then echo "usage: make replay LEDGER=path/to/ledger.sqlite [CONFIG=config.toml] [ARGS=\"--only CODE\"]" >&2; exit 2; fi
-	$(BIN)/batcher replay $(LEDGER) --config $(CONFIG) $(ARGS)
+	$(BIN)/batcher replay "$(LEDGER)" --config "$(CONFIG)" $(ARGS)
 
 undo: $(STAMP)
 	@if [ -z "$(LEDGER)" ]; then echo "usage: make undo LEDGER=path/to/ledger.sqlite [CONFIG=config.toml]" >&2; exit 2; fi
-	$(BIN)/batcher undo $(LEDGER) --config $(CONFIG) $(ARGS)
+	$(BIN)/batcher undo "$(LEDGER)" --config "$(CONFIG)" $(ARGS)
 
 verify: $(STAMP)
 	@if [ -z "$(LEDGER)" ]; then echo "usage: make verify LEDGER=path/to/ledger.sqlite [CONFIG=config.toml]" >&2; exit 2; fi
-	$(BIN)/batcher verify $(LEDGER) --config $(CONFIG) $(ARGS)
+	$(BIN)/batcher verify "$(LEDGER)" --config "$(CONFIG)" $(ARGS)
+
+resolve: $(STAMP)
+	@if [ -z "$(INPUT)" ]; then echo "usage: make resolve INPUT=path/to/list.csv [OUT=table.csv]" >&2; exit 2; fi
+	$(BIN)/batcher resolve "$(INPUT)" --config "$(CONFIG)" $(if $(OUT),--out "$(OUT)") $(ARGS)
 
 report: $(STAMP)
 	@if [ -z "$(LEDGER)" ] || [ -z "$(OUT)" ]; then echo "usage: make report LEDGER=path/to/ledger.sqlite OUT=report.csv|.parquet|.json" >&2; exit 2; fi
-	$(BIN)/batcher report $(LEDGER) --out $(OUT)
+	$(BIN)/batcher report "$(LEDGER)" --out "$(OUT)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) $(ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) -m "not e2e" $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check batcher tests benchmarks

@@ -1,11 +1,8 @@
-"""Where each national cloud signs in and serves Graph, and the action URLs built from it."""
+"""Where each national cloud signs in and serves Graph."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-ACTION_CONFIRM = "confirmCompromised"
-ACTION_DISMISS = "dismiss"
 
 
 @dataclass(frozen=True)
@@ -34,8 +31,3 @@ CLOUDS: dict[str, Cloud] = {
     "usgov": Cloud("usgov", "login.microsoftonline.us", "graph.microsoft.us"),
     "usgovdod": Cloud("usgovdod", "login.microsoftonline.us", "dod-graph.microsoft.us"),
 }
-
-
-def action_url(base_url: str, api_version: str, action: str) -> str:
-    """The riskyUsers action endpoint, e.g. .../v1.0/identityProtection/riskyUsers/dismiss."""
-    return f"{base_url.rstrip('/')}/{api_version}/identityProtection/riskyUsers/{action}"

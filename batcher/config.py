@@ -18,7 +18,8 @@ CHINA_NAMES = {"china", "chinacloud", "21vianet", "mooncake", "azurechina"}
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `batch_size = true` or `rate_per_second = "1"` is a mistake, not a number
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class GraphSettings(_Section):
@@ -166,8 +167,26 @@ class SendSettings(_Section):
     backoff_max_seconds: float = Field(default=30.0, ge=0, le=600)
 
 
+class DirectorySettings(_Section):
+    """Budgets of the directory (users): look-ups and writes, each paced on its own."""
+
+    reads_per_second: float = Field(default=100.0, gt=0, le=2000)
+    writes_per_second: float = Field(default=20.0, gt=0, le=200)
+
+
 class LedgerSettings(_Section):
-    dir: Path = Path("runs")
+    # Empty: the per-user data folder; a relative path is relative to the config file.
+    dir: Path = Field(default=Path(), strict=False)
+    recent_hours: float = Field(default=24.0, ge=0, le=24 * 365)
+
+    @property
+    def folder(self) -> Path:
+        """Where ledgers go: never the current directory, so a rerun from elsewhere finds them."""
+        if str(self.dir) in ("", "."):
+            import platformdirs
+
+            return platformdirs.user_data_path("batcher", appauthor=False) / "ledgers"
+        return self.dir.expanduser().absolute()
 
 
 FaultKind = Literal["429", "500", "502", "503", "504", "reset", "lost", "hang"]
@@ -216,6 +235,7 @@ class Settings(_Section):
     graph: GraphSettings = GraphSettings()
     auth: AuthSettings = AuthSettings()
     send: SendSettings = SendSettings()
+    directory: DirectorySettings = DirectorySettings()
     ledger: LedgerSettings = LedgerSettings()
     simulator: SimulatorSettings = SimulatorSettings()
 
@@ -245,9 +265,14 @@ def load_settings(path: Path | None) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix that line") from None
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc, data)}") from None
+    folder = settings.ledger.dir.expanduser()
+    if str(folder) not in ("", ".") and not folder.is_absolute():  # beside the config
+        ledger = settings.ledger.model_copy(update={"dir": path.parent.absolute() / folder})
+        settings = settings.model_copy(update={"ledger": ledger})
+    return settings
 
 
 def _describe(exc: ValidationError, data: dict[str, Any]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BatcherError(Exception):
     """An error the operator can act on; its message is one line that says what to do."""
@@ -25,6 +27,10 @@ class NotConfirmed(BatcherError):
 
 class AuthError(BatcherError):
     """Sign-in or permission failed; nothing more can be sent until it is fixed."""
+
+
+class Unreachable(BatcherError):
+    """Graph could not be reached (refused, name not resolved, TLS not trusted, no route)."""
 
 
 class GraphError(Exception):
@@ -58,7 +64,20 @@ class ServerError(GraphError):
 
 
 class NoAnswer(GraphError):
-    """Timeout or broken connection: the request may or may not have been applied."""
+    """Timeout or broken connection: the request may or may not have been applied.
+
+    ``cause`` says what happened in a few words; ``host`` is where the request went.
+    """
+
+    def __init__(self, message: str, *, cause: str = "", host: str = "", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.cause = cause
+        self.host = host
+
+
+class NotConnected(NoAnswer):
+    """No connection was made (refused, name not resolved, TLS not trusted, connect timeout):
+    the request never left, so Graph did not apply it."""
 
 
 class BadRequest(GraphError):
@@ -70,7 +89,11 @@ class Unauthorized(GraphError):
 
 
 class Forbidden(GraphError):
-    """403: the app or user lacks the permission; stop the run."""
+    """403: the app or user lacks the permission, or (for one user) a privileged role."""
+
+
+class NotFound(GraphError):
+    """404: no such user (or resource)."""
 
 
 class Rejected(GraphError):

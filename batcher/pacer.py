@@ -57,12 +57,16 @@ class Pacer:
         """Request starts per second at the current pace."""
         return 1.0 / self.interval
 
-    async def acquire(self) -> float:
-        """Wait for this caller's start slot; returns the start time (pass it to ``throttled``)."""
+    async def acquire(self, cost: float = 1.0) -> float:
+        """Wait for this caller's start slot; returns the start time (pass it to ``throttled``).
+
+        ``cost`` is how much of the budget the request spends (inner requests of a JSON batch):
+        the next start comes ``cost`` intervals later.
+        """
         while True:
             now = self._clock()
             if now >= self._next:
-                self._next = now + self.interval
+                self._next = now + self.interval * cost
                 return now
             await self._sleep(self._next - now)
 

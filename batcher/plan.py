@@ -1,58 +1,151 @@
-"""Decide what still needs sending: input IDs minus what the ledger already settled."""
+"""Decide what still needs doing: for each action, the users minus what the ledger settled."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
 
-from batcher.inputs import InputSet
+from batcher.actions import Action, Budget, Shape
+from batcher.graph import MAX_BATCH
+from batcher.ledger import TO_SEND, StepState
+
+USER_COLUMNS = {
+    "user_id": pl.String,
+    "source_file": pl.String,
+    "source_row": pl.Int64,
+    "input_value": pl.String,
+    "matched_by": pl.String,
+    "user_type": pl.String,
+    "account_enabled": pl.Boolean,
+}
+_TO_SEND = [s.value for s in TO_SEND]
+
+
+@dataclass(frozen=True)
+class ActionPlan:
+    """One action's users to send, in input order, and what the ledgers already know."""
+
+    action: Action
+    to_send: pl.Series  # user_id
+    skipped: pl.Series  # user_id: the action does not apply (guests, for some actions)
+    already_done: int  # done in this ledger
+    done_elsewhere: int  # done by another recent run on this tenant (--resend sends them)
+    failed_before: int  # failed for good earlier: left for `batcher replay`
+    batch_size: int  # users per request (ID lists)
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests at the least: lists of IDs, or JSON batches of 20 per-user requests."""
+        per = self.batch_size if self.action.shape is Shape.ID_LIST else MAX_BATCH
+        return math.ceil(self.to_send.len() / per)
+
+    @property
+    def cost(self) -> int:
+        """What the sends spend of their budget: requests, or inner requests of JSON batches."""
+        if self.action.shape is Shape.ID_LIST:
+            return self.requests
+        return self.to_send.len()
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The IDs to send, in input order, and what the ledger already knows of the rest."""
+    """Users first seen in this run (to record), and each action's plan, in the safe order."""
 
-    to_send: pl.Series  # user_id, input order
-    new_ids: pl.DataFrame  # user_id, source_file, source_row: not yet in the ledger
-    already_done: int  # confirmed earlier
-    failed_before: int  # failed permanently earlier: left for `batcher replay`
-    batch_size: int
+    new_users: pl.DataFrame  # USER_COLUMNS
+    actions: tuple[ActionPlan, ...]
 
     @property
-    def batches(self) -> int:
-        return math.ceil(self.to_send.len() / self.batch_size)
+    def to_send(self) -> int:
+        return sum(a.to_send.len() for a in self.actions)
 
-    def iter_batches(self) -> Iterator[list[str]]:
-        ids = self.to_send.to_list()
-        for start in range(0, len(ids), self.batch_size):
-            yield ids[start : start + self.batch_size]
+    @property
+    def users_to_act(self) -> int:
+        """Distinct users with at least one step to send."""
+        series = [p.to_send for p in self.actions if p.to_send.len()]
+        if len(series) <= 1:
+            return series[0].len() if series else 0
+        return pl.concat(series).n_unique()
 
-    def seconds_at(self, rate_per_second: float) -> float:
-        """Time the sends take at the given request rate (one request per batch)."""
-        return self.batches / rate_per_second
+    def of(self, name: str) -> ActionPlan | None:
+        return next((a for a in self.actions if a.action.name == name), None)
+
+    def seconds_at(self, rates: Mapping[Budget, float]) -> float:
+        """Time the sends take at the configured rates; budgets are spent at the same time."""
+        spent: dict[Budget, float] = {}
+        for plan in self.actions:
+            budget = plan.action.budget
+            spent[budget] = spent.get(budget, 0.0) + plan.cost / rates[budget]
+        return max(spent.values(), default=0.0)
 
 
-def make_plan(inputs: InputSet, known: pl.DataFrame, batch_size: int) -> Plan:
-    """``known`` holds the ledger's (user_id, state); states are those of ledger.State."""
-    if known.height == 0:  # a first run: everything is new (and the join would cost seconds)
-        return Plan(
-            to_send=inputs.ids.get_column("user_id"),
-            new_ids=inputs.ids.select("user_id", "source_file", "source_row"),
-            already_done=0,
-            failed_before=0,
-            batch_size=batch_size,
-        )
-    joined = inputs.ids.join(known, on="user_id", how="left", maintain_order="left")
-    state = pl.col("state")
+def make_plan(
+    users: pl.DataFrame,
+    known: pl.DataFrame,
+    actions: Sequence[Action],
+    batch_size: int,
+    elsewhere: pl.DataFrame | None = None,
+) -> Plan:
+    """``users`` (USER_COLUMNS, input order) against the ledger's ``known`` steps (user_id,
+    action, state) and ``elsewhere``: (user_id, action) done by other recent runs."""
+    guest = pl.col("user_type").fill_null("") == "Guest"
+    if known.height == 0 and (elsewhere is None or elsewhere.height == 0):
+        # A first run: everything is new (and the joins would cost seconds on big inputs).
+        plans = []
+        for action in actions:
+            skip = guest if action.skips_guests else pl.lit(False)
+            plans.append(
+                ActionPlan(
+                    action,
+                    to_send=users.filter(~skip).get_column("user_id"),
+                    skipped=users.filter(skip).get_column("user_id"),
+                    already_done=0,
+                    done_elsewhere=0,
+                    failed_before=0,
+                    batch_size=batch_size,
+                )
+            )
+        return Plan(users, tuple(plans))
+    known_users = known.select("user_id").unique()
+    new_users = users.join(known_users, on="user_id", how="anti", maintain_order="left")
     return Plan(
-        to_send=joined.filter(state.is_null() | state.is_in(["planned", "sending", "unknown"]))
-        .get_column("user_id")
-        .alias("user_id"),
-        new_ids=joined.filter(state.is_null()).select("user_id", "source_file", "source_row"),
-        already_done=joined.filter(state == "confirmed").height,
-        failed_before=joined.filter(state == "failed").height,
+        new_users,
+        tuple(action_plan(users, known, a, batch_size, elsewhere) for a in actions),
+    )
+
+
+def action_plan(
+    users: pl.DataFrame,
+    known: pl.DataFrame,
+    action: Action,
+    batch_size: int,
+    elsewhere: pl.DataFrame | None = None,
+) -> ActionPlan:
+    """One action's plan for ``users`` against the ledger's ``known`` steps."""
+    steps = known.filter(pl.col("action") == action.name).select("user_id", "state")
+    joined = users.join(steps, on="user_id", how="left", maintain_order="left")
+    if elsewhere is not None and elsewhere.height:
+        done_there = elsewhere.filter(pl.col("action") == action.name).select(
+            "user_id", pl.lit(True).alias("elsewhere")
+        )
+        joined = joined.join(
+            done_there.unique("user_id"), on="user_id", how="left", maintain_order="left"
+        )
+    else:
+        joined = joined.with_columns(elsewhere=pl.lit(None, pl.Boolean))
+    state = pl.col("state")
+    open_ = state.is_null() | state.is_in(_TO_SEND)
+    guest = pl.col("user_type").fill_null("") == "Guest"
+    skip = (guest if action.skips_guests else pl.lit(False)) & open_
+    there = open_ & ~skip & pl.col("elsewhere").fill_null(False)
+    return ActionPlan(
+        action,
+        to_send=joined.filter(open_ & ~skip & ~there).get_column("user_id"),
+        skipped=joined.filter(skip | (state == StepState.SKIPPED)).get_column("user_id"),
+        already_done=joined.filter(state == StepState.DONE).height,
+        done_elsewhere=joined.filter(there).height,
+        failed_before=joined.filter(state == StepState.FAILED).height,
         batch_size=batch_size,
     )

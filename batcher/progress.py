@@ -1,74 +1,86 @@
-"""Live progress: a rich bar on a terminal, a plain line every few seconds otherwise."""
+"""Live progress: a rich bar on a terminal, a plain line every few seconds otherwise.
+
+An observer: it starts on "sending", follows "progress" and stops on "sent". Rates and the ETA
+come from what Graph accepted over the last minute, not from the pacer's target.
+"""
 
 from __future__ import annotations
 
 import time
-from types import TracebackType
+from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from batcher.report import format_duration, say
-from batcher.sender import Tally
+from batcher.calls import Tally
+from batcher.report.render import format_duration, say
 
 
 class RunProgress:
-    """Call it with the tally after each settled batch; use it as a context manager."""
-
-    def __init__(
-        self, console: Console, total: int, batch_size: int, *, every: float = 5.0
-    ) -> None:
+    def __init__(self, console: Console, *, every: float = 5.0) -> None:
         self._console = console
-        self._total = total
-        self._batch_size = batch_size
         self._every = every
-        self._last = time.monotonic()
+        self._total = 0
+        self._last = 0.0
         self._bar: Progress | None = None
-        self._task = None
-        if console.is_terminal:
-            self._bar = Progress(
-                TextColumn("[bold]sending[/]"),
-                BarColumn(),
-                TextColumn("{task.completed:,}/{task.total:,} IDs"),
-                TextColumn("{task.fields[detail]}"),
-                TimeElapsedColumn(),
-                console=console,
-                transient=False,
-            )
-            self._task = self._bar.add_task("send", total=total, detail="starting")
+        self._task: TaskID | None = None
 
-    def __enter__(self) -> RunProgress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
+    def __call__(self, event: str, **fields: Any) -> None:
+        if event == "sending":
+            self._start(int(fields["total"]))
+        elif event == "progress" and self._total:
+            self._update(fields["tally"])
+        elif event == "sent":
+            self._stop()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+    def _start(self, total: int) -> None:
+        self._total = total
+        self._last = time.monotonic()
+        if not self._console.is_terminal:
+            return
+        self._bar = Progress(
+            TextColumn("[bold]sending[/]"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,} steps"),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=self._console,
+            transient=False,
+        )
+        self._task = self._bar.add_task("send", total=total, detail="starting")
+        self._bar.start()
 
-    def __call__(self, tally: Tally) -> None:
+    def _update(self, tally: Tally) -> None:
+        settled = tally.total()
         if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, completed=tally.settled, detail=self.describe(tally))
+            self._bar.update(self._task, completed=settled, detail=self.describe(tally))
             return
         now = time.monotonic()
-        if tally.settled < self._total and now - self._last < self._every:
+        if settled < self._total and now - self._last < self._every:
             return
         self._last = now
-        say(
-            self._console,
-            f"progress: {tally.settled:,}/{self._total:,} IDs; " + self.describe(tally),
-        )
+        say(self._console, f"progress: {settled:,}/{self._total:,} steps; {self.describe(tally)}")
+
+    def _stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+        self._bar = None
+        self._total = 0
 
     def describe(self, tally: Tally) -> str:
-        left = max(0, self._total - tally.settled)
-        eta = (left / self._batch_size) / tally.rate if tally.rate > 0 else 0.0
+        parts = []
+        for action, states in tally.settled.items():
+            done, failed, unknown = (states.get(s, 0) for s in ("done", "failed", "unknown"))
+            parts.append(f"{action} {done:,} done, {failed:,} failed, {unknown:,} unknown")
+        per_second, requests = tally.rates()
+        left = max(0, self._total - tally.total())
+        if not left:
+            eta = "0s"
+        elif per_second > 0:
+            eta = format_duration(left / per_second)
+        else:
+            eta = "not known yet"
         return (
-            f"{tally.confirmed:,} confirmed, {tally.failed:,} failed, {tally.unknown:,} unsure; "
-            f"{tally.rate:.2f} req/s, {tally.throttled:,} throttled; "
-            f"ETA {format_duration(eta) if left else '0s'}"
+            "; ".join(parts or ["nothing settled yet"])
+            + f"; {requests:.2f} req/s, {tally.throttled:,} throttled; ETA {eta}"
         )

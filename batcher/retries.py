@@ -14,11 +14,11 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from batcher.errors import NoAnswer, ServerError, Throttled, Unauthorized
+from batcher.errors import NoAnswer, ServerError, Throttled
 
-# Answers worth another try. A 401 is retried because the graph client dropped the token and
-# the next try signs in afresh; the circuit breaker stops the run if that does not help.
-RETRYABLE = (Throttled, ServerError, NoAnswer, Unauthorized)
+# Answers worth another try. (A 401 never gets here: the graph client's auth flow signs in
+# afresh once and tries again, and stops the run if that does not help.)
+RETRYABLE = (Throttled, ServerError, NoAnswer)
 
 
 class wait_unless_paced(wait_base):
@@ -32,7 +32,7 @@ class wait_unless_paced(wait_base):
     def __call__(self, retry_state: RetryCallState) -> float:
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None
-        if isinstance(exc, Throttled | Unauthorized):
+        if isinstance(exc, Throttled):
             return 0.0
         if isinstance(exc, ServerError) and exc.retry_after is not None:
             return 0.0

@@ -1,141 +1,181 @@
-"""Read back what Identity Protection shows for the IDs a ledger settled, within the rate budget."""
+"""Read back what Graph shows for each step a ledger did, paced within each read budget.
+
+Identity Protection: for many users, the riskState-filtered list in pages of 500, then a read
+of every user the list lacks (to tell "still processing" from "not confirmed"). The directory:
+`id in (...)` look-ups of 15 users, 20 to a JSON batch. A user not read (a stop, or no answer
+in time) is "not_read", never a guess.
+"""
 
 from __future__ import annotations
 
-import functools
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-import anyio
 import polars as pl
 
-from batcher.errors import GraphError, Throttled
-from batcher.pacer import Pacer
-from batcher.retries import retry_policy
+from batcher.actions import AFTER_SENT, Action, Budget
+from batcher.calls import Call, Caller, NotSent
+from batcher.errors import AuthError, GraphError
+from batcher.graph import MAX_BATCH, MAX_FILTER, GraphClient, match_any, users_query
+from batcher.identities import READ_PERMISSION
 
-if TYPE_CHECKING:  # imported only for types: httpx loads when a run sends, not at start-up
-    from batcher.graph import GraphClient
-
-# The riskState each action leads to.
-EXPECTED_STATE = {"confirmCompromised": "confirmedCompromised", "dismiss": "dismissed"}
-CONFIRMED, PROCESSING, NOT_CONFIRMED = "confirmed", "processing", "not_confirmed"
+PROCESSING, NOT_READ = "processing", "not_read"
+READ_RISK = "IdentityRiskyUser.Read.All"
+CLOCK_SKEW = timedelta(minutes=5)  # Graph's clock against ours, for "revoked after sent"
 VERIFY_COLUMNS = {
     "user_id": pl.String,
+    "action": pl.String,
     "verify_status": pl.String,
-    "risk_state": pl.String,
-    "is_processing": pl.Boolean,
+    "observed": pl.String,
+    "expected": pl.String,
     "checked_at": pl.String,
 }
 
-T = TypeVar("T")
 
+@dataclass
+class Reading:
+    """One action's results: user_id -> (status, what was observed)."""
 
-@dataclass(frozen=True)
-class Verification:
-    """Each ID's status as read back, and how many read requests it took."""
+    action: Action
+    found: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
-    frame: pl.DataFrame  # VERIFY_COLUMNS, one row per ID asked about
-    requests: int
+    def frame(self, user_ids: Sequence[str]) -> pl.DataFrame:
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        expected = str(self.action.check.expect)
+        rows = [
+            (uid, self.action.name, *self.found.get(uid, (NOT_READ, None)), expected, stamp)
+            for uid in user_ids
+        ]
+        return pl.DataFrame(rows, schema=VERIFY_COLUMNS, orient="row")
 
-    def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys((CONFIRMED, PROCESSING, NOT_CONFIRMED), 0)
-        for status, n in self.frame.group_by("verify_status").len().rows():
-            counts[status] = n
-        return counts
+    def counts(self, user_ids: Sequence[str]) -> dict[str, int]:
+        check = self.action.check
+        statuses = [self.found.get(uid, (NOT_READ, None))[0] for uid in user_ids]
+        return {
+            "checked": len(statuses),
+            "as_expected": statuses.count(check.yes),
+            "processing": statuses.count(PROCESSING),
+            "not_as_expected": statuses.count(check.no),
+            "not_read": statuses.count(NOT_READ),
+        }
 
 
 class Verifier:
-    """Per-user reads for a few IDs; for many, the filtered list in pages of 500, then per-user
-    reads only for the IDs the list lacks (to tell "still processing" from "not confirmed")."""
+    """Reads through ``caller``; every read is paced on its budget and retried by time."""
 
-    def __init__(
-        self,
-        client: GraphClient,
-        pacer: Pacer,
-        *,
-        retry_for_seconds: float,
-        per_user_up_to: int = 25,
-        look_up_missing_up_to: int = 300,
-        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-    ) -> None:
+    def __init__(self, client: GraphClient, caller: Caller, *, per_user_up_to: int = 25) -> None:
         self._client = client
-        self._pacer = pacer
-        self._retry_for_seconds = retry_for_seconds
+        self._caller = caller
         self._per_user_up_to = per_user_up_to
-        self._look_up_missing_up_to = look_up_missing_up_to
-        self._sleep = sleep
-        self.requests = 0
 
-    async def verify(self, user_ids: Sequence[str], action: str) -> Verification:
-        expected = EXPECTED_STATE[action]
-        rows: dict[str, tuple[str, str | None, bool | None]] = {}
+    async def risky_users(self, action: Action, user_ids: Sequence[str]) -> Reading:
+        reading = Reading(action)
+        check = action.check
         missing = list(user_ids)
         if len(user_ids) > self._per_user_up_to:
-            listed = await self._list(expected)
-            wanted = set(user_ids)
-            for user in listed:
-                uid = str(user.get("id", "")).lower()
-                if uid in wanted:
-                    rows[uid] = (CONFIRMED, expected, bool(user.get("isProcessing")))
-            missing = [uid for uid in user_ids if uid not in rows]
-        if len(missing) <= self._look_up_missing_up_to:
-            for uid in missing:
-                found = await self._paced(functools.partial(self._get, uid))
-                rows[uid] = _status(found, expected)
-        else:
-            for uid in missing:
-                rows[uid] = (NOT_CONFIRMED, None, None)
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        frame = pl.DataFrame(
-            [(uid, *rows[uid], stamp) for uid in user_ids], schema=VERIFY_COLUMNS, orient="row"
-        )
-        return Verification(frame, self.requests)
+            listed = await self._list(str(check.expect))
+            if listed is not None:
+                wanted = set(user_ids)
+                for user in listed:
+                    uid = str(user.get("id", "")).lower()
+                    if uid in wanted:
+                        reading.found[uid] = (check.yes, str(check.expect))
+                missing = [uid for uid in user_ids if uid not in reading.found]
+        for uid in missing:
+            try:
+                user = await self._read(
+                    lambda crid, uid=uid: self._client.get_risky_user(uid, crid)
+                )
+            except _Unread:
+                break  # stopped or cut short: the rest stay "not_read"
+            reading.found[uid] = _risk_status(user, action)
+        return reading
 
-    async def _get(self, user_id: str, client_request_id: str) -> dict[str, Any] | None:
-        return await self._client.get_risky_user(user_id, client_request_id)
+    async def users(self, action: Action, sent: dict[str, str | None]) -> Reading:
+        """``sent``: user_id -> when its request was first sent (for timestamps)."""
+        reading = Reading(action)
+        ids = list(sent)
+        queries = [ids[i : i + MAX_FILTER] for i in range(0, len(ids), MAX_FILTER)]
+        for start in range(0, len(queries), MAX_BATCH):
+            group = queries[start : start + MAX_BATCH]
+            requests = [
+                users_query(match_any("id", q), str(n), ("id", action.check.field))
+                for n, q in enumerate(group)
+            ]
+            try:
+                answer = await self._read(
+                    lambda crid, r=requests: self._client.batch(r, crid),
+                    Budget.DIRECTORY_READS,
+                    cost=len(requests),
+                )
+            except _Unread:
+                break
+            by_ref = {a.id: a for a in answer.answers}
+            for n, query in enumerate(group):
+                inner = by_ref.get(str(n))
+                if inner is None or inner.error("") is not None:
+                    continue  # not read: an answer for these users is missing or an error
+                seen = {
+                    str(u.get("id", "")).lower(): u for u in (inner.body or {}).get("value", [])
+                }
+                for uid in query:
+                    reading.found[uid] = _user_status(seen.get(uid), action, sent[uid])
+        return reading
 
-    async def _list(self, state: str) -> list[dict[str, Any]]:
+    async def _list(self, state: str) -> list[dict[str, Any]] | None:
         users: list[dict[str, Any]] = []
         link: str | None = None
         while True:
-
-            async def page(crid: str, link: str | None = link) -> Any:
-                return await self._client.list_risky_users(state, crid, link)
-
-            batch, link = await self._paced(page)
-            users += batch
+            try:
+                page, link = await self._read(
+                    lambda crid, link=link: self._client.list_risky_users(state, crid, link)
+                )
+            except _Unread:
+                return None
+            users += page
             if link is None:
                 return users
 
-    async def _paced(self, call: Callable[[str], Awaitable[T]]) -> T:
-        """One read through the shared pacer, retried like the sends are."""
-        policy = retry_policy(self._retry_for_seconds, sleep=self._sleep)
-        async for attempt in policy:
-            with attempt:
-                started = await self._pacer.acquire()
-                self.requests += 1
-                try:
-                    result = await call(str(uuid.uuid4()))
-                except Throttled:
-                    self._pacer.throttled(started)
-                    raise
-                except GraphError as exc:
-                    if exc.retry_after is not None:
-                        self._pacer.hold(exc.retry_after)
-                    raise
-                self._pacer.succeeded()
-                return result
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+    async def _read(
+        self, send: Any, budget: Budget = Budget.IDENTITY_PROTECTION, cost: float = 1
+    ) -> Any:
+        permission = READ_RISK if budget is Budget.IDENTITY_PROTECTION else READ_PERMISSION
+        call = Call(budget, send=send, permission=permission, cost=cost, fields={"verify": True})
+        try:
+            return await self._caller(call)
+        except (NotSent, AuthError, GraphError) as exc:
+            if isinstance(exc, AuthError):
+                self._caller.control.trip(exc)
+            raise _Unread from None
 
 
-def _status(user: dict[str, Any] | None, expected: str) -> tuple[str, str | None, bool | None]:
+class _Unread(Exception):
+    """This read did not happen: a stop, a breaker, or no answer within the retry time."""
+
+
+def _risk_status(user: dict[str, Any] | None, action: Action) -> tuple[str, str | None]:
+    check = action.check
     if user is None:
-        return NOT_CONFIRMED, None, None
+        return check.no, "not a risky user"
     state = user.get("riskState")
-    processing = bool(user.get("isProcessing"))
-    if state == expected:
-        return CONFIRMED, state, processing
-    return (PROCESSING if processing else NOT_CONFIRMED), state, processing
+    if state == check.expect:
+        return check.yes, str(state)
+    return (PROCESSING if user.get("isProcessing") else check.no), str(state)
+
+
+def _user_status(
+    user: dict[str, Any] | None, action: Action, sent_at: str | None
+) -> tuple[str, str | None]:
+    check = action.check
+    if user is None:
+        return check.no, "no such user"
+    value = user.get(check.field)
+    if check.expect == AFTER_SENT:
+        if not value or sent_at is None:
+            return check.no, str(value)
+        seen = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        ok = seen >= datetime.fromisoformat(sent_at) - CLOCK_SKEW
+        return (check.yes if ok else check.no), str(value)
+    return (check.yes if value == check.expect else check.no), str(value)

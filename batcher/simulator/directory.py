@@ -84,7 +84,7 @@ class Directory:
     def __init__(self, users: Iterable[DirectoryUser] | None = None) -> None:
         self.open = users is None
         self._by_id: dict[str, DirectoryUser] = {}
-        self._index: dict[tuple[str, str], str] = {}
+        self._index: dict[tuple[str, str], list[str]] = {}  # several users may share a mail
         for user in users or ():
             self.add(user)
 
@@ -94,7 +94,9 @@ class Directory:
             value = getattr(user, name)
             for each in value if isinstance(value, list) else [value]:
                 if each:
-                    self._index[name, each.lower()] = user.id
+                    owners = self._index.setdefault((name, each.lower()), [])
+                    if user.id not in owners:
+                        owners.append(user.id)
         return user
 
     def get(self, user_id: str) -> DirectoryUser | None:
@@ -111,24 +113,30 @@ class Directory:
         """The known user a URL's key (object ID or UPN) names, without creating one."""
         if GUID.match(key):
             return self.get(key)
-        uid = self._index.get(("userPrincipalName", key.lower()))
-        return None if uid is None else self._by_id[uid]
+        owners = self._index.get(("userPrincipalName", key.lower()))
+        return self._by_id[owners[0]] if owners else None
 
     def lookup(self, key: str) -> DirectoryUser | None:
         """The user a URL's key (object ID or UPN) names; the open directory creates them."""
         return self.find("id" if GUID.match(key) else "userPrincipalName", key)
 
     def find(self, name: str, value: str) -> DirectoryUser | None:
-        """The user whose property ``name`` equals ``value``, ignoring case (proxyAddresses:
-        one of them, e.g. smtp:ann@contoso.com); the open directory creates them."""
+        """The (first) user whose property ``name`` equals ``value``."""
+        found = self.find_all(name, value)
+        return found[0] if found else None
+
+    def find_all(self, name: str, value: str) -> list[DirectoryUser]:
+        """Every user whose property ``name`` equals ``value``, ignoring case (proxyAddresses:
+        one of them, e.g. smtp:ann@contoso.com); the open directory creates one if none."""
         if name == "id":
             user = self.get(value)
+            users = [user] if user is not None else []
         else:
-            uid = self._index.get((name, value.lower()))
-            user = None if uid is None else self._by_id[uid]
-        if user is not None or not self.open:
-            return user
-        return self._create(name, value)
+            users = [self._by_id[uid] for uid in self._index.get((name, value.lower()), [])]
+        if users or not self.open:
+            return users
+        made = self._create(name, value)
+        return [made] if made is not None else []
 
     def _create(self, name: str, value: str) -> DirectoryUser | None:
         if name == "id":

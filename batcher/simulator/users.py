@@ -93,8 +93,8 @@ class DirectoryEndpoints:
         if clauses is None:
             users = list(self.directory)
         else:
-            found = (self.directory.find(c.name, v) for c in clauses for v in c.values)
-            users = list({u.id: u for u in found if u is not None}.values())
+            found = (u for c in clauses for v in c.values for u in self.directory.find_all(c.name, v))
+            users = list({u.id: u for u in found}.values())
         body: dict[str, Any] = {"@odata.context": odata_context(request, "users")}
         if count:
             body["@odata.count"] = len(users)

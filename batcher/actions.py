@@ -1,0 +1,204 @@
+"""Every Graph action batcher performs, as data: endpoint, body, budget, permission, verify, undo.
+
+Adding an action is one row in ACTIONS, its simulator endpoint and its tests: the sender, the
+ledger, the gate, replay, report, undo and verify all read this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from batcher.errors import ConfigError
+
+
+class Budget(StrEnum):
+    """Which of Graph's throttles a request draws on."""
+
+    IDENTITY_PROTECTION = "identity_protection"  # 1 request/s per tenant, shared by all apps
+    DIRECTORY_READS = "directory_reads"  # per app per tenant; 429s carry Retry-After
+    DIRECTORY_WRITES = "directory_writes"  # 3,000 per 150 s per app per tenant
+
+
+class Shape(StrEnum):
+    """How users ride in requests."""
+
+    ID_LIST = "id_list"  # {"userIds": [...]} in one call
+    PER_USER = "per_user"  # one request per user, inside JSON $batch calls
+
+
+class Read(StrEnum):
+    """Where verify reads an action's effect."""
+
+    RISKY_USER = "risky_user"  # /identityProtection/riskyUsers
+    USER = "user"  # /users, $select'ed
+
+
+@dataclass(frozen=True)
+class Check:
+    """What verify reads back after the action, what it expects there, and the words for
+    "as expected" and "not as expected".
+
+    ``expect`` is a value the field must equal, or AFTER_SENT for a timestamp that must not be
+    older than the moment the request was sent.
+    """
+
+    read: Read
+    field: str
+    expect: Any
+    yes: str
+    no: str
+
+
+AFTER_SENT = "after-sent"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One Graph action. ``path`` is relative to the API version; ``{id}`` is the user."""
+
+    name: str  # on the command line and in the ledger
+    method: str
+    path: str
+    shape: Shape
+    max_ids: int  # users per request (per inner request, for PER_USER)
+    budget: Budget
+    permission: str  # named when Graph answers 403 for every user
+    does: str  # what it does to the users, for the gate: "{n} users will ..."
+    check: Check
+    undo: str | None  # the action that reverses it; None: it cannot be undone
+    body: Mapping[str, Any] | None = None  # PER_USER: the JSON body of each request
+    after: str | None = None  # PER_USER: per user, sent once this action has settled
+    skips_guests: str | None = None  # why guests are skipped, when they are
+    clashes: str | None = None  # refused in one run together with this one
+    legacy: str | None = None  # its name in ledgers written before actions were data
+
+
+RISK_PERMISSION = (
+    "IdentityRiskyUser.ReadWrite.All (admin-consented; with delegated sign-in the user also "
+    "needs the Security Administrator role)"
+)
+GUEST_RISK = (
+    "a guest's risk is evaluated in their home tenant: Identity Protection cannot remediate "
+    "them here; act in their home tenant"
+)
+
+ACTIONS: dict[str, Action] = {
+    a.name: a
+    for a in (
+        Action(
+            name="disable",
+            method="PATCH",
+            path="/users/{id}",
+            shape=Shape.PER_USER,
+            max_ids=1,
+            budget=Budget.DIRECTORY_WRITES,
+            body={"accountEnabled": False},
+            permission="User.EnableDisableAccount.All (with User.Read.All)",
+            does="will be unable to sign in until enabled",
+            check=Check(Read.USER, "accountEnabled", False, "disabled", "still_enabled"),
+            undo="enable",
+            clashes="enable",
+        ),
+        Action(
+            name="enable",
+            method="PATCH",
+            path="/users/{id}",
+            shape=Shape.PER_USER,
+            max_ids=1,
+            budget=Budget.DIRECTORY_WRITES,
+            body={"accountEnabled": True},
+            permission="User.EnableDisableAccount.All (with User.Read.All)",
+            does="will be able to sign in again",
+            check=Check(Read.USER, "accountEnabled", True, "enabled", "still_disabled"),
+            undo="disable",
+            clashes="disable",
+        ),
+        Action(
+            name="revoke-sessions",
+            method="POST",
+            path="/users/{id}/revokeSignInSessions",
+            shape=Shape.PER_USER,
+            max_ids=1,
+            budget=Budget.DIRECTORY_WRITES,
+            permission="User.RevokeSessions.All",
+            does="must sign in again (refresh tokens and session cookies revoked; access "
+            "tokens already issued stay valid up to about an hour)",
+            check=Check(
+                Read.USER, "signInSessionsValidFromDateTime", AFTER_SENT, "revoked", "not_revoked"
+            ),
+            undo=None,
+            after="disable",  # revoking first lets the attacker sign in again before the block
+            skips_guests="revoking sessions does not apply to external (guest) users; revoke "
+            "them in their home tenant",
+        ),
+        Action(
+            name="confirm",
+            method="POST",
+            path="/identityProtection/riskyUsers/confirmCompromised",
+            shape=Shape.ID_LIST,
+            max_ids=60,
+            budget=Budget.IDENTITY_PROTECTION,
+            permission=RISK_PERMISSION,
+            does="will be confirmed compromised (risk high; Conditional Access may block them "
+            "or force a password reset)",
+            check=Check(
+                Read.RISKY_USER, "riskState", "confirmedCompromised", "confirmed", "not_confirmed"
+            ),
+            undo="dismiss",
+            skips_guests=GUEST_RISK,
+            clashes="dismiss",
+            legacy="confirmCompromised",
+        ),
+        Action(
+            name="dismiss",
+            method="POST",
+            path="/identityProtection/riskyUsers/dismiss",
+            shape=Shape.ID_LIST,
+            max_ids=60,
+            budget=Budget.IDENTITY_PROTECTION,
+            permission=RISK_PERMISSION,
+            does="will have their user risk dismissed",
+            check=Check(Read.RISKY_USER, "riskState", "dismissed", "dismissed", "not_dismissed"),
+            undo=None,
+            skips_guests=GUEST_RISK,
+            clashes="confirm",
+            legacy="dismiss",
+        ),
+    )
+}
+DEFAULT_ACTION = "confirm"
+CONTAIN = ("confirm", "disable", "revoke-sessions")
+ORDER = tuple(ACTIONS)  # the table's order is each user's safe order: disable before revoke
+
+
+def action_named(name: str) -> Action:
+    """The action called ``name`` (or its legacy name, from an older ledger)."""
+    for action in ACTIONS.values():
+        if name in (action.name, action.legacy):
+            return action
+    raise ConfigError(f"unknown action {name!r}; choose from {', '.join(ACTIONS)}")
+
+
+def choose(names: Iterable[str]) -> tuple[Action, ...]:
+    """The actions for one run, in each user's safe order; refuses a contradictory set."""
+    chosen = {action_named(n).name for n in names} or {DEFAULT_ACTION}
+    for name in sorted(chosen):
+        clash = ACTIONS[name].clashes
+        if clash in chosen:
+            raise ConfigError(
+                f"--action {name} and --action {clash} contradict each other; run them "
+                "separately, in the order you mean"
+            )
+    return tuple(ACTIONS[n] for n in ORDER if n in chosen)
+
+
+def reverse(actions: Iterable[Action]) -> tuple[tuple[Action, Action], ...]:
+    """(action, its undo) for every action that can be undone."""
+    return tuple((a, ACTIONS[a.undo]) for a in actions if a.undo is not None)
+
+
+def names(actions: Iterable[Action]) -> str:
+    return ",".join(a.name for a in actions)

@@ -1,0 +1,176 @@
+"""HTTP to Microsoft Graph: every endpoint batcher calls, one client, errors mapped in one place."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from batcher import __version__
+from batcher.actions import Action
+from batcher.auth import TokenSource
+from batcher.errors import GraphError, NotFound
+from batcher.graph.answers import answer_of, error_for, no_answer, parse_retry_after, response_error
+from batcher.graph.bearer import BearerAuth
+from batcher.graph.requests import (
+    MAX_BATCH,
+    MAX_FILTER,
+    USER_FIELDS,
+    InnerAnswer,
+    InnerRequest,
+    action_request,
+    literal,
+    match_any,
+    match_proxy,
+    users_query,
+)
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_FILTER",
+    "USER_FIELDS",
+    "Accepted",
+    "BatchAnswer",
+    "BearerAuth",
+    "GraphClient",
+    "InnerAnswer",
+    "InnerRequest",
+    "action_request",
+    "answer_of",
+    "error_for",
+    "literal",
+    "match_any",
+    "match_proxy",
+    "parse_retry_after",
+    "users_query",
+]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A 2xx answer: the request was applied."""
+
+    status: int
+    request_id: str | None
+    client_request_id: str
+
+
+@dataclass(frozen=True)
+class BatchAnswer:
+    """A JSON batch that Graph read (the outer 2xx), with each inner answer to judge alone."""
+
+    status: int
+    request_id: str | None
+    answers: list[InnerAnswer]
+
+
+class GraphClient:
+    """Graph's endpoints; every non-2xx answer, and every missing one, raises a GraphError."""
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str, api_version: str) -> None:
+        self._http = http
+        self.base_url = base_url.rstrip("/")
+        self.api_version = api_version
+
+    @property
+    def root(self) -> str:
+        return f"{self.base_url}/{self.api_version}"
+
+    @property
+    def host(self) -> str:
+        return httpx.URL(self.base_url).host
+
+    async def post_ids(
+        self, action: Action, user_ids: Sequence[str], client_request_id: str
+    ) -> Accepted:
+        """POST ``{"userIds": [...]}`` to an Identity Protection action."""
+        url = self.root + action.path
+        response = await self._send("POST", url, client_request_id, {"userIds": list(user_ids)})
+        return Accepted(response.status_code, response.headers.get("request-id"), client_request_id)
+
+    async def batch(self, requests: Sequence[InnerRequest], client_request_id: str) -> BatchAnswer:
+        """POST a JSON batch of at most 20 requests; each answer is judged on its own."""
+        if not 0 < len(requests) <= MAX_BATCH:
+            raise ValueError(f"a JSON batch holds 1 to {MAX_BATCH} requests, not {len(requests)}")
+        body = {"requests": [r.to_json() for r in requests]}
+        response = await self._send("POST", self.root + "/$batch", client_request_id, body)
+        answers = []
+        for item in _body(response).get("responses", []):
+            if isinstance(item, dict):
+                answers.append(
+                    InnerAnswer(
+                        str(item.get("id")),
+                        int(item.get("status", 0)),
+                        item.get("headers") or {},
+                        item.get("body"),
+                    )
+                )
+        return BatchAnswer(response.status_code, response.headers.get("request-id"), answers)
+
+    async def list_risky_users(
+        self, risk_state: str, client_request_id: str, next_link: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page (up to 500) of riskyUsers in ``risk_state``, and the next page's link."""
+        url = next_link or (
+            f"{self.root}/identityProtection/riskyUsers"
+            f"?$filter=riskState eq {literal(risk_state)}&$top=500"
+        )
+        body = _body(await self._send("GET", url, client_request_id))
+        link = body.get("@odata.nextLink")
+        return list(body.get("value", [])), link if isinstance(link, str) else None
+
+    async def get_risky_user(self, user_id: str, client_request_id: str) -> dict[str, Any] | None:
+        """The riskyUser, or None when Identity Protection has no such user (404)."""
+        url = f"{self.root}/identityProtection/riskyUsers/{user_id}"
+        try:
+            response = await self._send("GET", url, client_request_id)
+        except NotFound:
+            return None
+        user = _body(response)
+        return user or None
+
+    async def _send(
+        self, method: str, url: str, client_request_id: str, body: Any = None
+    ) -> httpx.Response:
+        headers = {"client-request-id": client_request_id, "return-client-request-id": "true"}
+        try:
+            response = await self._http.request(method, url, json=body, headers=headers)
+        except httpx.TransportError as exc:
+            raise no_answer(exc, url, client_request_id) from None
+        if response.is_success:
+            return response
+        raise response_error(response, client_request_id)
+
+
+def _body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def http_client(
+    tokens: TokenSource,
+    *,
+    timeout: float,
+    verify: ssl.SSLContext | bool = True,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The HTTP client for Graph: bearer auth, timeouts, TLS trust, proxies from the
+    environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), no redirects."""
+    return httpx.AsyncClient(
+        auth=BearerAuth(tokens),
+        timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+        verify=verify,
+        transport=transport,
+        trust_env=True,
+        follow_redirects=False,
+        headers={"User-Agent": f"batcher/{__version__}"},
+    )
+
+
+__all__ += ["GraphError", "http_client"]

@@ -1,0 +1,321 @@
+"""Resolve identities (UPNs, e-mail addresses, old aliases, SIDs) to object IDs, read-only, in bulk.
+
+Look-ups ride in JSON batches of 20 `GET /users?$filter=...` requests of up to 15 values each,
+paced on the directory-reads budget: first `userPrincipalName in (...)`, then `mail in (...)`
+for what is still missing, then `proxyAddresses/any(...)` for old aliases; SIDs by
+`onPremisesSecurityIdentifier`. Each identity ends resolved, not_found, ambiguous or guest.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import polars as pl
+
+from batcher.actions import Budget
+from batcher.calls import Call, Caller
+from batcher.errors import (
+    AuthError,
+    BadRequest,
+    Forbidden,
+    GraphError,
+    NoAnswer,
+    ServerError,
+    Throttled,
+    Unauthorized,
+)
+from batcher.graph import (
+    MAX_BATCH,
+    MAX_FILTER,
+    BatchAnswer,
+    GraphClient,
+    InnerRequest,
+    match_any,
+    match_proxy,
+    users_query,
+)
+from batcher.ledger import LOOKUP_COLUMNS
+
+READ_PERMISSION = (
+    "User.Read.All (an application permission; for a delegated sign-in, a directory-reader "
+    "role such as Directory Readers)"
+)
+RESOLVED, NOT_FOUND, AMBIGUOUS, GUEST = "resolved", "not_found", "ambiguous", "guest"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pass over the identities still missing: which kind, which property, how it matched."""
+
+    kind: str
+    matched_by: str
+    field: str  # the user property compared; "proxyAddresses" for the alias lambda
+
+    def query(self, values: Sequence[str], ref: str) -> InnerRequest:
+        if self.field == "proxyAddresses":
+            return users_query(match_proxy(values), ref)
+        return users_query(match_any(self.field, values), ref)
+
+    def matches(self, user: dict[str, Any], value: str) -> bool:
+        if self.field == "proxyAddresses":
+            return any(str(p).lower() == f"smtp:{value}" for p in user.get("proxyAddresses") or [])
+        return str(user.get(self.field) or "").lower() == value.lower()
+
+
+STAGES = (
+    Stage("object_id", "object_id", "id"),
+    Stage("upn", "upn", "userPrincipalName"),
+    Stage("upn", "mail", "mail"),
+    Stage("upn", "proxy_address", "proxyAddresses"),
+    Stage("sid", "sid", "onPremisesSecurityIdentifier"),
+)
+NOT_FOUND_REASON = {
+    "object_id": "no user has this object ID in this tenant's directory (deleted, or from "
+    "another tenant)",
+    "upn": "no user has this UPN, e-mail address or alias (proxy address) in the directory",
+    "sid": "no user has this on-premises SID (is the account synchronised to Entra ID?)",
+}
+
+
+NO_ANSWER_REASON = "no answer from Graph within the retry time; look it up again"
+
+
+def estimate_requests(kinds: dict[str, int]) -> int:
+    """JSON batches for the first pass over ``kinds`` (identity kind -> how many)."""
+    filters = sum(math.ceil(n / MAX_FILTER) for n in kinds.values())
+    return math.ceil(filters / MAX_BATCH)
+
+
+@dataclass
+class _Query:
+    stage: Stage
+    values: list[str]
+    tries: int = 0
+    first_sent: float | None = None
+
+
+@dataclass
+class Resolver:
+    """Looks identities up through ``caller`` on the directory-reads budget."""
+
+    client: GraphClient
+    caller: Caller
+    record: Callable[[pl.DataFrame], None] = lambda frame: None  # the ledger's cache
+    max_in_flight: int = 4
+    outcomes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    requests: int = 0
+
+    async def resolve(self, identities: pl.DataFrame) -> pl.DataFrame:
+        """One LOOKUP_COLUMNS row per identity (input_value, kind, source_file, source_row)."""
+        rows = {(r["kind"], r["input_value"]): r for r in identities.iter_rows(named=True)}
+        for stage in STAGES:
+            wanted = [v for (k, v) in rows if k == stage.kind and (k, v) not in self.outcomes]
+            if wanted:
+                await self._stage(stage, wanted, rows)
+            if self.caller.control.tripped is not None:
+                break
+        if self.caller.control.tripped is None:
+            missing = [key for key in rows if key not in self.outcomes]
+            self._settle(
+                [
+                    self._outcome(rows[key], NOT_FOUND, reason=NOT_FOUND_REASON[key[0]])
+                    for key in missing
+                ]
+            )
+        found = [self.outcomes[key] for key in rows if key in self.outcomes]
+        return pl.DataFrame(found, schema=LOOKUP_COLUMNS, orient="row")
+
+    async def _stage(
+        self, stage: Stage, values: list[str], rows: dict[tuple[str, str], dict[str, Any]]
+    ) -> None:
+        queue = [
+            _Query(stage, values[i : i + MAX_FILTER]) for i in range(0, len(values), MAX_FILTER)
+        ]
+        changed = anyio.Event()
+        busy = 0
+
+        async def worker() -> None:
+            nonlocal changed, busy
+            while self.caller.control.tripped is None and not self.caller.control.stopping:
+                now = time.monotonic()
+                due = [q for q in queue if (q.first_sent or 0) <= now][:MAX_BATCH]
+                if not due:
+                    if not queue and not busy:
+                        return
+                    with anyio.move_on_after(0.05 if queue else math.inf):
+                        await changed.wait()
+                    continue
+                for q in due:
+                    queue.remove(q)
+                busy += 1
+                try:
+                    queue.extend(await self._send(due, rows))
+                finally:
+                    busy -= 1
+                    changed.set()
+                    changed = anyio.Event()
+
+        async with anyio.create_task_group() as group:
+            for _ in range(self.max_in_flight):
+                group.start_soon(worker)
+
+    async def _send(
+        self, queries: list[_Query], rows: dict[tuple[str, str], dict[str, Any]]
+    ) -> list[_Query]:
+        """One JSON batch of look-ups; returns the queries to send again."""
+        requests = [q.stage.query(q.values, str(n)) for n, q in enumerate(queries)]
+        crids: list[str] = []
+        call = Call(
+            Budget.DIRECTORY_READS,
+            send=lambda crid: self.client.batch(requests, crid),
+            permission=READ_PERMISSION,
+            cost=len(requests),
+            before=crids.append,
+            fields={"lookup": len(requests)},
+        )
+        self.requests += 1
+        try:
+            answer: BatchAnswer = await self.caller(call)
+        except AuthError as exc:
+            self.caller.control.trip(exc)
+            return []
+        except GraphError:  # out of retry time for the whole batch: try its queries later
+            return self._later(queries, rows)
+        by_ref = {a.id: a for a in answer.answers}
+        again: list[_Query] = []
+        done: list[dict[str, Any]] = []
+        throttled: list[float] = []
+        for n, query in enumerate(queries):
+            inner = by_ref.get(str(n))
+            error = inner.error(crids[-1]) if inner else NoAnswer("left out of the batch's answer")
+            if error is None and inner is not None:
+                done += self._matched(query, (inner.body or {}).get("value") or [], rows)
+            elif isinstance(error, Throttled):
+                throttled.append(error.retry_after or 0.0)
+                again.append(query)
+            elif isinstance(error, ServerError | NoAnswer):
+                again += self._later([query], rows)
+            elif isinstance(error, Forbidden | Unauthorized):
+                self.caller.control.trip(AuthError(_refused(error)))
+            elif isinstance(error, BadRequest) and len(query.values) > 1:
+                half = len(query.values) // 2  # find the value Graph refuses
+                again += [
+                    _Query(query.stage, v) for v in (query.values[:half], query.values[half:])
+                ]
+            elif error is not None:
+                reason = f"Graph refused the look-up ({error.status} {error.code}: {error.message})"
+                done += [
+                    self._outcome(rows[(query.stage.kind, v)], NOT_FOUND, reason=reason)
+                    for v in query.values
+                ]
+        if throttled:
+            pacer = self.caller.pacers[Budget.DIRECTORY_READS]
+            self.caller.control.tally.throttled += len(throttled)
+            pacer.throttled()
+            pacer.hold(max(throttled))
+        self._settle(done)
+        return again
+
+    def _later(
+        self, queries: list[_Query], rows: dict[tuple[str, str], dict[str, Any]]
+    ) -> list[_Query]:
+        """Queries to retry after a back-off, until the retry time runs out."""
+        retry = self.caller.retry
+        now = time.monotonic()
+        again, lost = [], []
+        for query in queries:
+            query.tries += 1
+            started = query.first_sent if query.tries > 1 else now
+            if now - (started or now) >= retry.retry_for_seconds:
+                lost += [
+                    self._outcome(
+                        rows[(query.stage.kind, v)],
+                        NOT_FOUND,
+                        reason=NO_ANSWER_REASON,
+                    )
+                    for v in query.values
+                ]
+                continue
+            initial, most = retry.backoff
+            query.first_sent = now + min(most, initial * 2 ** (query.tries - 1)) * random.uniform(
+                0.5, 1.0
+            )
+            again.append(query)
+        self._settle(lost)
+        return again
+
+    def _matched(
+        self,
+        query: _Query,
+        users: list[dict[str, Any]],
+        rows: dict[tuple[str, str], dict[str, Any]],
+    ) -> list[dict[str, Any]]:
+        done = []
+        stage = query.stage
+        for value in query.values:
+            found = [u for u in users if stage.matches(u, value)]
+            row = rows[(stage.kind, value)]
+            if len(found) > 1:
+                ids = ", ".join(str(u.get("id")) for u in found[:5])
+                reason = (
+                    f"{len(found)} users match this {stage.field} ({ids}); neither is sent: "
+                    "act on the right one by object ID"
+                )
+                done.append(self._outcome(row, AMBIGUOUS, stage=stage, reason=reason))
+            elif found:
+                user = found[0]
+                guest = (
+                    user.get("userType") == "Guest"
+                    or "#ext#" in str(user.get("userPrincipalName", "")).lower()
+                )
+                done.append(
+                    self._outcome(row, GUEST if guest else RESOLVED, stage=stage, user=user)
+                )
+        return done
+
+    def _outcome(
+        self,
+        row: dict[str, Any],
+        outcome: str,
+        *,
+        stage: Stage | None = None,
+        user: dict[str, Any] | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        user = user or {}
+        return {
+            "input_value": row["input_value"],
+            "kind": row["kind"],
+            "user_id": str(user["id"]).lower() if user.get("id") else None,
+            "user_principal_name": user.get("userPrincipalName"),
+            "matched_by": stage.matched_by if stage else None,
+            "outcome": outcome,
+            "reason": reason
+            or ("a guest (B2B) user of another tenant" if outcome == GUEST else None),
+            "source_file": row.get("source_file"),
+            "source_row": row.get("source_row"),
+            "user_type": user.get("userType") or ("Guest" if outcome == GUEST else None),
+            "account_enabled": user.get("accountEnabled"),
+        }
+
+    def _settle(self, done: list[dict[str, Any]]) -> None:
+        if not done:
+            return
+        for item in done:
+            self.outcomes[(item["kind"], item["input_value"])] = item
+        self.record(pl.DataFrame(done, schema=LOOKUP_COLUMNS, orient="row"))
+        self.caller.control.observer("lookup", settled=len(done), total=len(self.outcomes))
+
+
+def _refused(exc: GraphError) -> str:
+    return (
+        f"Graph refused the directory look-up ({exc.status} {exc.code or 'Forbidden'}, "
+        f"request-id {exc.request_id or 'none'}): the app or user needs {READ_PERMISSION}; "
+        "grant it, then run the same command (nothing was written)"
+    )

@@ -1,0 +1,44 @@
+"""Commands as short functions over a Job: run, replay, undo, verify, resolve, status.
+
+Each builds a Plan directly and returns data; the CLI renders it. The library never prints.
+"""
+
+from batcher.job.execute import config_digest
+from batcher.job.ledgers import default_path, legacy_path, recorded_actions
+from batcher.job.replay import ReplayOptions, replay
+from batcher.job.resolve import Resolved, ResolveOptions, resolve
+from batcher.job.run import RunOptions, run
+from batcher.job.setup import Job, identity, signing_in, tenant
+from batcher.job.status import Status, status
+from batcher.job.summary import ActionSummary, Inputs, Summary, VerifySummary
+from batcher.job.undo import undo, undo_actions, undo_ledger
+from batcher.job.verify import VerifyOptions, verify
+
+__all__ = [
+    "ActionSummary",
+    "Inputs",
+    "Job",
+    "ReplayOptions",
+    "ResolveOptions",
+    "Resolved",
+    "RunOptions",
+    "Status",
+    "Summary",
+    "VerifyOptions",
+    "VerifySummary",
+    "config_digest",
+    "default_path",
+    "identity",
+    "legacy_path",
+    "recorded_actions",
+    "replay",
+    "resolve",
+    "run",
+    "signing_in",
+    "status",
+    "tenant",
+    "undo",
+    "undo_actions",
+    "undo_ledger",
+    "verify",
+]

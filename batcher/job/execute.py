@@ -1,0 +1,160 @@
+"""The part run, replay and undo share: the gate, then record, send, report and summarise."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from batcher.actions import Budget
+from batcher.config import Settings
+from batcher.errors import NotConfirmed, Unreachable
+from batcher.job.session import Session
+from batcher.job.setup import Job
+from batcher.job.summary import ActionSummary, Inputs, Summary
+from batcher.ledger import Ledger, RunRecord, StepState
+from batcher.plan import Plan
+from batcher.report.files import sibling, write_report
+from batcher.sender import Lanes, SendOutcome, Work, send
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a summary says besides the plan: the command, its inputs, files and notes."""
+
+    command: str
+    inputs: Inputs = field(default_factory=Inputs)
+    rejects: Path | None = None
+    notes: tuple[str, ...] = ()
+    dry_run: bool = False
+    ledger_exists: bool = True
+    report_keys: bool = False  # the per-run report lists only the steps sent (a replay)
+    recent_hours: float = 24.0
+
+
+def summarise(
+    job: Job,
+    plan: Plan,
+    facts: Facts,
+    rates: Mapping[Budget, float],
+    outcome: SendOutcome | None = None,
+) -> Summary:
+    actions = tuple(
+        ActionSummary(
+            name=p.action.name,
+            does=p.action.does,
+            undo=p.action.undo,
+            budget=p.action.budget,
+            to_send=p.to_send.len(),
+            requests=p.requests,
+            already_done=p.already_done,
+            done_elsewhere=p.done_elsewhere,
+            failed_before=p.failed_before,
+            skipped=p.skipped.len(),
+            skip_reason=p.action.skips_guests if p.skipped.len() else None,
+            done=outcome.of(p.action.name, StepState.DONE) if outcome else 0,
+            failed=outcome.of(p.action.name, StepState.FAILED) if outcome else 0,
+            unknown=outcome.of(p.action.name, StepState.UNKNOWN) if outcome else 0,
+        )
+        for p in plan.actions
+    )
+    stopped = outcome.stopped_by if outcome else None
+    return Summary(
+        command=facts.command,
+        target=job.settings.graph.target,
+        tenant=job.identity.tenant or "(known once signed in)",
+        cloud=job.identity.cloud,
+        api_version=job.identity.api_version,
+        dry_run=facts.dry_run,
+        inputs=facts.inputs,
+        actions=actions,
+        estimated_seconds=plan.seconds_at(rates),
+        users_to_act=plan.users_to_act,
+        requests=outcome.requests if outcome else 0,
+        throttled=outcome.throttled if outcome else 0,
+        seconds=outcome.seconds if outcome else 0.0,
+        ledger=str(job.ledger) if job.ledger else None,
+        ledger_exists=facts.ledger_exists,
+        rejects=str(facts.rejects) if facts.rejects else None,
+        stopped=str(stopped) if stopped else None,
+        unreachable=isinstance(stopped, Unreachable),
+        interrupted=bool(outcome and outcome.interrupted),
+        notes=facts.notes,
+    )
+
+
+async def execute(
+    session: Session, ledger: Ledger, plan: Plan, facts: Facts, record: RunRecord
+) -> Summary:
+    """The gate, then record and send. Until the operator agrees, the ledger holds no run, no
+    new step and no attempt (it may hold look-ups, which change nothing in the tenant)."""
+    job = session.job
+    preview = summarise(job, plan, facts, session.rates)
+    if plan.to_send and not job.confirm(preview):
+        job.observer("declined", command=facts.command, to_send=plan.to_send)
+        raise NotConfirmed("not confirmed: nothing was sent; run the same command to start again")
+    run_id = ledger.begin_run(record)
+    job.observer("run_started", run=run_id, ledger=str(ledger.path), **_counts(preview))
+    ledger.add_users(plan.new_users)
+    for item in plan.actions:
+        ledger.add_steps(item.action.name, item.to_send)
+        if item.skipped.len() and item.action.skips_guests:
+            ledger.skip_steps(item.action.name, item.skipped, item.action.skips_guests)
+    outcome = None
+    if plan.to_send:
+        client = await session.client()
+        control = session.control()
+        lanes = Lanes(ledger, client, session.caller(control), job.settings.send.max_in_flight)
+        works = [Work(p.action, p.to_send.to_list()) for p in plan.actions]
+        job.observer(
+            "sending", total=plan.to_send, actions={w.action.name: len(w.user_ids) for w in works}
+        )
+        try:
+            outcome = await send(lanes, works, job.settings.send.batch_size, job.stop)
+        finally:
+            job.observer("sent")
+    result = summarise(job, plan, facts, session.rates, outcome)
+    report = sibling(ledger.path, ".replay.report.csv" if facts.report_keys else ".report.csv")
+    keys = _sent_keys(plan) if facts.report_keys else None
+    write_report(ledger.report(keys), report)
+    result = replace(result, report=str(report))
+    ledger.end_run(_counts(result))
+    job.observer("run_finished", run=run_id, **_counts(result))
+    return result
+
+
+def _sent_keys(plan: Plan) -> Iterable[tuple[str, str]]:
+    return [(uid, p.action.name) for p in plan.actions for uid in p.to_send]
+
+
+def _counts(summary: Summary) -> dict[str, object]:
+    record: dict[str, object] = {
+        key: value
+        for key, value in summary.to_json().items()
+        if isinstance(value, int | str | dict) and key not in ("tenant", "ledger", "report")
+    }
+    record["stopped"] = summary.stopped
+    return record
+
+
+def config_digest(settings: Settings) -> str:
+    """A fingerprint of the effective settings, without anything secret-looking."""
+
+    def scrub(value: object) -> object:
+        if isinstance(value, dict):
+            return {
+                k: scrub(v)
+                for k, v in value.items()
+                if not any(word in k for word in ("secret", "password", "token"))
+            }
+        return value
+
+    data = scrub(settings.model_dump(mode="json"))
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()

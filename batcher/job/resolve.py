@@ -1,0 +1,107 @@
+"""`batcher resolve`: only look identities up, and write the table; no write to Graph, no ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import polars as pl
+
+from batcher.identities import Resolver
+from batcher.inputs import read_inputs
+from batcher.job.session import Session
+from batcher.job.setup import Job
+from batcher.ledger import LOOKUP_COLUMNS
+from batcher.report.files import write_report
+
+RESOLVE_COLUMNS = [
+    "input_value",
+    "kind",
+    "user_id",
+    "user_principal_name",
+    "matched_by",
+    "outcome",
+    "reason",
+    "source_file",
+    "source_row",
+    "user_type",
+    "account_enabled",
+]
+
+
+@dataclass(frozen=True)
+class ResolveOptions:
+    inputs: tuple[Path, ...]
+    out: Path
+    column: str | None = None
+    sheet: str | None = None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    out: str
+    rows: int
+    valid: int
+    duplicates: int
+    invalid: int
+    skipped: int
+    looked_up: int
+    resolved: int
+    not_found: int
+    ambiguous: int
+    guests: int
+    requests: int
+
+    def to_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def resolve(job: Job, options: ResolveOptions) -> Resolved:
+    read = read_inputs(options.inputs, options.column, options.sheet)
+    job.observer("inputs", files=read.files, warnings=read.warnings)
+    wanted = pl.concat(
+        [
+            read.ids.select(
+                pl.col("user_id").alias("input_value"),
+                pl.lit("object_id").alias("kind"),
+                "source_file",
+                "source_row",
+            ),
+            read.identities.select("input_value", "kind", "source_file", "source_row"),
+        ]
+    )
+    table, requests = anyio.run(_look_up, job, wanted)
+    write_report(table.select(RESOLVE_COLUMNS), options.out)
+    outcome = table.get_column("outcome")
+    return Resolved(
+        out=str(options.out),
+        rows=read.rows,
+        valid=read.valid,
+        duplicates=read.duplicates,
+        invalid=read.invalid,
+        skipped=read.skipped,
+        looked_up=table.height,
+        resolved=int((outcome == "resolved").sum()),
+        not_found=int((outcome == "not_found").sum()),
+        ambiguous=int((outcome == "ambiguous").sum()),
+        guests=int((outcome == "guest").sum()),
+        requests=requests,
+    )
+
+
+async def _look_up(job: Job, wanted: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    if wanted.height == 0:
+        return pl.DataFrame(schema=LOOKUP_COLUMNS), 0
+    async with Session(job) as session:
+        control = session.control()
+        resolver = Resolver(
+            await session.client(),
+            session.caller(control),
+            max_in_flight=job.settings.send.max_in_flight,
+        )
+        with job.stop.attached(control), control.scope():
+            table = await resolver.resolve(wanted)
+        if control.tripped is not None:
+            raise control.tripped
+        return table, resolver.requests

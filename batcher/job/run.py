@@ -1,0 +1,254 @@
+"""`batcher run`: read the inputs, resolve identities, plan each action, ask, send, report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import anyio
+import polars as pl
+
+from batcher.actions import ACTIONS, Action, Shape
+from batcher.identities import GUEST, RESOLVED, Resolver, estimate_requests
+from batcher.inputs import InputSet, read_inputs
+from batcher.job.execute import Facts, config_digest, execute, file_sha256, summarise
+from batcher.job.ledgers import done_elsewhere
+from batcher.job.session import Session, budget_pacers, paced_rates
+from batcher.job.setup import Job
+from batcher.job.summary import Inputs, Summary
+from batcher.ledger import LOOKUP_COLUMNS, Ledger, RunRecord
+from batcher.plan import USER_COLUMNS, Plan, make_plan
+from batcher.report.files import sibling, write_rejects
+
+# A share of invalid rows worth saying prominently, not only as a count in the table.
+NOTABLE_INVALID = 0.05
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    inputs: tuple[Path, ...]
+    column: str | None = None
+    sheet: str | None = None
+    dry_run: bool = False
+    resend: bool = False  # send again what another recent run on the tenant already did
+
+
+def run(job: Job, options: RunOptions) -> Summary:
+    """Read, resolve, plan, ask ``job.confirm``, record and send. A failed batch is data."""
+    read = read_inputs(options.inputs, options.column, options.sheet)
+    job.observer("inputs", files=read.files, warnings=read.warnings)
+    if options.dry_run:
+        return _dry_run(job, read, options)
+    return anyio.run(_run, job, read, options)
+
+
+async def _run(job: Job, read: InputSet, options: RunOptions) -> Summary:
+    assert job.ledger is not None
+    record = RunRecord(
+        "run",
+        config_digest(job.settings),
+        tuple((str(p), file_sha256(p)) for p in options.inputs),
+        job.command_line,
+    )
+    ledger = Ledger.open(job.ledger, job.identity)
+    try:
+        ledger.recover()  # what a killed run left 'sending'
+        job.observer("ledger", path=str(ledger.path), exists=True)
+        async with Session(job) as session:
+            users, lookups, requests = await _identify(session, ledger, read)
+            facts = _facts(job, read, lookups, requests, len(users))
+            elsewhere = (
+                None
+                if options.resend
+                else done_elsewhere(ledger.path, job.identity, job.settings.ledger.recent_hours)
+            )
+            plan = make_plan(
+                users, ledger.known_steps(), _actions(job), job.settings.send.batch_size, elsewhere
+            )
+            facts = _with_elsewhere(facts, elsewhere, plan)
+            return await execute(session, ledger, plan, facts, record)
+    finally:
+        ledger.close()
+
+
+def _actions(job: Job) -> tuple[Action, ...]:
+    return tuple(ACTIONS[name] for name in job.actions)
+
+
+def _direct_users(ids: pl.DataFrame) -> pl.DataFrame:
+    """Object IDs from the inputs as users (USER_COLUMNS), without a look-up."""
+    return ids.select(
+        "user_id",
+        "source_file",
+        "source_row",
+        pl.col("user_id").alias("input_value"),
+        pl.lit("object_id").alias("matched_by"),
+        pl.lit(None, pl.String).alias("user_type"),
+        pl.lit(None, pl.Boolean).alias("account_enabled"),
+    )
+
+
+def _needs_lookup(job: Job, read: InputSet) -> pl.DataFrame:
+    """The identities to look up: UPNs, e-mail addresses and SIDs; object IDs too when a
+    directory action needs each user's type (guests) and existence."""
+    identities = read.identities.select("input_value", "kind", "source_file", "source_row")
+    if any(ACTIONS[a].shape is Shape.PER_USER for a in job.actions) and read.ids.height:
+        ids = read.ids.select(
+            pl.col("user_id").alias("input_value"),
+            pl.lit("object_id").alias("kind"),
+            "source_file",
+            "source_row",
+        )
+        identities = pl.concat([ids, identities])
+    return identities
+
+
+async def _identify(
+    session: Session, ledger: Ledger, read: InputSet
+) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """The users to act on (USER_COLUMNS, input order), every look-up outcome, and how many
+    look-up requests it took. A resume takes outcomes from the ledger, not from Graph."""
+    job = session.job
+    wanted = _needs_lookup(job, read)
+    cached = ledger.lookups().join(wanted.select("kind", "input_value"), on=["kind", "input_value"])
+    todo = wanted.join(cached.select("kind", "input_value"), on=["kind", "input_value"], how="anti")
+    requests = 0
+    outcomes = cached
+    if todo.height:
+        control = session.control()
+        resolver = Resolver(
+            await session.client(),
+            session.caller(control),
+            record=ledger.record_lookups,
+            max_in_flight=job.settings.send.max_in_flight,
+        )
+        job.observer("looking_up", identities=todo.height)
+        found = await resolver.resolve(todo)
+        if control.tripped is not None:
+            raise control.tripped
+        requests = resolver.requests
+        outcomes = pl.concat([cached, found])
+    direct = read.ids
+    if (wanted.get_column("kind") == "object_id").any():
+        direct = direct.head(0)  # object IDs went through the look-up too
+    users = pl.concat(
+        [
+            _direct_users(direct),
+            outcomes.filter(pl.col("outcome").is_in([RESOLVED, GUEST])).select(list(USER_COLUMNS)),
+        ],
+        how="vertical_relaxed",
+    ).unique("user_id", keep="first", maintain_order=True)
+    return users, outcomes, requests
+
+
+def _facts(job: Job, read: InputSet, lookups: pl.DataFrame, requests: int, users: int) -> Facts:
+    outcome = lookups.get_column("outcome") if lookups.height else pl.Series([], dtype=pl.String)
+    identities = lookups.filter(pl.col("kind") != "object_id") if lookups.height else lookups
+    counts = {k: int((outcome == k).sum()) for k in ("resolved", "not_found", "ambiguous", "guest")}
+    inputs = Inputs(
+        rows=read.rows,
+        valid=read.valid,
+        duplicates=read.duplicates,
+        invalid=read.invalid,
+        skipped=read.skipped,
+        looked_up=identities.height,
+        resolved=counts["resolved"],
+        not_found=counts["not_found"],
+        ambiguous=counts["ambiguous"],
+        guests=counts["guest"],
+        lookup_requests=requests,
+        users=users,
+    )
+    rejects = _rejects(read, lookups)
+    path = None
+    if rejects.height and job.ledger is not None:
+        path = sibling(job.ledger, ".rejects.csv")
+        write_rejects(rejects, path)
+    return Facts(
+        "run",
+        inputs,
+        path,
+        _notes(read, inputs, path),
+        recent_hours=job.settings.ledger.recent_hours,
+    )
+
+
+def _rejects(read: InputSet, lookups: pl.DataFrame) -> pl.DataFrame:
+    """Invalid rows, and identities that cannot be acted on (with why)."""
+    unusable = lookups.filter(pl.col("outcome") != RESOLVED) if lookups.height else lookups
+    return pl.concat(
+        [
+            read.rejects.select("source_file", "source_row", "raw_value", "reason"),
+            unusable.select(
+                "source_file",
+                "source_row",
+                pl.col("input_value").alias("raw_value"),
+                (pl.col("outcome") + ": " + pl.col("reason").fill_null("")).alias("reason"),
+            ),
+        ],
+        how="vertical_relaxed",
+    )
+
+
+def _notes(read: InputSet, inputs: Inputs, rejects: Path | None) -> tuple[str, ...]:
+    notes = []
+    if read.rows and read.invalid / read.rows >= NOTABLE_INVALID:
+        notes.append(
+            f"{read.invalid:,} of {read.rows:,} rows ({read.invalid / read.rows:.0%}) are not "
+            f"valid user IDs, UPNs or SIDs and will not be acted on; see {rejects}"
+        )
+    unusable = inputs.not_found + inputs.ambiguous
+    if unusable:
+        notes.append(
+            f"{unusable:,} identities could not be resolved ({inputs.not_found:,} not found, "
+            f"{inputs.ambiguous:,} ambiguous) and will not be acted on; see {rejects}"
+        )
+    return tuple(notes)
+
+
+def _with_elsewhere(facts: Facts, elsewhere: pl.DataFrame | None, plan: Plan) -> Facts:
+    done = sum(p.done_elsewhere for p in plan.actions)
+    if not done or elsewhere is None:
+        return facts
+    ledgers = sorted(set(elsewhere.get_column("ledger").to_list()))
+    shown = ", ".join(ledgers[:2]) + (f" and {len(ledgers) - 2} more" if len(ledgers) > 2 else "")
+    hours = f"{facts.recent_hours:g}"
+    note = (
+        f"{done:,} steps were already done in the last {hours} hours by another run on this "
+        f"tenant ({shown}); they are not sent again (--resend sends them)"
+    )
+    return replace(facts, notes=(*facts.notes, note))
+
+
+def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
+    """The plan without a single request, and without creating or changing anything."""
+    exists = job.ledger is not None and job.ledger.exists()
+    known = pl.DataFrame(schema={"user_id": pl.String, "action": pl.String, "state": pl.String})
+    cached = pl.DataFrame(schema=LOOKUP_COLUMNS)
+    if exists:
+        assert job.ledger is not None
+        reader = Ledger.open_existing(job.ledger, job.identity)
+        try:
+            known, cached = reader.known_steps(), reader.lookups()
+        finally:
+            reader.close()
+    wanted = _needs_lookup(job, read)
+    todo = wanted.join(cached.select("kind", "input_value"), on=["kind", "input_value"], how="anti")
+    users = _direct_users(read.ids)
+    estimate = estimate_requests(dict(todo.group_by("kind").len().iter_rows()))
+    elsewhere = None
+    if job.ledger is not None and not options.resend:
+        elsewhere = done_elsewhere(job.ledger, job.identity, job.settings.ledger.recent_hours)
+    plan = make_plan(users, known, _actions(job), job.settings.send.batch_size, elsewhere)
+    facts = replace(_facts(job, read, cached, estimate, users.height), dry_run=True)
+    facts = replace(facts, ledger_exists=exists)
+    if todo.height:
+        reads = job.settings.directory.reads_per_second
+        note = (
+            f"{todo.height:,} identities need a directory look-up before the plan is exact: "
+            f"about {estimate:,} requests (JSON batches of 20 x 15 values) at {reads:g} "
+            "look-ups a second; the run does them before it asks you to go on"
+        )
+        facts = replace(facts, notes=(*facts.notes, note))
+    rates = paced_rates(budget_pacers(job.settings))
+    return summarise(job, plan, _with_elsewhere(facts, elsewhere, plan), rates)

@@ -1,0 +1,109 @@
+"""How a command signs in and what its ledger is about, decided before anything is read."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from batcher.actions import Action
+from batcher.auth import StaticToken, TokenSource, tenant_of, token_source
+from batcher.calls import StopSignal
+from batcher.config import Settings
+from batcher.errors import AuthError, ConfigError
+from batcher.eventlog import Observer, no_events
+from batcher.inputs import GUID_PATTERN
+from batcher.ledger import RunIdentity
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import httpx
+
+    from batcher.job.summary import Summary
+
+GUID = re.compile(GUID_PATTERN, re.IGNORECASE)
+
+
+def _always(preview: Summary) -> bool:
+    return True
+
+
+@dataclass
+class Job:
+    """Everything a command works with: settings, the tenant it is about, how it signs in (None
+    for an offline dry run), its ledger, who watches (the observer) and who agrees (the gate)."""
+
+    settings: Settings
+    identity: RunIdentity
+    tokens: TokenSource | None
+    ledger: Path | None  # None: the tenant is not known before signing in (offline dry run)
+    observer: Observer = no_events
+    confirm: Callable[[Summary], bool] = _always
+    stop: StopSignal = field(default_factory=StopSignal)
+    command_line: str = "batcher"
+    # Tests: Graph through this transport at this base URL instead of the network.
+    transport: tuple[str, httpx.AsyncBaseTransport] | None = None
+
+    @property
+    def simulated(self) -> bool:
+        return self.settings.graph.target == "simulator" and self.transport is None
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        return self.identity.actions
+
+
+def signing_in(settings: Settings, *, offline: bool = False) -> TokenSource | None:
+    """How this command signs in (nothing is fetched yet); None when ``offline`` and the
+    settings name no usable credential (a dry run needs none)."""
+    try:
+        return token_source(
+            settings.auth,
+            simulator=settings.graph.target == "simulator",
+            cloud=settings.graph.cloud,
+        )
+    except ConfigError:
+        if offline:
+            return None
+        raise
+
+
+def identity(
+    settings: Settings, tokens: TokenSource | None, actions: tuple[Action, ...]
+) -> RunIdentity:
+    """What the ledger is about: the actions and the tenant (named before anything signs in)."""
+    return RunIdentity(
+        actions=tuple(a.name for a in actions),
+        tenant=tenant(settings, tokens) or "",
+        cloud=settings.graph.cloud,
+        api_version=settings.graph.api_version,
+    )
+
+
+def tenant(settings: Settings, tokens: TokenSource | None) -> str | None:
+    """The tenant the ledger names; None when only signing in would tell (an offline dry run)."""
+    if settings.graph.target == "simulator":
+        return "simulator"
+    if settings.auth.tenant_id:
+        return settings.auth.tenant_id
+    if isinstance(tokens, StaticToken):
+        return tenant_of(tokens.value) or "token-tenant"
+    if tokens is None and settings.auth.method == "token":
+        return None
+    raise ConfigError(
+        f"[auth] method = {settings.auth.method!r} needs tenant_id: it names the ledger and is "
+        "checked against the token, so a sign-in to another tenant cannot reuse this one's "
+        "ledger; set it to the Directory (tenant) ID"
+    )
+
+
+def check_tenant(token: str, expected: str) -> None:
+    """Refuse a token for another tenant than the ledger's (when both name a tenant GUID)."""
+    signed_in = tenant_of(token)
+    if signed_in and GUID.match(expected) and signed_in.lower() != expected.lower():
+        raise AuthError(
+            f"signed in to tenant {signed_in}, but this run (and its ledger) is for tenant "
+            f"{expected}; sign in to that tenant, or set [auth] tenant_id to the one you mean"
+        )

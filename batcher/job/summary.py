@@ -1,0 +1,170 @@
+"""What a command did, as data: the CLI renders it (report.py) and prints it as JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from batcher.actions import Budget
+
+
+@dataclass(frozen=True)
+class ActionSummary:
+    """One action's counts: the plan, then what this run did (steps = users x this action)."""
+
+    name: str
+    does: str  # what it does to users, for the gate
+    undo: str | None  # the action that reverses it, None: it cannot be undone
+    budget: Budget
+    to_send: int
+    requests: int  # at the least
+    already_done: int = 0
+    done_elsewhere: int = 0  # done by another recent run on this tenant
+    failed_before: int = 0
+    skipped: int = 0
+    skip_reason: str | None = None
+    done: int = 0
+    failed: int = 0
+    unknown: int = 0
+
+    @property
+    def not_sent(self) -> int:
+        return max(0, self.to_send - self.done - self.failed - self.unknown)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["not_sent"] = self.not_sent
+        data.pop("does")
+        data.pop("skip_reason")
+        return data
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the inputs held (``rows = valid + duplicates + invalid + skipped``), and the look-up."""
+
+    rows: int = 0
+    valid: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    skipped: int = 0  # entities of other kinds (hosts, IPs, files)
+    looked_up: int = 0
+    resolved: int = 0
+    not_found: int = 0
+    ambiguous: int = 0
+    guests: int = 0
+    lookup_requests: int = 0  # done, or (dry run) about how many it takes
+    users: int = 0  # distinct users acted on
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The counts every run, replay and undo reports; the CLI turns it into a table and JSON."""
+
+    command: str
+    target: str
+    tenant: str
+    cloud: str
+    api_version: str
+    dry_run: bool
+    inputs: Inputs
+    actions: tuple[ActionSummary, ...]
+    estimated_seconds: float
+    users_to_act: int = 0  # distinct users with a step to send: the count the gate asks for
+    requests: int = 0
+    throttled: int = 0
+    seconds: float = 0.0
+    ledger: str | None = None
+    ledger_exists: bool = False
+    rejects: str | None = None
+    report: str | None = None
+    stopped: str | None = None
+    unreachable: bool = False  # stopped because Graph could not be reached
+    interrupted: bool = False
+    notes: tuple[str, ...] = field(default=())  # said prominently: e.g. many invalid rows
+
+    @property
+    def primary(self) -> ActionSummary:
+        """The action the historical keys describe: Identity Protection's, else the first."""
+        risk = [a for a in self.actions if a.budget is Budget.IDENTITY_PROTECTION]
+        return (risk or list(self.actions))[0]
+
+    @property
+    def to_send(self) -> int:
+        return sum(a.to_send for a in self.actions)
+
+    @property
+    def unknown(self) -> int:
+        return sum(a.unknown for a in self.actions)
+
+    @property
+    def not_sent(self) -> int:
+        return sum(a.not_sent for a in self.actions)
+
+    @property
+    def failed(self) -> int:
+        return sum(a.failed + a.failed_before for a in self.actions)
+
+    def to_json(self) -> dict[str, Any]:
+        """Keys of earlier releases keep their meaning for the primary action (confirm)."""
+        first = self.primary
+        data: dict[str, Any] = {
+            "command": self.command,
+            "action": first.name,
+            "target": self.target,
+            "tenant": self.tenant,
+            "cloud": self.cloud,
+            "api_version": self.api_version,
+            "dry_run": self.dry_run,
+            **asdict(self.inputs),
+            "already_done": first.already_done,
+            "done_elsewhere": first.done_elsewhere,
+            "failed_before": first.failed_before,
+            "to_send": first.to_send,
+            "batches": first.requests,
+            "confirmed": first.done,
+            "failed": first.failed,
+            "unknown": first.unknown,
+            "unsent": first.not_sent,
+            "estimated_seconds": self.estimated_seconds,
+            "users_to_act": self.users_to_act,
+            "requests": self.requests,
+            "throttled": self.throttled,
+            "seconds": self.seconds,
+            "ledger": self.ledger,
+            "ledger_exists": self.ledger_exists,
+            "rejects": self.rejects,
+            "report": self.report,
+            "stopped": self.stopped,
+            "interrupted": self.interrupted,
+            "actions": {a.name: a.to_json() for a in self.actions},
+        }
+        return data
+
+
+@dataclass(frozen=True)
+class VerifySummary:
+    """What verify read back, per action; ``not_read`` were not read (stopped or cut short)."""
+
+    ledger: str
+    report: str
+    requests: int
+    actions: dict[str, dict[str, int]]  # action -> {checked, as_expected, processing, ...}
+    expected: dict[str, str]  # action -> what it expects, in words
+    nothing_to_verify: str | None = None  # why there was nothing to read
+    interrupted: bool = False
+
+    def total(self, key: str) -> int:
+        return sum(counts.get(key, 0) for counts in self.actions.values())
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        # the keys of earlier releases, over every action
+        data.update(
+            checked=self.total("checked"),
+            confirmed=self.total("as_expected"),
+            processing=self.total("processing"),
+            not_confirmed=self.total("not_as_expected"),
+            not_read=self.total("not_read"),
+        )
+        return data

@@ -1,0 +1,125 @@
+"""`batcher undo`: reverse what a ledger did, where it can be reversed, in an undo ledger."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import anyio
+import polars as pl
+
+from batcher.actions import ACTIONS, reverse
+from batcher.errors import LedgerError
+from batcher.job.execute import Facts, config_digest, execute, summarise
+from batcher.job.session import Session, budget_pacers, paced_rates
+from batcher.job.setup import Job
+from batcher.job.summary import Inputs, Summary
+from batcher.ledger import Ledger, RunRecord
+from batcher.plan import USER_COLUMNS, Plan, action_plan
+from batcher.report.files import sibling
+
+UNDO_OF = "undo_of"
+NO_STEPS = pl.DataFrame(schema={"user_id": pl.String, "action": pl.String, "state": pl.String})
+
+
+def undo_ledger(original: Path) -> Path:
+    """Where the undo of ``original`` is recorded: beside it, so the same undo resumes it."""
+    return sibling(original, ".undo.sqlite")
+
+
+def undo_actions(original: Path) -> tuple[str, ...]:
+    """The actions that reverse what ``original`` did, in the table's order."""
+    reader = Ledger.open_existing(original)
+    try:
+        meta, actions = reader.meta(), reader.actions()
+    finally:
+        reader.close()
+    if UNDO_OF in meta:
+        raise LedgerError(
+            f"{original}: is the undo ledger of {meta[UNDO_OF]}; an undo cannot be undone: "
+            "run the original actions again with `batcher run`"
+        )
+    pairs = reverse(ACTIONS[a] for a in actions)
+    if not pairs:
+        raise LedgerError(
+            f"{original}: nothing it did can be undone ({', '.join(actions)}: revoked sessions "
+            "stay revoked, and a dismissal does not restore the earlier risk)"
+        )
+    undone = {back.name for _, back in pairs}
+    return tuple(name for name in ACTIONS if name in undone)
+
+
+def undo(job: Job, original: Path, *, dry_run: bool = False) -> Summary:
+    """Reverse every step ``original`` did or may have done (unknown: Graph may have applied
+    it, and reversing is safe to repeat). ``original`` stays locked meanwhile, so its run
+    cannot go on while the undo reverses it."""
+    holder = Ledger.open(original)  # its writer lock: refused while a run still writes it
+    try:
+        holder.recover()
+        if not dry_run:
+            return anyio.run(_undo, job, holder)
+        known, exists = NO_STEPS, job.ledger is not None and job.ledger.exists()
+        if exists:
+            assert job.ledger is not None
+            reader = Ledger.open_existing(job.ledger)
+            try:
+                known = reader.known_steps()
+            finally:
+                reader.close()
+        plan, facts = _plan(job, holder, known)
+        facts = replace(facts, dry_run=True, ledger_exists=exists)
+        return summarise(job, plan, facts, paced_rates(budget_pacers(job.settings)))
+    finally:
+        holder.close()
+
+
+async def _undo(job: Job, original: Ledger) -> Summary:
+    assert job.ledger is not None
+    ledger = Ledger.open(job.ledger, job.identity)
+    try:
+        ledger.recover()
+        ledger.set_meta(UNDO_OF, str(original.path))
+        plan, facts = _plan(job, original, ledger.known_steps())
+        record = RunRecord("undo", config_digest(job.settings), command_line=job.command_line)
+        async with Session(job) as session:
+            return await execute(session, ledger, plan, facts, record)
+    finally:
+        ledger.close()
+
+
+def _plan(job: Job, original: Ledger, known: pl.DataFrame) -> tuple[Plan, Facts]:
+    """Each reversing action with the users whose step Graph applied or may have applied."""
+    notes, frames, plans = [], [], []
+    for forward, back in reverse(ACTIONS[a] for a in original.actions()):
+        steps = original.undoable(forward.name)
+        unknown = steps.filter(pl.col("state") == "unknown").height
+        if back.name == "enable":  # an account disabled before the run stays disabled
+            before = steps.filter(pl.col("account_enabled").eq(False))
+            if before.height:
+                notes.append(
+                    f"{before.height:,} accounts were already disabled before the run; "
+                    "they stay disabled"
+                )
+            steps = steps.filter(pl.col("account_enabled").ne(False).fill_null(True))
+        users = steps.select(
+            "user_id",
+            pl.lit(str(original.path)).alias("source_file"),
+            pl.int_range(1, steps.height + 1, dtype=pl.Int64).alias("source_row"),
+            pl.col("user_id").alias("input_value"),
+            pl.lit("object_id").alias("matched_by"),
+            pl.lit(None, pl.String).alias("user_type"),
+            pl.lit(None, pl.Boolean).alias("account_enabled"),
+        )
+        frames.append(users)
+        plans.append(action_plan(users, known, back, job.settings.send.batch_size))
+        notes.append(
+            f"{back.name}: {steps.height:,} users ({steps.height - unknown:,} {forward.name} "
+            f"done, {unknown:,} unknown: Graph may have applied them)"
+        )
+    if "revoke-sessions" in original.actions():
+        notes.append("revoked sessions stay revoked: revoke-sessions cannot be undone")
+    users = pl.concat(frames) if frames else pl.DataFrame(schema=USER_COLUMNS)
+    users = users.unique("user_id", keep="first", maintain_order=True)
+    new = users.join(known.select("user_id").unique(), on="user_id", how="anti")
+    facts = Facts("undo", Inputs(users=users.height), notes=tuple(notes))
+    return Plan(new, tuple(plans)), facts

@@ -1,0 +1,97 @@
+"""`batcher verify`: read back every step a ledger did, per action, and say what was not read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import polars as pl
+
+from batcher.actions import ACTIONS, Read
+from batcher.errors import LedgerError
+from batcher.job.session import Session
+from batcher.job.setup import Job
+from batcher.job.summary import VerifySummary
+from batcher.ledger import Ledger, StepState
+from batcher.report.files import sibling, write_report
+from batcher.verify import NOT_READ, Reading, Verifier
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    out: Path | None = None
+    unread: bool = False  # read only what the last verify did not read
+
+
+def verify(job: Job, options: VerifyOptions) -> VerifySummary:
+    assert job.ledger is not None
+    reader = Ledger.open_existing(job.ledger)
+    try:
+        actions = reader.actions()
+        done = {a: reader.done(a) for a in actions}
+        counts = reader.counts()
+    finally:
+        reader.close()
+    report = options.out or sibling(job.ledger, ".verify.csv")
+    if options.unread:
+        done = _unread_only(done, report)
+    expected = {a: f"{ACTIONS[a].check.field} {ACTIONS[a].check.expect}" for a in actions}
+    if not any(frame.height for frame in done.values()):
+        waiting = sum(c[StepState.PLANNED] + c[StepState.UNKNOWN] for c in counts.values())
+        reason = (
+            f"nothing to verify: {waiting:,} steps not sent yet (or unknown); resume first"
+            if waiting
+            else "nothing to verify: no step of this ledger was done"
+        )
+        if options.unread:
+            reason = f"nothing left unread in {report}"
+        return VerifySummary(str(job.ledger), str(report), 0, {}, expected, reason)
+    readings, requests, stopped = anyio.run(_read, job, done)
+    frames = [readings[a].frame(done[a].get_column("user_id").to_list()) for a in done]
+    write_report(pl.concat(frames), report)
+    per_action = {a: readings[a].counts(done[a].get_column("user_id").to_list()) for a in done}
+    return VerifySummary(
+        str(job.ledger), str(report), requests, per_action, expected, None, stopped
+    )
+
+
+async def _read(job: Job, done: dict[str, pl.DataFrame]) -> tuple[dict[str, Reading], int, bool]:
+    async with Session(job) as session:
+        verifier = Verifier(await session.client(), session.caller(control := session.control()))
+        readings: dict[str, Reading] = {}
+
+        async def read(name: str) -> None:
+            action, steps = ACTIONS[name], done[name]
+            if action.check.read is Read.RISKY_USER:
+                ids = steps.get_column("user_id").to_list()
+                readings[name] = await verifier.risky_users(action, ids)
+            else:
+                sent = dict(zip(steps["user_id"], steps["sent_at"], strict=True))
+                readings[name] = await verifier.users(action, sent)
+
+        with job.stop.attached(control), control.scope():
+            async with anyio.create_task_group() as group:
+                for name in done:
+                    if done[name].height:
+                        group.start_soon(read, name)
+        for name in done:
+            readings.setdefault(name, Reading(ACTIONS[name]))
+        if control.tripped is not None and not any(r.found for r in readings.values()):
+            raise control.tripped
+        return readings, control.tally.requests, control.stopping or control.tripped is not None
+
+
+def _unread_only(done: dict[str, pl.DataFrame], report: Path) -> dict[str, pl.DataFrame]:
+    if not report.is_file():
+        raise LedgerError(
+            f"{report}: no earlier verify report to finish; run verify without --unread"
+        )
+    earlier = pl.read_csv(report, infer_schema=False)
+    unread = earlier.filter(pl.col("verify_status") == NOT_READ)
+    return {
+        a: frame.join(
+            unread.filter(pl.col("action") == a).select("user_id"), on="user_id", how="semi"
+        )
+        for a, frame in done.items()
+    }

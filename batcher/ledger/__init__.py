@@ -1,0 +1,393 @@
+"""The durable SQLite checkpoint ledger: users, one step per user per action, batches, attempts.
+
+Every transition below is one named method and one transaction. The intent to send is committed
+once the pacer has granted the request and before it leaves; its answer when it arrives.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from batcher import __version__
+from batcher.ledger.reads import EFFECTIVE_STATE, LOOKUP_COLUMNS, REPORT_COLUMNS, Reads
+from batcher.ledger.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from batcher.ledger.states import (
+    MEANING,
+    REPLAYABLE,
+    SETTLED,
+    TO_SEND,
+    UNDOABLE,
+    Answer,
+    BatchState,
+    Outcome,
+    RunIdentity,
+    RunRecord,
+    StepState,
+    now,
+)
+from batcher.ledger.store import WriterLock
+
+__all__ = [
+    "APPLICATION_ID",
+    "EFFECTIVE_STATE",
+    "LOOKUP_COLUMNS",
+    "MEANING",
+    "MIGRATIONS",
+    "REPLAYABLE",
+    "REPORT_COLUMNS",
+    "SCHEMA_VERSION",
+    "SETTLED",
+    "TO_SEND",
+    "UNDOABLE",
+    "Answer",
+    "BatchState",
+    "Ledger",
+    "Outcome",
+    "RunIdentity",
+    "RunRecord",
+    "StepResult",
+    "StepState",
+    "WriterLock",
+    "now",
+]
+
+Key = tuple[str, str]  # (user_id, action): one step
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One inner answer of a JSON batch: the step, its answer, and its new state (None: it
+    goes back to the queue to be sent again)."""
+
+    key: Key
+    answer: Answer
+    settle: StepState | None
+
+
+class Ledger(Reads):
+    """A run's durable state: the named transitions of the step state machine."""
+
+    # -- runs ----------------------------------------------------------------------------------
+    def recover(self) -> dict[str, int]:
+        """Settle what a stopped or killed run left 'sending': unknown when a request carrying
+        it may have been applied (sent and not answered, or answered 5xx), else planned again.
+        Returns, per action, how many became unknown."""
+        with self._write() as db:
+            unknown = dict(
+                db.execute(
+                    "SELECT action, COUNT(*) FROM steps WHERE state = 'sending' "
+                    "AND (in_flight OR maybe_applied) GROUP BY action"
+                ).fetchall()
+            )
+            db.execute(
+                "UPDATE steps SET state = CASE WHEN in_flight OR maybe_applied THEN 'unknown' "
+                "ELSE 'planned' END, maybe_applied = in_flight OR maybe_applied, in_flight = 0 "
+                "WHERE state = 'sending'"
+            )
+            db.execute("UPDATE batches SET state = 'unknown' WHERE state = 'sending'")
+        return unknown
+
+    def begin_run(self, record: RunRecord) -> int:
+        """Record who started this run, on which inputs and settings."""
+        inputs = [{"path": p, "sha256": h} for p, h in record.inputs]
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO runs (command, tool_version, os_user, host, config_digest, inputs, "
+                "started_at, command_line) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.command,
+                    __version__,
+                    _os_user(),
+                    socket.gethostname(),
+                    record.config_digest,
+                    json.dumps(inputs),
+                    now(),
+                    record.command_line,
+                ),
+            )
+        self.run_id = int(cur.lastrowid or 0)
+        return self.run_id
+
+    def end_run(self, outcome: dict[str, object]) -> None:
+        if self.run_id is None:
+            return
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET finished_at = ?, outcome = ? WHERE run_id = ?",
+                (now(), json.dumps(outcome), self.run_id),
+            )
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Record a fact about the ledger (an undo ledger names the ledger it undoes)."""
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- users, steps and look-ups -------------------------------------------------------------
+    def add_users(self, users: pl.DataFrame) -> None:
+        """Record users first seen in this run (user_id, source_file, source_row, input_value,
+        matched_by, user_type, account_enabled as read before the run); a user already known
+        keeps its first record."""
+        if users.height == 0:
+            return
+        columns = (
+            "user_id",
+            "source_file",
+            "source_row",
+            "input_value",
+            "matched_by",
+            "user_type",
+            "account_enabled",
+        )
+        frame = users.select(
+            [pl.col(c) if c in users.columns else pl.lit(None).alias(c) for c in columns]
+        )
+        with self._write() as db:
+            db.executemany(
+                f"INSERT OR IGNORE INTO users ({', '.join(columns)}) VALUES "
+                f"({', '.join('?' * len(columns))})",
+                frame.iter_rows(),
+            )
+
+    def add_steps(self, action: str, user_ids: pl.Series) -> None:
+        """Plan ``action`` for users that have no step for it yet."""
+        if user_ids.len() == 0:
+            return
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO steps (user_id, action, state) VALUES (?, ?, 'planned')",
+                ((uid, action) for uid in user_ids),
+            )
+
+    def skip_steps(self, action: str, user_ids: pl.Series, reason: str) -> None:
+        """Record that ``action`` does not apply to these users, and why."""
+        if user_ids.len() == 0:
+            return
+        stamp = now()
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO steps (user_id, action, state, error_message, finished_at) "
+                "VALUES (?, ?, 'skipped', ?, ?) ON CONFLICT (user_id, action) DO UPDATE SET "
+                "state = 'skipped', error_message = excluded.error_message, "
+                "finished_at = excluded.finished_at WHERE state = 'planned'",
+                ((uid, action, reason, stamp) for uid in user_ids),
+            )
+
+    def record_lookups(self, outcomes: pl.DataFrame) -> None:
+        """Cache look-up outcomes (LOOKUP_COLUMNS), so a resume does not look them up again."""
+        if outcomes.height == 0:
+            return
+        columns = list(LOOKUP_COLUMNS)
+        stamp = now()
+        with self._write() as db:
+            db.executemany(
+                f"INSERT OR REPLACE INTO lookups ({', '.join(columns)}, looked_up_at) "
+                f"VALUES ({', '.join('?' * len(columns))}, ?)",
+                (
+                    (*row, stamp)
+                    for row in outcomes.select(
+                        [
+                            pl.col(c) if c in outcomes.columns else pl.lit(None).alias(c)
+                            for c in columns
+                        ]
+                    ).iter_rows()
+                ),
+            )
+
+    # -- batches and attempts ------------------------------------------------------------------
+    def start_batch(
+        self, action: str | None, keys: Sequence[Key], client_request_id: str
+    ) -> tuple[int, int]:
+        """The intent to send these steps in one request (its first attempt): commits them
+        'sending' before the request leaves. Returns the batch's and the attempt's ids."""
+        stamp = now()
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO batches (size, state, created_at, action) VALUES (?, 'sending', ?, ?)",
+                (len(keys), stamp, action),
+            )
+            batch_id = int(cur.lastrowid or 0)
+            attempt_id = self._insert_attempt(db, batch_id, client_request_id, stamp)
+            db.executemany(
+                "UPDATE steps SET state = 'sending', batch_id = ?, attempts = attempts + 1, "
+                "in_flight = 1, client_request_id = ?, sent_at = COALESCE(sent_at, ?) "
+                "WHERE user_id = ? AND action = ?",
+                [(batch_id, client_request_id, stamp, uid, act) for uid, act in keys],
+            )
+        return batch_id, attempt_id
+
+    def start_attempt(self, batch_id: int, client_request_id: str) -> int:
+        """The intent to send a batch again (another attempt of the same request)."""
+        stamp = now()
+        with self._write() as db:
+            attempt_id = self._insert_attempt(db, batch_id, client_request_id, stamp)
+            db.execute(
+                "UPDATE steps SET attempts = attempts + 1, in_flight = 1, client_request_id = ? "
+                "WHERE batch_id = ?",
+                (client_request_id, batch_id),
+            )
+        return attempt_id
+
+    def _insert_attempt(
+        self, db: sqlite3.Connection, batch_id: int, client_request_id: str, stamp: str
+    ) -> int:
+        cur = db.execute(
+            "INSERT INTO attempts (batch_id, run_id, client_request_id, started_at) "
+            "VALUES (?, ?, ?, ?)",
+            (batch_id, self.run_id, client_request_id, stamp),
+        )
+        return int(cur.lastrowid or 0)
+
+    def finish_attempt(
+        self, batch_id: int, attempt_id: int, answer: Answer, settle: StepState | None
+    ) -> None:
+        """Record an attempt's answer for every step of the batch; ``settle`` gives them their
+        final state (None: they stay 'sending', to be tried again)."""
+        stamp = now()
+        with self._write() as db:
+            self._answer_attempt(db, attempt_id, answer, stamp)
+            db.execute(
+                "UPDATE steps SET in_flight = 0, maybe_applied = maybe_applied OR ?, "
+                "last_status = ?, error_code = ?, error_message = ?, request_id = ?, "
+                "state = COALESCE(?, state), finished_at = CASE WHEN ? IS NULL THEN finished_at "
+                "ELSE ? END WHERE batch_id = ?",
+                (
+                    answer.maybe_applied,
+                    answer.http_status,
+                    answer.error_code,
+                    answer.error_message,
+                    answer.request_id,
+                    settle,
+                    settle,
+                    stamp,
+                    batch_id,
+                ),
+            )
+            if settle is not None:
+                db.execute("UPDATE batches SET state = ? WHERE batch_id = ?", (settle, batch_id))
+
+    def finish_steps(
+        self, batch_id: int, attempt_id: int, outer: Answer, results: Sequence[StepResult]
+    ) -> None:
+        """Record a JSON batch's answer: the outer one on the attempt, each inner one on its
+        step (a step whose result does not settle it stays 'sending', to be sent again)."""
+        stamp = now()
+        with self._write() as db:
+            self._answer_attempt(db, attempt_id, outer, stamp)
+            db.executemany(
+                "UPDATE steps SET in_flight = 0, maybe_applied = maybe_applied OR ?, "
+                "last_status = ?, error_code = ?, error_message = ?, request_id = ?, "
+                "state = COALESCE(?, state), finished_at = CASE WHEN ? IS NULL THEN finished_at "
+                "ELSE ? END WHERE user_id = ? AND action = ?",
+                [
+                    (
+                        r.answer.maybe_applied,
+                        r.answer.http_status,
+                        r.answer.error_code,
+                        r.answer.error_message,
+                        r.answer.request_id or outer.request_id,
+                        r.settle,
+                        r.settle,
+                        stamp,
+                        *r.key,
+                    )
+                    for r in results
+                ],
+            )
+            db.execute("UPDATE batches SET state = 'done' WHERE batch_id = ?", (batch_id,))
+
+    @staticmethod
+    def _answer_attempt(
+        db: sqlite3.Connection, attempt_id: int, answer: Answer, stamp: str
+    ) -> None:
+        db.execute(
+            "UPDATE attempts SET finished_at = ?, http_status = ?, error_code = ?, "
+            "error_message = ?, request_id = ?, outcome = ? WHERE attempt_id = ?",
+            (
+                stamp,
+                answer.http_status,
+                answer.error_code,
+                answer.error_message,
+                answer.request_id,
+                answer.outcome,
+                attempt_id,
+            ),
+        )
+
+    def settle_batch(self, batch_id: int, state: StepState, answer: Answer) -> None:
+        """Give a batch's steps their final state after its last attempt."""
+        stamp = now()
+        with self._write() as db:
+            db.execute(
+                "UPDATE steps SET state = ?, last_status = ?, error_code = ?, error_message = ?, "
+                "request_id = ?, finished_at = ? WHERE batch_id = ?",
+                (
+                    state,
+                    answer.http_status,
+                    answer.error_code,
+                    answer.error_message,
+                    answer.request_id,
+                    stamp,
+                    batch_id,
+                ),
+            )
+            db.execute("UPDATE batches SET state = ? WHERE batch_id = ?", (state, batch_id))
+
+    def split_batch(self, batch_id: int) -> None:
+        """A 400 split this batch in halves: its steps move on to new batches."""
+        with self._write() as db:
+            db.execute("UPDATE batches SET state = 'split' WHERE batch_id = ?", (batch_id,))
+
+    def release_batch(self, batch_id: int) -> int:
+        """Stop trying a batch (out of retry time, or the run stops): each step is unknown
+        when a request carrying it may have been applied, else planned again. Returns how
+        many became unknown."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE steps SET in_flight = 0, state = CASE WHEN maybe_applied THEN 'unknown' "
+                "ELSE 'planned' END, finished_at = ? WHERE batch_id = ? AND state = 'sending'",
+                (now(), batch_id),
+            )
+            unknown = int(
+                db.execute(
+                    "SELECT COUNT(*) FROM steps WHERE batch_id = ? AND state = 'unknown'",
+                    (batch_id,),
+                ).fetchone()[0]
+            )
+            db.execute(
+                "UPDATE batches SET state = ? WHERE batch_id = ?",
+                ("unknown" if unknown else "released", batch_id),
+            )
+        return unknown
+
+    def release_steps(self, keys: Sequence[Key]) -> dict[Key, StepState]:
+        """The same for single steps that wait to be sent again when their run stops trying;
+        returns each one's new state."""
+        if not keys:
+            return {}
+        states: dict[Key, StepState] = {}
+        with self._write() as db:
+            db.executemany(
+                "UPDATE steps SET in_flight = 0, state = CASE WHEN maybe_applied THEN 'unknown' "
+                "ELSE 'planned' END WHERE user_id = ? AND action = ? AND state = 'sending'",
+                keys,
+            )
+            for key in keys:
+                row = db.execute(
+                    "SELECT state FROM steps WHERE user_id = ? AND action = ?", key
+                ).fetchone()
+                states[key] = StepState(row[0]) if row else StepState.PLANNED
+        return states
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -1,0 +1,178 @@
+"""The ledger's named queries: what a plan, replay, undo, verify, status and report read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import polars as pl
+
+from batcher.ledger.states import REPLAYABLE, UNDOABLE, StepState
+from batcher.ledger.store import Store
+
+# A 'sending' step outside a live run was left by a kill: it counts as unknown when a request
+# carrying it may have been applied, and as planned when none can have been.
+EFFECTIVE_STATE = (
+    "CASE WHEN s.state = 'sending' THEN CASE WHEN s.in_flight OR s.maybe_applied "
+    "THEN 'unknown' ELSE 'planned' END ELSE s.state END"
+)
+
+REPORT_COLUMNS = {
+    "user_id": pl.String,
+    "action": pl.String,
+    "state": pl.String,
+    "attempts": pl.Int64,
+    "last_http_status": pl.Int64,
+    "error_code": pl.String,
+    "error_message": pl.String,
+    "request_id": pl.String,
+    "client_request_id": pl.String,
+    "input_value": pl.String,
+    "matched_by": pl.String,
+    "source_file": pl.String,
+    "source_row": pl.Int64,
+    "sent_at": pl.String,
+    "finished_at": pl.String,
+}
+LOOKUP_COLUMNS = {
+    "input_value": pl.String,
+    "kind": pl.String,
+    "user_id": pl.String,
+    "user_principal_name": pl.String,
+    "matched_by": pl.String,
+    "outcome": pl.String,
+    "reason": pl.String,
+    "source_file": pl.String,
+    "source_row": pl.Int64,
+    "user_type": pl.String,
+    "account_enabled": pl.Boolean,
+}
+_IN_REPLAYABLE = ", ".join(f"'{s}'" for s in sorted(REPLAYABLE))
+
+
+class Reads(Store):
+    """Named reads; nothing outside the ledger filters rows itself."""
+
+    def _state(self, live: bool) -> str:
+        return "s.state" if live else EFFECTIVE_STATE
+
+    def actions(self) -> tuple[str, ...]:
+        return tuple(a for a in self.meta().get("actions", "").split(",") if a)
+
+    def known_steps(self) -> pl.DataFrame:
+        """(user_id, action, state) of every step, 'sending' left by a kill resolved."""
+        rows = self._conn.execute(
+            f"SELECT s.user_id, s.action, {EFFECTIVE_STATE} FROM steps s"
+        ).fetchall()
+        schema = {"user_id": pl.String, "action": pl.String, "state": pl.String}
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    def counts(self, *, live: bool = False) -> dict[str, dict[str, int]]:
+        """Steps per state, per action (every state present, zeros included)."""
+        counts = {a: {s.value: 0 for s in StepState} for a in self.actions()}
+        rows = self._conn.execute(
+            f"SELECT s.action, {self._state(live)}, COUNT(*) FROM steps s GROUP BY 1, 2"
+        )
+        for action, state, n in rows:
+            counts.setdefault(action, {s.value: 0 for s in StepState})[state] = n
+        return counts
+
+    def users(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM users").fetchone()[0])
+
+    def replayable(self, action: str | None = None, only_code: str | None = None) -> pl.DataFrame:
+        """(user_id, action) of the steps a replay sends: failed, unknown, or left sending."""
+        sql = f"SELECT s.user_id, s.action FROM steps s WHERE s.state IN ({_IN_REPLAYABLE})"
+        params: list[str] = []
+        if action is not None:
+            sql += " AND s.action = ?"
+            params.append(action)
+        if only_code is not None:
+            sql += " AND s.error_code = ? COLLATE NOCASE"
+            params.append(only_code)
+        rows = self._conn.execute(sql + " ORDER BY s.rowid", params).fetchall()
+        return pl.DataFrame(rows, schema={"user_id": pl.String, "action": pl.String}, orient="row")
+
+    def replayable_count(self) -> int:
+        sql = f"SELECT COUNT(*) FROM steps s WHERE s.state IN ({_IN_REPLAYABLE})"
+        return int(self._conn.execute(sql).fetchone()[0])
+
+    def error_codes(self) -> dict[str, int]:
+        """Graph error codes of failed and unknown steps, with how many steps have each."""
+        rows = self._conn.execute(
+            "SELECT COALESCE(error_code, '(none)'), COUNT(*) FROM steps "
+            "WHERE state IN ('failed', 'unknown') GROUP BY 1 ORDER BY 2 DESC, 1"
+        )
+        return dict(rows.fetchall())
+
+    def undoable(self, action: str) -> pl.DataFrame:
+        """(user_id, state, account_enabled before the run) of the steps of ``action`` that
+        Graph applied or may have applied."""
+        wanted = ", ".join(f"'{s}'" for s in sorted(UNDOABLE))
+        rows = self._conn.execute(
+            f"SELECT user_id, state, account_enabled FROM (SELECT s.user_id, {EFFECTIVE_STATE} "
+            "AS state, u.account_enabled, s.rowid AS r FROM steps s JOIN users u USING "
+            f"(user_id) WHERE s.action = ?) WHERE state IN ({wanted}) ORDER BY r",
+            (action,),
+        ).fetchall()
+        schema = {"user_id": pl.String, "state": pl.String, "account_enabled": pl.Boolean}
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    def batch_states(self) -> dict[str, int]:
+        rows = self._conn.execute("SELECT state, COUNT(*) FROM batches GROUP BY state")
+        return dict(rows.fetchall())
+
+    def done(self, action: str, since: str | None = None) -> pl.DataFrame:
+        """(user_id, sent_at, finished_at) of the steps of ``action`` done (since a moment)."""
+        sql = "SELECT user_id, sent_at, finished_at FROM steps WHERE action = ? AND state = 'done'"
+        params = [action]
+        if since is not None:
+            sql += " AND finished_at >= ?"
+            params.append(since)
+        rows = self._conn.execute(sql + " ORDER BY rowid", params).fetchall()
+        schema = {"user_id": pl.String, "sent_at": pl.String, "finished_at": pl.String}
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    def report(self, keys: Iterable[tuple[str, str]] | None = None) -> pl.DataFrame:
+        """One row per user per action with its state and the last answer Graph gave for it;
+        only the (user_id, action) ``keys`` when given."""
+        extra = (
+            "COALESCE('; ' || (SELECT group_concat(l.input_value, '; ') FROM lookups l "
+            "WHERE l.user_id = s.user_id AND l.input_value IS NOT u.input_value "
+            "AND l.outcome IN ('resolved', 'guest')), '')"
+        )
+        select = (
+            f"SELECT s.user_id, s.action, {EFFECTIVE_STATE if not self.live else 's.state'}, "
+            "s.attempts, s.last_status, s.error_code, s.error_message, s.request_id, "
+            f"s.client_request_id, u.input_value || {extra}, u.matched_by, u.source_file, "
+            "u.source_row, s.sent_at, s.finished_at FROM steps s JOIN users u USING (user_id)"
+        )
+        if keys is None:
+            rows = self._conn.execute(select + " ORDER BY u.rowid, s.rowid").fetchall()
+        else:
+            rows = []
+            for user_id, action in keys:
+                rows += self._conn.execute(
+                    select + " WHERE s.user_id = ? AND s.action = ?", (user_id, action)
+                ).fetchall()
+        return pl.DataFrame(rows, schema=REPORT_COLUMNS, orient="row")
+
+    def lookups(self) -> pl.DataFrame:
+        """Every identity looked up for this ledger, with its outcome."""
+        rows = self._conn.execute(
+            f"SELECT {', '.join(LOOKUP_COLUMNS)} FROM lookups ORDER BY rowid"
+        ).fetchall()
+        return pl.DataFrame(rows, schema=LOOKUP_COLUMNS, orient="row")
+
+    def runs(self) -> list[dict[str, object]]:
+        cur = self._conn.execute("SELECT * FROM runs ORDER BY run_id")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def last_run(self) -> dict[str, object] | None:
+        runs = self.runs()
+        if not runs:
+            return None
+        last = runs[-1]
+        last["outcome"] = json.loads(str(last["outcome"])) if last.get("outcome") else None
+        return last

@@ -1,0 +1,109 @@
+"""The ledger's state machine: step and batch states, the named state sets, and Graph's answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+
+class StepState(StrEnum):
+    """Where one user's step (one action for one user) stands.
+
+    planned -> sending -> done | failed | unknown; skipped when the action does not apply.
+    """
+
+    PLANNED = "planned"  # not sent yet, or every answer said Graph did not apply it
+    SENDING = "sending"  # a request carrying it may have left; its run is live (or was killed)
+    DONE = "done"  # Graph applied it
+    FAILED = "failed"  # Graph refused it for good (a 4xx for this user or this request)
+    UNKNOWN = "unknown"  # it may have been applied: a request got no answer, or a 5xx
+    SKIPPED = "skipped"  # the action does not apply to this user (a guest, say)
+
+
+class BatchState(StrEnum):
+    """Where one request's group of steps stands; ``split`` after a 400 halved it."""
+
+    SENDING = "sending"
+    DONE = "done"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    SPLIT = "split"
+    RELEASED = "released"  # its steps went back to the queue (retried in another request)
+
+
+# The named sets. A run sends TO_SEND; replay sends REPLAYABLE; undo reverses UNDOABLE.
+TO_SEND = frozenset({StepState.PLANNED, StepState.SENDING, StepState.UNKNOWN})
+REPLAYABLE = frozenset({StepState.FAILED, StepState.UNKNOWN, StepState.SENDING})
+UNDOABLE = frozenset({StepState.DONE, StepState.UNKNOWN})
+SETTLED = frozenset({StepState.DONE, StepState.FAILED, StepState.UNKNOWN, StepState.SKIPPED})
+
+# What each state means, in words (status prints these).
+MEANING = {
+    StepState.PLANNED: "not sent yet, or Graph answered that it did not apply it; a resume "
+    "sends it",
+    StepState.SENDING: "a request carrying it may be in flight (its run is live)",
+    StepState.DONE: "Graph applied it",
+    StepState.FAILED: "Graph refused it for good; see `batcher report`, then `batcher replay`",
+    StepState.UNKNOWN: "may have been applied (no answer, or a server error); a resume sends it "
+    "again and undo reverses it",
+    StepState.SKIPPED: "does not apply to this user (the report says why)",
+}
+
+
+class Outcome(StrEnum):
+    """What one attempt got back."""
+
+    ACCEPTED = "accepted"
+    THROTTLED = "throttled"
+    SERVER_ERROR = "server_error"
+    NO_ANSWER = "no_answer"
+    NOT_CONNECTED = "not_connected"  # no connection was made: the request never left
+    BAD_REQUEST = "bad_request"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    REJECTED = "rejected"
+
+
+# Answers after which Graph may have applied the request (nothing else means it did not).
+MAYBE_APPLIED = frozenset({Outcome.ACCEPTED, Outcome.SERVER_ERROR, Outcome.NO_ANSWER})
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The outcome of one attempt as the ledger records it."""
+
+    outcome: Outcome
+    http_status: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    request_id: str | None = None
+
+    @property
+    def maybe_applied(self) -> bool:
+        return self.outcome in MAYBE_APPLIED
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What a ledger is about; a ledger refuses a run for other actions or another tenant."""
+
+    actions: tuple[str, ...]
+    tenant: str
+    cloud: str
+    api_version: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Who ran what, from which inputs, with which settings (a digest: never secrets)."""
+
+    command: str
+    config_digest: str
+    inputs: tuple[tuple[str, str], ...] = ()  # (path, sha256)
+    command_line: str = ""  # what resumes it, as it was typed
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

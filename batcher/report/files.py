@@ -1,0 +1,57 @@
+"""Report files: the per-step report, the rejects, verify's results; CSV is safe for Excel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO
+
+import polars as pl
+
+from batcher.platform import write_private
+
+REPORT_FORMATS = (".csv", ".parquet", ".json")
+REJECT_COLUMNS = {
+    "source_file": pl.String,
+    "row": pl.Int64,
+    "raw_value": pl.String,
+    "reason": pl.String,
+}
+
+
+def excel_safe_expr(column: pl.Expr) -> pl.Expr:
+    """Defuse text cells a spreadsheet would run as a formula (=, +, -, @, tab, CR first)."""
+    risky = column.str.contains(r"^[=+\-@\t\r]")
+    return pl.when(risky).then(pl.lit("'") + column).otherwise(column)
+
+
+def write_rejects(rejects: pl.DataFrame, path: Path) -> None:
+    """Every invalid row or unusable identity with its file, row and reason."""
+    frame = rejects.rename({"source_row": "row"}).select(list(REJECT_COLUMNS))
+    write_report(frame, path)
+
+
+def write_report(frame: pl.DataFrame, path: Path) -> None:
+    """Write a report as CSV (Excel-safe), Parquet or JSON, atomically, owner-readable only."""
+    suffix = path.suffix.lower()
+    if suffix not in REPORT_FORMATS:
+        raise ValueError(f"unsupported report format {suffix!r}")
+
+    def write(fh: IO[bytes]) -> None:
+        if suffix == ".parquet":
+            frame.write_parquet(fh)
+        elif suffix == ".json":
+            fh.write(json.dumps(frame.to_dicts(), indent=1, default=str).encode("utf-8"))
+        else:
+            frame.with_columns(
+                excel_safe_expr(pl.col(name)).alias(name)
+                for name, dtype in frame.schema.items()
+                if dtype == pl.String
+            ).write_csv(fh)
+
+    write_private(path, write)
+
+
+def sibling(ledger: Path, suffix: str) -> Path:
+    """A file beside the ledger: ledger.sqlite -> ledger.report.csv and so on."""
+    return ledger.with_name(ledger.stem + suffix)

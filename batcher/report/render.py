@@ -1,0 +1,229 @@
+"""Tables and lines for people, on the console the CLI gives; only the CLI calls these."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from batcher.job.status import Status
+from batcher.job.summary import ActionSummary, Summary, VerifySummary
+from batcher.ledger import MEANING, StepState
+
+
+def say(console: Console, message: str, *, prefix: str = "", style: str = "") -> None:
+    """Print one line of plain text: brackets in paths or settings are never read as markup."""
+    line = Text(prefix, style=style) + Text(message) if prefix else Text(message)
+    console.print(line, highlight=False)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def where(summary: Summary) -> str:
+    return f"tenant {summary.tenant} ({summary.cloud} cloud, Graph {summary.api_version})"
+
+
+def what_each_does(summary: Summary) -> list[str]:
+    """One line per action: how many users, what it does to them, whether it can be undone."""
+    lines = []
+    for action in summary.actions:
+        undo = f"undo: batcher undo LEDGER ({action.undo})" if action.undo else "cannot be undone"
+        lines.append(f"{action.name}: {plural(action.to_send, 'user')} {action.does}; {undo}")
+    return lines
+
+
+def render_plan(summary: Summary, console: Console) -> None:
+    """What a command will do: its counts, requests, and how long at the configured rates."""
+    _tables(summary, console, sent=False, title=f"batcher {summary.command}: plan")
+    for line in what_each_does(summary):
+        say(console, line)
+    requests = sum(a.requests for a in summary.actions)
+    say(
+        console,
+        f"{where(summary)}: {plural(summary.to_send, 'step')} in at least "
+        f"{plural(requests, 'request')}, about {format_duration(summary.estimated_seconds)} "
+        "at the configured rates",
+    )
+    _notes(summary, console)
+
+
+def render_summary(summary: Summary, console: Console) -> None:
+    """A short table of what the command did, and where its files are."""
+    if summary.dry_run:
+        render_plan(summary, console)
+        state = "exists" if summary.ledger_exists else "does not exist yet"
+        say(console, f"ledger:  {summary.ledger or 'named once signed in'} ({state})")
+        say(console, "dry run: nothing was sent")
+    else:
+        _tables(summary, console, sent=True, title=f"batcher {summary.command}")
+        say(console, f"{where(summary)}: took {format_duration(summary.seconds)}")
+        _notes(summary, console)
+        still = [a for a in summary.actions if a.name == "revoke-sessions" and a.done]
+        failed_disable = [a for a in summary.actions if a.name == "disable" and a.failed]
+        if still and failed_disable:
+            say(
+                console,
+                f"{plural(failed_disable[0].failed, 'account')} could not be disabled and "
+                "stay enabled (their sessions were revoked); see the report",
+                prefix="warning: ",
+                style="yellow",
+            )
+        if summary.ledger:
+            say(console, f"ledger:  {summary.ledger}")
+    if summary.rejects:
+        say(console, f"rejects: {summary.rejects}")
+    if summary.report:
+        say(console, f"report:  {summary.report}")
+
+
+def _notes(summary: Summary, console: Console) -> None:
+    for note in summary.notes:
+        say(console, note, prefix="note: ", style="bold yellow")
+
+
+def _tables(summary: Summary, console: Console, *, sent: bool, title: str) -> None:
+    inputs = summary.inputs
+    if summary.command == "run":
+        table = Table(title=title)
+        table.add_column("inputs", style="bold")
+        table.add_column("count", justify="right")
+        rows = [
+            ("rows read", inputs.rows),
+            ("valid values", inputs.valid),
+            ("duplicates", inputs.duplicates),
+            ("invalid (see rejects file)", inputs.invalid),
+        ]
+        if inputs.skipped:
+            rows.append(("other entities skipped (hosts, IPs, ...)", inputs.skipped))
+        if inputs.looked_up or inputs.lookup_requests:
+            rows += [
+                ("looked up in the directory", inputs.looked_up),
+                ("resolved", inputs.resolved),
+                ("not found (see rejects file)", inputs.not_found),
+                ("ambiguous (see rejects file)", inputs.ambiguous),
+                ("guests", inputs.guests),
+            ]
+        rows.append(("users", inputs.users))
+        for label, value in rows:
+            table.add_row(label, f"{value:,}")
+        console.print(table)
+        title = ""
+    table = Table(title=title or None)
+    table.add_column("steps", style="bold")
+    for action in summary.actions:
+        table.add_column(action.name, justify="right")
+    for label, count in _action_rows(summary, sent):
+        table.add_row(label, *(f"{count(a):,}" for a in summary.actions))
+    console.print(table)
+    if sent:
+        say(
+            console,
+            f"{plural(summary.requests, 'request')}, {summary.throttled:,} throttled (429)",
+        )
+
+
+def _action_rows(summary: Summary, sent: bool) -> list[tuple[str, Callable[[ActionSummary], int]]]:
+    replay = summary.command == "replay"
+    rows: list[tuple[str, Callable[[ActionSummary], int]]] = [
+        ("done earlier", lambda a: a.already_done),
+        (
+            "not selected (other codes or actions)" if replay else "failed earlier (use replay)",
+            lambda a: a.failed_before,
+        ),
+    ]
+    if any(a.done_elsewhere for a in summary.actions):
+        rows.append(("done by another recent run", lambda a: a.done_elsewhere))
+    if any(a.skipped for a in summary.actions):
+        rows.append(("skipped (guests)", lambda a: a.skipped))
+    rows += [("to send", lambda a: a.to_send), ("requests (at least)", lambda a: a.requests)]
+    if sent:
+        rows += [
+            ("done", lambda a: a.done),
+            ("failed", lambda a: a.failed),
+            ("unknown (re-sent on resume)", lambda a: a.unknown),
+            ("not sent (sent on resume)", lambda a: a.not_sent),
+        ]
+    return rows
+
+
+def render_verify(result: VerifySummary, console: Console) -> None:
+    table = Table(title="batcher verify")
+    table.add_column("users", style="bold")
+    names = list(result.actions)
+    for name in names:
+        table.add_column(name, justify="right")
+    for key, label in (
+        ("checked", "checked"),
+        ("as_expected", "as expected"),
+        ("processing", "still processing (normal for a while)"),
+        ("not_as_expected", "not as expected"),
+        ("not_read", "not read"),
+    ):
+        table.add_row(label, *(f"{result.actions[n].get(key, 0):,}" for n in names))
+    console.print(table)
+    for name in names:
+        say(console, f"{name}: expects {result.expected[name]}")
+    say(console, f"{plural(result.requests, 'read request')}; per user: {result.report}")
+
+
+def render_status(status: Status, console: Console) -> None:
+    meta = status.meta
+    say(
+        console,
+        f"{status.path}: {meta.get('actions')} on tenant {meta.get('tenant')} "
+        f"({meta.get('cloud')}, {meta.get('api_version')}); {plural(status.users, 'user')}",
+    )
+    if "undo_of" in meta:
+        say(console, f"  the undo of {meta['undo_of']}")
+    table = Table()
+    table.add_column("state", style="bold")
+    for action in status.counts:
+        table.add_column(action, justify="right")
+    table.add_column("meaning")
+    for state in StepState:
+        if state is StepState.SENDING and not status.live:
+            continue  # outside a live run, what a kill left is shown as unknown or planned
+        values = [status.counts[a].get(state.value, 0) for a in status.counts]
+        table.add_row(state.value, *(f"{v:,}" for v in values), MEANING[state])
+    console.print(table)
+    if status.lookups:
+        looked = ", ".join(f"{k} {v:,}" for k, v in sorted(status.lookups.items()))
+        say(console, f"look-ups: {looked}")
+    _last_run(status, console)
+
+
+def _last_run(status: Status, console: Console) -> None:
+    run = status.last_run
+    if status.live:
+        say(console, "a batcher is writing this ledger now", prefix="live: ", style="bold")
+    if run is None:
+        say(console, "no run recorded yet")
+        return
+    who = f"{run.get('os_user')}@{run.get('host')}"
+    started = f"{run['command']} by {who}, started {run.get('started_at')}"
+    if status.killed:
+        say(
+            console,
+            f"{started}, ended without finishing (killed, or the machine stopped)",
+            prefix="last run: ",
+            style="yellow",
+        )
+        if status.resume:
+            say(console, f"to resume: {status.resume}")
+    elif not status.live:
+        say(console, f"{started}, finished {run.get('finished_at')}", prefix="last run: ")

@@ -1,0 +1,44 @@
+"""What every sender lane shares: the ledger, the client, the paced caller and the run's control."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from batcher.actions import Action
+from batcher.calls import Caller, Control
+from batcher.graph import GraphClient
+from batcher.ledger import Ledger, StepState
+
+
+@dataclass(frozen=True)
+class Work:
+    """One action's users to send in this run, in input order."""
+
+    action: Action
+    user_ids: Sequence[str]
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """The parts every lane of a run uses; each lane sends through ``max_in_flight`` workers."""
+
+    ledger: Ledger
+    client: GraphClient
+    caller: Caller
+    max_in_flight: int
+
+    @property
+    def control(self) -> Control:
+        return self.caller.control
+
+    def settled(self, action: str, state: StepState, n: int, batch: int | None = None) -> None:
+        """Count settled steps, and tell the observer (a state change, then progress)."""
+        self.control.tally.count(action, state.value, n)
+        self.control.observer("state", batch=batch, action=action, ids=n, state=state.value)
+        self.control.observer("progress", tally=self.control.tally)
+
+    def sending(self, action: str | None, n: int, batch: int) -> None:
+        self.control.observer(
+            "state", batch=batch, action=action, ids=n, state=StepState.SENDING.value
+        )

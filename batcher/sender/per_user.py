@@ -1,0 +1,296 @@
+"""The directory lane: one request per user inside JSON batches of 20, each user's steps in order.
+
+A user's step that must follow another (revoke-sessions after disable) waits until that one
+settled; then it is sent whatever the outcome (a failed disable still gets its revoke, and the
+report says the account is still enabled). Each inner answer is judged on its own.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+from collections import defaultdict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from batcher.actions import Action, Budget
+from batcher.calls import Call, NotSent, RetrySettings
+from batcher.errors import (
+    AuthError,
+    Forbidden,
+    GraphError,
+    NoAnswer,
+    NotFound,
+    ServerError,
+    Throttled,
+    Unauthorized,
+)
+from batcher.graph import MAX_BATCH, BatchAnswer, action_request, answer_of
+from batcher.ledger import Answer, StepResult, StepState
+from batcher.retries import RETRYABLE
+from batcher.sender.lanes import Lanes, Work
+
+FORBIDDEN_IN_A_ROW = 20  # 403s for every user, with no success yet: the permission is missing
+
+
+@dataclass
+class _Step:
+    user_id: str
+    action: Action
+    first_sent: float | None = None
+    tries: int = 0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.user_id, self.action.name
+
+
+@dataclass
+class _Chunk:
+    steps: list[_Step]
+    fields: dict[str, Any] = field(default_factory=dict)
+    batch_id: int | None = None
+    attempt_id: int = 0
+    client_request_id: str = ""
+
+
+class PerUserLane:
+    """Sends per-user actions through JSON batches on the directory-writes budget."""
+
+    def __init__(self, lanes: Lanes, works: Sequence[Work], retry: RetrySettings) -> None:
+        self.lanes = lanes
+        self.retry = retry
+        self.ready: deque[_Step] = deque()
+        self.later: list[tuple[float, int, _Step]] = []  # (not before, order, step) to retry
+        self.blocked: dict[tuple[str, str], list[_Step]] = defaultdict(list)
+        self.in_progress = 0
+        self._order = 0
+        self._changed = anyio.Event()
+        self._forbidden: dict[str, int] = defaultdict(int)
+        self._proven: set[str] = set()  # actions Graph accepted at least once in this run
+        pending = {w.action.name: set(w.user_ids) for w in works}
+        self._threshold = {w.action.name: min(FORBIDDEN_IN_A_ROW, len(w.user_ids)) for w in works}
+        for work in works:  # in the action table's order: disable before revoke-sessions
+            first = work.action.after
+            for uid in work.user_ids:
+                step = _Step(uid, work.action)
+                if first is not None and uid in pending.get(first, ()):
+                    self.blocked[(uid, first)].append(step)
+                else:
+                    self.ready.append(step)
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as workers:
+            for _ in range(self.lanes.max_in_flight):
+                workers.start_soon(self._worker)
+        self._release_waiting()
+
+    async def _worker(self) -> None:
+        while (steps := await self._take()) is not None:
+            self.in_progress += len(steps)
+            try:
+                await self._send(_Chunk(steps))
+            finally:
+                self.in_progress -= len(steps)
+                self._notify()
+
+    async def _take(self) -> list[_Step] | None:
+        """Up to 20 steps that may go now; None when the lane is done or stopping."""
+        control = self.lanes.control
+        while not control.stopping and control.tripped is None:
+            now = time.monotonic()
+            while self.later and self.later[0][0] <= now:
+                self.ready.appendleft(heapq.heappop(self.later)[2])
+            if self.ready:
+                return [self.ready.popleft() for _ in range(min(MAX_BATCH, len(self.ready)))]
+            if not self.later and not self.blocked and not self.in_progress:
+                return None
+            wait = self.later[0][0] - now if self.later else math.inf
+            with anyio.move_on_after(wait):
+                await self._changed.wait()
+        return None
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def _send(self, chunk: _Chunk) -> None:
+        requests = [action_request(s.action, s.user_id, str(n)) for n, s in enumerate(chunk.steps)]
+        chunk.fields.update(
+            action="+".join(sorted({s.action.name for s in chunk.steps})), ids=len(chunk.steps)
+        )
+        call = Call(
+            Budget.DIRECTORY_WRITES,
+            send=lambda crid: self.lanes.client.batch(requests, crid),
+            permission=chunk.steps[0].action.permission,
+            cost=len(chunk.steps),
+            before=lambda crid: self._intent(chunk, crid),
+            after=lambda answer, exc: self._outer_failed(chunk, answer, exc),
+            fields=chunk.fields,
+        )
+        try:
+            result = await self.lanes.caller(call)
+        except NotSent:
+            self.ready.extendleft(reversed(chunk.steps))  # not sent: stays planned
+            return
+        except AuthError as exc:
+            self.lanes.control.trip(exc)
+            self._give_up(chunk)
+            return
+        except GraphError as exc:
+            if self.lanes.control.tripped is not None or isinstance(exc, RETRYABLE):
+                self._give_up(chunk)  # out of retry time: unknown or planned
+            else:  # the whole batch refused (a 400 for its shape): nothing was applied
+                assert chunk.batch_id is not None
+                self.lanes.ledger.settle_batch(chunk.batch_id, StepState.FAILED, answer_of(exc))
+                for step in chunk.steps:
+                    self._settle(step, StepState.FAILED, chunk.batch_id)
+            return
+        self._inner_answers(chunk, result)
+
+    def _intent(self, chunk: _Chunk, crid: str) -> None:
+        ledger = self.lanes.ledger
+        now = time.monotonic()
+        chunk.client_request_id = crid
+        for step in chunk.steps:
+            step.first_sent = step.first_sent or now
+            step.tries += 1
+        if chunk.batch_id is None:
+            keys = [s.key for s in chunk.steps]
+            chunk.batch_id, chunk.attempt_id = ledger.start_batch(None, keys, crid)
+            chunk.fields["batch"] = chunk.batch_id
+            self.lanes.sending(chunk.fields["action"], len(chunk.steps), chunk.batch_id)
+        else:
+            chunk.attempt_id = ledger.start_attempt(chunk.batch_id, crid)
+        chunk.fields["attempt"] = chunk.attempt_id
+
+    def _outer_failed(self, chunk: _Chunk, answer: Answer, exc: GraphError | None) -> None:
+        if exc is not None:  # an answer for the whole batch; its steps may be sent again
+            assert chunk.batch_id is not None
+            self.lanes.ledger.finish_attempt(chunk.batch_id, chunk.attempt_id, answer, None)
+
+    def _inner_answers(self, chunk: _Chunk, result: BatchAnswer) -> None:
+        assert chunk.batch_id is not None
+        crid = chunk.client_request_id
+        by_ref = {a.id: a for a in result.answers}
+        results, again = [], []
+        throttled: list[float] = []
+        for n, step in enumerate(chunk.steps):
+            inner = by_ref.get(str(n))
+            exc = (
+                inner.error(crid)
+                if inner is not None
+                else NoAnswer("the batch's answer left this request out")
+            )
+            answer = answer_of(
+                exc, inner.status if inner else 0, inner.request_id if inner else None
+            )
+            if isinstance(exc, Throttled):
+                throttled.append(exc.retry_after or 0.0)
+            verdict = self._judge(step, exc)
+            answer = _explained(answer, exc, verdict)
+            results.append(StepResult(step.key, answer, verdict))
+            if verdict is None:
+                again.append((step, exc))
+        outer = answer_of(None, result.status, result.request_id)
+        self.lanes.ledger.finish_steps(chunk.batch_id, chunk.attempt_id, outer, results)
+        if throttled:
+            pacer = self.lanes.caller.pacers[Budget.DIRECTORY_WRITES]
+            self.lanes.control.tally.throttled += len(throttled)
+            pacer.throttled()
+            pacer.hold(max(throttled))
+        for result_, step in zip(results, chunk.steps, strict=True):
+            if result_.settle is not None:
+                self._settle(step, result_.settle, chunk.batch_id)
+        for step, exc in again:
+            self._retry(step, exc, chunk.batch_id)
+
+    def _judge(self, step: _Step, exc: GraphError | None) -> StepState | None:
+        """The step's new state from its own answer; None to send it again."""
+        name = step.action.name
+        if exc is None:
+            self._proven.add(name)
+            self._forbidden[name] = 0
+            return StepState.DONE
+        if isinstance(exc, Throttled | ServerError | NoAnswer):
+            return None
+        if isinstance(exc, Unauthorized):
+            self.lanes.control.trip(AuthError(f"Graph refused the token inside a batch ({exc})"))
+            return None
+        if isinstance(exc, Forbidden):
+            self._forbidden[name] += 1
+            if name not in self._proven and self._forbidden[name] >= self._threshold[name]:
+                self.lanes.control.trip(
+                    AuthError(
+                        f"Graph refused {name} for every user so far (403 "
+                        f"{exc.code or 'Forbidden'}, request-id {exc.request_id or 'none'}): "
+                        f"the app or user needs the Graph permission {step.action.permission}; "
+                        "grant it, then run the same command"
+                    )
+                )
+        return StepState.FAILED
+
+    def _retry(self, step: _Step, exc: GraphError | None, batch_id: int) -> None:
+        assert step.first_sent is not None
+        if time.monotonic() - step.first_sent >= self.retry.retry_for_seconds:
+            self._give_up_steps([step], batch_id)
+            return
+        delay = 0.0  # a 429 waits on the shared pacer's hold, like everyone
+        if not isinstance(exc, Throttled) or exc.retry_after is None:
+            initial, most = self.retry.backoff
+            delay = min(most, initial * 2 ** (step.tries - 1)) * random.uniform(0.5, 1.0)
+        self._order += 1
+        heapq.heappush(self.later, (time.monotonic() + delay, self._order, step))
+
+    def _give_up(self, chunk: _Chunk) -> None:
+        if chunk.batch_id is None:
+            return  # nothing left: its steps stay planned
+        self._give_up_steps(chunk.steps, chunk.batch_id)
+
+    def _give_up_steps(self, steps: Sequence[_Step], batch_id: int | None) -> None:
+        """Stop trying: unknown if a request may have applied the step, else planned."""
+        states = self.lanes.ledger.release_steps([s.key for s in steps])
+        for step in steps:
+            state = states.get(step.key, StepState.PLANNED)
+            if state == StepState.UNKNOWN:
+                self._settle(step, StepState.UNKNOWN, batch_id)
+            else:
+                self._unblock(step)
+
+    def _settle(self, step: _Step, state: StepState, batch_id: int | None) -> None:
+        self.lanes.settled(step.action.name, state, 1, batch_id)
+        self._unblock(step)
+
+    def _unblock(self, step: _Step) -> None:
+        for waiting in self.blocked.pop(step.key, []):
+            self.ready.append(waiting)
+        self._notify()
+
+    def _release_waiting(self) -> None:
+        """At the end (a stop): steps waiting to be sent again go back to planned or unknown."""
+        waiting = [s for _, _, s in self.later] + [s for s in self.ready if s.first_sent]
+        if waiting:
+            self.lanes.ledger.release_steps([s.key for s in waiting])
+        self.later.clear()
+
+
+def _explained(answer: Answer, exc: GraphError | None, verdict: StepState | None) -> Answer:
+    """Say why one user failed where Graph's message does not."""
+    if verdict != StepState.FAILED:
+        return answer
+    if isinstance(exc, NotFound):
+        why = "no such user in the directory (deleted, or an ID from another tenant)"
+    elif isinstance(exc, Forbidden):
+        why = (
+            "refused for this user: changing an administrator needs a privileged role "
+            "(Privileged Authentication Administrator or Global Administrator)"
+        )
+    else:
+        return answer
+    message = f"{why}; Graph said: {answer.error_message}" if answer.error_message else why
+    return Answer(answer.outcome, answer.http_status, answer.error_code, message, answer.request_id)

@@ -1,0 +1,271 @@
+"""Shared test helpers: IDs and files, settings, an in-process rig (simulator + job), the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batcher.actions import ACTIONS, choose
+from batcher.auth import StaticToken
+from batcher.calls import StopSignal
+from batcher.config import Settings, SimulatorSettings
+from batcher.job import (
+    Job,
+    ReplayOptions,
+    RunOptions,
+    Summary,
+    VerifyOptions,
+    VerifySummary,
+    identity,
+    replay,
+    run,
+    undo,
+    undo_actions,
+    undo_ledger,
+    verify,
+)
+from batcher.ledger import Ledger
+from batcher.simulator import DirectoryUser, GraphSimulator
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "sample_inputs"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TEST_TOKEN = "test-token-5b2f7c1e"  # what the CLI sends and the simulator accepts
+BATCHER = str(Path(sys.executable).parent / "batcher")  # the real console script
+GRAPH = "http://graph.local"  # where in-process Graph lives
+
+FAST = SimulatorSettings(
+    rate_per_second=200.0, burst=5, latency_min_seconds=0.0, latency_max_seconds=0.005
+)
+
+
+def ids(n: int, seed: int = 1) -> list[str]:
+    """``n`` distinct, stable, lower-case user IDs."""
+    return [str(uuid.UUID(int=seed * 1_000_003 + i * 7919 + 1, version=4)) for i in range(n)]
+
+
+def write_ids(path: Path, values: Iterable[str], header: str = "id") -> Path:
+    path.write_text(header + "\n" + "\n".join(values) + "\n", encoding="utf-8")
+    return path
+
+
+def sim_settings(**changes: Any) -> SimulatorSettings:
+    return FAST.model_copy(update=changes)
+
+
+def settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
+    """Settings for a test: Graph (in-process or ``[graph] base_url``), fast retries, the
+    ledgers under ``tmp_path``, a static token."""
+    data: dict[str, dict[str, Any]] = {
+        "graph": {"target": "graph", "base_url": "http://127.0.0.1:9", **sections.pop("graph", {})},
+        "send": {
+            "rate_per_second": 100.0,
+            "max_in_flight": 4,
+            "timeout_seconds": 5.0,
+            "retry_for_seconds": 30.0,
+            "backoff_initial_seconds": 0.01,
+            "backoff_max_seconds": 0.1,
+            **sections.pop("send", {}),
+        },
+        "directory": {
+            "reads_per_second": 1000.0,
+            "writes_per_second": 1000.0,
+            **sections.pop("directory", {}),
+        },
+        "ledger": {"dir": str(tmp_path / "ledgers"), **sections.pop("ledger", {})},
+        **sections,
+    }
+    return Settings.model_validate(data)
+
+
+@dataclass
+class Events:
+    """An observer that keeps every event, for tests to read."""
+
+    seen: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        self.seen.append((event, fields))
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [fields for name, fields in self.seen if name == event]
+
+
+class Rig:
+    """The simulator in-process and jobs that talk to it through its transport: the run,
+    replay, undo and verify functions are called directly, as the CLI would call them."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        sim: SimulatorSettings = FAST,
+        users: Sequence[DirectoryUser] | None = None,
+        **sections: dict[str, Any],
+    ) -> None:
+        self.tmp_path = tmp_path
+        self.sim = GraphSimulator(sim, tokens={TEST_TOKEN}, users=users)
+        self.settings = settings(tmp_path, **sections)
+        self.events = Events()
+
+    @property
+    def record(self) -> Any:
+        return self.sim.record
+
+    def job(
+        self,
+        actions: Sequence[str] = ("confirm",),
+        ledger: Path | None = None,
+        *,
+        token: str = TEST_TOKEN,
+        confirm: Any = None,
+        stop: StopSignal | None = None,
+    ) -> Job:
+        chosen = choose(actions) if actions else ()
+        tokens = StaticToken(token)
+        job = Job(
+            self.settings,
+            identity(self.settings, tokens, chosen),
+            tokens,
+            ledger,
+            self.events,
+            stop=stop or StopSignal(),
+            command_line="batcher run (test)",
+            transport=(GRAPH, self.sim.transport()),
+        )
+        if confirm is not None:
+            job.confirm = confirm
+        return job
+
+    def ledger_for(self, name: str = "incident") -> Path:
+        return self.tmp_path / "ledgers" / f"{name}.sqlite"
+
+    def run(
+        self,
+        inputs: Sequence[Path] | Path,
+        actions: Sequence[str] = ("confirm",),
+        ledger: Path | None = None,
+        **options: Any,
+    ) -> Summary:
+        paths = (inputs,) if isinstance(inputs, Path) else tuple(inputs)
+        job = self.job(actions, ledger or self.ledger_for(), **_job_options(options))
+        return run(job, RunOptions(paths, **options))
+
+    def replay(self, ledger: Path, **options: Any) -> Summary:
+        names = tuple(_recorded(ledger))
+        job = self.job(names, ledger, **_job_options(options))
+        return replay(job, ReplayOptions(**options))
+
+    def undo(self, ledger: Path, *, dry_run: bool = False, **options: Any) -> Summary:
+        job = self.job(undo_actions(ledger), undo_ledger(ledger), **_job_options(options))
+        return undo(job, ledger, dry_run=dry_run)
+
+    def verify(self, ledger: Path, **options: Any) -> VerifySummary:
+        job = self.job(tuple(_recorded(ledger)), ledger, **_job_options(options))
+        return verify(job, VerifyOptions(**options))
+
+
+def _job_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: options.pop(k) for k in ("token", "confirm", "stop") if k in options}
+
+
+def _recorded(path: Path) -> tuple[str, ...]:
+    reader = Ledger.open_existing(path)
+    try:
+        return tuple(a for a in reader.actions() if a in ACTIONS)
+    finally:
+        reader.close()
+
+
+def states(ledger: Path, action: str | None = None) -> dict[str, str]:
+    """user_id -> state of one action's steps (the only action's, by default)."""
+    reader = Ledger.open_existing(ledger)
+    try:
+        known = reader.known_steps()
+    finally:
+        reader.close()
+    if action is None:
+        actions = set(known.get_column("action"))
+        assert len(actions) <= 1, f"say which action: {actions}"
+    else:
+        known = known.filter(known["action"] == action)
+    return dict(zip(known["user_id"], known["state"], strict=True))
+
+
+def counts(ledger: Path) -> dict[str, dict[str, int]]:
+    """Steps per action and state, zeros left out."""
+    reader = Ledger.open_existing(ledger)
+    try:
+        every = reader.counts()
+    finally:
+        reader.close()
+    return {a: {s: n for s, n in per.items() if n} for a, per in every.items()}
+
+
+# -- the real CLI in a subprocess -----------------------------------------------------------------
+def write_config(path: Path, url: str, **sections: dict[str, Any]) -> Path:
+    """A config that sends to ``url`` with the token method; extra keys per section."""
+    graph = {"target": "graph", "base_url": url, **sections.pop("graph", {})}
+    send = {
+        "rate_per_second": 100.0,
+        "max_in_flight": 4,
+        "timeout_seconds": 5.0,
+        "retry_for_seconds": 30.0,
+        "backoff_initial_seconds": 0.01,
+        "backoff_max_seconds": 0.1,
+        **sections.pop("send", {}),
+    }
+    directory = {"reads_per_second": 1000.0, "writes_per_second": 1000.0}
+    directory.update(sections.pop("directory", {}))
+    ledger = {"dir": str(path.parent / "runs"), **sections.pop("ledger", {})}
+    parts = {"graph": graph, "send": send, "directory": directory, "ledger": ledger, **sections}
+    lines: list[str] = []
+    for name, values in parts.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHER_")}
+    env.update({"BATCHER_ACCESS_TOKEN": TEST_TOKEN, "NO_COLOR": "1", "COLUMNS": "200"})
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str | Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    **popen: Any,
+) -> CliResult:
+    """Run the real ``batcher`` console script in a subprocess (``popen``: e.g. preexec_fn)."""
+    proc = subprocess.run(
+        [BATCHER, *map(str, args)],
+        cwd=cwd,
+        env=env if env is not None else cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **popen,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
