@@ -165,6 +165,8 @@ class SendSettings(_Section):
     retry_for_seconds: float = Field(default=600.0, ge=0, le=86_400)
     backoff_initial_seconds: float = Field(default=1.0, ge=0, le=60)
     backoff_max_seconds: float = Field(default=30.0, ge=0, le=600)
+    # Stop when no request got any HTTP answer for this long (refused, DNS, no route).
+    unreachable_after_seconds: float = Field(default=30.0, gt=0, le=3600)
 
 
 class DirectorySettings(_Section):

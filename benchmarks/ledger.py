@@ -2,8 +2,9 @@
 
 1. A ledger that already has 1,000,000 confirmed IDs and an input of 1,010,000: the real CLI
    in a subprocess against the simulator; time from process start to the first ID accepted.
-2. Per batch of 60 on that ledger: intent (start_batch + start_attempt) and outcome
-   (finish_attempt) commits, with WAL and synchronous=FULL, as the sender does them.
+2. Per batch of 60 on that ledger: the intent (start_batch: the batch, its first attempt and
+   its steps 'sending', one commit) and the outcome (finish_attempt) commits, with WAL and
+   synchronous=FULL, as the sender does them.
 """
 
 from __future__ import annotations
@@ -20,24 +21,27 @@ from pathlib import Path
 import polars as pl
 
 from batcher.config import SimulatorSettings
-from batcher.ledger import Answer, Ledger, RunIdentity, State
+from batcher.ledger import Answer, Ledger, Outcome, RunIdentity, StepState
 from batcher.simulator import GraphSimulator, RunningSimulator
 
 TOKEN = "bench-token"
-IDENTITY = RunIdentity("confirmCompromised", "token-tenant", "global", "v1.0")
+IDENTITY = RunIdentity(("confirm",), "token-tenant", "global", "v1.0")
 
 
 def _ids(n: int) -> list[str]:
     return [str(uuid.UUID(int=i * 2_654_435_761 + 17, version=4)) for i in range(n)]
 
 
+def _users(ids: list[str], source: str) -> pl.DataFrame:
+    return pl.DataFrame({"user_id": ids, "source_file": source, "source_row": range(len(ids))})
+
+
 def _confirmed_ledger(path: Path, ids: list[str]) -> None:
     ledger = Ledger.open(path, IDENTITY)
-    ledger.add_ids(
-        pl.DataFrame({"user_id": ids, "source_file": "old.csv", "source_row": range(len(ids))})
-    )
-    with ledger._write() as db:  # setup only: mark them all confirmed at once
-        db.execute("UPDATE ids SET state = ?, attempts = 1", (State.CONFIRMED.value,))
+    ledger.add_users(_users(ids, "old.csv"))
+    ledger.add_steps("confirm", pl.Series(ids))
+    with ledger._write() as db:  # setup only: mark them all done at once
+        db.execute("UPDATE steps SET state = ?, attempts = 1", (StepState.DONE.value,))
     ledger.close()
 
 
@@ -85,18 +89,17 @@ def time_to_first_request(work: Path, done: int, extra: int) -> dict[str, float]
 
 def cost_per_batch(work: Path, batches: int) -> dict[str, float]:
     ledger = Ledger.open(work / "big.sqlite", IDENTITY)
-    ids = _ids(batches * 60)
-    ledger.add_ids(pl.DataFrame({"user_id": ids, "source_file": "b", "source_row": 0}))
+    ids = [str(uuid.uuid4()) for _ in range(batches * 60)]  # users new to the ledger
+    ledger.add_users(_users(ids, "b"))
+    ledger.add_steps("confirm", pl.Series(ids))
+    accepted = Answer(Outcome.ACCEPTED, 204, request_id="r")
     intent, outcome = [], []
     for n in range(batches):
-        batch = ids[n * 60 : (n + 1) * 60]
+        keys = [(uid, "confirm") for uid in ids[n * 60 : (n + 1) * 60]]
         t0 = time.perf_counter()
-        batch_id = ledger.start_batch(batch)
-        attempt = ledger.start_attempt(batch_id, str(uuid.uuid4()))
+        batch_id, attempt = ledger.start_batch("confirm", keys, str(uuid.uuid4()))
         t1 = time.perf_counter()
-        ledger.finish_attempt(
-            attempt, batch_id, Answer("accepted", 204, request_id="r"), State.CONFIRMED
-        )
+        ledger.finish_attempt(batch_id, attempt, accepted, StepState.DONE)
         t2 = time.perf_counter()
         intent.append(t1 - t0)
         outcome.append(t2 - t1)
@@ -122,7 +125,7 @@ def main() -> None:
         f"| {done:,} | {done + extra:,} | {first['first_request_s']:.2f} | "
         f"{first['whole_run_s']:.1f} |\n\n"
         "| per batch of 60 (1,000 batches) | mean ms | \n|---|---|\n"
-        f"| intent commits (batch + attempt) | {cost['intent_ms']:.2f} |\n"
+        f"| intent commit (batch, attempt, steps) | {cost['intent_ms']:.2f} |\n"
         f"| outcome commit | {cost['outcome_ms']:.2f} |\n"
         f"| both | {cost['batch_ms']:.2f} (p99 {cost['batch_p99_ms']:.2f}) |"
     )

@@ -8,7 +8,6 @@ simulator has accepted a given number of IDs (a condition, never a sleep).
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import uuid
 from collections import Counter
@@ -17,7 +16,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BATCHER, FAST, cli_env, run_cli, write_config
+from batcher.ledger import Ledger
+from batcher.simulator import DirectoryUser, GraphSimulator, RunningSimulator
+from tests.helpers import BATCHER, FAST, TEST_TOKEN, cli_env, counts, ids, run_cli, write_config
+
+pytestmark = pytest.mark.e2e
 
 BATCH_SIZE = 10
 MAX_IN_FLIGHT = 2
@@ -76,8 +79,7 @@ def _read_until(proc: subprocess.Popen[str], text: str) -> str:
 
 
 def _states(ledger: Path) -> dict[str, int]:
-    with sqlite3.connect(ledger) as db:
-        return dict(db.execute("SELECT state, COUNT(*) FROM ids GROUP BY state").fetchall())
+    return counts(ledger)["confirm"]
 
 
 def _kill_plan() -> list[tuple[str, int]]:
@@ -90,9 +92,13 @@ def _kill_plan() -> list[tuple[str, int]]:
 
 
 def _unsure(ledger: Path) -> set[str]:
-    with sqlite3.connect(ledger) as db:
-        rows = db.execute("SELECT user_id FROM ids WHERE state IN ('sending', 'unknown')")
-        return {row[0] for row in rows}
+    """Steps a kill left unknown (a request may have applied them)."""
+    reader = Ledger.open_existing(ledger)
+    try:
+        known = reader.known_steps()
+    finally:
+        reader.close()
+    return set(known.filter(known["state"] == "unknown").get_column("user_id"))
 
 
 def test_sigkill_at_many_points_loses_nothing_and_resends_at_most_the_window(
@@ -132,7 +138,7 @@ def test_sigkill_at_many_points_loses_nothing_and_resends_at_most_the_window(
 
     assert len(kills) >= 20, kills
     assert set(accepted) == set(ids)  # every valid ID was accepted at least once
-    assert _states(ledger) == {"confirmed": len(ids)}  # and the ledger knows it
+    assert _states(ledger) == {"done": len(ids)}  # and the ledger knows it
     assert max(made_unsure) <= WINDOW, list(zip(kills, made_unsure, strict=True))
     resent = [uid for uid, n in Counter(accepted).items() for _ in range(n - 1)]
     assert set(resent) <= ever_unsure  # only IDs a kill left unsure were sent again
@@ -161,13 +167,14 @@ def test_first_signal_finishes_requests_in_flight_then_resume_resends_nothing(
     sent_before = len(accepted)
     assert sent_before < len(ids)  # it really stopped early
     states = _states(ledger)
-    assert states.get("confirmed", 0) == sent_before  # every answer in flight was recorded
+    assert states.get("done", 0) == sent_before  # every answer in flight was recorded
+    assert "unknown" not in states  # nothing sent was left without its answer
 
     done = _start(command, tmp_path)
     _, err = done.communicate(timeout=120)
     assert done.returncode == 0, err
     assert sorted(accepted) == sorted(ids)  # nothing was sent twice
-    assert _states(ledger) == {"confirmed": len(ids)}
+    assert _states(ledger) == {"done": len(ids)}
 
 
 def test_second_signal_stops_at_once_and_stays_resumable(
@@ -196,4 +203,72 @@ def test_second_signal_stops_at_once_and_stays_resumable(
     done = run_cli("run", "--yes", "ids.csv", "--config", config, "--ledger", ledger, cwd=tmp_path)
     assert done.code == 0, done.stderr
     assert set(accepted) | set(fast.simulator.record.accepted[ACTION]) == set(ids)
-    assert _states(ledger) == {"confirmed": len(ids)}
+    assert _states(ledger) == {"done": len(ids)}
+
+
+CONTAIN_KILLS = 5
+
+
+def test_sigkill_during_a_containment_loses_no_user_and_keeps_each_users_order(
+    tmp_path: Path,
+) -> None:
+    """Five kills from outside while disable, revoke-sessions and confirm all run; the same
+    command then finishes. Extra writes are bounded by what can be in flight at a kill."""
+    users = [
+        DirectoryUser(id=uid, userPrincipalName=f"u{n}@contoso.com")
+        for n, uid in enumerate(ids(300))
+    ]
+    slow = FAST.model_copy(update={"latency_min_seconds": 0.005, "latency_max_seconds": 0.02})
+    with RunningSimulator(GraphSimulator(slow, tokens={TEST_TOKEN}, users=users)) as server:
+        record = server.simulator.record
+        (tmp_path / "ids.csv").write_text(
+            "id\n" + "\n".join(u.id for u in users) + "\n", encoding="utf-8"
+        )
+        config = write_config(
+            tmp_path / "config.toml",
+            server.url,
+            send={
+                "batch_size": BATCH_SIZE,
+                "max_in_flight": MAX_IN_FLIGHT,
+                "rate_per_second": 40.0,
+            },
+            directory={"writes_per_second": 200.0},
+        )
+        ledger = tmp_path / "contain.sqlite"
+        command = [
+            BATCHER,
+            "run",
+            "--yes",
+            "ids.csv",
+            "--contain",
+            "--config",
+            str(config),
+            "--ledger",
+            str(ledger),
+        ]
+        for kill in range(1, CONTAIN_KILLS + 1):
+            proc = _start(command, tmp_path)
+            target = kill * 90  # of the 600 writes: kills spread over the whole run
+            with record.changed:
+                assert record.changed.wait_for(lambda t=target: len(record.writes) >= t, 60)
+            proc.kill()
+            proc.communicate(timeout=60)
+        done = _start(command, tmp_path)
+        _, err = done.communicate(timeout=120)
+        assert done.returncode == 0, err
+        assert counts(ledger) == {
+            a: {"done": 300} for a in ("disable", "revoke-sessions", "confirm")
+        }
+        for user in users:
+            ops = record.operations(user.id)
+            assert ops and ops[0] == "disable" and ops[-1] == "revoke", (user.id, ops)
+            first_revoke = ops.index("revoke")
+            assert "disable" in ops[:first_revoke]  # never revoked before being disabled
+        window = MAX_IN_FLIGHT * 20  # per-user requests in flight at most (JSON batches of 20)
+        extra = sum(
+            n - 1
+            for n in Counter((w.op, w.user_id) for w in record.writes if w.status < 300).values()
+        )
+        assert extra <= CONTAIN_KILLS * window * 2, extra  # two directory actions
+        resent = [u for u, n in Counter(record.accepted[ACTION]).items() if n > 1]
+        assert len(resent) <= CONTAIN_KILLS * WINDOW

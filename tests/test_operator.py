@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import BATCHER, FAST, TEST_TOKEN, cli_env, run_cli, write_config
+import pytest
+
+from tests.helpers import BATCHER, FAST, TEST_TOKEN, cli_env, run_cli, write_config
 from tests.ptyrun import PtyProcess
+
+pytestmark = pytest.mark.e2e
 
 ACTION = "confirmCompromised"
 
@@ -53,10 +58,10 @@ def test_dry_run_shows_the_plan_and_makes_no_request(tmp_path: Path, simulator: 
     for needle in (
         "to send",
         "130",
-        "batches",
-        "confirmCompromised on tenant 0f0e0d0c-0000-4000-8000-000000000abc",
-        "(global, v1.0)",
-        "130 IDs in 3 requests, about 6s at the configured rate",
+        "confirm: 130 users will be confirmed compromised",
+        "tenant 0f0e0d0c-0000-4000-8000-000000000abc (global cloud, Graph v1.0)",
+        "130 steps in at least 3 requests, about 6s at the configured rates",
+        "(does not exist yet)",
         "dry run: nothing was sent",
     ):
         assert needle in result.stderr, needle
@@ -71,29 +76,63 @@ def test_typing_the_count_confirms_and_the_run_shows_progress_and_summary(
     config = write_config(tmp_path / "config.toml", simulator.url)
     term = _terminal(tmp_path, "run", "ids.csv", "--config", str(config))
     screen = term.expect(r"Type 130 \(the number of users\) or yes")
-    assert "About to send confirmCompromised for 130 users on tenant" in screen
+    assert "About to act on 130 users on tenant" in screen
+    assert "confirm: 130 users will be confirmed compromised" in screen
     assert simulator.simulator.record.requests == 0  # nothing before the answer
     term.type("130\r")
     code = term.wait()
     assert code == 0, term.text
-    assert "130/130 IDs" in term.text  # the live bar
-    assert "130 confirmed, 0 failed, 0 unsure" in term.text
+    assert "130/130 steps" in term.text  # the live bar
+    assert "confirm 130 done, 0 failed, 0 unknown" in term.text
     assert "report:" in term.text
     assert sorted(simulator.simulator.record.accepted[ACTION]) == sorted(ids)
 
 
-def test_a_wrong_answer_sends_nothing(tmp_path: Path, simulator: Any) -> None:
+def test_a_wrong_number_asks_again_three_times_then_sends_nothing(
+    tmp_path: Path, simulator: Any
+) -> None:
     _input(tmp_path, 30)
     config = write_config(tmp_path / "config.toml", simulator.url)
     ledger = tmp_path / "l.sqlite"
     term = _terminal(tmp_path, "run", "ids.csv", "--config", str(config), "--ledger", str(ledger))
-    term.expect("Type 30")
-    term.type("31\r")
+    for answer, left in (("31", "2 tries left"), ("3O", "1 try left")):
+        term.expect("Type 30")
+        term.type(f"{answer}\r")
+        term.expect(left)
+    term.type("29\r")
     assert term.wait() == 2
+    assert term.text.count("Type 30 (the number of users)") == 3
     assert "not confirmed: nothing was sent" in term.text
     assert simulator.simulator.record.requests == 0
     with sqlite3.connect(ledger) as db:
         assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+
+
+def test_the_right_number_on_the_second_try_goes_on(tmp_path: Path, simulator: Any) -> None:
+    ids = _input(tmp_path, 30)
+    config = write_config(tmp_path / "config.toml", simulator.url)
+    term = _terminal(tmp_path, "run", "ids.csv", "--config", str(config))
+    term.expect("Type 30")
+    term.type("300\r")
+    term.expect("2 tries left")
+    term.type("30\r")
+    assert term.wait() == 0, term.text
+    assert sorted(simulator.simulator.record.accepted[ACTION]) == sorted(ids)
+
+
+def test_ctrl_c_at_the_prompt_stops_at_once_and_sends_nothing(
+    tmp_path: Path, simulator: Any
+) -> None:
+    _input(tmp_path, 3000)  # Polars reads it with its worker threads: the signal may land there
+    config = write_config(tmp_path / "config.toml", simulator.url)
+    term = _terminal(tmp_path, "run", "ids.csv", "--config", str(config))
+    term.expect("Type 3000")
+    pressed = time.monotonic()
+    term.type("\x03")  # Ctrl-C, no Enter
+    assert term.wait(timeout=10) == 130, term.text
+    assert time.monotonic() - pressed < 3
+    assert "interrupted" in term.text and "Traceback" not in term.text
+    assert simulator.simulator.record.requests == 0
 
 
 def test_ctrl_c_at_the_keyboard_stops_cleanly_and_says_how_to_resume(
@@ -147,7 +186,7 @@ def test_log_file_has_a_line_per_request_and_per_state_change(
         assert event["request_id"] and event["client_request_id"]
     assert {e["http_status"] for e in requests} == {204, 503}
     states = [(e["batch"], e["state"]) for e in events if e["event"] == "state"]
-    assert [s for _, s in states].count("confirmed") == 13
+    assert [s for _, s in states].count("done") == 13
     assert [s for _, s in states].count("sending") == 13
     assert events[0]["event"] == "run_started"
     assert events[-1]["event"] == "run_finished" and events[-1]["confirmed"] == len(ids)

@@ -38,16 +38,22 @@ def _name(inputs: Sequence[Path], label: str, tenant: str) -> str:
     return f"{stem}-{label}-{short}-{digest}.sqlite"
 
 
-def done_elsewhere(own: Path, identity: RunIdentity, hours: float) -> pl.DataFrame:
+def _ledgers(folders: Sequence[Path], own: Path) -> list[Path]:
+    found = {p.resolve() for f in folders if f.is_dir() for p in f.glob("*.sqlite")}
+    return sorted(found - {own.resolve()})
+
+
+def done_elsewhere(
+    own: Path, identity: RunIdentity, hours: float, folder: Path | None = None
+) -> pl.DataFrame:
     """(user_id, action, ledger): steps of this run's actions that another ledger of the same
-    tenant in the same folder did within ``hours``, and that no later run reversed (an undo)."""
+    tenant (beside ``own``, or in ``folder``) did within ``hours``, and that no later run
+    reversed (an undo)."""
     since = (datetime.now(UTC) - timedelta(hours=hours)).isoformat(timespec="milliseconds")
     wanted = set(identity.actions)
     reversing = {ACTIONS[a].undo for a in wanted if ACTIONS[a].undo}
     frames = []
-    for path in sorted(own.parent.glob("*.sqlite")) if own.parent.is_dir() else []:
-        if path.resolve() == own.resolve():
-            continue
+    for path in _ledgers([own.parent, *([folder] if folder else [])], own):
         try:
             other = Ledger.open_existing(path)
         except LedgerError:

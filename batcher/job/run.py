@@ -71,6 +71,14 @@ async def _run(job: Job, read: InputSet, options: RunOptions) -> Summary:
         ledger.close()
 
 
+def _elsewhere(job: Job) -> pl.DataFrame:
+    """What the tenant's other recent ledgers already did (this ledger's folder, and the
+    configured one)."""
+    assert job.ledger is not None
+    settings = job.settings.ledger
+    return done_elsewhere(job.ledger, job.identity, settings.recent_hours, settings.folder)
+
+
 def _actions(job: Job) -> tuple[Action, ...]:
     return tuple(ACTIONS[name] for name in job.actions)
 
@@ -236,9 +244,7 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
     todo = wanted.join(cached.select("kind", "input_value"), on=["kind", "input_value"], how="anti")
     users = _direct_users(read.ids)
     estimate = estimate_requests(dict(todo.group_by("kind").len().iter_rows()))
-    elsewhere = None
-    if job.ledger is not None and not options.resend:
-        elsewhere = done_elsewhere(job.ledger, job.identity, job.settings.ledger.recent_hours)
+    elsewhere = None if options.resend or job.ledger is None else _elsewhere(job)
     plan = make_plan(users, known, _actions(job), job.settings.send.batch_size, elsewhere)
     facts = replace(_facts(job, read, cached, estimate, users.height), dry_run=True)
     facts = replace(facts, ledger_exists=exists)

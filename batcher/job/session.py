@@ -94,4 +94,7 @@ class Session:
         return Caller(self.pacers, retry, control)
 
     def control(self) -> Control:
-        return Control(self.job.settings.send.timeout_seconds + 5, self.job.observer)
+        send = self.job.settings.send
+        control = Control(send.timeout_seconds + 5, self.job.observer)
+        control.unreachable_after = send.unreachable_after_seconds
+        return control

@@ -1,0 +1,216 @@
+"""The real `batcher` command in a subprocess: what only a real process shows."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batcher.simulator import DirectoryUser, GraphSimulator, RunningSimulator
+from tests.helpers import (
+    BATCHER,
+    FAST,
+    REPO,
+    SAMPLES,
+    TEST_TOKEN,
+    cli_env,
+    ids,
+    run_cli,
+    write_config,
+    write_ids,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def test_make_run_runs_the_sample_on_the_built_in_simulator_with_no_account(
+    tmp_path: Path,
+) -> None:
+    env = cli_env(BATCHER_ACCESS_TOKEN="", XDG_DATA_HOME=str(tmp_path / "data"))
+    result = run_cli(
+        "run",
+        SAMPLES / "entra_risky_users.csv",
+        "--config",
+        REPO / "config.example.toml",
+        "--json",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.code == 0, result.stderr
+    summary = result.json()
+    assert summary["confirmed"] == 130 and summary["target"] == "simulator"
+    assert "SIMULATOR: sending to the built-in Graph simulator" in result.stderr
+    assert result.stderr.rstrip().endswith("no real tenant was touched")  # said again at the end
+    ledger = Path(summary["ledger"])
+    assert ledger.is_absolute() and ledger.is_relative_to(tmp_path / "data")  # not the cwd
+    assert f"ledger: {ledger}" in result.stderr
+
+
+def test_json_puts_one_object_on_stdout_also_for_an_error(tmp_path: Path, simulator: Any) -> None:
+    config = write_config(tmp_path / "config.toml", simulator.url)
+    ok = run_cli("run", "--yes", SAMPLES / "analyst_list.csv", "-c", config, "--json", cwd=tmp_path)
+    assert ok.code == 0 and ok.stdout.count("\n") == 1 and ok.json()["valid"] == 45
+    missing = run_cli("run", "--yes", tmp_path / "nope.csv", "-c", config, "--json", cwd=tmp_path)
+    assert missing.code == 2
+    assert missing.json() == {
+        "error": missing.stderr.strip().removeprefix("batcher: "),
+        "exit_code": 2,
+    }
+    assert "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "replay", "undo", "verify", "resolve", "status"])
+def test_help_shows_no_type_tags(tmp_path: Path, command: str) -> None:
+    result = run_cli(command, "--help", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert not re.search(r"<(bool|str|path|int|float|list\[)", result.stdout), result.stdout
+    if command == "replay":
+        assert "--dry-run" not in result.stdout  # replay has none, and no help text mentions it
+
+
+def test_a_config_value_of_the_wrong_type_is_refused(tmp_path: Path) -> None:
+    for line, name in (
+        ("batch_size = true", "batch_size"),
+        ('rate_per_second = "1"', "rate_per_second"),
+    ):
+        config = tmp_path / "config.toml"
+        config.write_text(f"[send]\n{line}\n", encoding="utf-8")
+        result = run_cli(
+            "run", SAMPLES / "analyst_list.csv", "-c", config, "--dry-run", cwd=tmp_path
+        )
+        assert result.code == 2, line
+        assert f"[send] {name}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_contradictory_actions_are_refused_naming_the_clash(tmp_path: Path) -> None:
+    result = run_cli(
+        "run",
+        SAMPLES / "analyst_list.csv",
+        "--action",
+        "confirm",
+        "--action",
+        "dismiss",
+        "--dry-run",
+        cwd=tmp_path,
+    )
+    assert result.code == 2
+    assert "--action confirm and --action dismiss contradict each other" in result.stderr
+
+
+def test_a_dry_run_needs_no_credentials_and_names_its_ledger(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[graph]\ntarget = "graph"\n[auth]\ntenant_id = "11111111-2222-4333-8444-555555555555"\n'
+        f'[ledger]\ndir = "{tmp_path / "ledgers"}"\n',
+        encoding="utf-8",
+    )
+    env = cli_env(BATCHER_ACCESS_TOKEN="")
+    result = run_cli(
+        "run",
+        SAMPLES / "analyst_list.csv",
+        "-c",
+        config,
+        "--contain",
+        "--dry-run",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.code == 0, result.stderr
+    assert re.search(
+        r"ledger: .*ledgers/analyst_list-contain-11111111-\w+\.sqlite \(does not exist yet\)",
+        result.stderr,
+    )
+    assert "dry run: nothing was sent" in result.stderr
+    assert not (tmp_path / "ledgers").exists()  # created nothing
+
+
+def test_containment_through_the_command_line(tmp_path: Path) -> None:
+    users = [
+        DirectoryUser(id=uid, userPrincipalName=f"u{n}@contoso.com")
+        for n, uid in enumerate(ids(30))
+    ]
+    with RunningSimulator(GraphSimulator(FAST, tokens={TEST_TOKEN}, users=users)) as sim:
+        config = write_config(tmp_path / "config.toml", sim.url)
+        write_ids(tmp_path / "ids.csv", [u.id for u in users])
+        result = run_cli(
+            "run", "--yes", "ids.csv", "-c", config, "--contain", "--json", cwd=tmp_path
+        )
+        record = sim.simulator.record
+    assert result.code == 0, result.stderr
+    actions = result.json()["actions"]
+    assert {a: c["done"] for a, c in actions.items()} == {
+        "disable": 30,
+        "revoke-sessions": 30,
+        "confirm": 30,
+    }
+    assert all(record.operations(u.id) == ["disable", "revoke"] for u in users)
+    assert (
+        "revoke-sessions: 30 users must sign in again" in result.stderr
+        or "cannot be undone" in result.stderr
+    )
+
+
+def test_an_unreachable_graph_is_said_at_once_and_ctrl_c_does_not_wait(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.toml", "http://127.0.0.1:1")
+    write_ids(tmp_path / "ids.csv", ids(20))
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [BATCHER, "run", "--yes", "ids.csv", "--config", str(config)],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = ""
+    for line in proc.stderr:
+        seen += line
+        if "cannot reach" in line:
+            break
+    said = time.monotonic() - started
+    assert "cannot reach 127.0.0.1: the connection was refused" in seen, seen
+    assert said < 10, said
+    proc.send_signal(signal.SIGINT)
+    stopped = time.monotonic()
+    rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, seen + rest
+    assert time.monotonic() - stopped < 5  # nothing in flight: no waiting for it
+    assert "none is in flight" in rest
+
+
+def test_the_printed_command_works_when_batcher_is_not_on_path(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    values = ids(12)
+    sim = simulator_factory(FAST.model_copy(update={"bad_ids": [values[3]]}))
+    config = write_config(tmp_path / "config.toml", sim.url)
+    write_ids(tmp_path / "ids.csv", values)
+    path = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(BATCHER).parent != Path(p)
+    )
+    env = cli_env(PATH=path)
+    failed = run_cli("run", "--yes", "ids.csv", "-c", config, cwd=tmp_path, env=env)
+    assert failed.code == 1, failed.stderr
+    printed = re.search(r"once the cause is fixed: (.+)$", failed.stderr, re.M)
+    assert printed and printed.group(1).startswith(str(Path(BATCHER).resolve().parent)), (
+        failed.stderr
+    )
+    fixed = simulator_factory()
+    write_config(tmp_path / "config.toml", fixed.url)
+    again = subprocess.run(
+        printed.group(1),
+        shell=True,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert "no terminal to ask on" in again.stderr  # the command ran: it asks before sending
