@@ -57,6 +57,7 @@ IDENTITY = RunIdentity(actions=("confirm",), tenant="tenant-a", cloud="global", 
 
 @pytest.fixture(autouse=True)
 def no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests to a closed loopback port must meet that port, not a proxy from the CI's env."""
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
 
@@ -634,6 +635,22 @@ async def test_a_403_trips_the_breaker_naming_the_permission() -> None:
     assert CONFIRM.permission in message
     assert "403 e403" in message and "rid-1" in message
     assert [a.outcome for a, _ in hooks.answers] == [Outcome.FORBIDDEN]
+
+
+@pytest.mark.anyio
+async def test_a_refused_token_stops_the_call_at_once() -> None:
+    sim = GraphSimulator(FAST, tokens={TEST_TOKEN})
+    control = Control()
+    caller, waits = make_caller(control, FakeTime())
+    hooks = Hooks()
+    async with http_client(StaticToken("revoked"), timeout=5.0, transport=sim.transport()) as http:
+        client = GraphClient(http, GRAPH, "v1.0")
+        with pytest.raises(AuthError, match="cannot be renewed"):
+            await caller(confirm(client, ids(1), hooks))
+    assert len(hooks.intents) == 1 and waits.waits == []  # not tried again
+    assert control.in_flight == 0
+    assert sim.record.statuses[401] == 1
+    assert sim.record.accepted["confirmCompromised"] == []
 
 
 class RefusedWhileAnotherHangs(httpx.AsyncBaseTransport):

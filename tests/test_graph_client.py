@@ -64,7 +64,8 @@ PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "http
 
 @pytest.fixture(autouse=True)
 def no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The client reads proxies from the environment; these tests talk to in-process Graph."""
+    """The client reads proxies from the environment (unless given a transport): requests to a
+    closed loopback port, a `.invalid` name or a TLS server here must not go to a CI's proxy."""
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
 

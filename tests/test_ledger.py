@@ -1179,13 +1179,28 @@ def test_an_older_ledger_for_another_action_is_refused_and_left_untouched(
     assert files_in(tmp_path) == {"v2.sqlite"}
 
 
-def test_an_older_ledger_is_read_without_being_migrated(tmp_path: Path) -> None:
-    path = tmp_path / "v2.sqlite"
-    legacy_ledger(path, 2)
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_ledger_is_read_as_todays_without_being_changed(
+    tmp_path: Path, version: int
+) -> None:
+    path = tmp_path / f"v{version}.sqlite"
+    legacy_ledger(path, version)
     before = path.read_bytes()
     reader = Ledger.open_existing(path, CONFIRM)  # the identity check reads the old 'action'
-    reader.close()
-    assert path.read_bytes() == before
+    try:  # status, report, a dry run and "done elsewhere" read older ledgers too
+        assert reader.actions() == ("confirm",)
+        assert known(reader) == LEGACY_STATES
+        assert reader.counts() == {
+            "confirm": {**ZERO, "done": 1, "failed": 1, "unknown": 3, "planned": 3}
+        }
+        assert reader.report().height == len(IDS)
+        assert reader.done("confirm")["user_id"].to_list() == [IDS[0]]
+        assert reader.runs() == [] and reader.lookups().height == 0
+        assert not reader.live
+    finally:
+        reader.close()
+    assert path.read_bytes() == before  # only its writer migrates the file
+    assert files_in(tmp_path) == {path.name}
 
 
 def test_migrations_split_on_whole_statements_only() -> None:
