@@ -345,16 +345,21 @@ def test_a_stop_signal_outside_a_send_is_a_keyboard_interrupt() -> None:
 
 @pytest.mark.anyio
 async def test_a_stop_signal_during_a_send_reaches_the_control() -> None:
-    stop, events = StopSignal(), Events()
-    control = Control(observer=events)
+    stop, events, second = StopSignal(), Events(), anyio.Event()
+
+    def observer(event: str, **fields: Any) -> None:
+        events(event, **fields)
+        if event == "stopping" and not fields["first"]:
+            second.set()
+
+    control = Control(observer=observer)
     with stop.attached(control):
         stop.ask()  # from the event loop's own thread, as a signal handler runs
         await anyio.lowlevel.checkpoint()
         assert control.stopping
         await anyio.to_thread.run_sync(stop.ask)  # from another thread (Windows' console)
         with anyio.fail_after(5):
-            while len(events.named("stopping")) < 2:
-                await anyio.lowlevel.checkpoint()
+            await second.wait()
     assert stop.asked == 2
     assert [e["first"] for e in events.named("stopping")] == [True, False]
     with pytest.raises(KeyboardInterrupt):  # detached again once the send is over
