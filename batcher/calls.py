@@ -83,9 +83,15 @@ class Control:
     """What the lanes of one run share. ``stop`` (first time): start no new request and let the
     ones in flight finish within ``grace`` seconds (at once when none is); second time: now."""
 
-    def __init__(self, grace: float = 35.0, observer: Observer = no_events) -> None:
+    def __init__(
+        self,
+        grace: float = 35.0,
+        observer: Observer = no_events,
+        unreachable_after: float = UNREACHABLE_AFTER,
+    ) -> None:
         self.grace = grace
         self.observer = observer
+        self.unreachable_after = unreachable_after  # seconds without any HTTP answer
         self.tally = Tally()
         self.stopping = False
         self.tripped: BatcherError | None = None
@@ -123,7 +129,7 @@ class Control:
             self._scope.cancel()
 
     def reached(self, exc: GraphError | None) -> None:
-        """Note an answer; stop when Graph has not been reached for UNREACHABLE_AFTER seconds."""
+        """Note an answer; stop when Graph has not been reached for ``unreachable_after`` s."""
         if not isinstance(exc, NotConnected):
             self.answered = True
             return
@@ -133,8 +139,8 @@ class Control:
         if self._first_unreached is None:
             self._first_unreached = now
             self.observer("unreachable", host=exc.host, cause=exc.cause, advice=_advice(exc))
-        if "TLS" in exc.cause or now - self._first_unreached >= UNREACHABLE_AFTER:
-            waited = "" if "TLS" in exc.cause else f" for {UNREACHABLE_AFTER:g}s"
+        if "TLS" in exc.cause or now - self._first_unreached >= self.unreachable_after:
+            waited = "" if "TLS" in exc.cause else f" for {self.unreachable_after:g}s"
             self.trip(
                 Unreachable(
                     f"cannot reach {exc.host}{waited}: {exc.cause}; {_advice(exc)}; nothing "

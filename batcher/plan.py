@@ -39,7 +39,11 @@ class ActionPlan:
     @property
     def requests(self) -> int:
         """HTTP requests at the least: lists of IDs, or JSON batches of 20 per-user requests."""
-        per = self.batch_size if self.action.shape is Shape.ID_LIST else MAX_BATCH
+        per = (
+            min(self.batch_size, self.action.max_ids)
+            if self.action.shape is Shape.ID_LIST
+            else MAX_BATCH
+        )
         return math.ceil(self.to_send.len() / per)
 
     @property

@@ -6,6 +6,8 @@ it, so nothing here waits for real.
 
 from __future__ import annotations
 
+import itertools
+
 import anyio
 import anyio.lowlevel
 import pytest
@@ -13,11 +15,6 @@ import pytest
 from batcher.pacer import Pacer
 
 START = 1000.0
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class FakeTime:
@@ -182,3 +179,51 @@ def test_success_at_the_target_rate_never_goes_faster() -> None:
     for _ in range(10):
         pacer.succeeded()
     assert pacer.interval == pytest.approx(0.51)
+
+
+# -- cost: a JSON batch spends one unit of its budget per inner request ---------------------------
+@pytest.mark.anyio
+async def test_a_costly_request_pushes_the_next_start_by_its_cost() -> None:
+    time = FakeTime()
+    pacer = make_pacer(time, rate=20.0, margin=0.0)
+    assert await pacer.acquire(20) == START  # a full JSON batch goes at once...
+    assert await pacer.acquire(5) == pytest.approx(START + 1.0)  # ...the next one second later
+    assert await pacer.acquire() == pytest.approx(START + 1.25)
+    assert time.sleeps == pytest.approx([1.0, 0.25])
+
+
+@pytest.mark.anyio
+async def test_concurrent_callers_are_spaced_by_what_each_one_spent() -> None:
+    time = FakeTime()
+    pacer = make_pacer(time, rate=10.0, margin=0.0)
+    started: list[tuple[float, float]] = []
+
+    async def one(cost: float) -> None:
+        started.append((await pacer.acquire(cost), cost))
+
+    async with anyio.create_task_group() as tg:
+        for cost in (3.0, 1.0, 2.0, 1.0, 4.0):
+            tg.start_soon(one, cost)
+    started.sort()
+    assert started[0] == (START, 3.0)
+    for (before, cost), (after, _) in itertools.pairwise(started):
+        assert after - before == pytest.approx(0.1 * cost)  # whoever went, its cost spaced it
+
+
+@pytest.mark.anyio
+async def test_cost_is_spent_at_the_slowed_pace_after_a_429() -> None:
+    time = FakeTime()
+    pacer = make_pacer(time, rate=10.0, margin=0.0, slowdown=2.0)
+    started = await pacer.acquire(4)
+    pacer.throttled(started)  # interval 0.1 -> 0.2; next start one interval from now at least
+    assert pacer.interval == pytest.approx(0.2)
+    assert await pacer.acquire(4) == pytest.approx(START + 0.4)  # the first cost, at 0.1 each
+    assert await pacer.acquire() == pytest.approx(START + 0.4 + 0.8)  # 4 at 0.2 each
+
+
+@pytest.mark.anyio
+async def test_a_cost_below_one_lets_the_next_start_sooner() -> None:
+    time = FakeTime()
+    pacer = make_pacer(time, rate=1.0, margin=0.0)
+    await pacer.acquire(0.5)
+    assert await pacer.acquire() == pytest.approx(START + 0.5)

@@ -11,21 +11,19 @@ import warnings
 import pytest
 
 from batcher.errors import (
+    AuthError,
     BadRequest,
     Forbidden,
     GraphError,
     NoAnswer,
+    NotConnected,
+    NotFound,
     Rejected,
     ServerError,
     Throttled,
     Unauthorized,
 )
 from batcher.retries import RETRYABLE, retry_policy
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class RecordingSleep:
@@ -69,19 +67,23 @@ TRANSIENT = [
     ServerError("HTTP 500", status=500),
     ServerError("HTTP 503", status=503, retry_after=2.0),
     NoAnswer("no answer in time (ReadTimeout)"),
-    Unauthorized("HTTP 401", status=401),
+    NotConnected("the connection was refused"),  # the breaker, not the retry, stops those
 ]
 PERMANENT = [
     BadRequest("HTTP 400", status=400),
+    # A 401 is the bearer flow's: it signs in afresh once and sends again, then stops the run.
+    Unauthorized("HTTP 401", status=401),
+    AuthError("Graph refused the token twice"),
     Forbidden("HTTP 403", status=403),
-    Rejected("HTTP 404", status=404),
+    NotFound("HTTP 404", status=404),
+    Rejected("HTTP 409", status=409),
     GraphError("some other Graph error"),
     ValueError("a bug, not an answer"),
 ]
 
 
 def test_the_retryable_set_is_exactly_the_transient_answers() -> None:
-    assert set(RETRYABLE) == {Throttled, ServerError, NoAnswer, Unauthorized}
+    assert set(RETRYABLE) == {Throttled, ServerError, NoAnswer}
 
 
 @pytest.mark.anyio
@@ -119,9 +121,9 @@ async def test_success_first_time_does_not_wait() -> None:
         Throttled("HTTP 429", status=429),
         server_error(retry_after=30.0),
         server_error(retry_after=0.0),  # "Retry-After: 0" is still a Retry-After
-        Unauthorized("HTTP 401", status=401),
+        Throttled("HTTP 429", status=429, retry_after=5.0),
     ],
-    ids=["throttled", "retry-after", "retry-after-0", "unauthorized"],
+    ids=["throttled", "retry-after", "retry-after-0", "throttled-retry-after"],
 )
 async def test_no_extra_wait_when_the_pacer_already_spaces_the_retry(error: GraphError) -> None:
     attempts, sleep = Attempts(error, error, error, error), RecordingSleep()
@@ -132,8 +134,13 @@ async def test_no_extra_wait_when_the_pacer_already_spaces_the_retry(error: Grap
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     "error",
-    [server_error(), ServerError("HTTP 500", status=500), NoAnswer("connection failed")],
-    ids=["503-no-retry-after", "500", "no-answer"],
+    [
+        server_error(),
+        ServerError("HTTP 500", status=500),
+        NoAnswer("connection broke"),
+        NotConnected("connection refused"),
+    ],
+    ids=["503-no-retry-after", "500", "no-answer", "not-connected"],
 )
 async def test_other_transient_answers_back_off_exponentially(error: GraphError) -> None:
     attempts, sleep = Attempts(*[error] * 5), RecordingSleep()
@@ -152,6 +159,30 @@ async def test_backoff_scales_with_initial_backoff_and_is_capped() -> None:
     assert 4.0 <= sleep.waits[1] <= 5.0
     assert 8.0 <= sleep.waits[2] <= 9.0
     assert sleep.waits[3:] == [9.0, 9.0, 9.0]
+
+
+@pytest.mark.anyio
+async def test_only_unpaced_failures_grow_the_back_off() -> None:
+    throttled = Throttled("HTTP 429", status=429)
+    attempts = Attempts(server_error(), throttled, throttled, server_error(), server_error())
+    sleep = RecordingSleep()
+    assert await run(attempts, sleep, initial_backoff=1.0, max_backoff=100.0) == "done"
+    first, t1, t2, second, third = sleep.waits
+    assert (t1, t2) == (0.0, 0.0)
+    assert 1.0 <= first <= 2.0
+    assert 2.0 <= second <= 3.0  # the second back-off, not the fourth: 429s did not count
+    assert 4.0 <= third <= 5.0
+
+
+@pytest.mark.anyio
+async def test_a_permanent_answer_after_transient_ones_is_raised_at_once() -> None:
+    refused = BadRequest("HTTP 400", status=400)
+    attempts, sleep = Attempts(server_error(), refused), RecordingSleep()
+    with pytest.raises(BadRequest) as raised:
+        await run(attempts, sleep)
+    assert raised.value is refused
+    assert attempts.tries == 2
+    assert len(sleep.waits) == 1
 
 
 @pytest.mark.anyio

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import socket
 import ssl
 import time
 from collections.abc import Mapping
@@ -115,7 +116,8 @@ def no_answer(exc: httpx.TransportError, url: str, client_request_id: str) -> No
     ):
         cause = "its TLS certificate is not trusted"
     elif (
-        "name or service not known" in text
+        any(isinstance(e, socket.gaierror) for e in chain)  # EAI_AGAIN too: no DNS server
+        or "name or service not known" in text
         or "nodename nor servname" in text
         or ("getaddrinfo failed" in text or "no address associated" in text)
     ):

@@ -28,12 +28,14 @@ class BearerAuth(httpx.Auth):
         response = yield request
         if response.status_code != 401:
             return
+        await response.aread()  # overriding async_auth_flow skips requires_response_body
         self._tokens.invalidate()
         if self._tokens.refused_after_refresh:  # a static token: there is no other
             raise AuthError(_refused(response, "refused the token, which cannot be renewed"))
         request.headers["Authorization"] = f"Bearer {await self._tokens.token()}"
         response = yield request
         if response.status_code == 401:
+            await response.aread()
             self._tokens.invalidate()
             raise AuthError(_refused(response, "refused the token twice, even after a refresh"))
 

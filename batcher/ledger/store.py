@@ -22,7 +22,8 @@ class Store:
     """A ledger's connection. Every write goes through ``_write``, one transaction each.
 
     ``open`` is for the one writer and holds a lock beside the file until ``close``;
-    ``open_existing`` is for readers (status, report, verify, dry run) and takes no lock.
+    ``open_existing`` is for readers (status, report, verify, dry run) and takes no lock (an
+    older ledger is read through a copy in memory, migrated there).
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
@@ -77,7 +78,27 @@ class Store:
             raise LedgerError(f"{path}: no such ledger; the run prints its ledger path")
         ledger = cls(path, _connect(path))
         ledger._check(identity)
+        if ledger.schema_version() < SCHEMA_VERSION:
+            ledger._read_migrated()
         return ledger
+
+    def _read_migrated(self) -> None:
+        """Read an older ledger through today's schema: a copy in memory, migrated there; the
+        file is left as it is (only its writer migrates it)."""
+        memory = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            self._conn.backup(memory)
+            version = int(memory.execute("PRAGMA user_version").fetchone()[0])
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in statements(MIGRATIONS[target]):
+                    memory.execute(statement)
+            memory.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            memory.close()
+            self.close()
+            raise _ledger_error(self.path, exc) from None
+        self._conn.close()
+        self._conn = memory
 
     def _use_wal(self) -> None:
         # Persistent (it rewrites the file header), so only once the file is known to be ours.
