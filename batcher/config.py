@@ -173,7 +173,7 @@ class DirectorySettings(_Section):
     """Budgets of the directory (users): look-ups and writes, each paced on its own."""
 
     reads_per_second: float = Field(default=100.0, gt=0, le=2000)
-    writes_per_second: float = Field(default=20.0, gt=0, le=200)
+    writes_per_second: float = Field(default=20.0, gt=0, le=1000)
 
 
 class LedgerSettings(_Section):

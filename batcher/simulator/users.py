@@ -93,7 +93,9 @@ class DirectoryEndpoints:
         if clauses is None:
             users = list(self.directory)
         else:
-            found = (u for c in clauses for v in c.values for u in self.directory.find_all(c.name, v))
+            found = (
+                u for c in clauses for v in c.values for u in self.directory.find_all(c.name, v)
+            )
             users = list({u.id: u for u in found}.values())
         body: dict[str, Any] = {"@odata.context": odata_context(request, "users")}
         if count:
