@@ -4,6 +4,7 @@ pacing by inner requests, and both lanes at once."""
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -16,11 +17,17 @@ from batcher.actions import ACTIONS, ORDER
 from batcher.calls import Caller, StopSignal
 from batcher.errors import AuthError
 from batcher.eventlog import Observer
-from batcher.ledger import StepState
 from batcher.sender import FORBIDDEN_IN_A_ROW, Lanes, SendOutcome, Work, send
 from batcher.simulator import DirectoryUser, GraphSimulator
-from tests.helpers import TEST_TOKEN, counts, graph_client, ids, paced_caller, sim_settings
-from tests.helpers import step_ledger
+from tests.helpers import (
+    TEST_TOKEN,
+    counts,
+    graph_client,
+    ids,
+    paced_caller,
+    sim_settings,
+    step_ledger,
+)
 
 pytestmark = pytest.mark.anyio
 CALLER_KEYS = {"ip", "writes", "retry_for", "backoff", "sleep", "grace", "observer"}
@@ -252,7 +259,7 @@ async def test_at_most_20_per_batch_and_pacing_spends_the_write_budget_by_inner_
     assert (record.batches, record.inner_requests) == (5, 100)
     assert sent.query("SELECT COUNT(*), MAX(size), MIN(size) FROM batches") == [(5, 20, 20)]
     starts = sorted(t for t, _ in record.answers)
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.9 * 20 / rate  # each batch spent 20 of the budget, not 1
     assert sent.seconds >= 4 * 20 / rate
 
@@ -325,11 +332,12 @@ async def test_a_disable_only_throttled_past_the_retry_window_holds_back_its_rev
 
 
 def _stop_on_first_directory_answer(stop: StopSignal) -> Observer:
+    asked: list[bool] = []
+
     def observer(event: str, **fields: Any) -> None:
-        if event == "request" and fields.get("budget") == "directory_writes":
-            if not getattr(observer, "asked", False):
-                observer.asked = True  # type: ignore[attr-defined]
-                stop.ask()
+        if event == "request" and fields.get("budget") == "directory_writes" and not asked:
+            asked.append(True)
+            stop.ask()
 
     return observer
 
