@@ -368,3 +368,36 @@ async def test_a_stop_counts_the_steps_waiting_to_be_retried(tmp_path: Path) -> 
                 state, 0
             ), (action, state)
     assert sent.seconds < 0.45  # it did not wait for the back-off of the steps it let go
+
+
+def _stop_on_first_ip_answer(stop: StopSignal) -> Observer:
+    asked: list[bool] = []
+
+    def observer(event: str, **fields: Any) -> None:
+        if event == "request" and fields.get("budget") == "identity_protection" and not asked:
+            asked.append(True)
+            stop.ask()
+
+    return observer
+
+
+async def test_a_first_stop_does_not_wait_for_the_back_off_of_steps_it_lets_go(
+    tmp_path: Path,
+) -> None:
+    """Stopped while an IP request is in flight and every directory step waits 1-2 s for its
+    retry: the run ends once that request is answered, not when the back-off is over."""
+    stop = StopSignal()
+    users = ids(10)
+    sent = await _send(
+        tmp_path,
+        {"confirm": ids(120, seed=2), "disable": users},
+        stop=stop,
+        observer=_stop_on_first_ip_answer(stop),
+        latency_min_seconds=0.1,
+        latency_max_seconds=0.1,
+        directory_faults={"500": 1.0},
+        backoff=(2.0, 2.0),
+    )
+    assert sent.outcome.interrupted
+    assert sent.outcome.counts == {"confirm": {"done": 120}, "disable": {"unknown": 10}}
+    assert sent.seconds < 0.6
