@@ -2,7 +2,8 @@
 
 A user's step that must follow another (revoke-sessions after disable) waits until that one
 settled; then it is sent whatever the outcome (a failed disable still gets its revoke, and the
-report says the account is still enabled). Each inner answer is judged on its own.
+report says the account is still enabled). A step that goes back to planned (Graph never applied
+it) keeps the steps that follow it planned too. Each inner answer is judged on its own.
 """
 
 from __future__ import annotations
@@ -259,8 +260,9 @@ class PerUserLane:
             state = states.get(step.key, StepState.PLANNED)
             if state == StepState.UNKNOWN:
                 self._settle(step, StepState.UNKNOWN, batch_id)
-            else:
-                self._unblock(step)
+            else:  # never applied: the steps that must follow it stay planned too
+                self.blocked.pop(step.key, None)
+                self._notify()
 
     def _settle(self, step: _Step, state: StepState, batch_id: int | None) -> None:
         self.lanes.settled(step.action.name, state, 1, batch_id)
