@@ -276,9 +276,9 @@ class PerUserLane:
     def _release_waiting(self) -> None:
         """At the end (a stop): steps waiting to be sent again go back to planned or unknown."""
         waiting = [s for _, _, s in self.later] + [s for s in self.ready if s.first_sent]
-        if waiting:
-            self.lanes.ledger.release_steps([s.key for s in waiting])
         self.later.clear()
+        if waiting:
+            self._give_up_steps(waiting, None)  # counts those that became unknown
 
 
 def _explained(answer: Answer, exc: GraphError | None, verdict: StepState | None) -> Answer:
