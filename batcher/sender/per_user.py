@@ -37,6 +37,7 @@ from batcher.retries import RETRYABLE
 from batcher.sender.lanes import Lanes, Work
 
 FORBIDDEN_IN_A_ROW = 20  # 403s for every user, with no success yet: the permission is missing
+STOP_CHECK = 0.1  # seconds: how soon an idle worker (waiting for a retry's back-off) sees a stop
 
 
 @dataclass
@@ -112,7 +113,7 @@ class PerUserLane:
             if not self.later and not self.blocked and not self.in_progress:
                 return None
             wait = self.later[0][0] - now if self.later else math.inf
-            with anyio.move_on_after(wait):
+            with anyio.move_on_after(min(wait, STOP_CHECK)):
                 await self._changed.wait()
         return None
 
