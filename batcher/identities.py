@@ -64,7 +64,8 @@ class Stage:
 
     def matches(self, user: dict[str, Any], value: str) -> bool:
         if self.field == "proxyAddresses":
-            return any(str(p).lower() == f"smtp:{value}" for p in user.get("proxyAddresses") or [])
+            wanted = f"smtp:{value.lower()}"
+            return any(str(p).lower() == wanted for p in user.get("proxyAddresses") or [])
         return str(user.get(self.field) or "").lower() == value.lower()
 
 
