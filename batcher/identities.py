@@ -98,7 +98,8 @@ class _Query:
     stage: Stage
     values: list[str]
     tries: int = 0
-    first_sent: float | None = None
+    first_sent: float | None = None  # when it was first sent: its retry time counts from then
+    not_before: float = 0.0  # when it may be sent again (a back-off)
 
 
 @dataclass
@@ -145,7 +146,7 @@ class Resolver:
             nonlocal changed, busy
             while self.caller.control.tripped is None and not self.caller.control.stopping:
                 now = time.monotonic()
-                due = [q for q in queue if (q.first_sent or 0) <= now][:MAX_BATCH]
+                due = [q for q in queue if q.not_before <= now][:MAX_BATCH]
                 if not due:
                     if not queue and not busy:
                         return
@@ -171,6 +172,9 @@ class Resolver:
     ) -> list[_Query]:
         """One JSON batch of look-ups; returns the queries to send again."""
         requests = [q.stage.query(q.values, str(n)) for n, q in enumerate(queries)]
+        now = time.monotonic()
+        for query in queries:
+            query.first_sent = query.first_sent or now
         crids: list[str] = []
         call = Call(
             Budget.DIRECTORY_READS,
@@ -226,14 +230,14 @@ class Resolver:
     def _later(
         self, queries: list[_Query], rows: dict[tuple[str, str], dict[str, Any]]
     ) -> list[_Query]:
-        """Queries to retry after a back-off, until the retry time runs out."""
+        """Queries to retry after a back-off, until the retry time (from the first send) runs
+        out."""
         retry = self.caller.retry
         now = time.monotonic()
         again, lost = [], []
         for query in queries:
             query.tries += 1
-            started = query.first_sent if query.tries > 1 else now
-            if now - (started or now) >= retry.retry_for_seconds:
+            if now - (query.first_sent or now) >= retry.retry_for_seconds:
                 lost += [
                     self._outcome(
                         rows[(query.stage.kind, v)],
@@ -244,9 +248,8 @@ class Resolver:
                 ]
                 continue
             initial, most = retry.backoff
-            query.first_sent = now + min(most, initial * 2 ** (query.tries - 1)) * random.uniform(
-                0.5, 1.0
-            )
+            backoff = min(most, initial * 2 ** (query.tries - 1)) * random.uniform(0.5, 1.0)
+            query.not_before = now + backoff
             again.append(query)
         self._settle(lost)
         return again
