@@ -13,14 +13,14 @@ import anyio
 import polars as pl
 import pytest
 
-from batcher.calls import Caller
+from batcher.calls import Caller, StopSignal
 from batcher.errors import AuthError
 from batcher.identities import NO_ANSWER_REASON, NOT_FOUND_REASON, Resolver
 from batcher.simulator import DirectoryUser, GraphSimulator
 from tests.helpers import TEST_TOKEN, graph_client, ids, paced_caller, sim_settings
 
 pytestmark = pytest.mark.anyio
-CALLER_KEYS = {"reads", "retry_for", "backoff"}
+CALLER_KEYS = {"reads", "retry_for", "backoff", "observer"}
 QUOTED = re.compile(r"'((?:[^']|'')*)'")
 
 
@@ -64,6 +64,7 @@ async def _resolve(
     *,
     users: list[DirectoryUser] | None = None,
     max_in_flight: int = 4,
+    stop: StopSignal | None = None,
     **options: Any,
 ) -> Looked:
     """Look ``identities`` up: ``options`` are simulator settings, or the caller's."""
@@ -75,7 +76,11 @@ async def _resolve(
     async with graph_client(sim) as client:
         resolver = Resolver(client, caller, record=recorded.append, max_in_flight=max_in_flight)
         with anyio.fail_after(10):  # a look-up that never ends fails here, not by hanging
-            table = await resolver.resolve(_frame(identities))
+            if stop is None:
+                table = await resolver.resolve(_frame(identities))
+            else:
+                with stop.attached(caller.control):
+                    table = await resolver.resolve(_frame(identities))
     return Looked(table, recorded, sim, resolver, caller, anyio.current_time() - started)
 
 
@@ -401,3 +406,23 @@ async def test_outcomes_match_a_plain_python_oracle() -> None:
     tally = Counter(outcome for outcome, _, _ in expected.values())
     assert dict(Counter(looked.table["outcome"])) == dict(tally)
     assert set(tally) == {"resolved", "guest", "ambiguous", "not_found"}
+
+
+async def test_a_stop_records_no_outcome_for_what_was_not_looked_up() -> None:
+    """Stopped while the second batch waits for its turn: what the first batch found is
+    recorded; the rest is not called not_found (a resume must look it up)."""
+    stop = StopSignal()
+    asked: list[bool] = []
+
+    def observer(event: str, **fields: Any) -> None:
+        if event == "request" and not asked:
+            asked.append(True)
+            stop.ask()
+
+    upns = [f"person{n}@contoso.com" for n in range(301)]  # 21 filters: two batches
+    looked = await _resolve([("upn", u) for u in upns], reads=100.0, observer=observer, stop=stop)
+    assert asked and looked.sim.record.batches == 1
+    assert looked.table.height == 300 and set(looked.table["outcome"]) == {"resolved"}
+    recorded = pl.concat(looked.recorded)
+    assert sorted(recorded["input_value"]) == sorted(looked.table["input_value"])
+    assert "person300@contoso.com" not in set(recorded["input_value"])
