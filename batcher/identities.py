@@ -19,7 +19,7 @@ import anyio
 import polars as pl
 
 from batcher.actions import Budget
-from batcher.calls import Call, Caller
+from batcher.calls import Call, Caller, NotSent
 from batcher.errors import (
     AuthError,
     BadRequest,
@@ -129,7 +129,9 @@ class Resolver:
     requests: int = 0
 
     async def resolve(self, identities: pl.DataFrame) -> pl.DataFrame:
-        """One LOOKUP_COLUMNS row per identity (input_value, kind, source_file, source_row)."""
+        """One LOOKUP_COLUMNS row per identity (input_value, kind, source_file, source_row);
+        after a stop or a trip, only for the identities that were looked up."""
+        control = self.caller.control
         rows = {(r["kind"], r["input_value"]): r for r in identities.iter_rows(named=True)}
         groups = _groups(rows)
         for stage in STAGES:
@@ -140,9 +142,9 @@ class Resolver:
             ]
             if wanted:
                 await self._stage(stage, wanted, groups)
-            if self.caller.control.tripped is not None:
+            if control.tripped is not None or control.stopping:
                 break
-        if self.caller.control.tripped is None:
+        if control.tripped is None and not control.stopping:  # else not all was looked up
             missing = [key for key in rows if key not in self.outcomes]
             self._settle(
                 [
@@ -203,6 +205,8 @@ class Resolver:
         self.requests += 1
         try:
             answer: BatchAnswer = await self.caller(call)
+        except NotSent:  # a stop: not sent; the workers end, the queries stay unanswered
+            return queries
         except AuthError as exc:
             self.caller.control.trip(exc)
             return []
