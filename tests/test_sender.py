@@ -343,3 +343,27 @@ async def test_a_second_stop_cancels_at_once_and_what_was_in_flight_is_unknown(
     assert sent.in_state(StepState.DONE) == set(sent.accepted) and sent.accepted
     assert sent.query("SELECT DISTINCT attempts FROM steps WHERE state = 'planned'") == [(0,)]
     assert sent.outcome.of("confirm", StepState.UNKNOWN) == len(unknown)
+
+
+async def test_a_first_stop_ends_once_nothing_is_in_flight_even_while_a_batch_waits_to_be_retried(
+    tmp_path: Path,
+) -> None:
+    """Stopped at the second batch's 500 while the first is in flight (0.1 s): once that one
+    is answered nothing is in flight, so the run ends; the second batch, waiting 1 s for its
+    back-off, is let go (unknown: a 500 may have been applied) without waiting it out."""
+    stop, at = StopSignal(), []
+    sent = await _send(
+        tmp_path,
+        ids(120),
+        faults={"500": 0.5},
+        seed=0,  # the first request draws no fault, the second a 500
+        latency_min_seconds=0.1,
+        latency_max_seconds=0.1,
+        backoff=(1.0, 1.0),
+        stop=stop,
+        observer=_stop_after(stop, 1, 1, at),
+    )
+    assert sent.outcome.interrupted
+    assert sent.outcome.counts == {"confirm": {"done": 60, "unknown": 60}}
+    assert sent.sim.record.statuses[500] == 1
+    assert time.monotonic() - at[0] < 0.5
