@@ -284,7 +284,6 @@ async def test_a_429_without_retry_after_slows_the_shared_pace(tmp_path: Path) -
     record = sent.sim.record
     assert record.statuses[429] == sent.outcome.throttled == pacer.throttles > 0
     assert 1 <= pacer.slowdowns <= pacer.throttles  # one shared pace, slowed by its 429s
-    assert pacer.interval > pacer.base_interval
     assert sorted(sent.accepted) == sorted(user_ids)
 
 
