@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,7 +309,7 @@ async def graph_client(
         yield GraphClient(http, GRAPH, "v1.0")
 
 
-def step_ledger(path: Path, steps: dict[str, Sequence[str]]) -> Ledger:
+def step_ledger(path: Path, steps: Mapping[str, Sequence[str]]) -> Ledger:
     """A new ledger (one run begun) with ``steps`` (action -> user IDs) planned."""
     ledger = Ledger.open(path, RunIdentity(tuple(steps), "t", "global", "v1.0"))
     ledger.begin_run(RunRecord("run", "digest"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -360,7 +360,7 @@ def _oracle(
 ) -> tuple[str, str | None, str | None]:
     """(outcome, user_id, matched_by) by the rules, in plain Python."""
     v = value.strip().lower()
-    stages = {
+    stages: dict[str, list[tuple[str, Callable[[DirectoryUser], bool]]]] = {
         "object_id": [("object_id", lambda u: u.id == v)],
         "upn": [
             ("upn", lambda u: u.userPrincipalName.lower() == v),

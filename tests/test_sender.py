@@ -292,7 +292,7 @@ async def test_a_stop_while_batches_wait_for_the_pacer_leaves_them_planned_unsen
 ) -> None:
     """The first stop lets what is in flight finish; batches waiting for their turn are not
     sent and not recorded: planned, 0 attempts, never called unknown."""
-    stop, at = StopSignal(), []
+    stop, at = StopSignal(), list[float]()
     sent = await _send(
         tmp_path,
         ids(600),
@@ -318,7 +318,7 @@ async def test_a_stop_while_batches_wait_for_the_pacer_leaves_them_planned_unsen
 async def test_a_second_stop_cancels_at_once_and_what_was_in_flight_is_unknown(
     tmp_path: Path,
 ) -> None:
-    stop, at = StopSignal(), []
+    stop, at = StopSignal(), list[float]()
     sent = await _send(
         tmp_path,
         ids(600),
@@ -350,7 +350,7 @@ async def test_a_first_stop_ends_once_nothing_is_in_flight_even_while_a_batch_wa
     """Stopped at the second batch's 500 while the first is in flight (0.1 s): once that one
     is answered nothing is in flight, so the run ends; the second batch, waiting 1 s for its
     back-off, is let go (unknown: a 500 may have been applied) without waiting it out."""
-    stop, at = StopSignal(), []
+    stop, at = StopSignal(), list[float]()
     sent = await _send(
         tmp_path,
         ids(120),
