@@ -19,7 +19,7 @@ import anyio
 import polars as pl
 
 from batcher.actions import Budget
-from batcher.calls import Call, Caller
+from batcher.calls import Call, Caller, NotSent
 from batcher.errors import (
     AuthError,
     BadRequest,
@@ -64,7 +64,8 @@ class Stage:
 
     def matches(self, user: dict[str, Any], value: str) -> bool:
         if self.field == "proxyAddresses":
-            return any(str(p).lower() == f"smtp:{value}" for p in user.get("proxyAddresses") or [])
+            wanted = f"smtp:{value.lower()}"
+            return any(str(p).lower() == wanted for p in user.get("proxyAddresses") or [])
         return str(user.get(self.field) or "").lower() == value.lower()
 
 
@@ -92,12 +93,28 @@ def estimate_requests(kinds: dict[str, int]) -> int:
     return math.ceil(filters / MAX_BATCH)
 
 
+# (kind, the value looked up) -> the input rows that name it: variants of one identity in case
+# and surrounding whitespace are looked up once, and each row gets its outcome
+Groups = dict[tuple[str, str], list[dict[str, Any]]]
+
+
+def _groups(rows: dict[tuple[str, str], dict[str, Any]]) -> Groups:
+    groups: Groups = {}
+    looked_up: dict[tuple[str, str], str] = {}  # (kind, value folded) -> the value looked up
+    for (kind, value), row in rows.items():
+        plain = str(value).strip()
+        query = looked_up.setdefault((kind, plain.lower()), plain)
+        groups.setdefault((kind, query), []).append(row)
+    return groups
+
+
 @dataclass
 class _Query:
     stage: Stage
     values: list[str]
     tries: int = 0
-    first_sent: float | None = None
+    first_sent: float | None = None  # when it was first sent: its retry time counts from then
+    not_before: float = 0.0  # when it may be sent again (a back-off)
 
 
 @dataclass
@@ -112,15 +129,22 @@ class Resolver:
     requests: int = 0
 
     async def resolve(self, identities: pl.DataFrame) -> pl.DataFrame:
-        """One LOOKUP_COLUMNS row per identity (input_value, kind, source_file, source_row)."""
+        """One LOOKUP_COLUMNS row per identity (input_value, kind, source_file, source_row);
+        after a stop or a trip, only for the identities that were looked up."""
+        control = self.caller.control
         rows = {(r["kind"], r["input_value"]): r for r in identities.iter_rows(named=True)}
+        groups = _groups(rows)
         for stage in STAGES:
-            wanted = [v for (k, v) in rows if k == stage.kind and (k, v) not in self.outcomes]
+            wanted = [
+                v
+                for (k, v), group in groups.items()
+                if k == stage.kind and (k, group[0]["input_value"]) not in self.outcomes
+            ]
             if wanted:
-                await self._stage(stage, wanted, rows)
-            if self.caller.control.tripped is not None:
+                await self._stage(stage, wanted, groups)
+            if control.tripped is not None or control.stopping:
                 break
-        if self.caller.control.tripped is None:
+        if control.tripped is None and not control.stopping:  # else not all was looked up
             missing = [key for key in rows if key not in self.outcomes]
             self._settle(
                 [
@@ -131,9 +155,7 @@ class Resolver:
         found = [self.outcomes[key] for key in rows if key in self.outcomes]
         return pl.DataFrame(found, schema=LOOKUP_COLUMNS, orient="row")
 
-    async def _stage(
-        self, stage: Stage, values: list[str], rows: dict[tuple[str, str], dict[str, Any]]
-    ) -> None:
+    async def _stage(self, stage: Stage, values: list[str], groups: Groups) -> None:
         queue = [
             _Query(stage, values[i : i + MAX_FILTER]) for i in range(0, len(values), MAX_FILTER)
         ]
@@ -144,7 +166,7 @@ class Resolver:
             nonlocal changed, busy
             while self.caller.control.tripped is None and not self.caller.control.stopping:
                 now = time.monotonic()
-                due = [q for q in queue if (q.first_sent or 0) <= now][:MAX_BATCH]
+                due = [q for q in queue if q.not_before <= now][:MAX_BATCH]
                 if not due:
                     if not queue and not busy:
                         return
@@ -155,7 +177,7 @@ class Resolver:
                     queue.remove(q)
                 busy += 1
                 try:
-                    queue.extend(await self._send(due, rows))
+                    queue.extend(await self._send(due, groups))
                 finally:
                     busy -= 1
                     changed.set()
@@ -165,11 +187,12 @@ class Resolver:
             for _ in range(self.max_in_flight):
                 group.start_soon(worker)
 
-    async def _send(
-        self, queries: list[_Query], rows: dict[tuple[str, str], dict[str, Any]]
-    ) -> list[_Query]:
+    async def _send(self, queries: list[_Query], groups: Groups) -> list[_Query]:
         """One JSON batch of look-ups; returns the queries to send again."""
         requests = [q.stage.query(q.values, str(n)) for n, q in enumerate(queries)]
+        now = time.monotonic()
+        for query in queries:
+            query.first_sent = query.first_sent or now
         crids: list[str] = []
         call = Call(
             Budget.DIRECTORY_READS,
@@ -182,11 +205,13 @@ class Resolver:
         self.requests += 1
         try:
             answer: BatchAnswer = await self.caller(call)
+        except NotSent:  # a stop: not sent; the workers end, the queries stay unanswered
+            return queries
         except AuthError as exc:
             self.caller.control.trip(exc)
             return []
         except GraphError:  # out of retry time for the whole batch: try its queries later
-            return self._later(queries, rows)
+            return self._later(queries, groups)
         by_ref = {a.id: a for a in answer.answers}
         again: list[_Query] = []
         done: list[dict[str, Any]] = []
@@ -195,12 +220,12 @@ class Resolver:
             inner = by_ref.get(str(n))
             error = inner.error(crids[-1]) if inner else NoAnswer("left out of the batch's answer")
             if error is None and inner is not None:
-                done += self._matched(query, (inner.body or {}).get("value") or [], rows)
+                done += self._matched(query, (inner.body or {}).get("value") or [], groups)
             elif isinstance(error, Throttled):
                 throttled.append(error.retry_after or 0.0)
                 again.append(query)
             elif isinstance(error, ServerError | NoAnswer):
-                again += self._later([query], rows)
+                again += self._later([query], groups)
             elif isinstance(error, Forbidden | Unauthorized):
                 self.caller.control.trip(AuthError(_refused(error)))
             elif isinstance(error, BadRequest) and len(query.values) > 1:
@@ -211,8 +236,9 @@ class Resolver:
             elif error is not None:
                 reason = f"Graph refused the look-up ({error.status} {error.code}: {error.message})"
                 done += [
-                    self._outcome(rows[(query.stage.kind, v)], NOT_FOUND, reason=reason)
+                    self._outcome(row, NOT_FOUND, reason=reason)
                     for v in query.values
+                    for row in groups[(query.stage.kind, v)]
                 ]
         if throttled:
             pacer = self.caller.pacers[Budget.DIRECTORY_READS]
@@ -222,61 +248,51 @@ class Resolver:
         self._settle(done)
         return again
 
-    def _later(
-        self, queries: list[_Query], rows: dict[tuple[str, str], dict[str, Any]]
-    ) -> list[_Query]:
-        """Queries to retry after a back-off, until the retry time runs out."""
+    def _later(self, queries: list[_Query], groups: Groups) -> list[_Query]:
+        """Queries to retry after a back-off, until the retry time (from the first send) runs
+        out."""
         retry = self.caller.retry
         now = time.monotonic()
         again, lost = [], []
         for query in queries:
             query.tries += 1
-            started = query.first_sent if query.tries > 1 else now
-            if now - (started or now) >= retry.retry_for_seconds:
+            if now - (query.first_sent or now) >= retry.retry_for_seconds:
                 lost += [
-                    self._outcome(
-                        rows[(query.stage.kind, v)],
-                        NOT_FOUND,
-                        reason=NO_ANSWER_REASON,
-                    )
+                    self._outcome(row, NOT_FOUND, reason=NO_ANSWER_REASON)
                     for v in query.values
+                    for row in groups[(query.stage.kind, v)]
                 ]
                 continue
             initial, most = retry.backoff
-            query.first_sent = now + min(most, initial * 2 ** (query.tries - 1)) * random.uniform(
-                0.5, 1.0
-            )
+            backoff = min(most, initial * 2 ** (query.tries - 1)) * random.uniform(0.5, 1.0)
+            query.not_before = now + backoff
             again.append(query)
         self._settle(lost)
         return again
 
     def _matched(
-        self,
-        query: _Query,
-        users: list[dict[str, Any]],
-        rows: dict[tuple[str, str], dict[str, Any]],
+        self, query: _Query, users: list[dict[str, Any]], groups: Groups
     ) -> list[dict[str, Any]]:
         done = []
         stage = query.stage
         for value in query.values:
             found = [u for u in users if stage.matches(u, value)]
-            row = rows[(stage.kind, value)]
+            group = groups[(stage.kind, value)]
             if len(found) > 1:
                 ids = ", ".join(str(u.get("id")) for u in found[:5])
                 reason = (
                     f"{len(found)} users match this {stage.field} ({ids}); neither is sent: "
                     "act on the right one by object ID"
                 )
-                done.append(self._outcome(row, AMBIGUOUS, stage=stage, reason=reason))
+                done += [self._outcome(r, AMBIGUOUS, stage=stage, reason=reason) for r in group]
             elif found:
                 user = found[0]
                 guest = (
                     user.get("userType") == "Guest"
                     or "#ext#" in str(user.get("userPrincipalName", "")).lower()
                 )
-                done.append(
-                    self._outcome(row, GUEST if guest else RESOLVED, stage=stage, user=user)
-                )
+                outcome = GUEST if guest else RESOLVED
+                done += [self._outcome(r, outcome, stage=stage, user=user) for r in group]
         return done
 
     def _outcome(

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batcher.actions import ACTIONS, choose
-from batcher.auth import StaticToken
-from batcher.calls import StopSignal
+import anyio
+import polars as pl
+
+from batcher.actions import ACTIONS, Budget, choose
+from batcher.auth import StaticToken, TokenSource
+from batcher.calls import Caller, Control, RetrySettings, StopSignal
 from batcher.config import Settings, SimulatorSettings
+from batcher.eventlog import Observer, no_events
+from batcher.graph import GraphClient, http_client
 from batcher.job import (
     Job,
     ReplayOptions,
@@ -31,7 +37,8 @@ from batcher.job import (
     undo_ledger,
     verify,
 )
-from batcher.ledger import Ledger
+from batcher.ledger import Ledger, RunIdentity, RunRecord
+from batcher.pacer import Pacer
 from batcher.simulator import DirectoryUser, GraphSimulator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -269,3 +276,49 @@ def run_cli(
         **popen,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+# -- in-process parts for the lane and look-up tests ---------------------------------------------
+def paced_caller(
+    *,
+    ip: float = 500.0,
+    reads: float = 1000.0,
+    writes: float = 1000.0,
+    retry_for: float = 30.0,
+    backoff: tuple[float, float] = (0.01, 0.05),
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    grace: float = 5.0,
+    observer: Observer = no_events,
+) -> Caller:
+    """A Caller with one pacer per budget at these rates and its own Control."""
+    pacers = {
+        Budget.IDENTITY_PROTECTION: Pacer(ip),
+        Budget.DIRECTORY_READS: Pacer(reads),
+        Budget.DIRECTORY_WRITES: Pacer(writes),
+    }
+    return Caller(pacers, RetrySettings(retry_for, backoff, sleep), Control(grace, observer))
+
+
+@contextlib.asynccontextmanager
+async def graph_client(
+    sim: GraphSimulator, tokens: TokenSource | None = None, timeout: float = 5.0
+) -> AsyncIterator[GraphClient]:
+    """The real Graph client (bearer auth, timeouts) talking to ``sim`` in-process."""
+    source = tokens or StaticToken(TEST_TOKEN)
+    async with http_client(source, timeout=timeout, transport=sim.transport()) as http:
+        yield GraphClient(http, GRAPH, "v1.0")
+
+
+def step_ledger(path: Path, steps: Mapping[str, Sequence[str]]) -> Ledger:
+    """A new ledger (one run begun) with ``steps`` (action -> user IDs) planned."""
+    ledger = Ledger.open(path, RunIdentity(tuple(steps), "t", "global", "v1.0"))
+    ledger.begin_run(RunRecord("run", "digest"))
+    users = list(dict.fromkeys(uid for uids in steps.values() for uid in uids))
+    ledger.add_users(
+        pl.DataFrame(
+            {"user_id": users, "source_file": ["f"] * len(users), "source_row": range(len(users))}
+        )
+    )
+    for action, uids in steps.items():
+        ledger.add_steps(action, pl.Series(list(uids), dtype=pl.String))
+    return ledger

@@ -2,7 +2,8 @@
 
 A user's step that must follow another (revoke-sessions after disable) waits until that one
 settled; then it is sent whatever the outcome (a failed disable still gets its revoke, and the
-report says the account is still enabled). Each inner answer is judged on its own.
+report says the account is still enabled). A step that goes back to planned (Graph never applied
+it) keeps the steps that follow it planned too. Each inner answer is judged on its own.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from batcher.retries import RETRYABLE
 from batcher.sender.lanes import Lanes, Work
 
 FORBIDDEN_IN_A_ROW = 20  # 403s for every user, with no success yet: the permission is missing
+STOP_CHECK = 0.1  # seconds: how soon an idle worker (waiting for a retry's back-off) sees a stop
 
 
 @dataclass
@@ -111,7 +113,7 @@ class PerUserLane:
             if not self.later and not self.blocked and not self.in_progress:
                 return None
             wait = self.later[0][0] - now if self.later else math.inf
-            with anyio.move_on_after(wait):
+            with anyio.move_on_after(min(wait, STOP_CHECK)):
                 await self._changed.wait()
         return None
 
@@ -259,8 +261,9 @@ class PerUserLane:
             state = states.get(step.key, StepState.PLANNED)
             if state == StepState.UNKNOWN:
                 self._settle(step, StepState.UNKNOWN, batch_id)
-            else:
-                self._unblock(step)
+            else:  # never applied: the steps that must follow it stay planned too
+                self.blocked.pop(step.key, None)
+                self._notify()
 
     def _settle(self, step: _Step, state: StepState, batch_id: int | None) -> None:
         self.lanes.settled(step.action.name, state, 1, batch_id)
@@ -274,9 +277,9 @@ class PerUserLane:
     def _release_waiting(self) -> None:
         """At the end (a stop): steps waiting to be sent again go back to planned or unknown."""
         waiting = [s for _, _, s in self.later] + [s for s in self.ready if s.first_sent]
-        if waiting:
-            self.lanes.ledger.release_steps([s.key for s in waiting])
         self.later.clear()
+        if waiting:
+            self._give_up_steps(waiting, None)  # counts those that became unknown
 
 
 def _explained(answer: Answer, exc: GraphError | None, verdict: StepState | None) -> Answer:
