@@ -121,6 +121,13 @@ class Control:
         else:
             self._scope.deadline = min(self._scope.deadline, anyio.current_time() + self.grace)
 
+    def landed(self) -> None:
+        """A request got its answer (or none). Once a stop waits only for the requests in
+        flight and none is left, nothing else (a back-off, the pacer) keeps the run going."""
+        self.in_flight -= 1
+        if self.stopping and self.in_flight == 0 and self._scope is not None:
+            self._scope.cancel()
+
     def trip(self, exc: BatcherError) -> None:
         """Stop everything now: signing in, permissions or the network must be fixed first."""
         if self.tripped is None:
@@ -245,17 +252,17 @@ class Caller:
             result = await call.send(crid)
         except GraphError as exc:
             failpoints.hit("send.after_answer")
-            self.control.in_flight -= 1
+            self.control.landed()
             answer = answer_of(exc)
             call.after(answer, exc)
             self._feedback(pacer, exc, started, call)
             self._event(call, crid, answer, started)
             raise
         except BaseException:
-            self.control.in_flight -= 1
+            self.control.landed()
             raise
         failpoints.hit("send.after_answer")
-        self.control.in_flight -= 1
+        self.control.landed()
         answer = answer_of(
             None, getattr(result, "status", 200), getattr(result, "request_id", None)
         )

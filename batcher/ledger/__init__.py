@@ -339,6 +339,16 @@ class Ledger(Reads):
             )
             db.execute("UPDATE batches SET state = ? WHERE batch_id = ?", (state, batch_id))
 
+    def replan(self, keys: Sequence[Key]) -> None:
+        """Failed steps Graph refused for a reason that was not theirs (a missing permission)
+        go back to planned: the same command sends them once the cause is fixed."""
+        with self._write() as db:
+            db.executemany(
+                "UPDATE steps SET state = 'planned', finished_at = NULL "
+                "WHERE user_id = ? AND action = ? AND state = 'failed'",
+                keys,
+            )
+
     def split_batch(self, batch_id: int) -> None:
         """A 400 split this batch in halves: its steps move on to new batches."""
         with self._write() as db:

@@ -73,8 +73,9 @@ class PerUserLane:
         self.in_progress = 0
         self._order = 0
         self._changed = anyio.Event()
-        self._forbidden: dict[str, int] = defaultdict(int)
+        self._forbidden: dict[str, list[tuple[str, str]]] = defaultdict(list)  # 403s in a row
         self._proven: set[str] = set()  # actions Graph accepted at least once in this run
+        self._missing_permission: str | None = None  # the action whose 403s tripped the run
         pending = {w.action.name: set(w.user_ids) for w in works}
         self._threshold = {w.action.name: min(FORBIDDEN_IN_A_ROW, len(w.user_ids)) for w in works}
         for work in works:  # in the action table's order: disable before revoke-sessions
@@ -209,6 +210,8 @@ class PerUserLane:
         for result_, step in zip(results, chunk.steps, strict=True):
             if result_.settle is not None:
                 self._settle(step, result_.settle, chunk.batch_id)
+        if self._missing_permission is not None:
+            self._not_their_fault(self._missing_permission)
         for step, exc in again:
             self._retry(step, exc, chunk.batch_id)
 
@@ -217,7 +220,7 @@ class PerUserLane:
         name = step.action.name
         if exc is None:
             self._proven.add(name)
-            self._forbidden[name] = 0
+            self._forbidden[name].clear()
             return StepState.DONE
         if isinstance(exc, Throttled | ServerError | NoAnswer):
             return None
@@ -225,8 +228,9 @@ class PerUserLane:
             self.lanes.control.trip(AuthError(f"Graph refused the token inside a batch ({exc})"))
             return None
         if isinstance(exc, Forbidden):
-            self._forbidden[name] += 1
-            if name not in self._proven and self._forbidden[name] >= self._threshold[name]:
+            self._forbidden[name].append(step.key)
+            if name not in self._proven and len(self._forbidden[name]) >= self._threshold[name]:
+                self._missing_permission = name
                 self.lanes.control.trip(
                     AuthError(
                         f"Graph refused {name} for every user so far (403 "
@@ -236,6 +240,15 @@ class PerUserLane:
                     )
                 )
         return StepState.FAILED
+
+    def _not_their_fault(self, action: str) -> None:
+        """403s for every user: the app lacks the permission, so those users' steps did not
+        fail for good; they go back to planned and the same command sends them once fixed."""
+        keys = self._forbidden.pop(action, [])
+        self._missing_permission = None
+        if keys:
+            self.lanes.ledger.replan(keys)
+            self.lanes.control.tally.count(action, StepState.FAILED.value, -len(keys))
 
     def _retry(self, step: _Step, exc: GraphError | None, batch_id: int) -> None:
         assert step.first_sent is not None
