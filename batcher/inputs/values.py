@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 
 GUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -63,3 +65,8 @@ def fast_key(raw: pl.Expr) -> pl.Expr:
     """
     key = pl.when(raw.str.contains(_CANONICAL_ANY_CASE)).then(guid_key(raw))
     return pl.when(key != 0).then(key)
+
+
+def looks_like_id(cell: str) -> bool:
+    """Header cells are names; a first row with a GUID or a UPN in it is data (no header)."""
+    return "@" in cell or re.search(GUID_INSIDE, cell.lower()) is not None

@@ -1,8 +1,8 @@
 """Read ID exports, pick the ID column, normalise, validate and de-duplicate the IDs.
 
 Every input row ends up exactly once as valid (first occurrence of a user ID across all files),
-duplicate, or invalid (with a reason). Formats live in inputs_formats, column choice in
-inputs_columns, value rules in inputs_values; this module does the accounting.
+duplicate, or invalid (with a reason). Formats live in formats (text) and structured (JSON,
+Parquet, Excel), column choice in columns, value rules in values; this module does the accounting.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 import polars as pl
 
 from batcher.errors import InputError
-from batcher.inputs_columns import ID_ALIASES, NON_USER_COLUMNS, header_key, pick_column
-from batcher.inputs_formats import open_table
-from batcher.inputs_values import (
+from batcher.inputs.columns import ID_ALIASES, NON_USER_COLUMNS, header_key, pick_column
+from batcher.inputs.formats import open_table
+from batcher.inputs.values import (
     GUID_PATTERN,
     NIL_GUID,
     REASON_EMPTY,

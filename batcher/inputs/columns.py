@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from batcher.errors import InputError
-from batcher.inputs_values import GUID_INSIDE, GUID_PATTERN, normalise
+from batcher.inputs.values import GUID_INSIDE, GUID_PATTERN, normalise
 
 # Header aliases for the user ID column, best first (compared after header_key()).
 ID_ALIASES: tuple[str, ...] = (
