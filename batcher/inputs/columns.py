@@ -1,4 +1,8 @@
-"""Choose the ID column of an input: --column, then a known header alias, then GUID hit rate."""
+"""Choose the ID column of an input: --column, known header aliases, then what the values hold.
+
+Object IDs first (a known user-ID header, then the column with the most GUIDs); only when no
+column holds object IDs, UPN, e-mail and SID columns (a known header, then the most of them).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,14 @@ from pathlib import Path
 import polars as pl
 
 from batcher.errors import InputError
-from batcher.inputs.values import GUID_INSIDE, GUID_PATTERN, normalise
+from batcher.inputs.values import (
+    GUID_INSIDE,
+    KIND_GUID,
+    KIND_SID,
+    KIND_UPN,
+    kind_of,
+    normalise,
+)
 
 # Header aliases for the user ID column, best first (compared after header_key()).
 ID_ALIASES: tuple[str, ...] = (
@@ -20,9 +31,34 @@ ID_ALIASES: tuple[str, ...] = (
     "azureaduserid",
     "entrauserid",
     "targetuserid",
+    "recipientobjectid",
     "principalobjectid",
     "id",
 )
+# Header aliases for a column of UPNs, e-mail addresses or on-premises SIDs, best first: the
+# users' own names before their mailboxes, recipients (never senders), SIDs last.
+_UPN_ALIASES = ("userprincipalname", "upn", "accountupn", "targetuserprincipalname", "username")
+_MAIL_ALIASES = (
+    "recipientemailaddress",
+    "recipient",
+    "recipientaddress",
+    "recipients",
+    "mail",
+    "email",
+    "emailaddress",
+    "mailaddress",
+    "primarysmtpaddress",
+    "useremail",
+)
+_SID_ALIASES = (
+    "accountsid",
+    "onpremisessecurityidentifier",
+    "usersid",
+    "sid",
+    "objectsid",
+    "securityidentifier",
+)
+IDENTITY_ALIASES: tuple[str, ...] = _UPN_ALIASES + _MAIL_ALIASES + _SID_ALIASES
 # GUID columns that never hold user IDs (compared after header_key()).
 NON_USER_COLUMNS = frozenset(
     {
@@ -50,9 +86,31 @@ NON_USER_COLUMNS = frozenset(
         "incidentid",
         "uniquetokenidentifier",
         "originalrequestid",
+        "networkmessageid",
+        "messagetraceid",
     }
 )
+# Columns of people who sent mail, not of the users to act on: never chosen without --column.
+SENDER_COLUMNS = frozenset(
+    {
+        "sender",
+        "senderaddress",
+        "senderfromaddress",
+        "sendermailfromaddress",
+        "senderemailaddress",
+        "senderobjectid",
+        "from",
+        "fromaddress",
+        "replyto",
+    }
+)
+# Object IDs in fewer sampled rows than this may be stray: a UPN column that is fuller wins.
+_FULL = 0.5
 _MAX_LISTED = 25
+
+
+class NoColumn(InputError):
+    """No column holds IDs, or none has the name given: another sheet of a workbook may."""
 
 
 def header_key(name: str) -> str:
@@ -84,10 +142,20 @@ def pick_column(
     if header_less and len(names) == 1:
         return names[0], "the file is a plain list of IDs without a header"
     if not header_less:
-        picked = _by_alias(path, names)
+        picked = _by_alias(path, names, ID_ALIASES, "user-ID")
         if picked is not None:
             return picked
-    return _by_hit_rate(path, sample, header_less)
+    scores = _scores(sample)
+    guids = _by_hit_rate(path, scores, KIND_GUID, header_less)
+    if guids is not None and guids[2] >= _FULL:
+        return guids[0], guids[1]
+    others = None if header_less else _identity_alias(path, names, scores)
+    others = others or _by_hit_rate(path, scores, KIND_UPN, header_less)
+    if others is not None and (guids is None or others[2] > guids[2]):
+        return others[0], others[1]
+    if guids is not None:
+        return guids[0], guids[1]
+    raise NoColumn(_no_id_column(path, sample))
 
 
 def _named(path: Path, names: list[str], column: str, hidden: tuple[str, ...]) -> str:
@@ -100,7 +168,7 @@ def _named(path: Path, names: list[str], column: str, hidden: tuple[str, ...]) -
             return match[0]
         if len(match) > 1:
             raise InputError(
-                f"{path}: --column {column!r} matches {_listed(match)}; "
+                f"{path}: --column {column!r} matches {listed(match)}; "
                 f"give the full name, e.g. --column {match[0]!r}"
             )
     if column in hidden:
@@ -108,45 +176,91 @@ def _named(path: Path, names: list[str], column: str, hidden: tuple[str, ...]) -
             f"{path}: column {column!r} holds lists or objects, not single IDs; "
             "name a field inside it with a dotted path, e.g. --column 'properties.AccountObjectId'"
         )
-    raise InputError(f"{path}: no column named {column!r}; columns are: {_listed(names)}")
+    raise NoColumn(f"{path}: no column named {column!r}; columns are: {listed(names)}")
 
 
-def _by_alias(path: Path, names: list[str]) -> tuple[str, str] | None:
+def _by_alias(
+    path: Path, names: list[str], aliases: tuple[str, ...], what: str
+) -> tuple[str, str] | None:
     """The column whose header (or, in nested JSON, last path part) is the best-ranked alias.
 
     Depth breaks no tie: in an audit record, ``id`` is the record and ``initiatedBy.user.id``
     the user, so two ``id`` fields are a question for the operator, not a guess.
     """
     ranked = [
-        (ID_ALIASES.index(header_key(leaf(n))), n)
-        for n in names
-        if header_key(leaf(n)) in ID_ALIASES
+        (aliases.index(header_key(leaf(n))), n) for n in names if header_key(leaf(n)) in aliases
     ]
     if not ranked:
         return None
     best = min(rank for rank, _ in ranked)
     winners = [n for rank, n in ranked if rank == best]
     if len(winners) > 1:
-        raise _tie(path, winners, "share the same ID header")
-    what = "field" if "." in winners[0] else "header"
-    return winners[0], f"{what} {winners[0]!r} is a known user-ID column name"
+        raise _tie(path, winners, f"share the same {what} header")
+    where = "field" if "." in winners[0] else "header"
+    return winners[0], f"{where} {winners[0]!r} is a known {what} column name"
 
 
-def _by_hit_rate(path: Path, sample: pl.DataFrame, header_less: bool) -> tuple[str, str]:
-    candidates = [n for n in sample.columns if header_key(leaf(n)) not in NON_USER_COLUMNS]
-    hits = sample.select(
-        normalise(pl.col(n)).str.contains(GUID_PATTERN).sum().alias(n) for n in candidates
-    )
+def _identity_alias(
+    path: Path, names: list[str], scores: dict[str, dict[str, float]]
+) -> tuple[str, str, float] | None:
+    """A known UPN, e-mail or SID header, when its column holds at least one such value."""
+    usable = [n for n in names if scores[n][KIND_UPN] + scores[n][KIND_SID] > 0]
+    picked = _by_alias(path, usable, IDENTITY_ALIASES, "UPN, e-mail or SID")
+    if picked is None:
+        return None
+    name, key = picked[0], header_key(leaf(picked[0]))
+    what = "UPN" if key in _UPN_ALIASES else "user e-mail" if key in _MAIL_ALIASES else "SID"
+    where = "field" if "." in name else "header"
+    rate = scores[name][KIND_UPN] + scores[name][KIND_SID]
+    return name, f"{where} {name!r} is a known {what} column name", rate
+
+
+def _scores(sample: pl.DataFrame) -> dict[str, dict[str, float]]:
+    """Per column, the share of sampled rows holding an object ID, a UPN or e-mail, a SID."""
     rows = max(sample.height, 1)
-    scored = [(hits.item(0, n) / rows, n) for n in hits.columns if hits.item(0, n)]
+    found = sample.select(
+        kind_of(normalise(pl.col(n))).value_counts().implode().alias(n) for n in sample.columns
+    )
+    scores: dict[str, dict[str, float]] = {}
+    for name in sample.columns:
+        counts = {KIND_GUID: 0.0, KIND_UPN: 0.0, KIND_SID: 0.0}
+        for row in found.item(0, name):
+            kind, count = row.values()
+            if kind is not None:
+                counts[kind] = count / rows
+        scores[name] = counts
+    return scores
+
+
+def _by_hit_rate(
+    path: Path, scores: dict[str, dict[str, float]], kind: str, header_less: bool
+) -> tuple[str, str, float] | None:
+    """The column with the most object IDs (KIND_GUID), or the most UPNs and SIDs (KIND_UPN)."""
+    never = SENDER_COLUMNS | (NON_USER_COLUMNS if kind == KIND_GUID else frozenset())
+    rated = {
+        name: counts[KIND_GUID] if kind == KIND_GUID else counts[KIND_UPN] + counts[KIND_SID]
+        for name, counts in scores.items()
+        if header_key(leaf(name)) not in never
+    }
+    scored = [(rate, name) for name, rate in rated.items() if rate > 0]
     if not scored:
-        raise InputError(_no_id_column(path, sample))
+        return None
     top = max(rate for rate, _ in scored)
     winners = [n for rate, n in scored if rate == top]
+    if kind == KIND_GUID:
+        held = "GUIDs"
+    elif scores[winners[0]][KIND_SID] > scores[winners[0]][KIND_UPN]:
+        held = "on-premises SIDs"
+    else:
+        held = "UPNs or e-mail addresses"
     if len(winners) > 1:
-        raise _tie(path, winners, "hold GUIDs equally often")
+        raise _tie(path, winners, f"hold {held} equally often")
     what = "header-less file: column" if header_less else "column"
-    return winners[0], f"{what} {winners[0]!r} holds the most GUIDs ({top:.0%} of sampled rows)"
+    return (
+        winners[0],
+        f"{what} {winners[0]!r} holds the most {held} ({top:.0%} of sampled rows)",
+        top,
+    )
 
 
 def _no_id_column(path: Path, sample: pl.DataFrame) -> str:
@@ -164,18 +278,21 @@ def _no_id_column(path: Path, sample: pl.DataFrame) -> str:
                 "comma-separated CSV with a header row"
             )
     return (
-        f"{path}: found no column of user IDs among: {_listed(names)}; "
-        "name the column with --column NAME"
+        f"{path}: found no column of user IDs, UPNs, e-mail addresses or SIDs among: "
+        f"{listed(names)}; name the column with --column NAME"
     )
 
 
-def _listed(names: list[str]) -> str:
+def listed(names: list[str]) -> str:
     shown = ", ".join(repr(n) for n in names[:_MAX_LISTED])
     more = len(names) - _MAX_LISTED
     return shown + (f" and {more} more" if more > 0 else "")
 
 
 def _tie(path: Path, names: list[str], why: str) -> InputError:
+    """Two columns are equally good: both may hold users, so naming one must not drop the other."""
+    options = " or ".join(f"--column {n!r}" for n in names[:3])
     return InputError(
-        f"{path}: columns {_listed(names)} {why}; choose one with --column {names[0]!r}"
+        f"{path}: columns {listed(names)} {why}; name the column of users to act on with "
+        f"{options} (when several hold such users, run once with each)"
     )

@@ -1,9 +1,10 @@
 """Open one input file whatever its shape: detect the format from its bytes, then read columns.
 
-Text (CSV, TSV, pipe-separated, one-ID-per-line lists, PowerShell table text) in UTF-8, UTF-8
-with BOM, UTF-16 with or without BOM, or Windows-1252; JSON, NDJSON, Parquet and Excel; gzip
-around any of them. Every column comes back as text; nested JSON fields become dotted paths.
-Row numbers are data rows counted from 1 (a header, a #TYPE line or a table rule is not a row).
+Text (CSV, TSV, pipe-separated, one-ID-per-line lists, pasted lists of IDs, PowerShell table
+text) in UTF-8, UTF-8 with BOM, UTF-16 with or without BOM, or Windows-1252; JSON (incident
+entities too), NDJSON, Parquet and Excel; gzip around any of them. Every column comes back as
+text; nested JSON fields become dotted paths. Row numbers are data rows counted from 1 (a
+header, a #TYPE line or a table rule is not a row); in a pasted list, each ID is a row.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import polars as pl
 from batcher.errors import InputError
 from batcher.inputs.structured import read_excel, read_json, read_parquet, read_zip
 from batcher.inputs.table import SAMPLE_ROWS, Source, Table, in_memory, numbered
-from batcher.inputs.values import looks_like_id
+from batcher.inputs.values import kinds, looks_like_id
 
 HEAD_BYTES = 256 * 1024
 _SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
@@ -37,11 +38,30 @@ _FOREIGN = {
     b"{\\rtf": "a Rich Text document",
 }
 _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+# One ID of a pasted list (Polars regex): "Name" <addr>, Name Surname <addr>, <addr>, or what
+# lies between commas, semicolons and white space.
+_TOKEN = (
+    r'"[^"]*"\s*<[^<>]*>'
+    r"|\p{L}[\p{L}'.\-]*(?:[ \t]+\p{L}[\p{L}'.\-]*)*[ \t]*<[^<>]*>"
+    r"|<[^<>]*>"
+    r"|[^,;\s]+"
+)
+_GAPS = {"commas": ",", "semicolons": ";", "spaces": " ", "tabs": "\t"}
 
 
-def open_table(path: Path) -> Table:
-    """Detect what ``path`` holds and open it; InputError with what to do when it can't be."""
-    return _open(path, _head(path), None, "")
+def open_table(path: Path, column: str | None = None, sheet: str | None = None) -> Table:
+    """Detect what ``path`` holds and open it; InputError with what to do when it can't be.
+
+    ``column`` (the operator's --column) turns off the recognition of incident entities and
+    says which column a workbook's sheet must have; ``sheet`` names a workbook's sheet.
+    """
+    table = _open(path, _head(path), None, "", column, sheet)
+    if sheet is not None and "workbook" not in table.kind:
+        raise InputError(
+            f"{path}: --sheet applies to Excel workbooks only, and this file is {table.kind}; "
+            "run again without --sheet"
+        )
+    return table
 
 
 def _head(path: Path) -> bytes:
@@ -61,25 +81,27 @@ def _head(path: Path) -> bytes:
     return head
 
 
-def _open(path: Path, head: bytes, data: bytes | None, wrapper: str) -> Table:
+def _open(
+    path: Path, head: bytes, data: bytes | None, wrapper: str, column: str | None, sheet: str | None
+) -> Table:
     """``data`` is the whole content when it is already in memory (decompressed)."""
     source: Source = path if data is None else data
     if head.startswith(b"\x1f\x8b") and not wrapper:
         data = _gunzip(path)
-        return _open(path, data[:HEAD_BYTES], data, "gzip-compressed ")
+        return _open(path, data[:HEAD_BYTES], data, "gzip-compressed ", column, sheet)
     if head.startswith(b"PAR1"):
         return read_parquet(path, source, wrapper)
     if head.startswith(b"PK\x03\x04"):
-        return read_zip(path, source, wrapper)
+        return read_zip(path, source, wrapper, column, sheet)
     if head.startswith(_OLE2):
-        return read_excel(path, source, wrapper + "Excel 97-2003 workbook")
+        return read_excel(path, source, wrapper + "Excel 97-2003 workbook", column, sheet)
     for magic, what in _FOREIGN.items():
         if head.startswith(magic):
             raise InputError(f"{path}: is {what}, not an export of user IDs; pass the export file")
     text, encoding, source = _decode(path, head, data)
     start = text.lstrip("\ufeff \t\r\n")[:1]
     if start in ("[", "{") and _is_json(text):
-        return read_json(path, source, text, f"{wrapper}JSON ({encoding})")
+        return read_json(path, source, text, f"{wrapper}JSON ({encoding})", column is None)
     return _text(path, source, text, wrapper, encoding)
 
 
@@ -178,19 +200,72 @@ def _text(path: Path, source: Source, head: str, wrapper: str, encoding: str) ->
     shown = [ln for ln in lines[skip:] if ln.strip()]
     if len(shown) >= 2 and _TABLE_RULE.match(shown[1]):
         return _powershell_table(path, source, f"{wrapper}PowerShell table text ({encoding})")
-    complete = head if len(head) < HEAD_BYTES else head[: head.rfind("\n") + 1]
-    body = "\n".join(complete.splitlines()[skip:])
+    body = "\n".join(_complete(head).splitlines()[skip:])
     separator = _sniff_separator(body)
     first = next(csv.reader(io.StringIO(body), delimiter=separator), [])
     if not first:
         raise InputError(f"{path}: holds no rows of data; export the user IDs again")
     header_less = any(looks_like_id(cell) for cell in first)
+    separated = _pasted_list(body, separator) if header_less else None
+    if separated is not None:
+        return _token_list(
+            path, source, f"{wrapper}list of IDs separated by {separated} ({encoding})"
+        )
     if header_less and len(first) == 1:
         kind = f"{wrapper}list, one ID per line ({encoding})"
     else:
         what = "header-less " if header_less else ""
         kind = f"{wrapper}{what}CSV ({_SEPARATORS[separator]}-separated, {encoding})"
     return _csv(path, source, kind, separator, skip, header_less)
+
+
+def _complete(head: str) -> str:
+    """The head without its last, maybe cut, line (or ID, when the head is one long line)."""
+    if len(head) < HEAD_BYTES:
+        return head
+    cut = head.rfind("\n")
+    if cut < 0:
+        cut = max(head.rfind(c) for c in ",; \t")
+    return head[: cut + 1]
+
+
+def _pasted_list(body: str, separator: str) -> str | None:
+    """How the IDs of a pasted list are separated, or None when the text is not such a list.
+
+    A header-less text is a list when a line holds two IDs or more and either every value in
+    it is an ID (of any kind), or it is one line, or its ID-less values are not a column of
+    their own (as dates or names in a header-less CSV are): reading it as a list never drops
+    an ID, where choosing one of its columns would.
+    """
+    lines = [line for line in body.splitlines()[:SAMPLE_ROWS] if line.strip()]
+    tokens = pl.Series(lines, dtype=pl.String).str.extract_all(_TOKEN).to_list()
+    valid = iter(kinds([t for line in tokens for t in line]))
+    per_line = [[next(valid) is not None for _ in line] for line in tokens]
+    if max((sum(ok) for ok in per_line), default=0) < 2:
+        return None
+    if not all(all(ok) for ok in per_line) and len(lines) > 1:
+        rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=separator))
+        width = len(rows[0])
+        if width > 1 and all(len(row) == width for row in rows):
+            for n in range(width):
+                cells = [row[n] for row in rows if row[n].strip()]
+                if cells and not any(kinds(cells)):
+                    return None  # a column without any ID: a header-less CSV
+    gaps = "".join(pl.Series(lines).str.replace_all(_TOKEN, "").to_list())
+    names = [name for name, char in _GAPS.items() if char in gaps]
+    if any(ch.isspace() and ch not in " \t" for ch in gaps) and "spaces" not in names:
+        names.append("spaces")
+    if len(lines) > 1:
+        names.append("line breaks")
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _token_list(path: Path, source: Source, kind: str) -> Table:
+    """Every ID of a pasted list, in order: each one is a row."""
+    data = source.read_bytes() if isinstance(source, Path) else source
+    lines = pl.Series(data.decode("utf-8-sig", errors="replace").splitlines(), dtype=pl.String)
+    values = lines.str.extract_all(_TOKEN).explode().drop_nulls().rename("column_1")
+    return in_memory(path, values.to_frame(), kind, plain=True)
 
 
 def _sniff_separator(body: str) -> str:

@@ -28,6 +28,15 @@ class Table:
     notes: tuple[str, ...] = ()  # warnings about the file itself
     # Where the reader can stream: one column as "raw" plus key(raw) as "key" in one pass.
     load_keyed: Callable[[str, Callable[[pl.Expr], pl.Expr]], pl.DataFrame] | None = None
+    # The column and why, when the shape itself says where the IDs are (incident entities).
+    fixed: tuple[str, str] | None = None
+    # Incident entities: each loaded row's own row number, rows counted but not loaded (hosts,
+    # IPs...), and a reason for rows that are invalid whatever their value (a user without one).
+    rows_at: pl.Series | None = None
+    skipped: int = 0
+    preset: pl.Series | None = None
+    # Workbooks: the other sheets and how to choose one, added to errors about the column.
+    elsewhere: str = ""
 
 
 def in_memory(
