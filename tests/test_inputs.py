@@ -557,3 +557,11 @@ def test_a_sender_column_alone_is_not_chosen(tmp_path: Path) -> None:
     path = _write(tmp_path, "x.csv", "SenderFromAddress,Subject\nbad@evil.example,Hi\n")
     with pytest.raises(InputError, match="found no column of user IDs, UPNs"):
         read_inputs([path])
+
+
+def test_an_ambiguous_column_option_offers_every_match(tmp_path: Path) -> None:
+    path = _write(tmp_path, "x.csv", f"User Id,UserId\n{A},{B}\n")
+    with pytest.raises(InputError, match="--column 'user_id' matches 'User Id', 'UserId'") as e:
+        read_inputs([path], column="user_id")
+    assert "--column 'User Id' or --column 'UserId'" in str(e.value)
+    assert "run once with each" in str(e.value)

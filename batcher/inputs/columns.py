@@ -168,8 +168,8 @@ def _named(path: Path, names: list[str], column: str, hidden: tuple[str, ...]) -
             return match[0]
         if len(match) > 1:
             raise InputError(
-                f"{path}: --column {column!r} matches {listed(match)}; "
-                f"give the full name, e.g. --column {match[0]!r}"
+                f"{path}: --column {column!r} matches {listed(match)}; give the full name: "
+                f"{_options(match)} (when several hold users to act on, run once with each)"
             )
     if column in hidden:
         raise InputError(
@@ -291,8 +291,11 @@ def listed(names: list[str]) -> str:
 
 def _tie(path: Path, names: list[str], why: str) -> InputError:
     """Two columns are equally good: both may hold users, so naming one must not drop the other."""
-    options = " or ".join(f"--column {n!r}" for n in names[:3])
     return InputError(
         f"{path}: columns {listed(names)} {why}; name the column of users to act on with "
-        f"{options} (when several hold such users, run once with each)"
+        f"{_options(names)} (when several hold such users, run once with each)"
     )
+
+
+def _options(names: list[str]) -> str:
+    return " or ".join(f"--column {n!r}" for n in names[:3]) + (" ..." if len(names) > 3 else "")

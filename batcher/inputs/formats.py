@@ -23,7 +23,7 @@ import polars as pl
 from batcher.errors import InputError
 from batcher.inputs.structured import read_excel, read_json, read_parquet, read_zip
 from batcher.inputs.table import SAMPLE_ROWS, Source, Table, in_memory, numbered
-from batcher.inputs.values import kinds, looks_like_id
+from batcher.inputs.values import GUID_INSIDE, kinds, looks_like_id
 
 HEAD_BYTES = 256 * 1024
 _SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
@@ -386,4 +386,4 @@ def _powershell_table(path: Path, source: Source, kind: str) -> Table:
 def _is_json(text: str) -> bool:
     """A '{' or '[' start is JSON unless the first line is a braced GUID of a plain list."""
     first = text.lstrip("\ufeff \t\r\n").split("\n", 1)[0].strip()
-    return not (re.fullmatch(r"\{[0-9a-fA-F-]{32,36}\}", first))
+    return not re.fullmatch(rf"\{{{GUID_INSIDE}\}}", first.lower())

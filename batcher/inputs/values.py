@@ -36,11 +36,12 @@ _EDGE_CLASS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in EDGE_CHARS) + "]"
 _LEADING = rf"^(?:{_EDGE_CLASS}|urn:uuid:|mailto:|smtp:)+"
 # "Display Name <addr@x.com>": one pair of angle brackets, only edge characters after it.
 _DISPLAY_NAME = rf"^[^<>]*<([^<>]*)>{_EDGE_CLASS}*$"
-_HEX32 = r"^([0-9a-f]{8})([0-9a-f]{4})([0-9a-f]{4})([0-9a-f]{4})([0-9a-f]{12})$"
-_HEX = "[0-9a-fA-F]"
-# A value that needs no cleaning: hyphenated GUID text in either case, nothing around it.
-_CANONICAL_ANY_CASE = rf"^{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}$"
-GUID_INSIDE = r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}"
+# Every other GUID shape is derived from GUID_PATTERN: the 32 hex digits in groups, to hyphenate;
+_HEX32 = GUID_PATTERN.replace("[0-9a-f]", "([0-9a-f]").replace("}-", "})").replace("}$", "})$")
+# a value that needs no cleaning: hyphenated GUID text in either case, nothing around it;
+_CANONICAL_ANY_CASE = GUID_PATTERN.replace("[0-9a-f]", "[0-9a-fA-F]")
+# a GUID, hyphens optional, anywhere in a (lower-case) value.
+GUID_INSIDE = GUID_PATTERN[1:-1].replace("}-", "}-?")
 
 # A UPN or e-mail address after cleaning (lower case): a dot-atom local part that starts with a
 # letter, digit or underscore (so never a spreadsheet formula), @, a dotted domain, a TLD.
@@ -56,7 +57,7 @@ SID_PATTERN = r"^S-1-5-21-[0-9]{1,10}-[0-9]{1,10}-[0-9]{1,10}-[0-9]{1,10}$"
 _ANY_SID = r"^S-1-[0-9]+(?:-[0-9]+)+$"
 # A value made of several IDs (in any form) between commas, semicolons and white space.
 _PIECE = (
-    r"(?:[{(]?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}[})]?"
+    rf"(?:[{{(]?{GUID_INSIDE}[}})]?"
     rf"|{UPN_PATTERN[1:-1]}|(?i:s-1-5-21-[0-9]{{1,10}}-[0-9]{{1,10}}-[0-9]{{1,10}}-[0-9]{{1,10}}))"
 )
 _SEVERAL = rf"^{_PIECE}(?:[,;\s]+{_PIECE})+$"
