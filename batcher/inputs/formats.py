@@ -1,9 +1,10 @@
 """Open one input file whatever its shape: detect the format from its bytes, then read columns.
 
-Text (CSV, TSV, pipe-separated, one-ID-per-line lists, PowerShell table text) in UTF-8, UTF-8
-with BOM, UTF-16 with or without BOM, or Windows-1252; JSON, NDJSON, Parquet and Excel; gzip
-around any of them. Every column comes back as text; nested JSON fields become dotted paths.
-Row numbers are data rows counted from 1 (a header, a #TYPE line or a table rule is not a row).
+Text (CSV, TSV, pipe-separated, one-ID-per-line lists, pasted lists of IDs, PowerShell table
+text) in UTF-8, UTF-8 with BOM, UTF-16 with or without BOM, or Windows-1252; JSON (incident
+entities too), NDJSON, Parquet and Excel; gzip around any of them. Every column comes back as
+text; nested JSON fields become dotted paths. Row numbers are data rows counted from 1 (a
+header, a #TYPE line or a table rule is not a row); in a pasted list, each ID is a row.
 """
 
 from __future__ import annotations
@@ -12,26 +13,21 @@ import codecs
 import csv
 import gzip
 import io
-import json
 import re
-import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
-from polars.datatypes import DataTypeClass
 
 from batcher.errors import InputError
-from batcher.inputs_values import GUID_INSIDE
+from batcher.inputs.structured import read_excel, read_json, read_parquet, read_zip
+from batcher.inputs.table import SAMPLE_ROWS, Source, Table, in_memory, numbered
+from batcher.inputs.values import GUID_INSIDE, kinds, looks_like_id
 
-SAMPLE_ROWS = 1_000
 HEAD_BYTES = 256 * 1024
 _SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 _TABLE_RULE = re.compile(r"^ *-+( +-+)* *$")
-_ENVELOPES = ("value", "records")
-_PLAIN = "value"  # the column of a JSON array of plain values
 _FOREIGN = {
     b"%PDF": "a PDF document",
     b"\x89PNG": "a PNG image",
@@ -42,27 +38,30 @@ _FOREIGN = {
     b"{\\rtf": "a Rich Text document",
 }
 _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-Source = Path | bytes
+# One ID of a pasted list (Polars regex): "Name" <addr>, Name Surname <addr>, <addr>, or what
+# lies between commas, semicolons and white space.
+_TOKEN = (
+    r'"[^"]*"\s*<[^<>]*>'
+    r"|\p{L}[\p{L}'.\-]*(?:[ \t]+\p{L}[\p{L}'.\-]*)*[ \t]*<[^<>]*>"
+    r"|<[^<>]*>"
+    r"|[^,;\s]+"
+)
+_GAPS = {"commas": ",", "semicolons": ";", "spaces": " ", "tabs": "\t"}
 
 
-@dataclass(frozen=True)
-class Table:
-    """An input opened for reading: a sample of every column and a loader for any one of them."""
+def open_table(path: Path, column: str | None = None, sheet: str | None = None) -> Table:
+    """Detect what ``path`` holds and open it; InputError with what to do when it can't be.
 
-    path: Path
-    kind: str  # how it was read, for messages: "CSV (semicolon-separated, Windows-1252)"
-    sample: pl.DataFrame  # the first SAMPLE_ROWS rows, every column as String
-    load: Callable[[str], pl.Series]  # every row of one column, as String
-    header_less: bool = False
-    hidden: tuple[str, ...] = ()  # columns holding lists, objects or bytes
-    notes: tuple[str, ...] = ()  # warnings about the file itself
-    # Where the reader can stream: one column as "raw" plus key(raw) as "key" in one pass.
-    load_keyed: Callable[[str, Callable[[pl.Expr], pl.Expr]], pl.DataFrame] | None = None
-
-
-def open_table(path: Path) -> Table:
-    """Detect what ``path`` holds and open it; InputError with what to do when it can't be."""
-    return _open(path, _head(path), None, "")
+    ``column`` (the operator's --column) turns off the recognition of incident entities and
+    says which column a workbook's sheet must have; ``sheet`` names a workbook's sheet.
+    """
+    table = _open(path, _head(path), None, "", column, sheet)
+    if sheet is not None and "workbook" not in table.kind:
+        raise InputError(
+            f"{path}: --sheet applies to Excel workbooks only, and this file is {table.kind}; "
+            "run again without --sheet"
+        )
+    return table
 
 
 def _head(path: Path) -> bytes:
@@ -82,25 +81,27 @@ def _head(path: Path) -> bytes:
     return head
 
 
-def _open(path: Path, head: bytes, data: bytes | None, wrapper: str) -> Table:
+def _open(
+    path: Path, head: bytes, data: bytes | None, wrapper: str, column: str | None, sheet: str | None
+) -> Table:
     """``data`` is the whole content when it is already in memory (decompressed)."""
     source: Source = path if data is None else data
     if head.startswith(b"\x1f\x8b") and not wrapper:
         data = _gunzip(path)
-        return _open(path, data[:HEAD_BYTES], data, "gzip-compressed ")
+        return _open(path, data[:HEAD_BYTES], data, "gzip-compressed ", column, sheet)
     if head.startswith(b"PAR1"):
-        return _parquet(path, source, wrapper)
+        return read_parquet(path, source, wrapper)
     if head.startswith(b"PK\x03\x04"):
-        return _zip(path, source, wrapper)
+        return read_zip(path, source, wrapper, column, sheet)
     if head.startswith(_OLE2):
-        return _excel(path, source, wrapper + "Excel 97-2003 workbook")
+        return read_excel(path, source, wrapper + "Excel 97-2003 workbook", column, sheet)
     for magic, what in _FOREIGN.items():
         if head.startswith(magic):
             raise InputError(f"{path}: is {what}, not an export of user IDs; pass the export file")
     text, encoding, source = _decode(path, head, data)
     start = text.lstrip("\ufeff \t\r\n")[:1]
     if start in ("[", "{") and _is_json(text):
-        return _json(path, source, text, f"{wrapper}JSON ({encoding})")
+        return read_json(path, source, text, f"{wrapper}JSON ({encoding})", column is None)
     return _text(path, source, text, wrapper, encoding)
 
 
@@ -199,19 +200,72 @@ def _text(path: Path, source: Source, head: str, wrapper: str, encoding: str) ->
     shown = [ln for ln in lines[skip:] if ln.strip()]
     if len(shown) >= 2 and _TABLE_RULE.match(shown[1]):
         return _powershell_table(path, source, f"{wrapper}PowerShell table text ({encoding})")
-    complete = head if len(head) < HEAD_BYTES else head[: head.rfind("\n") + 1]
-    body = "\n".join(complete.splitlines()[skip:])
+    body = "\n".join(_complete(head).splitlines()[skip:])
     separator = _sniff_separator(body)
     first = next(csv.reader(io.StringIO(body), delimiter=separator), [])
     if not first:
         raise InputError(f"{path}: holds no rows of data; export the user IDs again")
-    header_less = any(_looks_like_id(cell) for cell in first)
+    header_less = any(looks_like_id(cell) for cell in first)
+    separated = _pasted_list(body, separator) if header_less else None
+    if separated is not None:
+        return _token_list(
+            path, source, f"{wrapper}list of IDs separated by {separated} ({encoding})"
+        )
     if header_less and len(first) == 1:
         kind = f"{wrapper}list, one ID per line ({encoding})"
     else:
         what = "header-less " if header_less else ""
         kind = f"{wrapper}{what}CSV ({_SEPARATORS[separator]}-separated, {encoding})"
     return _csv(path, source, kind, separator, skip, header_less)
+
+
+def _complete(head: str) -> str:
+    """The head without its last, maybe cut, line (or ID, when the head is one long line)."""
+    if len(head) < HEAD_BYTES:
+        return head
+    cut = head.rfind("\n")
+    if cut < 0:
+        cut = max(head.rfind(c) for c in ",; \t")
+    return head[: cut + 1]
+
+
+def _pasted_list(body: str, separator: str) -> str | None:
+    """How the IDs of a pasted list are separated, or None when the text is not such a list.
+
+    A header-less text is a list when a line holds two IDs or more and either every value in
+    it is an ID (of any kind), or it is one line, or its ID-less values are not a column of
+    their own (as dates or names in a header-less CSV are): reading it as a list never drops
+    an ID, where choosing one of its columns would.
+    """
+    lines = [line for line in body.splitlines()[:SAMPLE_ROWS] if line.strip()]
+    tokens = pl.Series(lines, dtype=pl.String).str.extract_all(_TOKEN).to_list()
+    valid = iter(kinds([t for line in tokens for t in line]))
+    per_line = [[next(valid) is not None for _ in line] for line in tokens]
+    if max((sum(ok) for ok in per_line), default=0) < 2:
+        return None
+    if not all(all(ok) for ok in per_line) and len(lines) > 1:
+        rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=separator))
+        width = len(rows[0])
+        if width > 1 and all(len(row) == width for row in rows):
+            for n in range(width):
+                cells = [row[n] for row in rows if row[n].strip()]
+                if cells and not any(kinds(cells)):
+                    return None  # a column without any ID: a header-less CSV
+    gaps = "".join(pl.Series(lines).str.replace_all(_TOKEN, "").to_list())
+    names = [name for name, char in _GAPS.items() if char in gaps]
+    if any(ch.isspace() and ch not in " \t" for ch in gaps) and "spaces" not in names:
+        names.append("spaces")
+    if len(lines) > 1:
+        names.append("line breaks")
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _token_list(path: Path, source: Source, kind: str) -> Table:
+    """Every ID of a pasted list, in order: each one is a row."""
+    data = source.read_bytes() if isinstance(source, Path) else source
+    lines = pl.Series(data.decode("utf-8-sig", errors="replace").splitlines(), dtype=pl.String)
+    values = lines.str.extract_all(_TOKEN).explode().drop_nulls().rename("column_1")
+    return in_memory(path, values.to_frame(), kind, plain=True)
 
 
 def _sniff_separator(body: str) -> str:
@@ -229,11 +283,6 @@ def _sniff_separator(body: str) -> str:
     return best
 
 
-def _looks_like_id(cell: str) -> bool:
-    """Header cells are names; a first row with a GUID or a UPN in it is data (no header)."""
-    return "@" in cell or re.search(GUID_INSIDE, cell.lower()) is not None
-
-
 def _csv(path: Path, source: Source, kind: str, sep: str, skip: int, header_less: bool) -> Table:
     state = {"source": source}
 
@@ -245,7 +294,7 @@ def _csv(path: Path, source: Source, kind: str, sep: str, skip: int, header_less
             has_header=not header_less,
             infer_schema=False,
             raise_if_empty=False,
-            with_column_names=_numbered if header_less else None,
+            with_column_names=numbered if header_less else None,
         )
 
     def collect(frame: Callable[[], pl.LazyFrame], streaming: bool = False) -> pl.DataFrame:
@@ -294,10 +343,6 @@ def _trim(frame: pl.DataFrame, blank: int) -> pl.DataFrame:
     return frame
 
 
-def _numbered(names: list[str]) -> list[str]:
-    return [f"column_{n}" for n in range(1, len(names) + 1)]
-
-
 def _csv_error(
     path: Path, kind: str, exc: Exception, source: Source, sep: str, skip: int
 ) -> InputError:
@@ -332,7 +377,7 @@ def _powershell_table(path: Path, source: Source, kind: str) -> Table:
         part = values.str.slice(start, None if end is None else end - start)
         columns[name] = part.str.strip_chars().replace("", None)
     frame = pl.DataFrame(columns)
-    return _in_memory(path, frame, kind)
+    return in_memory(path, frame, kind)
 
 
 # -- JSON and NDJSON ----------------------------------------------------------------------------
@@ -341,189 +386,4 @@ def _powershell_table(path: Path, source: Source, kind: str) -> Table:
 def _is_json(text: str) -> bool:
     """A '{' or '[' start is JSON unless the first line is a braced GUID of a plain list."""
     first = text.lstrip("\ufeff \t\r\n").split("\n", 1)[0].strip()
-    return not (re.fullmatch(r"\{[0-9a-fA-F-]{32,36}\}", first))
-
-
-def _json(path: Path, source: Source, head: str, kind: str) -> Table:
-    data = source.read_bytes() if isinstance(source, Path) else source
-    data = data.removeprefix(codecs.BOM_UTF8)
-    first = head.lstrip("\ufeff \t\r\n").split("\n", 1)[0]
-    ndjson = first.startswith("{") and _parses(first) and bool(data.strip().count(b"\n"))
-    if ndjson:
-        kind = kind.replace("JSON", "NDJSON", 1)
-    try:
-        if ndjson:
-            frame = pl.read_ndjson(data, infer_schema_length=None)
-        else:
-            frame = pl.read_json(data, infer_schema_length=None)
-    except pl.exceptions.PolarsError:
-        frame = _json_by_python(path, data.decode("utf-8", errors="replace"), ndjson)
-    if frame.columns == [_PLAIN]:
-        return _in_memory(path, frame, kind.replace("JSON", "JSON array of IDs", 1), plain=True)
-    notes = []
-    if (
-        "@odata.nextLink" in frame.columns
-        and frame.get_column("@odata.nextLink").drop_nulls().len()
-    ):
-        notes.append(
-            f"{path}: the Graph response has more pages (@odata.nextLink); only this page was "
-            "read: fetch every page and pass them all"
-        )
-    for name in _ENVELOPES:
-        others = [c for c in frame.columns if c != name]
-        envelope = frame.height == 1 or all(c.startswith("@") for c in others)
-        if name in frame.columns and isinstance(frame.schema[name], pl.List) and envelope:
-            frame = frame.select(pl.col(name).explode())
-            if isinstance(frame.schema[name], pl.Struct):
-                frame = frame.unnest(name)
-            kind = kind.replace("JSON", f'JSON {{"{name}": [...]}}', 1)
-            break
-    return _in_memory(path, frame, kind, tuple(notes))
-
-
-def _parses(line: str) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:
-        return False
-
-
-def _json_by_python(path: Path, text: str, ndjson: bool) -> pl.DataFrame:
-    """The slow, exact reader: names the line of a syntax error; handles arrays of plain IDs."""
-    try:
-        if ndjson:
-            records = []
-            for number, line in enumerate(text.splitlines(), start=1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise InputError(
-                            f"{path}: line {number} is not valid JSON ({exc.msg}); "
-                            "fix or remove that line"
-                        ) from None
-            value: object = records
-        else:
-            value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"{path}: is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-            "export it again"
-        ) from None
-    if not isinstance(value, list):
-        value = [value]
-    records = [v for v in value if isinstance(v, dict)]
-    if len(records) == len(value):
-        return pl.from_dicts(records, infer_schema_length=None, strict=False)
-    if any(isinstance(v, dict | list) for v in value):
-        raise InputError(f"{path}: mixes objects and plain values in one JSON array; export again")
-    return pl.DataFrame({_PLAIN: [None if v is None else str(v) for v in value]})
-
-
-# -- Parquet, Excel, zip ------------------------------------------------------------------------
-
-
-def _parquet(path: Path, source: Source, wrapper: str) -> Table:
-    try:
-        frame = pl.scan_parquet(source)
-        schema = frame.collect_schema()
-    except pl.exceptions.PolarsError as exc:
-        raise InputError(f"{path}: is a damaged Parquet file ({_first_line(exc)})") from None
-    return _columns(path, frame, schema, f"{wrapper}Parquet")
-
-
-def _excel(path: Path, source: Source, kind: str) -> Table:
-    used = [(name, frame) for name, frame in _sheets(path, source, kind, True) if frame.width]
-    if not used:
-        raise InputError(f"{path}: every sheet of the workbook is empty; export the IDs again")
-    name, frame = used[0]
-    header_less = any(_looks_like_id(column) for column in frame.columns)
-    if header_less:  # the first row is data: read the sheet again without a header
-        frame = dict(_sheets(path, source, kind, False))[name]
-        frame.columns = _numbered(frame.columns)
-    filled = frame.select(pl.any_horizontal(pl.all().is_not_null() & (pl.all() != ""))).to_series()
-    rows = filled.arg_true()  # trailing empty rows are formatting, not data
-    frame = frame.head(int(rows[-1]) + 1 if rows.len() else 0)
-    notes = tuple(
-        f"{path}: read sheet {name!r} only; sheet {other!r} was not read" for other, _ in used[1:]
-    )
-    return _in_memory(path, frame, f"{kind}, sheet {name!r}", notes, plain=header_less)
-
-
-def _sheets(path: Path, source: Source, kind: str, header: bool) -> list[tuple[str, pl.DataFrame]]:
-    try:
-        sheets = pl.read_excel(
-            source,
-            sheet_id=0,
-            has_header=header,
-            infer_schema_length=0,
-            drop_empty_rows=False,
-            raise_if_empty=False,
-        )
-    except Exception as exc:  # fastexcel raises its own types for damaged or encrypted files
-        raise InputError(
-            f"{path}: cannot be read as {kind} ({_first_line(exc)}); if it is password-protected "
-            "or has a sensitivity label, open it in Excel and save it as CSV UTF-8"
-        ) from None
-    return list(sheets.items())
-
-
-def _zip(path: Path, source: Source, wrapper: str) -> Table:
-    try:
-        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as zf:
-            names = zf.namelist()
-    except zipfile.BadZipFile:
-        raise InputError(f"{path}: is a damaged zip or Excel file; download it again") from None
-    if "xl/workbook.xml" in names or "xl/workbook.bin" in names:
-        return _excel(path, source, f"{wrapper}Excel workbook")
-    listed = ", ".join(repr(n) for n in names[:5]) + (" ..." if len(names) > 5 else "")
-    raise InputError(
-        f"{path}: is a zip archive (holding {listed}); extract the export from it and pass that"
-    )
-
-
-# -- columns of nested or typed data ------------------------------------------------------------
-
-
-def _in_memory(
-    path: Path, frame: pl.DataFrame, kind: str, notes: tuple[str, ...] = (), plain: bool = False
-) -> Table:
-    table = _columns(path, frame.lazy(), frame.schema, kind, notes)
-    return replace(table, header_less=plain)
-
-
-def _columns(
-    path: Path, frame: pl.LazyFrame, schema: pl.Schema, kind: str, notes: tuple[str, ...] = ()
-) -> Table:
-    """Every scalar column as text, struct fields as dotted paths; lists and bytes are hidden."""
-    exprs: dict[str, pl.Expr] = {}
-    hidden: list[str] = []
-
-    def walk(name: str, expr: pl.Expr, dtype: pl.DataType | DataTypeClass) -> None:
-        if isinstance(dtype, pl.Struct):
-            for field in dtype.fields:
-                walk(f"{name}.{field.name}", expr.struct.field(field.name), field.dtype)
-        elif dtype.is_nested() or isinstance(dtype, pl.Binary | pl.Object):
-            hidden.append(name)
-        else:
-            exprs[name] = expr.cast(pl.String).alias(name)
-
-    for name, dtype in schema.items():
-        walk(name, pl.col(name), dtype)
-
-    def load(name: str) -> pl.Series:
-        try:
-            return frame.select(exprs[name]).collect().to_series()
-        except pl.exceptions.PolarsError as exc:
-            raise InputError(f"{path}: cannot read column {name!r} ({_first_line(exc)})") from None
-
-    try:
-        sample = frame.select(list(exprs.values())).head(SAMPLE_ROWS).collect()
-    except pl.exceptions.PolarsError as exc:
-        raise InputError(f"{path}: cannot be read as {kind} ({_first_line(exc)})") from None
-    return Table(path, kind, sample, load, hidden=tuple(hidden), notes=notes)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return not re.fullmatch(rf"\{{{GUID_INSIDE}\}}", first.lower())
