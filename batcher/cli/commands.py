@@ -334,7 +334,7 @@ def _finish(summary: Summary, as_json: bool, config: Path | None) -> None:
     if summary.target == "simulator" and not summary.dry_run:
         say(
             console,
-            "the built-in simulator: no real tenant was touched",
+            "this was the built-in simulator; no real tenant was touched",
             prefix="SIMULATOR: ",
             style="bold magenta",
         )

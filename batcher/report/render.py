@@ -31,7 +31,12 @@ def format_duration(seconds: float) -> str:
 
 
 def plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
+    """``1 request``, ``2 requests``, ``3 identities``."""
+    if n == 1:
+        return f"{n:,} {word}"
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        return f"{n:,} {word[:-1]}ies"
+    return f"{n:,} {word}s"
 
 
 def where(summary: Summary) -> str:
