@@ -49,7 +49,14 @@ BATCHER = str(Path(sys.executable).parent / "batcher")  # the real console scrip
 GRAPH = "http://graph.local"  # where in-process Graph lives
 
 FAST = SimulatorSettings(
-    rate_per_second=200.0, burst=5, latency_min_seconds=0.0, latency_max_seconds=0.005
+    rate_per_second=200.0,
+    burst=5,
+    latency_min_seconds=0.0,
+    latency_max_seconds=0.005,
+    directory_reads_per_second=2000.0,
+    directory_reads_burst=200,
+    directory_writes_per_second=2000.0,
+    directory_writes_burst=200,
 )
 
 

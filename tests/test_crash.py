@@ -207,6 +207,7 @@ def test_second_signal_stops_at_once_and_stays_resumable(
 
 
 CONTAIN_KILLS = 5
+USERS = 150
 
 
 def test_sigkill_during_a_containment_loses_no_user_and_keeps_each_users_order(
@@ -216,9 +217,9 @@ def test_sigkill_during_a_containment_loses_no_user_and_keeps_each_users_order(
     command then finishes. Extra writes are bounded by what can be in flight at a kill."""
     users = [
         DirectoryUser(id=uid, userPrincipalName=f"u{n}@contoso.com")
-        for n, uid in enumerate(ids(300))
+        for n, uid in enumerate(ids(USERS))
     ]
-    slow = FAST.model_copy(update={"latency_min_seconds": 0.005, "latency_max_seconds": 0.02})
+    slow = FAST.model_copy(update={"latency_min_seconds": 0.001, "latency_max_seconds": 0.005})
     with RunningSimulator(GraphSimulator(slow, tokens={TEST_TOKEN}, users=users)) as server:
         record = server.simulator.record
         (tmp_path / "ids.csv").write_text(
@@ -232,7 +233,7 @@ def test_sigkill_during_a_containment_loses_no_user_and_keeps_each_users_order(
                 "max_in_flight": MAX_IN_FLIGHT,
                 "rate_per_second": 40.0,
             },
-            directory={"writes_per_second": 200.0},
+            directory={"writes_per_second": 600.0},
         )
         ledger = tmp_path / "contain.sqlite"
         command = [
@@ -248,7 +249,7 @@ def test_sigkill_during_a_containment_loses_no_user_and_keeps_each_users_order(
         ]
         for kill in range(1, CONTAIN_KILLS + 1):
             proc = _start(command, tmp_path)
-            target = kill * 90  # of the 600 writes: kills spread over the whole run
+            target = kill * 2 * USERS // (CONTAIN_KILLS + 1)  # kills spread over the writes
             with record.changed:
                 assert record.changed.wait_for(lambda t=target: len(record.writes) >= t, 60)
             proc.kill()
@@ -257,7 +258,7 @@ def test_sigkill_during_a_containment_loses_no_user_and_keeps_each_users_order(
         _, err = done.communicate(timeout=120)
         assert done.returncode == 0, err
         assert counts(ledger) == {
-            a: {"done": 300} for a in ("disable", "revoke-sessions", "confirm")
+            a: {"done": USERS} for a in ("disable", "revoke-sessions", "confirm")
         }
         for user in users:
             ops = record.operations(user.id)
