@@ -271,6 +271,16 @@ class Caller:
         self._event(call, crid, answer, started)
         return result
 
+    def inner_throttled(self, budget: Budget, retry_afters: list[float]) -> None:
+        """Inner answers of a JSON batch said 429: one slow-down for the volley, and every
+        worker on that budget holds for the longest Retry-After."""
+        if not retry_afters:
+            return
+        pacer = self.pacers[budget]
+        self.control.tally.throttled += len(retry_afters)
+        pacer.throttled()
+        pacer.hold(max(retry_afters))
+
     def _feedback(
         self, pacer: Pacer, exc: GraphError | None, started: float, call: Call[T]
     ) -> None:

@@ -240,11 +240,7 @@ class Resolver:
                     for v in query.values
                     for row in groups[(query.stage.kind, v)]
                 ]
-        if throttled:
-            pacer = self.caller.pacers[Budget.DIRECTORY_READS]
-            self.caller.control.tally.throttled += len(throttled)
-            pacer.throttled()
-            pacer.hold(max(throttled))
+        self.caller.inner_throttled(Budget.DIRECTORY_READS, throttled)
         self._settle(done)
         return again
 

@@ -736,6 +736,7 @@ def cli_run(tenant: Tenant, graph: RunningSimulator, tmp_path: Path, secret: str
     return run_cli("run", "--yes", sample, "--config", config, "--json", cwd=tmp_path, env=env)
 
 
+@pytest.mark.e2e
 def test_the_cli_signs_in_with_a_client_secret_and_sends(tenant: Tenant, tmp_path: Path) -> None:
     # Graph over plain loopback HTTP (the runner's own client), sign-in over HTTPS: two servers,
     # one simulated tenant.
@@ -749,6 +750,7 @@ def test_the_cli_signs_in_with_a_client_secret_and_sends(tenant: Tenant, tmp_pat
         assert tenant.sim.issued[0].token not in text
 
 
+@pytest.mark.e2e
 def test_the_cli_stops_on_a_refused_sign_in_with_exit_3_and_stays_resumable(
     tenant: Tenant, tmp_path: Path
 ) -> None:

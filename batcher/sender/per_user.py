@@ -202,11 +202,7 @@ class PerUserLane:
                 again.append((step, exc))
         outer = answer_of(None, result.status, result.request_id)
         self.lanes.ledger.finish_steps(chunk.batch_id, chunk.attempt_id, outer, results)
-        if throttled:
-            pacer = self.lanes.caller.pacers[Budget.DIRECTORY_WRITES]
-            self.lanes.control.tally.throttled += len(throttled)
-            pacer.throttled()
-            pacer.hold(max(throttled))
+        self.lanes.caller.inner_throttled(Budget.DIRECTORY_WRITES, throttled)
         for result_, step in zip(results, chunk.steps, strict=True):
             if result_.settle is not None:
                 self._settle(step, result_.settle, chunk.batch_id)

@@ -8,8 +8,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-# Identity Protection's actions and the riskState each one leaves.
-ACTIONS = {"confirmCompromised": "confirmedCompromised", "dismiss": "dismissed"}
+from batcher.actions import ACTIONS as BATCHER_ACTIONS
+from batcher.actions import Read
+
+# Identity Protection's actions (by the last part of their path) and the riskState each leaves.
+ACTIONS = {
+    action.path.rsplit("/", 1)[1]: action.check.expect
+    for action in BATCHER_ACTIONS.values()
+    if action.check.read is Read.RISKY_USER
+}
 
 
 class Write(NamedTuple):
