@@ -252,23 +252,7 @@ class Ledger(Reads):
         stamp = now()
         with self._write() as db:
             self._answer_attempt(db, attempt_id, answer, stamp)
-            db.execute(
-                "UPDATE steps SET in_flight = 0, maybe_applied = maybe_applied OR ?, "
-                "last_status = ?, error_code = ?, error_message = ?, request_id = ?, "
-                "state = COALESCE(?, state), finished_at = CASE WHEN ? IS NULL THEN finished_at "
-                "ELSE ? END WHERE batch_id = ?",
-                (
-                    answer.maybe_applied,
-                    answer.http_status,
-                    answer.error_code,
-                    answer.error_message,
-                    answer.request_id,
-                    settle,
-                    settle,
-                    stamp,
-                    batch_id,
-                ),
-            )
+            db.execute(ANSWERED + "batch_id = ?", (*_answered(answer, settle, stamp), batch_id))
             if settle is not None:
                 db.execute("UPDATE batches SET state = ? WHERE batch_id = ?", (settle, batch_id))
 
@@ -281,22 +265,9 @@ class Ledger(Reads):
         with self._write() as db:
             self._answer_attempt(db, attempt_id, outer, stamp)
             db.executemany(
-                "UPDATE steps SET in_flight = 0, maybe_applied = maybe_applied OR ?, "
-                "last_status = ?, error_code = ?, error_message = ?, request_id = ?, "
-                "state = COALESCE(?, state), finished_at = CASE WHEN ? IS NULL THEN finished_at "
-                "ELSE ? END WHERE user_id = ? AND action = ?",
+                ANSWERED + "user_id = ? AND action = ?",
                 [
-                    (
-                        r.answer.maybe_applied,
-                        r.answer.http_status,
-                        r.answer.error_code,
-                        r.answer.error_message,
-                        r.answer.request_id or outer.request_id,
-                        r.settle,
-                        r.settle,
-                        stamp,
-                        *r.key,
-                    )
+                    (*_answered(r.answer, r.settle, stamp, outer.request_id), *r.key)
                     for r in results
                 ],
             )
@@ -394,6 +365,31 @@ class Ledger(Reads):
                 ).fetchone()
                 states[key] = StepState(row[0]) if row else StepState.PLANNED
         return states
+
+
+# An answer recorded on steps: no longer in flight, maybe applied (once maybe, always), the
+# last answer, and the final state when it settles them. Followed by the WHERE condition.
+ANSWERED = (
+    "UPDATE steps SET in_flight = 0, maybe_applied = maybe_applied OR ?, last_status = ?, "
+    "error_code = ?, error_message = ?, request_id = ?, state = COALESCE(?, state), "
+    "finished_at = CASE WHEN ? IS NULL THEN finished_at ELSE ? END WHERE "
+)
+
+
+def _answered(
+    answer: Answer, settle: StepState | None, stamp: str, request_id: str | None = None
+) -> tuple[object, ...]:
+    """The parameters of ANSWERED (``request_id``: the outer one, when the answer has none)."""
+    return (
+        answer.maybe_applied,
+        answer.http_status,
+        answer.error_code,
+        answer.error_message,
+        answer.request_id or request_id,
+        settle,
+        settle,
+        stamp,
+    )
 
 
 def _os_user() -> str:
