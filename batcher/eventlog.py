@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
 from batcher.platform import append_private
@@ -41,7 +40,7 @@ class Fanout:
 
 class EventLog:
     """Appends JSON lines to ``path`` (created owner-readable only); flushed line by line so a
-    killed run leaves every event up to the kill."""
+    killed run leaves every event up to the kill. Use it with ``contextlib.closing``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -56,14 +55,3 @@ class EventLog:
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self) -> EventLog:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

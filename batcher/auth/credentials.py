@@ -61,14 +61,21 @@ def token_source(
         raise ConfigError(f"[auth] method = {settings.method!r}: {reason}") from None
 
 
-def _static_token(settings: AuthSettings) -> StaticToken:
-    value = os.environ.get(settings.token_env, "").strip()
+def _from_environment(name: str, missing: str) -> str:
+    """The value of the environment variable ``name``; ConfigError ``missing`` when unset."""
+    value = os.environ.get(name, "").strip()
     if not value:
-        raise ConfigError(
-            f"[auth] method = 'token' needs a bearer token in ${settings.token_env}; e.g. "
-            f"export {settings.token_env}=$(az account get-access-token "
-            "--resource https://graph.microsoft.com --query accessToken -o tsv)"
-        )
+        raise ConfigError(missing)
+    return value
+
+
+def _static_token(settings: AuthSettings) -> StaticToken:
+    value = _from_environment(
+        settings.token_env,
+        f"[auth] method = 'token' needs a bearer token in ${settings.token_env}; e.g. "
+        f"export {settings.token_env}=$(az account get-access-token "
+        "--resource https://graph.microsoft.com --query accessToken -o tsv)",
+    )
     return StaticToken(value.removeprefix("Bearer ").strip())
 
 
@@ -147,14 +154,12 @@ def _client_secret(settings: AuthSettings) -> str:
                 "(not its ID) into it"
             )
         return secret
-    secret = os.environ.get(settings.client_secret_env, "").strip()
-    if not secret:
-        raise ConfigError(
-            f"[auth] method = 'client_secret' needs the secret in ${settings.client_secret_env} "
-            f"(export {settings.client_secret_env}=...; the secret's Value, not its ID) "
-            "or in a file named by client_secret_file"
-        )
-    return secret
+    return _from_environment(
+        settings.client_secret_env,
+        f"[auth] method = 'client_secret' needs the secret in ${settings.client_secret_env} "
+        f"(export {settings.client_secret_env}=...; the secret's Value, not its ID) "
+        "or in a file named by client_secret_file",
+    )
 
 
 def _read_certificate(path: str) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -180,5 +180,5 @@ def observers(log_file: Path | None) -> Iterator[Observer]:
     if log_file is None:
         yield Fanout(*watchers)
         return
-    with EventLog(log_file) as log:
+    with closing(EventLog(log_file)) as log:
         yield Fanout(log, *watchers)

@@ -80,15 +80,11 @@ MIGRATIONS: dict[int, str] = {
         state TEXT NOT NULL,
         batch_id INTEGER,
         attempts INTEGER NOT NULL DEFAULT 0,
-        in_flight INTEGER NOT NULL DEFAULT 0,
-        maybe_applied INTEGER NOT NULL DEFAULT 0,
-        last_status INTEGER,
-        error_code TEXT,
-        error_message TEXT,
-        request_id TEXT,
-        client_request_id TEXT,
-        sent_at TEXT,
-        finished_at TEXT,
+        in_flight INTEGER NOT NULL DEFAULT 0,  -- a request carrying it has no answer yet
+        maybe_applied INTEGER NOT NULL DEFAULT 0,  -- an answer said it may have been applied
+        -- the last answer
+        last_status INTEGER, error_code TEXT, error_message TEXT, request_id TEXT,
+        client_request_id TEXT, sent_at TEXT, finished_at TEXT,
         PRIMARY KEY (user_id, action)
     );
     CREATE INDEX steps_state ON steps (action, state);

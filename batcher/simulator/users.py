@@ -144,6 +144,14 @@ class DirectoryEndpoints:
         )
 
     # -- writes ----------------------------------------------------------------------------------
+    def _target(self, request: Request) -> DirectoryUser | Response:
+        """The user a write's URL names, or the answer when there is none."""
+        try:
+            user = self._user(request)
+        except QueryError as exc:
+            return self.ctx.error(request, 400, exc.code, exc.message)
+        return self._not_found(request) if user is None else user
+
     async def _update(self, request: Request) -> Response:
         try:
             body = json.loads(await request.body())
@@ -170,12 +178,9 @@ class DirectoryEndpoints:
         if others:
             message = f"The simulator changes only accountEnabled, not {', '.join(others)}."
             return ctx.error(request, 400, "Request_BadRequest", message)
-        try:
-            user = self._user(request)
-        except QueryError as exc:
-            return ctx.error(request, 400, exc.code, exc.message)
-        if user is None:
-            return self._not_found(request)
+        user = self._target(request)
+        if not isinstance(user, DirectoryUser):
+            return user
         if user.privileged and not ctx.settings.caller_privileged:
             return ctx.error(request, 403, "Authorization_RequestDenied", DENIED)
         user.accountEnabled = enabled
@@ -191,12 +196,9 @@ class DirectoryEndpoints:
         refused = self._gate(request, write=True)
         if refused is not None:
             return refused
-        try:
-            user = self._user(request)
-        except QueryError as exc:
-            return ctx.error(request, 400, exc.code, exc.message)
-        if user is None:
-            return self._not_found(request)
+        user = self._target(request)
+        if not isinstance(user, DirectoryUser):
+            return user
         if user.userType == "Guest":  # Graph answers, but a guest's home tenant holds the sessions
             ctx.record.revoked_guests.append(user.id)
         else:
