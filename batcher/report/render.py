@@ -188,9 +188,10 @@ def render_verify(result: VerifySummary, console: Console) -> None:
 
 def render_status(status: Status, console: Console) -> None:
     meta = status.meta
+    actions = ", ".join(status.counts)
     say(
         console,
-        f"{status.path}: {meta.get('actions')} on tenant {meta.get('tenant')} "
+        f"{status.path}: {actions} on tenant {meta.get('tenant')} "
         f"({meta.get('cloud')}, {meta.get('api_version')}); {plural(status.users, 'user')}",
     )
     if "undo_of" in meta:
