@@ -84,7 +84,10 @@ NOT_FOUND_REASON = {
 }
 
 
-NO_ANSWER_REASON = "no answer from Graph within the retry time; look it up again"
+NO_ANSWER_REASON = (
+    "no answer from Graph within the retry time; not acted on: run the same command to look it "
+    "up again"
+)
 
 
 def estimate_requests(kinds: dict[str, int]) -> int:
@@ -263,7 +266,7 @@ class Resolver:
             backoff = min(most, initial * 2 ** (query.tries - 1)) * random.uniform(0.5, 1.0)
             query.not_before = now + backoff
             again.append(query)
-        self._settle(lost)
+        self._settle(lost, cache=False)
         return again
 
     def _matched(
@@ -316,12 +319,15 @@ class Resolver:
             "account_enabled": user.get("accountEnabled"),
         }
 
-    def _settle(self, done: list[dict[str, Any]]) -> None:
+    def _settle(self, done: list[dict[str, Any]], *, cache: bool = True) -> None:
+        """Keep outcomes; the ledger caches them unless Graph did not answer (a resume then
+        looks those up again instead of trusting a not_found nobody observed)."""
         if not done:
             return
         for item in done:
             self.outcomes[(item["kind"], item["input_value"])] = item
-        self.record(pl.DataFrame(done, schema=LOOKUP_COLUMNS, orient="row"))
+        if cache:
+            self.record(pl.DataFrame(done, schema=LOOKUP_COLUMNS, orient="row"))
         self.caller.control.observer("lookup", settled=len(done), total=len(self.outcomes))
 
 
