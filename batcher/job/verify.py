@@ -14,7 +14,7 @@ from batcher.job.session import Session
 from batcher.job.setup import Job
 from batcher.job.summary import VerifySummary
 from batcher.ledger import Ledger, StepState
-from batcher.report.files import sibling, write_report
+from batcher.report.files import check_report_path, sibling, write_report
 from batcher.verify import NOT_READ, Reading, Verifier
 
 
@@ -26,6 +26,8 @@ class VerifyOptions:
 
 def verify(job: Job, options: VerifyOptions) -> VerifySummary:
     assert job.ledger is not None
+    if options.out is not None:
+        check_report_path(options.out)
     reader = Ledger.open_existing(job.ledger)
     try:
         actions = reader.actions()
