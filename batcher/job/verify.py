@@ -61,24 +61,23 @@ def verify(job: Job, options: VerifyOptions) -> VerifySummary:
 async def _read(job: Job, done: dict[str, pl.DataFrame]) -> tuple[dict[str, Reading], int, bool]:
     async with Session(job) as session:
         verifier = Verifier(await session.client(), session.caller(control := session.control()))
-        readings: dict[str, Reading] = {}
+        # filled as users are read: a stop that cancels the reads keeps what was read
+        readings = {name: Reading(ACTIONS[name]) for name in done}
 
         async def read(name: str) -> None:
             action, steps = ACTIONS[name], done[name]
             if action.check.read is Read.RISKY_USER:
                 ids = steps.get_column("user_id").to_list()
-                readings[name] = await verifier.risky_users(action, ids)
+                await verifier.risky_users(action, ids, readings[name])
             else:
                 sent = dict(zip(steps["user_id"], steps["sent_at"], strict=True))
-                readings[name] = await verifier.users(action, sent)
+                await verifier.users(action, sent, readings[name])
 
         with job.stop.attached(control), control.scope():
             async with anyio.create_task_group() as group:
                 for name in done:
                     if done[name].height:
                         group.start_soon(read, name)
-        for name in done:
-            readings.setdefault(name, Reading(ACTIONS[name]))
         if control.tripped is not None and not any(r.found for r in readings.values()):
             raise control.tripped
         return readings, control.tally.requests, control.stopping or control.tripped is not None
