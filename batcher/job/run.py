@@ -215,10 +215,14 @@ def _notes(read: InputSet, inputs: Inputs, rejects: Path | None) -> tuple[str, .
     unusable = inputs.not_found + inputs.ambiguous
     if unusable:
         notes.append(
-            f"{unusable:,} identities could not be resolved ({inputs.not_found:,} not found, "
+            f"{_identities(unusable)} could not be resolved ({inputs.not_found:,} not found, "
             f"{inputs.ambiguous:,} ambiguous) and will not be acted on; {see}"
         )
     return tuple(notes)
+
+
+def _identities(n: int) -> str:
+    return f"{n:,} {'identity' if n == 1 else 'identities'}"
 
 
 def _with_elsewhere(facts: Facts, elsewhere: pl.DataFrame | None, plan: Plan) -> Facts:
@@ -258,8 +262,10 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
     if todo.height:
         reads = job.settings.directory.reads_per_second
         note = (
-            f"{todo.height:,} identities need a directory look-up before the plan is exact: "
-            f"about {estimate:,} requests (JSON batches of 20 x 15 values) at {reads:g} "
+            f"{_identities(todo.height)} need{'s' * (todo.height == 1)} a directory look-up "
+            "before the plan is exact: "
+            f"about {estimate:,} request{'s' * (estimate != 1)} (JSON batches of 20 x 15 "
+            f"values) at {reads:g} "
             "look-ups a second; the run does them before it asks you to go on"
         )
         facts = replace(facts, notes=(*facts.notes, note))
