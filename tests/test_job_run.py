@@ -119,7 +119,7 @@ def test_rows_added_to_the_input_are_the_only_ones_sent_on_rerun(tmp_path: Path)
 def test_transient_faults_end_with_every_id_done(tmp_path: Path) -> None:
     faults = {"500": 0.1, "503": 0.05, "reset": 0.05, "lost": 0.05, "429": 0.05}
     sim = sim_settings(faults=faults, retry_after_seconds=0.01, seed=7)
-    rig = Rig(tmp_path, sim=sim, send={"batch_size": 10})
+    rig = Rig(tmp_path, sim=sim, send={"batch_size": 20})
     summary = rig.run(ENTRA)
     want = set(entra_users())
     assert set(rig.record.accepted[CONFIRM]) == want
@@ -142,7 +142,9 @@ def test_a_30_percent_fault_mix_over_3000_ids_ends_all_done(tmp_path: Path) -> N
     assert injected / record.requests > 0.2  # the mix really hit about 30% of requests
 
 
-def test_bad_ids_are_isolated_with_their_400_and_the_rest_done(tmp_path: Path) -> None:
+def test_bad_ids_are_isolated_with_their_400_the_rest_done_and_status_counts_both(
+    tmp_path: Path,
+) -> None:
     want = expected_ids(ANALYST, "ObjectId")
     bad = [want[5], want[40]]
     rig = Rig(tmp_path, sim=sim_settings(bad_ids=bad))
@@ -153,6 +155,8 @@ def test_bad_ids_are_isolated_with_their_400_and_the_rest_done(tmp_path: Path) -
     assert sorted(failed.select("user_id", "last_http_status", "error_code").rows()) == sorted(
         (b, 400, "invalidRequest") for b in bad
     )
+    got = status(rig.ledger_for()).counts["confirm"]
+    assert (got["done"], got["failed"], got["planned"], got["unknown"]) == (43, 2, 0, 0)
 
 
 def test_a_refused_token_stops_the_run_resumably(tmp_path: Path) -> None:
@@ -182,10 +186,10 @@ def test_a_403_stops_at_once_naming_the_permission_and_a_resume_finishes(tmp_pat
 
 
 def test_status_counts_by_action_and_state_and_names_the_last_run(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, sim=sim_settings(bad_ids=[expected_ids(ANALYST, "ObjectId")[0]]))
+    rig = Rig(tmp_path)
     rig.run(ANALYST)
     got = status(rig.ledger_for())
-    assert got.counts["confirm"]["done"] == 44 and got.counts["confirm"]["failed"] == 1
+    assert got.counts["confirm"]["done"] == 45 and got.counts["confirm"]["failed"] == 0
     assert got.users == 45 and got.meta["actions"] == "confirm"
     assert not got.live and not got.killed
     assert got.last_run is not None and got.last_run["command"] == "run"
@@ -256,7 +260,8 @@ def test_simulator_settings_reach_the_built_in_simulator(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("BATCHER_ACCESS_TOKEN", raising=False)  # the simulator needs no account
-    bad = expected_ids(ANALYST, "ObjectId")[7]
+    values = ids(10)
+    bad = values[7]
     simulated = settings(
         tmp_path,
         graph={"target": "simulator", "base_url": ""},
@@ -268,9 +273,9 @@ def test_simulator_settings_reach_the_built_in_simulator(
     job = Job(simulated, identity(simulated, tokens, choose(["confirm"])), tokens, None, events)
     job.ledger = tmp_path / "l.sqlite"
     assert job.simulated
-    summary = run(job, RunOptions((ANALYST,)))
+    summary = run(job, RunOptions((write_ids(tmp_path / "ids.csv", values),)))
     assert summary.target == "simulator" and summary.tenant == "simulator"
-    assert (summary.actions[0].done, summary.actions[0].failed) == (44, 1)
+    assert (summary.actions[0].done, summary.actions[0].failed) == (9, 1)
     assert states(job.ledger)[bad] == "failed"
     assert events.named("simulator")[0]["url"].startswith("http://127.0.0.1:")
 
@@ -298,7 +303,7 @@ def test_a_few_invalid_rows_are_no_note(tmp_path: Path) -> None:
 def test_an_unreachable_graph_is_said_at_once_and_stops_the_run_with_all_planned(
     tmp_path: Path,
 ) -> None:
-    rig = Rig(tmp_path, send={"unreachable_after_seconds": 0.2})
+    rig = Rig(tmp_path, send={"unreachable_after_seconds": 0.1})
     job = rig.job(ledger=rig.ledger_for())
     job.transport = ("http://127.0.0.1:1", httpx.AsyncHTTPTransport())  # nothing listens there
     summary = run(job, RunOptions((write_ids(tmp_path / "ids.csv", ids(40)),)))
