@@ -3,14 +3,17 @@ and replay of one action."""
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from batcher.actions import CONTAIN
 from batcher.errors import LedgerError
 from batcher.job import Summary, undo_actions, undo_ledger
+from batcher.report import render_summary
 from batcher.simulator import DirectoryUser
 from tests.helpers import Hooked, Rig, counts, ids, report_frame, sim_settings, states, write_ids
 
@@ -46,7 +49,7 @@ def _contained(
     return rig, members, guests, rig.run(path, actions=CONTAIN)
 
 
-def test_containment_disables_before_revoking_and_skips_guests_where_it_must(
+def test_containment_disables_before_revoking_skips_guests_where_it_must_and_says_what_stays(
     tmp_path: Path,
 ) -> None:
     members, guests, before = _directory()
@@ -83,6 +86,11 @@ def test_containment_disables_before_revoking_and_skips_guests_where_it_must(
     reasons = dict(zip(skipped["action"], skipped["error_message"], strict=False))
     assert "home tenant" in reasons["confirm"] and "home tenant" in reasons["revoke-sessions"]
     assert states(rig.ledger_for(), "disable")[before.id] == "done"
+    shown = Console(file=io.StringIO(), width=200)
+    render_summary(summary, shown)
+    text = shown.file.getvalue()  # type: ignore[attr-defined]
+    assert "revoke-sessions: 40 users must sign in again" in text
+    assert "cannot be undone" in text and "confirm: 40 users" not in text
 
 
 def test_a_confirm_ledger_refuses_a_containment_and_a_containment_ledger_refuses_confirm(
