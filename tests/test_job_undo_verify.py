@@ -12,6 +12,7 @@ from batcher.calls import StopSignal
 from batcher.errors import LedgerError, NotConfirmed
 from batcher.job import undo_ledger
 from batcher.ledger import Ledger, WriterLock
+from batcher.report.files import read_report
 from tests.helpers import (
     Hooked,
     Rig,
@@ -172,6 +173,7 @@ def test_a_few_ids_are_read_one_by_one(tmp_path: Path) -> None:
 def test_a_stop_during_verify_leaves_the_rest_not_read_and_unread_reads_only_those(
     tmp_path: Path,
 ) -> None:
+    """--unread reads only what was not read, and leaves the report whole."""
     rig = Rig(tmp_path, send={"max_in_flight": 1})
     values = ids(12)
     ledger = _confirmed(rig, values)
@@ -190,7 +192,7 @@ def test_a_stop_during_verify_leaves_the_rest_not_read_and_unread_reads_only_tho
     rest = rig.verify(ledger, unread=True)
     assert rig.record.reads - reads == unread  # only what the first did not read
     assert rest.total("checked") == unread and rest.total("as_expected") == unread
-    assert set(_verify_statuses(rest.report)) == {u for u, s in status.items() if s == "not_read"}
+    assert _verify_statuses(rest.report) == dict.fromkeys(values, "confirmed")  # whole again
     nothing = rig.verify(ledger, unread=True)
     assert nothing.nothing_to_verify and "nothing left unread" in nothing.nothing_to_verify
 
@@ -214,3 +216,21 @@ def test_verify_after_undo_expects_dismissed(tmp_path: Path) -> None:
     result = rig.verify(undo_ledger(ledger))
     assert result.expected == {"dismiss": "riskState dismissed"}
     assert result.to_json()["confirmed"] == 40 and result.total("checked") == 40
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".json"])
+def test_unread_finishes_a_verify_written_in_any_format(tmp_path: Path, suffix: str) -> None:
+    rig = Rig(tmp_path, send={"max_in_flight": 1})
+    ledger = _confirmed(rig, ids(8))
+    rig.events = Hooked()
+    stop = StopSignal()
+    rig.events.at("request", 3, stop.ask)
+    out = tmp_path / f"verify{suffix}"
+    first = rig.verify(ledger, out=out, stop=stop)
+    unread = first.total("not_read")
+    assert unread > 0 and first.report == str(out)
+    reads = rig.record.reads
+    rest = rig.verify(ledger, out=out, unread=True)
+    assert rest.total("checked") == unread == rig.record.reads - reads
+    whole = read_report(out)
+    assert whole.height == 8 and set(whole["verify_status"]) == {"confirmed"}

@@ -63,6 +63,19 @@ def write_report(frame: pl.DataFrame, path: Path) -> None:
     write_private(path, write)
 
 
+def read_report(path: Path) -> pl.DataFrame:
+    """A report this module wrote, in any of its formats, every column as text (a CSV's
+    defused cells keep their leading quote)."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        frame = pl.read_parquet(path)
+    elif suffix == ".json":
+        frame = pl.DataFrame(json.loads(path.read_text(encoding="utf-8")))
+    else:
+        return pl.read_csv(path, infer_schema=False)
+    return frame.cast(pl.String)
+
+
 def sibling(ledger: Path, suffix: str) -> Path:
     """A file beside the ledger: ledger.sqlite -> ledger.report.csv and so on."""
     return ledger.with_name(ledger.stem + suffix)
