@@ -86,9 +86,9 @@ def test_containment_disables_before_revoking_skips_guests_where_it_must_and_say
     reasons = dict(zip(skipped["action"], skipped["error_message"], strict=False))
     assert "home tenant" in reasons["confirm"] and "home tenant" in reasons["revoke-sessions"]
     assert states(rig.ledger_for(), "disable")[before.id] == "done"
-    shown = Console(file=io.StringIO(), width=200)
-    render_summary(summary, shown)
-    text = shown.file.getvalue()  # type: ignore[attr-defined]
+    out = io.StringIO()
+    render_summary(summary, Console(file=out, width=200))
+    text = out.getvalue()
     assert "revoke-sessions: 40 users must sign in again" in text
     assert "cannot be undone" in text and "confirm: 40 users" not in text
 

@@ -17,7 +17,7 @@ import pytest
 
 from batcher.calls import StopSignal
 from batcher.errors import ConfigError, LedgerError
-from batcher.job import ResolveOptions, default_path, resolve, status
+from batcher.job import ResolveOptions, Status, default_path, legacy_path, resolve, status
 from batcher.ledger import APPLICATION_ID, MIGRATIONS, REPORT_COLUMNS
 from batcher.report.files import write_report
 from batcher.simulator import GraphSimulator
@@ -192,10 +192,10 @@ def test_readers_work_and_a_second_writer_is_refused_while_a_run_writes(tmp_path
 
     rig.events.at("request", 3, while_live)
     summary = rig.run(path, stop=stop)
-    live = seen["status"]
-    assert live.live and live.counts["confirm"]["done"] >= 20  # type: ignore[attr-defined]
-    assert live.counts["confirm"]["planned"] > 0  # type: ignore[attr-defined]
-    assert seen["report"].height == 200  # type: ignore[attr-defined]
+    live, report = seen["status"], seen["report"]
+    assert isinstance(live, Status) and isinstance(report, pl.DataFrame)
+    assert live.live and live.counts["confirm"]["done"] >= 20
+    assert live.counts["confirm"]["planned"] > 0 and report.height == 200
     for name in ("run", "undo"):
         assert "another batcher is writing this ledger" in str(seen[name]), name
         assert f"pid {os.getpid()}" in str(seen[name]), name
@@ -356,3 +356,12 @@ def test_recent_hours_zero_turns_the_check_off(tmp_path: Path) -> None:
     again = rig.run(second, ledger=_default(rig, second))
     assert again.actions[0].done == 20 and again.actions[0].done_elsewhere == 0
     assert not any("already done" in n for n in again.notes)
+
+
+def test_the_legacy_ledger_path_is_where_batcher_0_1_put_a_confirm_run(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    path = write_ids(tmp_path / "ids.csv", ids(3))
+    old = legacy_path([path], rig.job().identity)
+    assert old is not None and old.parent == Path("runs")  # under the current directory
+    assert old.name.startswith("ids-confirmCompromised-token-tenant-")
+    assert legacy_path([path], rig.job(("disable",)).identity) is None  # no such release
