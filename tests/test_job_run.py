@@ -110,6 +110,14 @@ def test_rows_added_to_the_input_are_the_only_ones_sent_on_rerun(tmp_path: Path)
     path = write_ids(tmp_path / "ids.csv", old[:30])
     rig.run(path)
     write_ids(path, old)
+    sent = rig.record.requests
+    planned = rig.run(path, dry_run=True)  # reads the ledger, sends nothing
+    assert (planned.actions[0].already_done, planned.to_send, planned.ledger_exists) == (
+        30,
+        15,
+        True,
+    )
+    assert rig.record.requests == sent
     again = rig.run(path)
     assert again.actions[0].already_done == 30
     assert again.actions[0].done == 15
