@@ -329,3 +329,62 @@ def step_ledger(path: Path, steps: Mapping[str, Sequence[str]]) -> Ledger:
     for action, uids in steps.items():
         ledger.add_steps(action, pl.Series(list(uids), dtype=pl.String))
     return ledger
+
+
+# -- job-level tests: an oracle for the samples, and events that act (appended for them) ---------
+GUID_TEXT = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def expected_ids(path: Path, column: str) -> list[str]:
+    """An independent oracle: the unique valid object IDs of a CSV sample, first seen first."""
+    import csv
+    import re
+
+    seen: dict[str, None] = {}
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        for row in csv.DictReader(fh):
+            value = (row.get(column) or "").strip(" \t\u00a0\"'{}()").lower()
+            value = value.removeprefix("urn:uuid:")
+            if re.fullmatch(r"[0-9a-f]{32}", value):
+                value = "-".join([value[:8], value[8:12], value[12:16], value[16:20], value[20:]])
+            if re.fullmatch(GUID_TEXT, value) and value != "00000000-0000-0000-0000-000000000000":
+                seen.setdefault(value)
+    return list(seen)
+
+
+class Hooked(Events):
+    """Events that also do something when the ``n``-th event of a name is seen (e.g. ask a
+    stop after a few answers): no sleeps, the run itself says when."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hooks: list[tuple[str, int, Callable[[], None]]] = []
+
+    def at(self, event: str, n: int, do: Callable[[], None]) -> None:
+        self._hooks.append((event, n, do))
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        super().__call__(event, **fields)
+        seen = None
+        for name, n, do in self._hooks:
+            if name == event:
+                seen = len(self.named(event)) if seen is None else seen
+                if seen == n:
+                    do()
+
+
+def report_frame(ledger: Path) -> pl.DataFrame:
+    """The ledger's report, as `batcher report` writes it."""
+    reader = Ledger.open_existing(ledger)
+    try:
+        return reader.report()
+    finally:
+        reader.close()
+
+
+def runs_of(ledger: Path) -> list[dict[str, object]]:
+    reader = Ledger.open_existing(ledger)
+    try:
+        return reader.runs()
+    finally:
+        reader.close()

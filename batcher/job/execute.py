@@ -95,6 +95,9 @@ async def execute(
     if plan.to_send and not job.confirm(preview):
         job.observer("declined", command=facts.command, to_send=plan.to_send)
         raise NotConfirmed("not confirmed: nothing was sent; run the same command to start again")
+    # Sign in (and check the tenant) before recording anything: a refused sign-in leaves the
+    # ledger with no run and no new step, as if the command had not been given.
+    client = await session.client() if plan.to_send else None
     run_id = ledger.begin_run(record)
     job.observer("run_started", run=run_id, ledger=str(ledger.path), **_counts(preview))
     ledger.add_users(plan.new_users)
@@ -103,8 +106,7 @@ async def execute(
         if item.skipped.len() and item.action.skips_guests:
             ledger.skip_steps(item.action.name, item.skipped, item.action.skips_guests)
     outcome = None
-    if plan.to_send:
-        client = await session.client()
+    if client is not None:
         control = session.control()
         lanes = Lanes(ledger, client, session.caller(control), job.settings.send.max_in_flight)
         works = [Work(p.action, p.to_send.to_list()) for p in plan.actions]

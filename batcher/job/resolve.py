@@ -13,7 +13,7 @@ from batcher.inputs import read_inputs
 from batcher.job.session import Session
 from batcher.job.setup import Job
 from batcher.ledger import LOOKUP_COLUMNS
-from batcher.report.files import write_report
+from batcher.report.files import check_report_path, write_report
 
 RESOLVE_COLUMNS = [
     "input_value",
@@ -58,6 +58,7 @@ class Resolved:
 
 
 def resolve(job: Job, options: ResolveOptions) -> Resolved:
+    check_report_path(options.out)
     read = read_inputs(options.inputs, options.column, options.sheet)
     job.observer("inputs", files=read.files, warnings=read.warnings)
     wanted = pl.concat(

@@ -57,11 +57,7 @@ async def _run(job: Job, read: InputSet, options: RunOptions) -> Summary:
         async with Session(job) as session:
             users, lookups, requests = await _identify(session, ledger, read)
             facts = _facts(job, read, lookups, requests, len(users))
-            elsewhere = (
-                None
-                if options.resend
-                else done_elsewhere(ledger.path, job.identity, job.settings.ledger.recent_hours)
-            )
+            elsewhere = None if options.resend else _elsewhere(job)
             plan = make_plan(
                 users, ledger.known_steps(), _actions(job), job.settings.send.batch_size, elsewhere
             )
@@ -149,7 +145,15 @@ async def _identify(
     return users, outcomes, requests
 
 
-def _facts(job: Job, read: InputSet, lookups: pl.DataFrame, requests: int, users: int) -> Facts:
+def _facts(
+    job: Job,
+    read: InputSet,
+    lookups: pl.DataFrame,
+    requests: int,
+    users: int,
+    *,
+    dry_run: bool = False,
+) -> Facts:
     outcome = lookups.get_column("outcome") if lookups.height else pl.Series([], dtype=pl.String)
     identities = lookups.filter(pl.col("kind") != "object_id") if lookups.height else lookups
     counts = {k: int((outcome == k).sum()) for k in ("resolved", "not_found", "ambiguous", "guest")}
@@ -169,7 +173,7 @@ def _facts(job: Job, read: InputSet, lookups: pl.DataFrame, requests: int, users
     )
     rejects = _rejects(read, lookups)
     path = None
-    if rejects.height and job.ledger is not None:
+    if rejects.height and job.ledger is not None and not dry_run:  # a dry run writes nothing
         path = sibling(job.ledger, ".rejects.csv")
         write_rejects(rejects, path)
     return Facts(
@@ -177,6 +181,7 @@ def _facts(job: Job, read: InputSet, lookups: pl.DataFrame, requests: int, users
         inputs,
         path,
         _notes(read, inputs, path),
+        dry_run=dry_run,
         recent_hours=job.settings.ledger.recent_hours,
     )
 
@@ -200,18 +205,24 @@ def _rejects(read: InputSet, lookups: pl.DataFrame) -> pl.DataFrame:
 
 def _notes(read: InputSet, inputs: Inputs, rejects: Path | None) -> tuple[str, ...]:
     notes = []
+    # a dry run writes no file: the run lists them
+    see = f"see {rejects}" if rejects else "the run lists them in its rejects file"
     if read.rows and read.invalid / read.rows >= NOTABLE_INVALID:
         notes.append(
             f"{read.invalid:,} of {read.rows:,} rows ({read.invalid / read.rows:.0%}) are not "
-            f"valid user IDs, UPNs or SIDs and will not be acted on; see {rejects}"
+            f"valid user IDs, UPNs or SIDs and will not be acted on; {see}"
         )
     unusable = inputs.not_found + inputs.ambiguous
     if unusable:
         notes.append(
-            f"{unusable:,} identities could not be resolved ({inputs.not_found:,} not found, "
-            f"{inputs.ambiguous:,} ambiguous) and will not be acted on; see {rejects}"
+            f"{_identities(unusable)} could not be resolved ({inputs.not_found:,} not found, "
+            f"{inputs.ambiguous:,} ambiguous) and will not be acted on; {see}"
         )
     return tuple(notes)
+
+
+def _identities(n: int) -> str:
+    return f"{n:,} {'identity' if n == 1 else 'identities'}"
 
 
 def _with_elsewhere(facts: Facts, elsewhere: pl.DataFrame | None, plan: Plan) -> Facts:
@@ -246,13 +257,15 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
     estimate = estimate_requests(dict(todo.group_by("kind").len().iter_rows()))
     elsewhere = None if options.resend or job.ledger is None else _elsewhere(job)
     plan = make_plan(users, known, _actions(job), job.settings.send.batch_size, elsewhere)
-    facts = replace(_facts(job, read, cached, estimate, users.height), dry_run=True)
+    facts = _facts(job, read, cached, estimate, users.height, dry_run=True)
     facts = replace(facts, ledger_exists=exists)
     if todo.height:
         reads = job.settings.directory.reads_per_second
         note = (
-            f"{todo.height:,} identities need a directory look-up before the plan is exact: "
-            f"about {estimate:,} requests (JSON batches of 20 x 15 values) at {reads:g} "
+            f"{_identities(todo.height)} need{'s' * (todo.height == 1)} a directory look-up "
+            "before the plan is exact: "
+            f"about {estimate:,} request{'s' * (estimate != 1)} (JSON batches of 20 x 15 "
+            f"values) at {reads:g} "
             "look-ups a second; the run does them before it asks you to go on"
         )
         facts = replace(facts, notes=(*facts.notes, note))

@@ -14,8 +14,8 @@ from batcher.job.session import Session
 from batcher.job.setup import Job
 from batcher.job.summary import VerifySummary
 from batcher.ledger import Ledger, StepState
-from batcher.report.files import sibling, write_report
-from batcher.verify import NOT_READ, Reading, Verifier
+from batcher.report.files import check_report_path, read_report, sibling, write_report
+from batcher.verify import NOT_READ, VERIFY_COLUMNS, Reading, Verifier
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class VerifyOptions:
 
 def verify(job: Job, options: VerifyOptions) -> VerifySummary:
     assert job.ledger is not None
+    if options.out is not None:
+        check_report_path(options.out)
     reader = Ledger.open_existing(job.ledger)
     try:
         actions = reader.actions()
@@ -34,8 +36,9 @@ def verify(job: Job, options: VerifyOptions) -> VerifySummary:
     finally:
         reader.close()
     report = options.out or sibling(job.ledger, ".verify.csv")
-    if options.unread:
-        done = _unread_only(done, report)
+    earlier = _earlier(report) if options.unread else None
+    if earlier is not None:
+        done = _unread_only(done, earlier)
     expected = {a: f"{ACTIONS[a].check.field} {ACTIONS[a].check.expect}" for a in actions}
     if not any(frame.height for frame in done.values()):
         waiting = sum(c[StepState.PLANNED] + c[StepState.UNKNOWN] for c in counts.values())
@@ -48,8 +51,10 @@ def verify(job: Job, options: VerifyOptions) -> VerifySummary:
             reason = f"nothing left unread in {report}"
         return VerifySummary(str(job.ledger), str(report), 0, {}, expected, reason)
     readings, requests, stopped = anyio.run(_read, job, done)
-    frames = [readings[a].frame(done[a].get_column("user_id").to_list()) for a in done]
-    write_report(pl.concat(frames), report)
+    frame = pl.concat([readings[a].frame(done[a].get_column("user_id").to_list()) for a in done])
+    if earlier is not None:  # the report stays whole: what was read before, and now the rest
+        frame = earlier.update(frame, on=["user_id", "action"], include_nulls=True)
+    write_report(frame, report)
     per_action = {a: readings[a].counts(done[a].get_column("user_id").to_list()) for a in done}
     return VerifySummary(
         str(job.ledger), str(report), requests, per_action, expected, None, stopped
@@ -59,35 +64,37 @@ def verify(job: Job, options: VerifyOptions) -> VerifySummary:
 async def _read(job: Job, done: dict[str, pl.DataFrame]) -> tuple[dict[str, Reading], int, bool]:
     async with Session(job) as session:
         verifier = Verifier(await session.client(), session.caller(control := session.control()))
-        readings: dict[str, Reading] = {}
+        # filled as users are read: a stop that cancels the reads keeps what was read
+        readings = {name: Reading(ACTIONS[name]) for name in done}
 
         async def read(name: str) -> None:
             action, steps = ACTIONS[name], done[name]
             if action.check.read is Read.RISKY_USER:
                 ids = steps.get_column("user_id").to_list()
-                readings[name] = await verifier.risky_users(action, ids)
+                await verifier.risky_users(action, ids, readings[name])
             else:
                 sent = dict(zip(steps["user_id"], steps["sent_at"], strict=True))
-                readings[name] = await verifier.users(action, sent)
+                await verifier.users(action, sent, readings[name])
 
         with job.stop.attached(control), control.scope():
             async with anyio.create_task_group() as group:
                 for name in done:
                     if done[name].height:
                         group.start_soon(read, name)
-        for name in done:
-            readings.setdefault(name, Reading(ACTIONS[name]))
         if control.tripped is not None and not any(r.found for r in readings.values()):
             raise control.tripped
         return readings, control.tally.requests, control.stopping or control.tripped is not None
 
 
-def _unread_only(done: dict[str, pl.DataFrame], report: Path) -> dict[str, pl.DataFrame]:
+def _earlier(report: Path) -> pl.DataFrame:
     if not report.is_file():
         raise LedgerError(
             f"{report}: no earlier verify report to finish; run verify without --unread"
         )
-    earlier = pl.read_csv(report, infer_schema=False)
+    return read_report(report).select(list(VERIFY_COLUMNS))
+
+
+def _unread_only(done: dict[str, pl.DataFrame], earlier: pl.DataFrame) -> dict[str, pl.DataFrame]:
     unread = earlier.filter(pl.col("verify_status") == NOT_READ)
     return {
         a: frame.join(

@@ -8,6 +8,7 @@ from typing import IO
 
 import polars as pl
 
+from batcher.errors import ConfigError
 from batcher.platform import write_private
 
 REPORT_FORMATS = (".csv", ".parquet", ".json")
@@ -17,6 +18,16 @@ REJECT_COLUMNS = {
     "raw_value": pl.String,
     "reason": pl.String,
 }
+
+
+def check_report_path(path: Path) -> Path:
+    """Refuse a report name no format matches, before any work is done for it."""
+    if path.suffix.lower() not in REPORT_FORMATS:
+        raise ConfigError(
+            f"{path}: unknown report format {path.suffix or '(none)'!r}; "
+            f"end the name with {', '.join(REPORT_FORMATS)}"
+        )
+    return path
 
 
 def excel_safe_expr(column: pl.Expr) -> pl.Expr:
@@ -50,6 +61,19 @@ def write_report(frame: pl.DataFrame, path: Path) -> None:
             ).write_csv(fh)
 
     write_private(path, write)
+
+
+def read_report(path: Path) -> pl.DataFrame:
+    """A report this module wrote, in any of its formats, every column as text (a CSV's
+    defused cells keep their leading quote)."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        frame = pl.read_parquet(path)
+    elif suffix == ".json":
+        frame = pl.DataFrame(json.loads(path.read_text(encoding="utf-8")))
+    else:
+        return pl.read_csv(path, infer_schema=False)
+    return frame.cast(pl.String)
 
 
 def sibling(ledger: Path, suffix: str) -> Path:

@@ -77,6 +77,12 @@ def render_summary(summary: Summary, console: Console) -> None:
     else:
         _tables(summary, console, sent=True, title=f"batcher {summary.command}")
         say(console, f"{where(summary)}: took {format_duration(summary.seconds)}")
+        for action in summary.actions:  # said again: what no undo will give back
+            if action.done and action.undo is None:
+                say(
+                    console,
+                    f"{action.name}: {plural(action.done, 'user')} {action.does}; cannot be undone",
+                )
         _notes(summary, console)
         still = [a for a in summary.actions if a.name == "revoke-sessions" and a.done]
         failed_disable = [a for a in summary.actions if a.name == "disable" and a.failed]

@@ -1,0 +1,236 @@
+"""`undo` and `verify` over a Job, against the simulator's own state."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from batcher.calls import StopSignal
+from batcher.errors import LedgerError, NotConfirmed
+from batcher.job import undo_ledger
+from batcher.ledger import Ledger, WriterLock
+from batcher.report.files import read_report
+from tests.helpers import (
+    Hooked,
+    Rig,
+    counts,
+    ids,
+    runs_of,
+    sim_settings,
+    states,
+    write_ids,
+)
+
+CONFIRM = "confirmCompromised"
+
+
+def _confirmed(rig: Rig, values: list[str]) -> Path:
+    rig.run(write_ids(rig.tmp_path / "ids.csv", values))
+    return rig.ledger_for()
+
+
+def _verify_statuses(report: str) -> dict[str, str]:
+    frame = pl.read_csv(report, infer_schema=False)
+    return dict(zip(frame["user_id"], frame["verify_status"], strict=True))
+
+
+# -- undo -----------------------------------------------------------------------------------------
+def test_undo_dismisses_exactly_what_the_ledger_confirmed_and_no_one_else(tmp_path: Path) -> None:
+    values = ids(130)
+    bad = [values[121], values[127]]  # in the last request, of 10: a short split search
+    rig = Rig(tmp_path, sim=sim_settings(bad_ids=bad))
+    ledger = _confirmed(rig, values)
+    record = rig.record
+    outsider = str(uuid.UUID(int=99, version=4))
+    record.apply(CONFIRM, [outsider], "confirmedCompromised")  # confirmed by someone else
+
+    with pytest.raises(NotConfirmed):
+        rig.undo(ledger, confirm=lambda preview: False)  # the operator said no
+    assert record.accepted["dismiss"] == [] and runs_of(undo_ledger(ledger)) == []
+    plan = rig.undo(ledger, dry_run=True)
+    assert (plan.actions[0].name, plan.to_send, plan.dry_run) == ("dismiss", 128, True)
+
+    done = rig.undo(ledger)
+    assert done.command == "undo" and done.actions[0].done == 128
+    confirmed = set(values) - set(bad)
+    assert sorted(record.accepted["dismiss"]) == sorted(confirmed)
+    assert {u for u, s in record.risk_state.items() if s == "dismissed"} == confirmed
+    assert record.risk_state[outsider] == "confirmedCompromised"  # not in our ledger: untouched
+    assert all(b not in record.risk_state for b in bad)
+    reader = Ledger.open_existing(undo_ledger(ledger))
+    try:
+        assert reader.actions() == ("dismiss",) and reader.meta()["undo_of"] == str(ledger)
+    finally:
+        reader.close()
+    assert counts(undo_ledger(ledger)) == {"dismiss": {"done": 128}}
+    again = rig.undo(ledger)
+    assert again.actions[0].already_done == 128 and again.to_send == 0
+    assert len(record.accepted["dismiss"]) == 128
+
+
+def test_undo_also_dismisses_steps_whose_answer_was_lost(tmp_path: Path) -> None:
+    values = ids(30)
+    lossy = Rig(tmp_path, sim=sim_settings(faults={"lost": 1.0}), send={"retry_for_seconds": 0})
+    summary = lossy.run(write_ids(tmp_path / "ids.csv", values))
+    assert summary.unknown == 30  # Graph applied them; the answers never came
+    assert set(lossy.record.risk_state) == set(values)
+    rig = Rig(tmp_path)
+    plan = rig.undo(lossy.ledger_for(), dry_run=True)
+    assert plan.to_send == 30
+    assert any("30 unknown: Graph may have applied them" in n for n in plan.notes)
+    assert rig.undo(lossy.ledger_for()).actions[0].done == 30
+
+
+def test_an_undo_stopped_midway_resumes_and_dismisses_each_user_once(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, send={"batch_size": 10, "max_in_flight": 1})
+    values = ids(50)
+    ledger = _confirmed(rig, values)
+    rig.events = Hooked()
+    stop = StopSignal()
+    rig.events.at("request", 2, stop.ask)
+    first = rig.undo(ledger, stop=stop)
+    assert first.interrupted and 0 < first.actions[0].done < 50
+    assert first.unknown == 0  # a first stop lets the request in flight land
+    rest = rig.undo(ledger)
+    assert rest.actions[0].already_done == first.actions[0].done
+    assert rest.to_send == rest.actions[0].done == 50 - first.actions[0].done
+    assert sorted(rig.record.accepted["dismiss"]) == sorted(values)  # each once
+    assert set(states(undo_ledger(ledger)).values()) == {"done"}
+
+
+def test_undo_refuses_an_undo_ledger(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    ledger = _confirmed(rig, ids(5))
+    rig.undo(ledger)
+    with pytest.raises(LedgerError, match="an undo cannot be undone"):
+        rig.undo(undo_ledger(ledger))
+
+
+def test_undo_refuses_while_the_run_still_writes(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    ledger = _confirmed(rig, ids(5))
+    held = WriterLock.acquire(ledger)  # as a run still going would hold it
+    try:
+        with pytest.raises(LedgerError, match="another batcher is writing this ledger"):
+            rig.undo(ledger)
+    finally:
+        held.release()
+    assert rig.record.accepted["dismiss"] == []
+    assert not undo_ledger(ledger).exists()
+
+
+# -- verify ---------------------------------------------------------------------------------------
+def test_verify_reads_back_confirmed_processing_and_not_confirmed(tmp_path: Path) -> None:
+    values = ids(130)
+    rig = Rig(tmp_path, sim=sim_settings(processing_seconds=3600))
+    ledger = _confirmed(rig, values)
+    record = rig.record
+    for uid in values[:100]:  # these were applied an hour ago: processing is over
+        record.applied_at[uid] -= 3600
+    record.risk_state[values[0]] = "dismissed"  # someone dismissed this one since
+    reads = record.reads
+
+    result = rig.verify(ledger)
+    got = result.to_json()
+    assert (got["checked"], got["confirmed"], got["processing"]) == (130, 99, 30)
+    assert got["not_confirmed"] == 1 and got["not_read"] == 0
+    # a page of those confirmed, a page of those still at risk, then the one in neither
+    assert result.requests == record.reads - reads == 3
+    status = _verify_statuses(result.report)
+    assert status[values[0]] == "not_confirmed"
+    assert status[values[1]] == "confirmed"
+    assert status[values[129]] == "processing"
+    assert result.expected == {"confirm": "riskState confirmedCompromised"}
+
+
+def test_verify_never_reports_a_user_it_did_not_read_400_still_processing(tmp_path: Path) -> None:
+    values = ids(400)
+    rig = Rig(tmp_path, sim=sim_settings(processing_seconds=3600))
+    ledger = _confirmed(rig, values)
+    result = rig.verify(ledger)
+    assert result.actions["confirm"] == {
+        "checked": 400,
+        "as_expected": 0,
+        "processing": 400,
+        "not_as_expected": 0,
+        "not_read": 0,
+    }
+    assert set(_verify_statuses(result.report).values()) == {"processing"}
+    assert result.requests <= 4  # read in lists, not 400 reads at one a second
+
+
+def test_a_few_ids_are_read_one_by_one(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    ledger = _confirmed(rig, ids(8))
+    reads = rig.record.reads
+    result = rig.verify(ledger)
+    assert result.total("as_expected") == 8 and rig.record.reads - reads == 8
+
+
+def test_a_stop_during_verify_leaves_the_rest_not_read_and_unread_reads_only_those(
+    tmp_path: Path,
+) -> None:
+    """--unread reads only what was not read, and leaves the report whole."""
+    rig = Rig(tmp_path, send={"max_in_flight": 1})
+    values = ids(12)
+    ledger = _confirmed(rig, values)
+    rig.events = Hooked()
+    stop = StopSignal()
+    rig.events.at("request", 4, stop.ask)
+    first = rig.verify(ledger, stop=stop)
+    assert first.interrupted
+    read, unread = first.total("as_expected"), first.total("not_read")
+    assert read >= 4 and unread > 0 and read + unread == 12
+    status = _verify_statuses(first.report)
+    assert list(status.values()).count("not_read") == unread
+    assert list(status.values()).count("confirmed") == read
+
+    reads = rig.record.reads
+    rest = rig.verify(ledger, unread=True)
+    assert rig.record.reads - reads == unread  # only what the first did not read
+    assert rest.total("checked") == unread and rest.total("as_expected") == unread
+    assert _verify_statuses(rest.report) == dict.fromkeys(values, "confirmed")  # whole again
+    nothing = rig.verify(ledger, unread=True)
+    assert nothing.nothing_to_verify and "nothing left unread" in nothing.nothing_to_verify
+
+
+def test_verify_of_a_ledger_with_nothing_done_says_resume_first(tmp_path: Path) -> None:
+    sim = sim_settings(faults={"429": 1.0}, retry_after_seconds=0.01)
+    rig = Rig(tmp_path, sim=sim, send={"retry_for_seconds": 0})
+    ledger = _confirmed(rig, ids(30))
+    reads = rig.record.reads
+    result = rig.verify(ledger)
+    assert result.nothing_to_verify is not None
+    assert "30 steps not sent yet" in result.nothing_to_verify
+    assert result.nothing_to_verify.endswith("resume first")
+    assert result.requests == 0 and rig.record.reads == reads
+
+
+def test_verify_after_undo_expects_dismissed(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    ledger = _confirmed(rig, ids(40))
+    rig.undo(ledger)
+    result = rig.verify(undo_ledger(ledger))
+    assert result.expected == {"dismiss": "riskState dismissed"}
+    assert result.to_json()["confirmed"] == 40 and result.total("checked") == 40
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".json"])
+def test_unread_finishes_a_verify_written_in_any_format(tmp_path: Path, suffix: str) -> None:
+    rig = Rig(tmp_path, send={"max_in_flight": 1})
+    ledger = _confirmed(rig, ids(8))
+    rig.events = Hooked()
+    stop = StopSignal()
+    rig.events.at("request", 3, stop.ask)
+    out = tmp_path / f"verify{suffix}"
+    first = rig.verify(ledger, out=out, stop=stop)
+    unread = first.total("not_read")
+    assert unread > 0 and first.report == str(out)
+    reads = rig.record.reads
+    rest = rig.verify(ledger, out=out, unread=True)
+    assert rest.total("checked") == unread == rig.record.reads - reads
+    whole = read_report(out)
+    assert whole.height == 8 and set(whole["verify_status"]) == {"confirmed"}
