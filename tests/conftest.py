@@ -24,20 +24,32 @@ from tests.helpers import (  # noqa: F401  (re-exported for the test modules)
 )
 
 
+@pytest.fixture(scope="session")
+def servers() -> Iterator[list[RunningSimulator]]:
+    """Loopback servers kept for the whole session (stopping one costs about 0.2 s): each
+    test gets fresh simulators on them."""
+    pool: list[RunningSimulator] = []
+    yield pool
+    for server in pool:
+        server.__exit__(None, None, None)
+
+
 @pytest.fixture
-def simulator_factory() -> Iterator[Any]:
-    """Start simulators with given settings; each is stopped at the end of the test."""
-    running: list[RunningSimulator] = []
+def simulator_factory(servers: list[RunningSimulator]) -> Iterator[Any]:
+    """Serve fresh simulators with given settings, each on its own loopback port."""
+    used = 0
 
     def start(settings: SimulatorSettings = FAST) -> RunningSimulator:
-        server = RunningSimulator(GraphSimulator(settings, tokens={TEST_TOKEN}))
-        server.__enter__()
-        running.append(server)
+        nonlocal used
+        simulator = GraphSimulator(settings, tokens={TEST_TOKEN})
+        if used == len(servers):
+            servers.append(RunningSimulator(simulator).__enter__())
+        server = servers[used]
+        server.simulator = simulator
+        used += 1
         return server
 
     yield start
-    for server in running:
-        server.__exit__(None, None, None)
 
 
 @pytest.fixture

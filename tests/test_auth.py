@@ -166,25 +166,39 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
     return Tls(ca, where / "ca.pem", where / "server.pem", where)
 
 
+@pytest.fixture(scope="module")
+def https_servers(tls: Tls) -> Iterator[list[RunningSimulator]]:
+    """HTTPS loopback servers for the module; each test serves fresh tenants on them."""
+    pool: list[RunningSimulator] = []
+    yield pool
+    for server in pool:
+        server.__exit__(None, None, None)
+
+
 @pytest.fixture
-def tenant_factory(tls: Tls) -> Iterator[Any]:
-    started: list[RunningSimulator] = []
+def tenant_factory(tls: Tls, https_servers: list[RunningSimulator]) -> Iterator[Any]:
+    used = 0
 
     def start(**settings: Any) -> Tenant:
+        nonlocal used
         clock = FakeClock(1_900_000_000.0)
         values = {"client_secret": SECRET, "latency_max_seconds": 0.0, **settings}
         values.setdefault("latency_min_seconds", 0.0)
         values.setdefault("rate_per_second", 1000.0)
         values.setdefault("burst", 100)
         sim = GraphSimulator(SimulatorSettings(**values), clock=clock)
-        server = RunningSimulator(sim, ssl_certfile=tls.server_pem, ssl_keyfile=tls.server_pem)
-        server.__enter__()
-        started.append(server)
+        if used == len(https_servers):
+            https_servers.append(
+                RunningSimulator(
+                    sim, ssl_certfile=tls.server_pem, ssl_keyfile=tls.server_pem
+                ).__enter__()
+            )
+        server = https_servers[used]
+        server.simulator = sim
+        used += 1
         return Tenant(sim, server, clock, tls)
 
     yield start
-    for server in started:
-        server.__exit__(None, None, None)
 
 
 @pytest.fixture

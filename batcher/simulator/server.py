@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 import uvicorn
+from starlette.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
     from batcher.simulator.app import GraphSimulator
@@ -18,7 +19,8 @@ class RunningSimulator:
     """Serve a simulator on a loopback port from a background thread, as a context manager.
 
     The socket is bound and listening before the thread starts, so clients can connect at
-    once: the kernel queues their connections until the server accepts them.
+    once: the kernel queues their connections until the server accepts them. ``simulator`` may
+    be replaced while it serves (a test suite reuses one server for many fresh tenants).
     """
 
     def __init__(
@@ -39,9 +41,10 @@ class RunningSimulator:
         self.port = self._socket.getsockname()[1]
         self.url = f"{'https' if ssl_certfile else 'http'}://{host}:{self.port}"
         config = uvicorn.Config(
-            simulator.app,
+            self._app,
             log_level="warning",
             lifespan="off",
+            interface="asgi3",
             timeout_graceful_shutdown=1,
             ssl_certfile=None if ssl_certfile is None else os.fspath(ssl_certfile),
             ssl_keyfile=None if ssl_keyfile is None else os.fspath(ssl_keyfile),
@@ -50,6 +53,9 @@ class RunningSimulator:
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
         )
+
+    async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.simulator.app(scope, receive, send)
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until Ctrl-C."""
