@@ -24,7 +24,7 @@ def _limit_file_size(limit: int) -> Any:
 
 def test_disk_full_stops_before_sending_anything_unrecorded(tmp_path: Path, simulator: Any) -> None:
     config = write_config(
-        tmp_path / "config.toml", simulator.url, send={"batch_size": 10, "max_in_flight": 2}
+        tmp_path / "config.toml", simulator.url, send={"batch_size": 30, "max_in_flight": 2}
     )
     ledger = tmp_path / "l.sqlite"
     write_ids(tmp_path / "ids.csv", ids(3000))

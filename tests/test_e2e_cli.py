@@ -65,44 +65,6 @@ def test_json_puts_one_object_on_stdout_also_for_an_error(tmp_path: Path, simula
     assert "Traceback" not in missing.stderr
 
 
-@pytest.mark.parametrize("command", ["run", "replay", "undo", "verify", "resolve", "status"])
-def test_help_shows_no_type_tags(tmp_path: Path, command: str) -> None:
-    result = run_cli(command, "--help", cwd=tmp_path)
-    assert result.code == 0, result.stderr
-    assert not re.search(r"<(bool|str|path|int|float|list\[)", result.stdout), result.stdout
-    if command == "replay":
-        assert "--dry-run" not in result.stdout  # replay has none, and no help text mentions it
-
-
-def test_a_config_value_of_the_wrong_type_is_refused(tmp_path: Path) -> None:
-    for line, name in (
-        ("batch_size = true", "batch_size"),
-        ('rate_per_second = "1"', "rate_per_second"),
-    ):
-        config = tmp_path / "config.toml"
-        config.write_text(f"[send]\n{line}\n", encoding="utf-8")
-        result = run_cli(
-            "run", SAMPLES / "analyst_list.csv", "-c", config, "--dry-run", cwd=tmp_path
-        )
-        assert result.code == 2, line
-        assert f"[send] {name}" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_contradictory_actions_are_refused_naming_the_clash(tmp_path: Path) -> None:
-    result = run_cli(
-        "run",
-        SAMPLES / "analyst_list.csv",
-        "--action",
-        "confirm",
-        "--action",
-        "dismiss",
-        "--dry-run",
-        cwd=tmp_path,
-    )
-    assert result.code == 2
-    assert "--action confirm and --action dismiss contradict each other" in result.stderr
-
-
 def test_a_dry_run_needs_no_credentials_and_names_its_ledger(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(
