@@ -446,7 +446,7 @@ def test_an_authority_whose_name_does_not_resolve_says_dns(tenant: Tenant) -> No
 
 def test_an_authority_that_does_not_answer_says_timed_out(tenant: Tenant) -> None:
     # A listener whose accept queue is full and never drained: the kernel drops further SYNs,
-    # so the sign-in's connect times out (after connection_timeout, half a second here).
+    # so the sign-in's connect times out (after connection_timeout, a quarter of a second here).
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(0)
@@ -465,7 +465,7 @@ def test_an_authority_that_does_not_answer_says_timed_out(tenant: Tenant) -> Non
                 authority=authority,
                 disable_instance_discovery=True,
                 retry_total=0,
-                connection_timeout=0.5,
+                connection_timeout=0.25,
             )
 
         tokens = CredentialToken(

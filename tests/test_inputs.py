@@ -299,7 +299,7 @@ def _oracle(cell: str | None) -> tuple[str, str] | None:
     return None
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(_TOKENS, st.text(max_size=4)), max_size=8).map("".join))
 @example(f"urn:uuid: urn:uuid:{A}")
 @example(f"{{({A.replace('-', '')})}}")
@@ -310,7 +310,7 @@ def test_normalisation_is_idempotent(value: str) -> None:
     assert _norm(once) == once
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(_CELL, min_size=1, max_size=30), min_size=1, max_size=3))
 def test_every_row_is_counted_once_and_the_first_occurrence_wins(
     files: list[list[str | None]],
