@@ -259,6 +259,9 @@ def test_sigkill_during_a_containment_loses_no_user_and_keeps_each_users_order(
                 assert record.changed.wait_for(lambda t=target: len(record.writes) >= t, 60)
             proc.kill()
             proc.communicate(timeout=60)
+        status = run_cli("status", ledger, cwd=tmp_path)  # after the last kill
+        assert "ended without finishing (killed" in status.stderr, status.stderr
+        assert "to resume: " in status.stderr and "run --yes ids.csv --contain" in status.stderr
         done = _start(command, tmp_path)
         _, err = done.communicate(timeout=120)
         assert done.returncode == 0, err

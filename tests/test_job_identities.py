@@ -130,3 +130,37 @@ def test_a_403_on_look_up_names_user_read_all_and_records_no_run_and_no_step(
     assert rig.record.accepted[CONFIRM] == []
     assert runs_of(rig.ledger_for()) == []
     assert counts(rig.ledger_for()) == {"confirm": {}}
+
+
+def test_resolve_writes_the_table_and_changes_nothing(tmp_path: Path) -> None:
+    from batcher.job import ResolveOptions, resolve
+
+    rig = Rig(tmp_path, users=USERS)
+    out = tmp_path / "table.csv"
+    result = resolve(rig.job(()), ResolveOptions((_input(tmp_path),), out))
+    got = result.inputs
+    assert (got.resolved, got.guests, got.ambiguous, got.not_found) == (5, 1, 1, 1)  # X1 too
+    assert got.looked_up == 8 and got.lookup_requests >= 1
+    with out.open(encoding="utf-8", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert list(table[0]) == [
+        "input_value",
+        "kind",
+        "user_id",
+        "user_principal_name",
+        "matched_by",
+        "outcome",
+        "reason",
+        "source_file",
+        "source_row",
+        "user_type",
+        "account_enabled",
+    ]
+    by_value = {row["input_value"]: row for row in table}
+    assert by_value["old.m3@contoso.com"]["matched_by"] == "proxy_address"
+    assert by_value["old.m3@contoso.com"]["user_id"] == X3
+    assert by_value["shared@contoso.com"]["outcome"] == "ambiguous"
+    assert by_value["nobody@contoso.com"]["outcome"] == "not_found"
+    assert by_value[SID]["matched_by"] == "sid"
+    assert rig.record.writes == [] and rig.record.accepted[CONFIRM] == []  # read-only
+    assert not list(tmp_path.rglob("*.sqlite"))  # no ledger

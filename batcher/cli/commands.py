@@ -226,11 +226,12 @@ def resolve_command(
             result = resolve(job, ResolveOptions(tuple(inputs), target, column, sheet))
     if as_json:
         sys.stdout.write(json.dumps(result.to_json()) + "\n")
+    counts = result.inputs
     say(
         console,
-        f"{result.looked_up:,} looked up in {result.requests:,} requests: {result.resolved:,} "
-        f"resolved, {result.not_found:,} not found, {result.ambiguous:,} ambiguous, "
-        f"{result.guests:,} guests; {result.invalid:,} invalid rows",
+        f"{counts.looked_up:,} looked up in {counts.lookup_requests:,} requests: "
+        f"{counts.resolved:,} resolved, {counts.not_found:,} not found, {counts.ambiguous:,} "
+        f"ambiguous, {counts.guests:,} guests; {counts.invalid:,} invalid rows",
     )
     say(console, f"table:   {result.out}")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import anyio
@@ -12,6 +12,7 @@ from batcher.identities import Resolver
 from batcher.inputs import read_inputs
 from batcher.job.session import Session
 from batcher.job.setup import Job
+from batcher.job.summary import Inputs
 from batcher.ledger import LOOKUP_COLUMNS
 from batcher.report.files import check_report_path, write_report
 
@@ -40,21 +41,13 @@ class ResolveOptions:
 
 @dataclass(frozen=True)
 class Resolved:
+    """Where the table went, and the counts (``looked_up`` counts object IDs too here)."""
+
     out: str
-    rows: int
-    valid: int
-    duplicates: int
-    invalid: int
-    skipped: int
-    looked_up: int
-    resolved: int
-    not_found: int
-    ambiguous: int
-    guests: int
-    requests: int
+    inputs: Inputs
 
     def to_json(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        return {"out": self.out, **asdict(self.inputs)}
 
 
 def resolve(job: Job, options: ResolveOptions) -> Resolved:
@@ -74,21 +67,9 @@ def resolve(job: Job, options: ResolveOptions) -> Resolved:
     )
     table, requests = anyio.run(_look_up, job, wanted)
     write_report(table.select(RESOLVE_COLUMNS), options.out)
-    outcome = table.get_column("outcome")
-    return Resolved(
-        out=str(options.out),
-        rows=read.rows,
-        valid=read.valid,
-        duplicates=read.duplicates,
-        invalid=read.invalid,
-        skipped=read.skipped,
-        looked_up=table.height,
-        resolved=int((outcome == "resolved").sum()),
-        not_found=int((outcome == "not_found").sum()),
-        ambiguous=int((outcome == "ambiguous").sum()),
-        guests=int((outcome == "guest").sum()),
-        requests=requests,
-    )
+    users = table.filter(pl.col("user_id").is_not_null()).get_column("user_id").n_unique()
+    inputs = Inputs.of(read, table, requests, users)
+    return Resolved(str(options.out), replace(inputs, looked_up=table.height))
 
 
 async def _look_up(job: Job, wanted: pl.DataFrame) -> tuple[pl.DataFrame, int]:

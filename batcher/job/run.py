@@ -154,23 +154,7 @@ def _facts(
     *,
     dry_run: bool = False,
 ) -> Facts:
-    outcome = lookups.get_column("outcome") if lookups.height else pl.Series([], dtype=pl.String)
-    identities = lookups.filter(pl.col("kind") != "object_id") if lookups.height else lookups
-    counts = {k: int((outcome == k).sum()) for k in ("resolved", "not_found", "ambiguous", "guest")}
-    inputs = Inputs(
-        rows=read.rows,
-        valid=read.valid,
-        duplicates=read.duplicates,
-        invalid=read.invalid,
-        skipped=read.skipped,
-        looked_up=identities.height,
-        resolved=counts["resolved"],
-        not_found=counts["not_found"],
-        ambiguous=counts["ambiguous"],
-        guests=counts["guest"],
-        lookup_requests=requests,
-        users=users,
-    )
+    inputs = Inputs.of(read, lookups, requests, users)
     rejects = _rejects(read, lookups)
     path = None
     if rejects.height and job.ledger is not None and not dry_run:  # a dry run writes nothing

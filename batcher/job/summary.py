@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batcher.actions import Budget
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from batcher.inputs import InputSet
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,26 @@ class Inputs:
     guests: int = 0
     lookup_requests: int = 0  # done, or (dry run) about how many it takes
     users: int = 0  # distinct users acted on
+
+    @classmethod
+    def of(cls, read: InputSet, lookups: pl.DataFrame, requests: int, users: int) -> Inputs:
+        """The counts of what was read and of the look-up outcomes (LOOKUP_COLUMNS)."""
+        outcomes = lookups.get_column("outcome").to_list() if lookups.height else []
+        kinds = lookups.get_column("kind").to_list() if lookups.height else []
+        return cls(
+            rows=read.rows,
+            valid=read.valid,
+            duplicates=read.duplicates,
+            invalid=read.invalid,
+            skipped=read.skipped,
+            looked_up=sum(kind != "object_id" for kind in kinds),
+            resolved=outcomes.count("resolved"),
+            not_found=outcomes.count("not_found"),
+            ambiguous=outcomes.count("ambiguous"),
+            guests=outcomes.count("guest"),
+            lookup_requests=requests,
+            users=users,
+        )
 
 
 @dataclass(frozen=True)
