@@ -51,6 +51,13 @@ class Check:
     yes: str
     no: str
 
+    def describe(self) -> str:
+        """What verify expects, in words."""
+        if self.expect == AFTER_SENT:
+            return f"{self.field} at or after the request was sent"
+        expect = str(self.expect).lower() if isinstance(self.expect, bool) else self.expect
+        return f"{self.field} {expect}"
+
 
 AFTER_SENT = "after-sent"
 

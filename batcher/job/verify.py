@@ -39,7 +39,7 @@ def verify(job: Job, options: VerifyOptions) -> VerifySummary:
     earlier = _earlier(report) if options.unread else None
     if earlier is not None:
         done = _unread_only(done, earlier)
-    expected = {a: f"{ACTIONS[a].check.field} {ACTIONS[a].check.expect}" for a in actions}
+    expected = {a: ACTIONS[a].check.describe() for a in actions}
     if not any(frame.height for frame in done.values()):
         waiting = sum(c[StepState.PLANNED] + c[StepState.UNKNOWN] for c in counts.values())
         reason = (

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from batcher.actions import ACTIONS
 from batcher.job.status import Status
 from batcher.job.summary import ActionSummary, Summary, VerifySummary
 from batcher.ledger import MEANING, StepState
@@ -178,14 +179,19 @@ def render_verify(result: VerifySummary, console: Console) -> None:
     names = list(result.actions)
     for name in names:
         table.add_column(name, justify="right")
-    for key, label in (
-        ("checked", "checked"),
-        ("as_expected", "as expected"),
-        ("processing", "still processing (normal for a while)"),
-        ("not_as_expected", "not as expected"),
-        ("not_read", "not read"),
+    checks = {name: ACTIONS[name].check for name in names}
+    for key, label, word in (
+        ("checked", "checked", lambda c: ""),
+        ("as_expected", "as expected", lambda c: c.yes),
+        ("processing", "still processing (normal for a while)", lambda c: ""),
+        ("not_as_expected", "not as expected", lambda c: c.no),
+        ("not_read", "not read", lambda c: ""),
     ):
-        table.add_row(label, *(f"{result.actions[n].get(key, 0):,}" for n in names))
+        cells = [
+            f"{result.actions[n].get(key, 0):,} {word(checks[n])}".replace("_", " ").strip()
+            for n in names
+        ]
+        table.add_row(label, *cells)
     console.print(table)
     for name in names:
         say(console, f"{name}: expects {result.expected[name]}")
