@@ -152,8 +152,8 @@ def test_verify_of_a_containment_reads_the_directory_in_json_batches(tmp_path: P
     assert record.batches - batches <= 2 * math.ceil(users / 300)  # disable, revoke-sessions
     assert record.reads - reads >= 1  # riskState, for confirm
     assert result.expected == {
-        "disable": "accountEnabled False",
-        "revoke-sessions": "signInSessionsValidFromDateTime after-sent",
+        "disable": "accountEnabled false",
+        "revoke-sessions": "signInSessionsValidFromDateTime at or after the request was sent",
         "confirm": "riskState confirmedCompromised",
     }
     got = {a: (c["checked"], c["as_expected"], c["not_read"]) for a, c in result.actions.items()}
