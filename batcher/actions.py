@@ -41,6 +41,7 @@ class Check:
     """What verify reads back after the action, what it expects there, and the words for
     "as expected" and "not as expected".
 
+    ``field`` may be dotted (a property inside another, e.g. passwordProfile.forceChange...);
     ``expect`` is a value the field must equal, or AFTER_SENT for a timestamp that must not be
     older than the moment the request was sent.
     """

@@ -115,7 +115,7 @@ class Verifier:
         for start in range(0, len(queries), MAX_BATCH):
             group = queries[start : start + MAX_BATCH]
             requests = [
-                users_query(match_any("id", q), str(n), ("id", action.check.field))
+                users_query(match_any("id", q), str(n), ("id", action.check.field.split(".")[0]))
                 for n, q in enumerate(group)
             ]
             try:
@@ -185,7 +185,9 @@ def _user_status(
     check = action.check
     if user is None:
         return check.no, "no such user"
-    value = user.get(check.field)
+    value: Any = user
+    for part in check.field.split("."):  # a dotted field is a property inside another
+        value = value.get(part) if isinstance(value, dict) else None
     if check.expect == AFTER_SENT:
         if not value or sent_at is None:
             return check.no, str(value)
