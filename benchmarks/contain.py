@@ -12,14 +12,16 @@ directory writes at 20/s (simulator ``directory_writes_per_second = 20``, burst 
    lane busy time = (last write answered - first write answered) + burst / writes_per_second:
    a bucket of burst 20 refilling at 20/s accepts at most 20 x that many writes over the span.
    429s counted per budget.
-3. BENCH_CONTAIN_KILLS (default 5) SIGKILLs during one containment, from outside, each once
-   the simulator has answered another 2 x users / (kills + 1) writes (every 1,000 at 3,000
-   users; waited for on the record's condition), each followed by the same command, the last
-   to the end. Checked from the simulator: users lost (not disabled, not revoked after their
-   disable, or not confirmed), extra writes (accepted writes beyond one per user per action)
-   against kills x max_in_flight x 20, extra confirmed IDs against kills x max_in_flight x 60,
-   and per-user order violations (any revoke request reaching Graph before that user's first
-   accepted disable).
+3. BENCH_CONTAIN_KILLS (default 5) SIGKILLs during one containment, from outside, spread
+   evenly over its 2 x users writes: the k-th once the simulator has accepted (k - 1/2) x
+   2 x users / kills of them (600, 1,800, 3,000, 4,200, 5,400 at 3,000 users; waited for on
+   the record's condition), so the first lands while the confirm lane still sends (it ends
+   after about 50 s; 600 writes take about 30 s). Each kill is followed by the same command,
+   the last one to the end. Checked from the simulator: users lost (not disabled, not revoked
+   after their disable, or not confirmed), extra writes (accepted writes beyond one per user
+   per action) against kills x max_in_flight x 20, extra confirmed IDs (accepted more than
+   once) against kills x max_in_flight x 60, and per-user order violations (any revoke request
+   reaching Graph before that user's first accepted disable).
 
 BENCH_CONTAIN_PARTS=steps,kills chooses the parts (default both).
 """
@@ -180,24 +182,24 @@ class _Accepted:
 def killed_run(n: int, kills: int) -> dict[str, Any]:
     sim = _simulator(n)
     record = sim.record
-    every = 2 * n // (kills + 1)
-    moments: list[tuple[int, float]] = []  # (accepted writes when killed, seconds since start)
+    targets = [round((k - 0.5) * 2 * n / kills) for k in range(1, kills + 1)]
+    moments: list[tuple[int, int, float]] = []  # (writes, IDs confirmed, seconds) at each kill
     walls = 0.0
     with tempfile.TemporaryDirectory() as tmp, RunningSimulator(sim) as server:
         work = Path(tmp)
         args = [*_prepare(work, sim, server.url), *_flags(CONTAIN), "--yes", "--json"]
         accepted = _Accepted(record)
-        for k in range(1, kills + 1):
+        for k, target in enumerate(targets, 1):
             proc = start(work, args, f"run{k}")
             with record.changed:  # woken by every write; the timeout only notices an exit
-                while accepted() < k * every and proc.popen.poll() is None:
+                while accepted() < target and proc.popen.poll() is None:
                     record.changed.wait(timeout=1.0)
                 count = accepted()
             if proc.popen.poll() is not None:
                 raise SystemExit(f"run {k} ended before its kill: {proc.wait().stderr[-3000:]}")
             proc.kill()
             walls += proc.wait().wall
-            moments.append((count, walls))
+            moments.append((count, len(set(record.accepted["confirmCompromised"])), walls))
         final = start(work, args, f"run{kills + 1}").wait().check("the run after the kills")
         walls += final.wall
     per_step = Counter((w.user_id, w.op) for w in record.writes if 200 <= w.status < 300)
@@ -251,7 +253,9 @@ def _kills_table(n: int, kills: int) -> None:
     r = killed_run(n, kills)
     bound_writes = kills * MAX_IN_FLIGHT * 20
     bound_confirms = kills * MAX_IN_FLIGHT * 60
-    shown = ", ".join(f"{c:,} writes ({t:.0f} s)" for c, t in r["moments"])
+    shown = ", ".join(
+        f"{w:,} writes and {c:,} IDs confirmed ({t:.0f} s)" for w, c, t in r["moments"]
+    )
     print(
         f"\n{kills} SIGKILLs during one `--contain` of {n:,} users, then the same command to "
         "the end\n\n"
@@ -261,7 +265,7 @@ def _kills_table(n: int, kills: int) -> None:
         f"| {n:,} | {kills} | {r['lost']} | {r['extra_writes']} (<= {bound_writes}) | "
         f"{r['extra_confirms']} (<= {bound_confirms}) | {r['order']} | "
         f"{r['write_requests']:,} | {r['write_429s']} | {r['wall']:.1f} |\n\n"
-        f"killed at (accepted writes so far, run time so far): {shown}. The last run, per "
+        f"killed at (accepted so far; run time so far): {shown}. The last run, per "
         "action (done/failed/unknown/to send): "
         + "; ".join(
             f"{a} {x['done']}/{x['failed']}/{x['unknown']}/{x['to_send']}"
