@@ -8,6 +8,8 @@ import sys
 
 # name -> module in this package with a main() that prints a Markdown table
 BENCHMARKS = {
+    "contain": "benchmarks.contain",
+    "identities": "benchmarks.identities",
     "inputs": "benchmarks.inputs",
     "ledger": "benchmarks.ledger",
     "msgraph_sdk": "benchmarks.msgraph_sdk",

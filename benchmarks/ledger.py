@@ -1,7 +1,8 @@
 """Ledger speed: time to first request on a big resume, and the ledger's cost per batch.
 
-1. A ledger that already has 1,000,000 confirmed IDs and an input of 1,010,000: the real CLI
-   in a subprocess against the simulator; time from process start to the first ID accepted.
+1. A ledger whose 1,000,000 confirm steps are already done, and an input of 1,010,000: the
+   real CLI in a subprocess against the simulator; time from process start to the first ID
+   accepted.
 2. Per batch of 60 on that ledger: the intent (start_batch: the batch, its first attempt and
    its steps 'sending', one commit) and the outcome (finish_attempt) commits, with WAL and
    synchronous=FULL, as the sender does them.
@@ -11,8 +12,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -23,8 +22,8 @@ import polars as pl
 from batcher.config import SimulatorSettings
 from batcher.ledger import Answer, Ledger, Outcome, RunIdentity, StepState
 from batcher.simulator import GraphSimulator, RunningSimulator
+from benchmarks.harness import TOKEN, start, write_column, write_config
 
-TOKEN = "bench-token"
 IDENTITY = RunIdentity(("confirm",), "token-tenant", "global", "v1.0")
 
 
@@ -36,7 +35,7 @@ def _users(ids: list[str], source: str) -> pl.DataFrame:
     return pl.DataFrame({"user_id": ids, "source_file": source, "source_row": range(len(ids))})
 
 
-def _confirmed_ledger(path: Path, ids: list[str]) -> None:
+def _done_ledger(path: Path, ids: list[str]) -> None:
     ledger = Ledger.open(path, IDENTITY)
     ledger.add_users(_users(ids, "old.csv"))
     ledger.add_steps("confirm", pl.Series(ids))
@@ -48,42 +47,24 @@ def _confirmed_ledger(path: Path, ids: list[str]) -> None:
 def time_to_first_request(work: Path, done: int, extra: int) -> dict[str, float]:
     ids = _ids(done + extra)
     ledger = work / "big.sqlite"
-    _confirmed_ledger(ledger, ids[:done])
-    (work / "ids.csv").write_text("id\n" + "\n".join(ids) + "\n", encoding="utf-8")
+    _done_ledger(ledger, ids[:done])
+    write_column(work / "ids.csv", "id", ids)
     settings = SimulatorSettings(
         rate_per_second=1000, burst=10, latency_min_seconds=0, latency_max_seconds=0
     )
     with RunningSimulator(GraphSimulator(settings, tokens={TOKEN})) as sim:
-        (work / "config.toml").write_text(
-            f'[graph]\ntarget = "graph"\nbase_url = "{sim.url}"\n[send]\nrate_per_second = 50\n',
-            encoding="utf-8",
-        )
-        command = [
-            str(Path(sys.executable).parent / "batcher"),
-            "run",
-            "--yes",
-            "ids.csv",
-            "--config",
-            "config.toml",
-            "--ledger",
-            str(ledger),
-        ]
-        started = time.monotonic()
-        proc = subprocess.Popen(
-            command,
-            cwd=work,
-            env={**os.environ, "BATCHER_ACCESS_TOKEN": TOKEN},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        config = write_config(work, sim.url, send={"rate_per_second": 50})
+        args = ["run", "--yes", "ids.csv", "--config", str(config), "--ledger", str(ledger)]
+        proc = start(work, args)
         assert sim.simulator.record.wait_for_accepted("confirmCompromised", 1, timeout=120)
-        first = time.monotonic() - started
-        _, err = proc.communicate(timeout=600)
-        total = time.monotonic() - started
+        first = time.monotonic() - proc.started
+        finished = proc.wait(timeout=600)
+        total = finished.wall
         accepted = len(sim.simulator.record.accepted["confirmCompromised"])
-    if proc.returncode != 0 or accepted != extra:
-        raise SystemExit(f"benchmark run failed ({proc.returncode}, {accepted} sent): {err}")
+    if finished.returncode != 0 or accepted != extra:
+        raise SystemExit(
+            f"benchmark run failed ({finished.returncode}, {accepted} sent): {finished.stderr}"
+        )
     return {"first_request_s": first, "whole_run_s": total}
 
 
@@ -120,11 +101,12 @@ def main() -> None:
         first = time_to_first_request(Path(tmp), done, extra)
         cost = cost_per_batch(Path(tmp), 1000)
     print(
-        "| ledger IDs confirmed | input IDs | start to first request s | whole run s |\n"
+        "| confirm steps done in the ledger | input IDs | start to first request s | "
+        "whole run s |\n"
         "|---|---|---|---|\n"
         f"| {done:,} | {done + extra:,} | {first['first_request_s']:.2f} | "
         f"{first['whole_run_s']:.1f} |\n\n"
-        "| per batch of 60 (1,000 batches) | mean ms | \n|---|---|\n"
+        "| per batch of 60 (1,000 batches) | mean ms |\n|---|---|\n"
         f"| intent commit (batch, attempt, steps) | {cost['intent_ms']:.2f} |\n"
         f"| outcome commit | {cost['outcome_ms']:.2f} |\n"
         f"| both | {cost['batch_ms']:.2f} (p99 {cost['batch_p99_ms']:.2f}) |"

@@ -13,18 +13,15 @@ Set BENCH_RATE (default 1, the real limit) and BENCH_BATCHES (default 100).
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 from batcher.config import SimulatorSettings
 from batcher.simulator import GraphSimulator, RunningSimulator
+from benchmarks.harness import TOKEN, run, write_column, write_config
 
-TOKEN = "bench-token"
 LATENCY = (0.05, 1.5)
 
 
@@ -45,31 +42,10 @@ def run_batcher(rate: float, batches: list[list[str]], other_share: float) -> di
     with tempfile.TemporaryDirectory() as tmp, RunningSimulator(sim) as server:
         work = Path(tmp)
         ids = [uid for batch in batches for uid in batch]
-        (work / "ids.csv").write_text("id\n" + "\n".join(ids) + "\n", encoding="utf-8")
-        (work / "config.toml").write_text(
-            f'[graph]\ntarget = "graph"\nbase_url = "{server.url}"\n'
-            f"[send]\nrate_per_second = {rate}\nmax_in_flight = 8\n",
-            encoding="utf-8",
-        )
-        proc = subprocess.run(
-            [
-                str(Path(sys.executable).parent / "batcher"),
-                "run",
-                "--yes",
-                "ids.csv",
-                "--json",
-                "--config",
-                "config.toml",
-            ],
-            cwd=work,
-            env={**os.environ, "BATCHER_ACCESS_TOKEN": TOKEN},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"batcher failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        summary = json.loads(proc.stdout)
+        write_column(work / "ids.csv", "id", ids)
+        config = write_config(work, server.url, send={"rate_per_second": rate, "max_in_flight": 8})
+        args = ["run", "--yes", "ids.csv", "--json", "--config", str(config)]
+        summary = run(work, [*args, "--ledger", "ledger.sqlite"]).check("pacing").summary
         record = sim.record
         return {
             "seconds": summary["seconds"],
