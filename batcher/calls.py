@@ -245,6 +245,7 @@ class Caller:
             raise NotSent
         crid = str(uuid.uuid4())
         call.before(crid)
+        pacer.departed(call.cost)
         failpoints.hit("send.after_intent")
         self.control.tally.requested()
         self.control.in_flight += 1

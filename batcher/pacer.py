@@ -70,6 +70,13 @@ class Pacer:
                 return now
             await self._sleep(self._next - now)
 
+    def departed(self, cost: float = 1.0) -> None:
+        """The request granted a moment ago leaves only now (its intent took a while to commit
+        to the ledger): the next start is a whole interval after this one, whatever that took.
+        Without it, a slow commit before one request and a fast one before the next would let
+        the two reach Graph closer together than the tenant's limit."""
+        self._next = max(self._next, self._clock() + self.interval * cost)
+
     def throttled(self, started: float | None = None) -> None:
         """A 429 for a request started at ``started``: slow everyone down, once per episode."""
         self.throttles += 1

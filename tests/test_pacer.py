@@ -227,3 +227,16 @@ async def test_a_cost_below_one_lets_the_next_start_sooner() -> None:
     pacer = make_pacer(time, rate=1.0, margin=0.0)
     await pacer.acquire(0.5)
     assert await pacer.acquire() == pytest.approx(START + 0.5)
+
+
+@pytest.mark.anyio
+async def test_a_request_that_leaves_late_pushes_the_next_start_a_whole_interval() -> None:
+    """The intent commit took 0.3 s after the grant: the next request may not leave less than
+    one interval after this one actually did."""
+    time = FakeTime()
+    pacer = make_pacer(time, margin=0.0)
+    first = await pacer.acquire()
+    time.advance(0.3)  # the ledger commit before the request leaves
+    pacer.departed()
+    second = await pacer.acquire()
+    assert round(second - (first + 0.3), 9) == 1.0
