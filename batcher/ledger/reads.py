@@ -47,6 +47,28 @@ LOOKUP_COLUMNS = {
     "user_type": pl.String,
     "account_enabled": pl.Boolean,
 }
+_STEP_COLUMNS = {
+    "step_row": pl.Int64,
+    "user_id": pl.String,
+    "action": pl.String,
+    "state": pl.String,
+    "attempts": pl.Int64,
+    "last_http_status": pl.Int64,
+    "error_code": pl.String,
+    "error_message": pl.String,
+    "request_id": pl.String,
+    "client_request_id": pl.String,
+    "sent_at": pl.String,
+    "finished_at": pl.String,
+}
+_USER_COLUMNS = {
+    "user_row": pl.Int64,
+    "user_id": pl.String,
+    "input_value": pl.String,
+    "matched_by": pl.String,
+    "source_file": pl.String,
+    "source_row": pl.Int64,
+}
 _IN_REPLAYABLE = ", ".join(f"'{s}'" for s in sorted(REPLAYABLE))
 
 
@@ -135,27 +157,65 @@ class Reads(Store):
 
     def report(self, keys: Iterable[tuple[str, str]] | None = None) -> pl.DataFrame:
         """One row per user per action with its state and the last answer Graph gave for it;
-        only the (user_id, action) ``keys`` when given."""
-        extra = (
-            "COALESCE('; ' || (SELECT group_concat(l.input_value, '; ') FROM lookups l "
-            "WHERE l.user_id = s.user_id AND l.input_value IS NOT u.input_value "
-            "AND l.outcome IN ('resolved', 'guest')), '')"
-        )
+        only the (user_id, action) ``keys`` when given, in their order. ``input_value`` lists every input
+        value that led to the user (an object ID, then the UPNs and addresses looked up)."""
+        state = EFFECTIVE_STATE if not self.live else "s.state"
         select = (
-            f"SELECT s.user_id, s.action, {EFFECTIVE_STATE if not self.live else 's.state'}, "
-            "s.attempts, s.last_status, s.error_code, s.error_message, s.request_id, "
-            f"s.client_request_id, u.input_value || {extra}, u.matched_by, u.source_file, "
-            "u.source_row, s.sent_at, s.finished_at FROM steps s JOIN users u USING (user_id)"
+            f"SELECT s.rowid, s.user_id, s.action, {state}, s.attempts, s.last_status, "
+            "s.error_code, s.error_message, s.request_id, s.client_request_id, s.sent_at, "
+            "s.finished_at FROM steps s"
         )
         if keys is None:
-            rows = self._conn.execute(select + " ORDER BY u.rowid, s.rowid").fetchall()
+            rows = self._conn.execute(select).fetchall()
         else:
             rows = []
-            for user_id, action in keys:
-                rows += self._conn.execute(
-                    select + " WHERE s.user_id = ? AND s.action = ?", (user_id, action)
-                ).fetchall()
-        return pl.DataFrame(rows, schema=REPORT_COLUMNS, orient="row")
+            for key in keys:
+                rows += self._conn.execute(select + " WHERE s.user_id = ? AND s.action = ?", key)
+        steps = pl.DataFrame(rows, schema=_STEP_COLUMNS, orient="row")
+        users = self._users_of(None if keys is None else steps.get_column("user_id").unique())
+        frame = steps.join(users, on="user_id", how="left", maintain_order="left")
+        if keys is None:  # the ledger's order; the keys' own order otherwise
+            frame = frame.sort("user_row", "step_row")
+        return frame.with_columns(input_value=self._input_values(frame)).select(
+            list(REPORT_COLUMNS)
+        )
+
+    def _users_of(self, user_ids: pl.Series | None) -> pl.DataFrame:
+        select = (
+            "SELECT rowid, user_id, input_value, matched_by, source_file, source_row FROM users"
+        )
+        if user_ids is None:
+            rows = self._conn.execute(select).fetchall()
+        else:
+            rows = []
+            for uid in user_ids:
+                rows += self._conn.execute(select + " WHERE user_id = ?", (uid,)).fetchall()
+        return pl.DataFrame(rows, schema=_USER_COLUMNS, orient="row")
+
+    def _input_values(self, frame: pl.DataFrame) -> pl.Expr:
+        """The user's first input value, then the other values looked up that led to them."""
+        rows = self._conn.execute(
+            "SELECT user_id, input_value FROM lookups WHERE outcome IN ('resolved', 'guest') "
+            "ORDER BY rowid"
+        ).fetchall()
+        if not rows:
+            return pl.col("input_value")
+        looked = pl.DataFrame(rows, schema={"user_id": pl.String, "other": pl.String}, orient="row")
+        others = (
+            looked.join(frame.select("user_id", "input_value").unique("user_id"), on="user_id")
+            .filter(pl.col("other") != pl.col("input_value").fill_null(""))
+            .group_by("user_id", maintain_order=True)
+            .agg(pl.col("other").str.join("; "))
+        )
+        extra = frame.select("user_id").join(
+            others, on="user_id", how="left", maintain_order="left"
+        )
+        tail = pl.lit(extra.get_column("other"))
+        return (
+            pl.when(tail.is_null())
+            .then(pl.col("input_value"))
+            .otherwise(pl.concat_str(pl.col("input_value"), pl.lit("; "), tail))
+        )
 
     def lookups(self) -> pl.DataFrame:
         """Every identity looked up for this ledger, with its outcome."""

@@ -87,7 +87,7 @@ MIGRATIONS: dict[int, str] = {
         client_request_id TEXT, sent_at TEXT, finished_at TEXT,
         PRIMARY KEY (user_id, action)
     );
-    CREATE INDEX steps_state ON steps (action, state);
+    CREATE INDEX steps_state ON steps (state, action);
     CREATE INDEX steps_batch ON steps (batch_id);
     CREATE TABLE lookups (
         kind TEXT NOT NULL,
