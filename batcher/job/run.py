@@ -135,13 +135,12 @@ async def _identify(
     direct = read.ids
     if (wanted.get_column("kind") == "object_id").any():
         direct = direct.head(0)  # object IDs went through the look-up too
-    users = pl.concat(
-        [
-            _direct_users(direct),
-            outcomes.filter(pl.col("outcome").is_in([RESOLVED, GUEST])).select(list(USER_COLUMNS)),
-        ],
-        how="vertical_relaxed",
-    ).unique("user_id", keep="first", maintain_order=True)
+    found_users = outcomes.filter(pl.col("outcome").is_in([RESOLVED, GUEST]))
+    users = _direct_users(direct)
+    if found_users.height:  # one user reached by several values is one user
+        users = pl.concat(
+            [users, found_users.select(list(USER_COLUMNS))], how="vertical_relaxed"
+        ).unique("user_id", keep="first", maintain_order=True)
     return users, outcomes, requests
 
 
