@@ -97,7 +97,7 @@ class Control:
         self.tripped: BatcherError | None = None
         self.in_flight = 0
         self.answered = False  # Graph gave some HTTP answer (any status) in this run
-        self._first_unreached: float | None = None
+        self._unreached_since: float | None = None  # first connect failure since an answer
         self._scope: anyio.CancelScope | None = None
 
     @contextlib.contextmanager
@@ -136,18 +136,27 @@ class Control:
             self._scope.cancel()
 
     def reached(self, exc: GraphError | None) -> None:
-        """Note an answer; stop when Graph has not been reached for ``unreachable_after`` s."""
+        """Note an answer. When no connection can be made (refused, name not resolved, no
+        route), say so at once, and stop once that has lasted ``unreachable_after`` seconds
+        with no HTTP answer in between (at once for a TLS certificate that is not trusted):
+        at the start of a run or in its middle alike."""
         if not isinstance(exc, NotConnected):
             self.answered = True
+            self._unreached_since = None  # any HTTP answer: Graph is reachable again
             return
-        if self.answered:
-            return  # Graph answered before: a passing failure, retried like any other
         now = time.monotonic()
-        if self._first_unreached is None:
-            self._first_unreached = now
-            self.observer("unreachable", host=exc.host, cause=exc.cause, advice=_advice(exc))
-        if "TLS" in exc.cause or now - self._first_unreached >= self.unreachable_after:
-            waited = "" if "TLS" in exc.cause else f" for {self.unreachable_after:g}s"
+        tls = "TLS" in exc.cause
+        if self._unreached_since is None:
+            self._unreached_since = now
+            self.observer(
+                "unreachable",
+                host=exc.host,
+                cause=exc.cause,
+                advice=_advice(exc),
+                stop_after=0.0 if tls else self.unreachable_after,
+            )
+        if tls or now - self._unreached_since >= self.unreachable_after:
+            waited = "" if tls else f" for {self.unreachable_after:g}s"
             self.trip(
                 Unreachable(
                     f"cannot reach {exc.host}{waited}: {exc.cause}; {_advice(exc)}; nothing "
@@ -162,6 +171,8 @@ def _advice(exc: NotConnected) -> str:
             "if a proxy inspects TLS, set [auth] ca_bundle to its CA certificates (PEM; it "
             "applies to sign-in and Graph)"
         )
+    if "proxy" in exc.cause:
+        return "check HTTPS_PROXY and NO_PROXY, and the proxy's credentials and rules"
     if "DNS" in exc.cause:
         return "check the host name ([graph] cloud or base_url), DNS, or the proxy (HTTPS_PROXY)"
     return "check [graph] base_url, the network, the firewall or the proxy (HTTPS_PROXY, NO_PROXY)"

@@ -210,7 +210,7 @@ class SimulatorSettings(_Section):
     permission_denied: bool = False
     processing_seconds: float = Field(default=0.0, ge=0)
     # The directory (users, $batch, block sign-in, revoke sessions)
-    directory_file: Path | None = None
+    directory_file: Path | None = Field(default=None, strict=False)  # relative: to the config
     directory_read_denied: bool = False
     directory_write_denied: bool = False
     caller_privileged: bool = False
@@ -270,10 +270,19 @@ def load_settings(path: Path | None) -> Settings:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc, data)}") from None
-    folder = settings.ledger.dir.expanduser()
-    if str(folder) not in ("", ".") and not folder.is_absolute():  # beside the config
-        ledger = settings.ledger.model_copy(update={"dir": path.parent.absolute() / folder})
+    return _beside(settings, path.parent.absolute())
+
+
+def _beside(settings: Settings, folder: Path) -> Settings:
+    """Relative paths in the config are relative to the config file, not the current folder."""
+    ledger_dir = settings.ledger.dir.expanduser()
+    if str(ledger_dir) not in ("", ".") and not ledger_dir.is_absolute():
+        ledger = settings.ledger.model_copy(update={"dir": folder / ledger_dir})
         settings = settings.model_copy(update={"ledger": ledger})
+    users = settings.simulator.directory_file
+    if users is not None and not users.expanduser().is_absolute():
+        simulator = settings.simulator.model_copy(update={"directory_file": folder / users})
+        settings = settings.model_copy(update={"simulator": simulator})
     return settings
 
 

@@ -12,7 +12,8 @@ defaults to 1). Unset, ``hit`` costs one dictionary lookup. The points:
 from __future__ import annotations
 
 import os
-import signal
+
+from batcher.platform import kill_self
 
 _ENV = "BATCHER_FAILPOINT"
 
@@ -33,4 +34,4 @@ def hit(name: str) -> None:
         return
     _seen += 1
     if _seen >= _target[1]:
-        os.kill(os.getpid(), signal.SIGKILL)
+        kill_self()

@@ -47,6 +47,8 @@ READ_PERMISSION = (
     "role such as Directory Readers)"
 )
 RESOLVED, NOT_FOUND, AMBIGUOUS, GUEST = "resolved", "not_found", "ambiguous", "guest"
+# Not an outcome of the directory: Graph never answered (not cached; the same command retries).
+NOT_LOOKED_UP = "not_looked_up"
 
 
 @dataclass(frozen=True)
@@ -257,7 +259,7 @@ class Resolver:
             query.tries += 1
             if now - (query.first_sent or now) >= retry.retry_for_seconds:
                 lost += [
-                    self._outcome(row, NOT_FOUND, reason=NO_ANSWER_REASON)
+                    self._outcome(row, NOT_LOOKED_UP, reason=NO_ANSWER_REASON)
                     for v in query.values
                     for row in groups[(query.stage.kind, v)]
                 ]

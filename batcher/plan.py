@@ -35,6 +35,7 @@ class ActionPlan:
     done_elsewhere: int  # done by another recent run on this tenant (--resend sends them)
     failed_before: int  # failed for good earlier: left for `batcher replay`
     batch_size: int  # users per request (ID lists)
+    not_selected: int = 0  # a replay: failed or unknown, left out by --only / --action
 
     @property
     def requests(self) -> int:

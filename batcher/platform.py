@@ -68,6 +68,13 @@ def read_line(prompt: str, write: Callable[[str], None]) -> str:
             return line.rstrip("\r\n")
 
 
+def kill_self() -> None:
+    """Die at once, as a power cut or `kill -9` would (the crash tests' failpoints)."""
+    if WINDOWS:  # pragma: no cover - exercised on Windows only
+        os._exit(137)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 # -- the writer lock ------------------------------------------------------------------------------
 class FileLock:
     """An exclusive OS lock on a file beside the ledger, released on exit and when the process
@@ -165,6 +172,13 @@ def command_line(args: Sequence[str]) -> str:
 
         return subprocess.list2cmdline(list(args))
     return " ".join(shlex.quote(a) for a in args)
+
+
+def in_folder(folder: str, command: str) -> str:
+    """``command`` run from ``folder`` (its relative paths are relative to it)."""
+    if WINDOWS:  # pragma: no cover - exercised on Windows only
+        return f'cd /d "{folder}" && {command}'
+    return f"cd {shlex.quote(folder)} && {command}"
 
 
 def program() -> list[str]:

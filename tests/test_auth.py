@@ -10,7 +10,7 @@ import ssl
 import traceback
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from batcher.auth import (
     token_source,
 )
 from batcher.config import AuthSettings, SimulatorSettings
-from batcher.errors import AuthError
+from batcher.errors import AuthError, ConfigError
 from batcher.graph import GraphClient, http_client
 from batcher.simulator import SIMULATED_TENANT, GraphSimulator, RunningSimulator
 from tests.conftest import SAMPLES, CliResult, cli_env, run_cli, write_config
@@ -91,6 +91,7 @@ class Tenant:
     server: RunningSimulator
     clock: FakeClock
     tls: Tls
+    prompts: list[str] = field(default_factory=list)  # what the device code showed the admin
 
     @property
     def url(self) -> str:
@@ -116,6 +117,7 @@ class Tenant:
             cloud=cloud,
             sign_in_retries=0,
             clock=clock or self.clock,
+            prompt=self.prompts.append,
         )
         assert isinstance(tokens, CredentialToken)
         return tokens
@@ -633,7 +635,7 @@ def test_the_simulator_wants_a_jwt_assertion_naming_its_certificate(
 
 
 # -- device code ---------------------------------------------------------------------------------
-def test_device_code_prompts_on_stderr_and_signs_the_admin_in(
+def test_device_code_shows_the_code_through_its_prompt_and_signs_the_admin_in(
     tenant: Tenant, capfd: pytest.CaptureFixture[str]
 ) -> None:
     tokens = tenant.source(method="device_code", client_id="")
@@ -642,8 +644,9 @@ def test_device_code_prompts_on_stderr_and_signs_the_admin_in(
     finally:
         tokens.close()
     out, err = capfd.readouterr()
-    assert out == ""  # stdout stays free for --json
-    assert f"open {tenant.url}/devicelogin and enter the code " in err
+    assert out == "" and err == ""  # the library prints nothing: the CLI shows the prompt
+    [shown] = tenant.prompts
+    assert f"open {tenant.url}/devicelogin and enter the code " in shown
     [issued] = tenant.sim.issued
     assert (issued.how, issued.client_id, issued.tenant) == (
         "device_code",
@@ -654,7 +657,7 @@ def test_device_code_prompts_on_stderr_and_signs_the_admin_in(
 
 
 def test_device_code_refreshes_silently_then_prompts_again_after_a_401(
-    tenant_factory: Any, capfd: pytest.CaptureFixture[str]
+    tenant_factory: Any,
 ) -> None:
     # 240 s tokens: MSAL's cache treats anything under 5 minutes as due, so a refresh really
     # goes to the token endpoint with the refresh token.
@@ -664,7 +667,7 @@ def test_device_code_refreshes_silently_then_prompts_again_after_a_401(
         first = token_now(tokens)
         tenant.clock.advance(121)  # past half the token's life
         second = token_now(tokens)
-        prompts_after_refresh = capfd.readouterr().err.count("enter the code")
+        prompts_after_refresh = len(tenant.prompts)
         tokens.invalidate()
         third = token_now(tokens)
     finally:
@@ -672,7 +675,7 @@ def test_device_code_refreshes_silently_then_prompts_again_after_a_401(
     assert len({first, second, third}) == 3
     assert [i.how for i in tenant.sim.issued] == ["device_code", "refresh_token", "device_code"]
     assert prompts_after_refresh == 1
-    assert capfd.readouterr().err.count("enter the code") == 1
+    assert len(tenant.prompts) == 2  # signed in again after the 401, with a new code
 
 
 # -- managed identity ----------------------------------------------------------------------------
@@ -782,3 +785,9 @@ def test_the_cli_stops_on_a_refused_sign_in_with_exit_3_and_stays_resumable(
     assert sent_while_refused == 0
     assert resumed.code == 0, resumed.stderr
     assert resumed.json()["confirmed"] == 45
+
+
+def test_device_code_without_anywhere_to_show_the_code_is_a_config_error(tenant: Tenant) -> None:
+    settings = tenant.settings(method="device_code", client_id="")
+    with pytest.raises(ConfigError, match="needs somewhere to show the code"):
+        token_source(settings, simulator=False)

@@ -86,3 +86,16 @@ def test_example_config_documents_every_setting() -> None:
         assert model is not None
         missing = set(model.model_fields) - written.get(name, set())
         assert not missing, f"[{name}] not in config.example.toml: {sorted(missing)}"
+
+
+def test_a_directory_file_is_read_from_toml_beside_the_config(tmp_path: Path) -> None:
+    (tmp_path / "users.json").write_text('[{"userPrincipalName": "ann@contoso.com"}]')
+    config = tmp_path / "config.toml"
+    config.write_text('[simulator]\ndirectory_file = "users.json"\n', encoding="utf-8")
+    settings = load_settings(config)
+    assert settings.simulator.directory_file == tmp_path / "users.json"
+    from batcher.simulator import GraphSimulator
+
+    assert [u.userPrincipalName for u in GraphSimulator(settings.simulator).directory] == [
+        "ann@contoso.com"
+    ]

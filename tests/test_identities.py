@@ -256,7 +256,7 @@ async def test_inner_5xx_past_the_retry_window_end_the_look_up_uncached() -> Non
         [("upn", u) for u in upns], directory_faults={"500": 1.0}, retry_for=0.2
     )
     assert looked.table.height == 20
-    assert set(looked.table["outcome"]) == {"not_found"}
+    assert set(looked.table["outcome"]) == {"not_looked_up"}  # not "not found": unobserved
     assert set(looked.table["reason"]) == {NO_ANSWER_REASON}
     assert looked.seconds < 2.0
     assert looked.recorded == []

@@ -90,7 +90,7 @@ def test_replay_only_one_error_code_and_the_codes_listed_when_none_match(tmp_pat
     )
     assert fixed.record.requests == 0
     only = rig.replay(ledger, only_code="invalidRequest")
-    assert only.to_send == 1 and only.actions[0].failed_before == 10  # not selected
+    assert only.to_send == 1 and only.actions[0].not_selected == 10  # left out by --only
     assert fixed.record.accepted[CONFIRM] == [values[0]]
     assert list(states(ledger).values()).count("unknown") == 10  # left for another replay
 

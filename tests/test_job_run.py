@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import sqlite3
 from pathlib import Path
 
@@ -201,7 +203,7 @@ def test_status_counts_by_action_and_state_and_names_the_last_run(tmp_path: Path
     assert got.users == 45 and got.meta["actions"] == "confirm"
     assert not got.live and not got.killed
     assert got.last_run is not None and got.last_run["command"] == "run"
-    assert got.resume == "batcher run (test)"
+    assert got.resume == f"cd {shlex.quote(os.getcwd())} && batcher run (test)"  # from there
 
 
 def test_a_ledger_for_another_tenant_or_other_actions_is_refused(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -35,8 +34,12 @@ def token_source(
     cloud: str = "global",
     sign_in_retries: int = SIGN_IN_RETRIES,
     clock: Callable[[], float] = time.time,
+    prompt: Callable[[str], None] | None = None,
 ) -> TokenSource:
-    """Build the token source the settings ask for; ConfigError says what to set."""
+    """Build the token source the settings ask for; ConfigError says what to set.
+
+    ``prompt`` shows the device code to the admin (the library never prints): device_code
+    needs it."""
     if simulator:
         return StaticToken(SIMULATOR_TOKEN)
     if settings.method == "token":
@@ -45,7 +48,7 @@ def token_source(
         raise ConfigError(f"[graph] cloud: unknown cloud {cloud!r}; use one of {', '.join(CLOUDS)}")
     graph_cloud = CLOUDS[cloud]
     authority = settings.authority_host or graph_cloud.authority
-    make, secrets = _credential_factory(settings, authority, sign_in_retries)
+    make, secrets = _credential_factory(settings, authority, sign_in_retries, prompt)
     try:
         return CredentialToken(
             settings.method,
@@ -80,7 +83,10 @@ def _static_token(settings: AuthSettings) -> StaticToken:
 
 
 def _credential_factory(
-    settings: AuthSettings, authority: str, retries: int
+    settings: AuthSettings,
+    authority: str,
+    retries: int,
+    prompt: Callable[[str], None] | None = None,
 ) -> tuple[Callable[[], Credential], list[str]]:
     """A function building a fresh azure-identity credential, and the secrets it holds."""
     # Imported here: azure-identity takes a while to import and most commands never sign in.
@@ -131,7 +137,10 @@ def _credential_factory(
         client: dict[str, Any] = {"client_id": settings.client_id} if settings.client_id else {}
         return (
             lambda: identity.DeviceCodeCredential(
-                tenant_id=settings.tenant_id, prompt_callback=_prompt, **client, **entra
+                tenant_id=settings.tenant_id,
+                prompt_callback=_device_code_prompt(prompt),
+                **client,
+                **entra,
             )
         ), []
     raise ConfigError(f"[auth] method: unknown method {method!r}")  # pragma: no cover
@@ -200,11 +209,21 @@ def _check_certificate(
         raise ConfigError(f"[auth] certificate_path: {reason}") from None
 
 
-def _prompt(verification_uri: str, user_code: str, expires_on: datetime) -> None:
-    """Device code: tell the admin where to sign in, on stderr (stdout may carry JSON)."""
-    print(
-        f"batcher: sign in: open {verification_uri} and enter the code {user_code} "
-        f"(before {expires_on:%H:%M} UTC); the run waits for the sign-in",
-        file=sys.stderr,
-        flush=True,
-    )
+def _device_code_prompt(
+    prompt: Callable[[str], None] | None,
+) -> Callable[[str, str, datetime], None]:
+    """What azure-identity calls with the device code: one line for the caller to show."""
+    if prompt is None:
+        raise ConfigError(
+            "[auth] method = 'device_code' needs somewhere to show the code; run batcher "
+            "from a terminal"
+        )
+    shown = prompt
+
+    def show(verification_uri: str, user_code: str, expires_on: datetime) -> None:
+        shown(
+            f"sign in: open {verification_uri} and enter the code {user_code} "
+            f"(before {expires_on:%H:%M} UTC); the run waits for the sign-in"
+        )
+
+    return show

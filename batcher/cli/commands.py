@@ -20,15 +20,14 @@ from batcher.cli.edge import (
     EXIT_UNREACHABLE,
     as_typed,
     console,
+    device_code_prompt,
     exit_codes,
     gate,
     observers,
-    stop_signals,
     this_command,
 )
 from batcher.cli.help import Command, app
 from batcher.config import Settings, load_settings
-from batcher.errors import ConfigError
 from batcher.eventlog import Observer
 from batcher.job import (
     Job,
@@ -51,8 +50,10 @@ from batcher.job import (
     undo_ledger,
     verify,
 )
-from batcher.report import REPORT_FORMATS, render_status, render_summary, render_verify, say
-from batcher.report.files import write_report
+from batcher.platform import on_stop_signals
+from batcher.report import render_status, render_summary, render_verify, say
+from batcher.report.files import check_report_path, write_report
+from batcher.report.render import plural
 
 Config = Annotated[
     Path | None,
@@ -109,7 +110,7 @@ def run_command(
         actions = choose([*(action or []), *(CONTAIN if contain else ())])
         job = _job(settings, actions, ledger, inputs, watch, yes=yes, offline=dry_run)
         options = RunOptions(tuple(inputs), column, sheet, dry_run, resend)
-        with stop_signals(job.stop.ask):
+        with on_stop_signals(job.stop.ask):
             summary = run(job, options)
     _finish(summary, as_json, config)
 
@@ -132,7 +133,7 @@ def replay_command(
         actions = tuple(ACTIONS[a] for a in recorded_actions(ledger))
         job = _job(settings, actions, ledger, (), watch, yes=yes)
         chosen = action_named(action).name if action else None
-        with stop_signals(job.stop.ask):
+        with on_stop_signals(job.stop.ask):
             summary = replay(job, ReplayOptions(only, chosen))
     _finish(summary, as_json, config)
 
@@ -151,7 +152,7 @@ def undo_command(
         settings = load_settings(config)
         actions = tuple(ACTIONS[a] for a in undo_actions(ledger))
         job = _job(settings, actions, undo_ledger(ledger), (), watch, yes=yes, offline=dry_run)
-        with stop_signals(job.stop.ask):
+        with on_stop_signals(job.stop.ask):
             summary = undo(job, ledger, dry_run=dry_run)
     _finish(summary, as_json, config)
 
@@ -170,7 +171,8 @@ def verify_command(
 ) -> None:
     """Read back every step LEDGER did: as expected, still processing, not, or not read."""
     with exit_codes(as_json=as_json), observers(None) as watch:
-        _check_report_name(out)
+        if out is not None:
+            check_report_path(out)
         settings = load_settings(config)
         actions = tuple(ACTIONS[a] for a in recorded_actions(ledger))
         job = _job(settings, actions, ledger, (), watch, yes=True)
@@ -182,7 +184,7 @@ def verify_command(
                 prefix="note: ",
                 style="yellow",
             )
-        with stop_signals(job.stop.ask):
+        with on_stop_signals(job.stop.ask):
             result = verify(job, VerifyOptions(out, unread))
     if as_json:
         sys.stdout.write(json.dumps(result.to_json()) + "\n")
@@ -218,20 +220,22 @@ def resolve_command(
 ) -> None:
     """Only look the users in INPUT... up in the directory and write the table; no writes."""
     with exit_codes(as_json=as_json), observers(None) as watch:
-        _check_report_name(out)
+        if out is not None:
+            check_report_path(out)
         settings = load_settings(config)
         job = _job(settings, (), None, inputs, watch, yes=True)
         target = out or settings.ledger.folder / f"{inputs[0].name.split('.')[0]}.resolved.csv"
-        with stop_signals(job.stop.ask):
+        with on_stop_signals(job.stop.ask):
             result = resolve(job, ResolveOptions(tuple(inputs), target, column, sheet))
     if as_json:
         sys.stdout.write(json.dumps(result.to_json()) + "\n")
     counts = result.inputs
     say(
         console,
-        f"{counts.looked_up:,} looked up in {counts.lookup_requests:,} requests: "
+        f"{counts.looked_up:,} looked up in {plural(counts.lookup_requests, 'request')}: "
         f"{counts.resolved:,} resolved, {counts.not_found:,} not found, {counts.ambiguous:,} "
-        f"ambiguous, {counts.guests:,} guests; {counts.invalid:,} invalid rows",
+        f"ambiguous, {plural(counts.guests, 'guest')}, {counts.not_looked_up:,} not looked up "
+        f"(Graph did not answer); {plural(counts.invalid, 'invalid row')}",
     )
     say(console, f"table:   {result.out}")
 
@@ -247,7 +251,8 @@ def report_command(
     from batcher.ledger import Ledger
 
     with exit_codes():
-        _check_report_name(out)
+        if out is not None:
+            check_report_path(out)
         book = Ledger.open_existing(ledger)
         try:
             frame = book.report()
@@ -308,7 +313,7 @@ def _job(
     yes: bool,
     offline: bool = False,
 ) -> Job:
-    tokens = signing_in(settings, offline=offline)
+    tokens = signing_in(settings, offline=offline, prompt=device_code_prompt)
     who = identity(settings, tokens, actions)
     if ledger is None and inputs and who.tenant:
         ledger = default_path(settings, inputs, who)
@@ -320,14 +325,6 @@ def _job(
     )
     job.confirm = gate(job.simulated, yes)
     return job
-
-
-def _check_report_name(out: Path | None) -> None:
-    if out is not None and out.suffix.lower() not in REPORT_FORMATS:
-        raise ConfigError(
-            f"--out {out}: unknown report format {out.suffix or '(none)'!r}; "
-            f"end the name with {', '.join(REPORT_FORMATS)}"
-        )
 
 
 def _finish(summary: Summary, as_json: bool, config: Path | None) -> None:
@@ -356,12 +353,12 @@ def _exit_code(summary: Summary, config: Path | None) -> int:
         return EXIT_INTERRUPTED
     if summary.dry_run:
         return EXIT_OK
-    if summary.unknown or summary.not_sent:
-        say(
-            console,
-            f"{summary.unknown + summary.not_sent:,} steps are unknown or not sent; to send "
-            f"them again: {resume}",
-        )
+    pending = summary.unknown + summary.not_sent
+    if pending or summary.inputs.not_looked_up:
+        what = [plural(pending, "step") + " unknown or not sent"] if pending else []
+        if summary.inputs.not_looked_up:
+            what.append(plural(summary.inputs.not_looked_up, "identity") + " not looked up")
+        say(console, f"{' and '.join(what)}; to send them again: {resume}")
         return EXIT_SOME_FAILED
     if summary.failed:
         replay_cmd = as_typed(
@@ -369,8 +366,8 @@ def _exit_code(summary: Summary, config: Path | None) -> int:
         )
         say(
             console,
-            f"{summary.failed:,} steps failed; the report has Graph's error codes and why; "
-            f"once the cause is fixed: {replay_cmd}",
+            f"{plural(summary.failed, 'step')} failed; the report has Graph's error codes and "
+            f"why; once the cause is fixed: {replay_cmd}",
         )
         return EXIT_SOME_FAILED
     return EXIT_OK

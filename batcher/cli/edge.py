@@ -15,7 +15,7 @@ from rich.console import Console
 from batcher.errors import AuthError, BatcherError, NotConfirmed, Unreachable
 from batcher.eventlog import EventLog, Fanout, Observer
 from batcher.job import Summary
-from batcher.platform import command_line, on_stop_signals, program, read_line
+from batcher.platform import command_line, program, read_line
 from batcher.progress import RunProgress
 from batcher.report import render_plan, say
 from batcher.report.render import plural, what_each_does, where
@@ -30,6 +30,11 @@ EXIT_INTERRUPTED = 130
 GATE_TRIES = 3
 
 console = Console(stderr=True, soft_wrap=True)
+
+
+def device_code_prompt(message: str) -> None:
+    """Where to sign in with the device code: on stderr (stdout may carry JSON)."""
+    say(console, message, prefix="batcher: ", style="bold")
 
 
 def this_command() -> str:
@@ -78,13 +83,6 @@ def describe_error(exc: BaseException, resume: str | None) -> tuple[int, str]:
         f"internal error: {type(exc).__name__}: {exc}; the ledger keeps what was done; "
         "run the same command to resume, and please report this"
     )
-
-
-@contextmanager
-def stop_signals(handler: Callable[[], None]) -> Iterator[None]:
-    """Ctrl-C and SIGTERM reach ``handler`` (the job's stop signal) while the command runs."""
-    with on_stop_signals(handler):
-        yield
 
 
 def gate(simulated: bool, yes: bool) -> Callable[[Summary], bool]:
@@ -137,7 +135,7 @@ class ConsoleEvents:
             say(console, warning, prefix="warning: ", style="yellow")
 
     def _ledger(self, path: str, exists: bool) -> None:
-        say(console, f"ledger: {path}")
+        say(console, f"ledger: {path}" + ("" if exists else " (new)"))
 
     def _simulator(self, url: str) -> None:
         say(
@@ -150,10 +148,11 @@ class ConsoleEvents:
     def _looking_up(self, identities: int) -> None:
         say(console, f"looking up {plural(identities, 'identity')} in the directory (read-only)")
 
-    def _unreachable(self, host: str, cause: str, advice: str) -> None:
+    def _unreachable(self, host: str, cause: str, advice: str, stop_after: float) -> None:
+        going = f"stopping unless it answers within {stop_after:g}s" if stop_after else "stopping"
         say(
             console,
-            f"cannot reach {host}: {cause}; retrying for up to 30s; {advice}",
+            f"cannot reach {host}: {cause}; {going}; {advice}",
             prefix="warning: ",
             style="bold yellow",
         )

@@ -111,7 +111,10 @@ def no_answer(exc: httpx.TransportError, url: str, client_request_id: str) -> No
     chain = _chain(exc)
     text = " ".join(str(e) for e in chain).lower()
     connect = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain) or (
+    if isinstance(exc, httpx.ProxyError):  # the proxy refused (407) or failed the tunnel
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause, connect = f"the proxy refused or failed the connection ({detail})", True
+    elif any(isinstance(e, ssl.SSLCertVerificationError) for e in chain) or (
         "certificate_verify_failed" in text
     ):
         cause = "its TLS certificate is not trusted"

@@ -52,6 +52,7 @@ def summarise(
             already_done=p.already_done,
             done_elsewhere=p.done_elsewhere,
             failed_before=p.failed_before,
+            not_selected=p.not_selected,
             skipped=p.skipped.len(),
             skip_reason=p.action.skips_guests if p.skipped.len() else None,
             done=outcome.of(p.action.name, StepState.DONE) if outcome else 0,

@@ -67,8 +67,9 @@ def _plan(job: Job, ledger: Ledger, options: ReplayOptions) -> tuple[Plan, Facts
                 skipped=pl.Series("user_id", [], pl.String),
                 already_done=counts[name][StepState.DONE],
                 done_elsewhere=0,
-                failed_before=candidates - chosen.len(),  # not selected by --only / --action
+                failed_before=0,
                 batch_size=job.settings.send.batch_size,
+                not_selected=candidates - chosen.len(),
             )
         )
     notes = []

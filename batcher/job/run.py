@@ -127,21 +127,29 @@ async def _identify(
             max_in_flight=job.settings.send.max_in_flight,
         )
         job.observer("looking_up", identities=todo.height)
-        found = await resolver.resolve(todo)
+        with control.scope():  # a breaker (403, unreachable) ends the look-up at once
+            found = await resolver.resolve(todo)
         if control.tripped is not None:
             raise control.tripped
         requests = resolver.requests
         outcomes = pl.concat([cached, found])
+    users = _users(read, wanted, outcomes)
+    return users, outcomes, requests
+
+
+def _users(read: InputSet, wanted: pl.DataFrame, outcomes: pl.DataFrame) -> pl.DataFrame:
+    """The users to act on, in input order: object IDs as they are (unless they were looked up
+    too), then the users identities resolved to; a user reached by several values is one."""
     direct = read.ids
     if (wanted.get_column("kind") == "object_id").any():
         direct = direct.head(0)  # object IDs went through the look-up too
-    found_users = outcomes.filter(pl.col("outcome").is_in([RESOLVED, GUEST]))
+    found = outcomes.filter(pl.col("outcome").is_in([RESOLVED, GUEST]))
     users = _direct_users(direct)
-    if found_users.height:  # one user reached by several values is one user
-        users = pl.concat(
-            [users, found_users.select(list(USER_COLUMNS))], how="vertical_relaxed"
-        ).unique("user_id", keep="first", maintain_order=True)
-    return users, outcomes, requests
+    if not found.height:
+        return users
+    return pl.concat([users, found.select(list(USER_COLUMNS))], how="vertical_relaxed").unique(
+        "user_id", keep="first", maintain_order=True
+    )
 
 
 def _facts(
@@ -154,7 +162,7 @@ def _facts(
     dry_run: bool = False,
 ) -> Facts:
     inputs = Inputs.of(read, lookups, requests, users)
-    rejects = _rejects(read, lookups)
+    rejects = _rejects(read, lookups, _actions(job))
     path = None
     if rejects.height and job.ledger is not None and not dry_run:  # a dry run writes nothing
         path = sibling(job.ledger, ".rejects.csv")
@@ -169,9 +177,24 @@ def _facts(
     )
 
 
-def _rejects(read: InputSet, lookups: pl.DataFrame) -> pl.DataFrame:
-    """Invalid rows, and identities that cannot be acted on (with why)."""
+def _rejects(read: InputSet, lookups: pl.DataFrame, actions: tuple[Action, ...]) -> pl.DataFrame:
+    """Invalid rows, and identities that cannot be acted on, or not by every action (why)."""
     unusable = lookups.filter(pl.col("outcome") != RESOLVED) if lookups.height else lookups
+    skipping = [a for a in actions if a.skips_guests]
+    if not skipping:  # every action applies to guests: nothing to say about them
+        unusable = unusable.filter(pl.col("outcome") != GUEST)
+    guest = "guest (B2B)"
+    if skipping:
+        others = [a.name for a in actions if not a.skips_guests]
+        guest = (
+            f"guest (B2B): skipped for {', '.join(a.name for a in skipping)}: "
+            f"{skipping[0].skips_guests}" + (f"; {', '.join(others)} applied" if others else "")
+        )
+    reason = (
+        pl.when(pl.col("outcome") == GUEST)
+        .then(pl.lit(guest))
+        .otherwise(pl.col("outcome") + ": " + pl.col("reason").fill_null(""))
+    )
     return pl.concat(
         [
             read.rejects.select("source_file", "source_row", "raw_value", "reason"),
@@ -179,7 +202,7 @@ def _rejects(read: InputSet, lookups: pl.DataFrame) -> pl.DataFrame:
                 "source_file",
                 "source_row",
                 pl.col("input_value").alias("raw_value"),
-                (pl.col("outcome") + ": " + pl.col("reason").fill_null("")).alias("reason"),
+                reason.alias("reason"),
             ),
         ],
         how="vertical_relaxed",
@@ -200,6 +223,11 @@ def _notes(read: InputSet, inputs: Inputs, rejects: Path | None) -> tuple[str, .
         notes.append(
             f"{_identities(unusable)} could not be resolved ({inputs.not_found:,} not found, "
             f"{inputs.ambiguous:,} ambiguous) and will not be acted on; {see}"
+        )
+    if inputs.not_looked_up:
+        notes.append(
+            f"{_identities(inputs.not_looked_up)} could not be looked up: Graph did not answer "
+            "in time; they are not acted on yet: run the same command to look them up again"
         )
     return tuple(notes)
 
@@ -235,8 +263,10 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
         finally:
             reader.close()
     wanted = _needs_lookup(job, read)
+    cached = cached.join(wanted.select("kind", "input_value"), on=["kind", "input_value"])
     todo = wanted.join(cached.select("kind", "input_value"), on=["kind", "input_value"], how="anti")
-    users = _direct_users(read.ids)
+    # object IDs count as users before their look-up (it checks they exist and who is a guest)
+    users = _users(read, wanted.filter(pl.col("kind") != "object_id"), cached)
     estimate = estimate_requests(dict(todo.group_by("kind").len().iter_rows()))
     elsewhere = None if options.resend or job.ledger is None else _elsewhere(job)
     plan = make_plan(users, known, _actions(job), job.settings.send.batch_size, elsewhere)

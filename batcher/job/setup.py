@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batcher.actions import Action
-from batcher.auth import StaticToken, TokenSource, tenant_of, token_source
+from batcher.auth import StaticToken, TokenSource, ca_bundle_path, tenant_of, token_source
 from batcher.calls import StopSignal
 from batcher.config import Settings
 from batcher.errors import AuthError, ConfigError
@@ -17,8 +18,6 @@ from batcher.inputs import GUID_PATTERN
 from batcher.ledger import RunIdentity
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     import httpx
 
     from batcher.job.summary import Summary
@@ -55,14 +54,20 @@ class Job:
         return self.identity.actions
 
 
-def signing_in(settings: Settings, *, offline: bool = False) -> TokenSource | None:
+def signing_in(
+    settings: Settings, *, offline: bool = False, prompt: Callable[[str], None] | None = None
+) -> TokenSource | None:
     """How this command signs in (nothing is fetched yet); None when ``offline`` and the
-    settings name no usable credential (a dry run needs none)."""
+    settings name no usable credential (a dry run needs none). ``prompt`` shows a device
+    code to the admin: the library never prints."""
+    if settings.auth.ca_bundle:
+        ca_bundle_path(settings.auth.ca_bundle)  # a bad CA file is said before anything starts
     try:
         return token_source(
             settings.auth,
             simulator=settings.graph.target == "simulator",
             cloud=settings.graph.cloud,
+            prompt=prompt,
         )
     except ConfigError:
         if offline:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batcher.ledger import Ledger, WriterLock
+from batcher.platform import in_folder
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,10 @@ class Status:
         if self.last_run is None:
             return None
         line = self.last_run.get("command_line")
-        return str(line) if line else None
+        if not line:
+            return None
+        cwd = self.last_run.get("cwd")
+        return in_folder(str(cwd), str(line)) if cwd else str(line)
 
 
 def status(path: Path) -> Status:

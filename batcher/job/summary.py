@@ -26,6 +26,7 @@ class ActionSummary:
     already_done: int = 0
     done_elsewhere: int = 0  # done by another recent run on this tenant
     failed_before: int = 0
+    not_selected: int = 0  # a replay: failed or unknown, but not chosen by --only / --action
     skipped: int = 0
     skip_reason: str | None = None
     done: int = 0
@@ -58,6 +59,7 @@ class Inputs:
     not_found: int = 0
     ambiguous: int = 0
     guests: int = 0
+    not_looked_up: int = 0  # Graph did not answer in time: the same command looks them up again
     lookup_requests: int = 0  # done, or (dry run) about how many it takes
     users: int = 0  # distinct users acted on
 
@@ -72,11 +74,12 @@ class Inputs:
             duplicates=read.duplicates,
             invalid=read.invalid,
             skipped=read.skipped,
-            looked_up=sum(kind != "object_id" for kind in kinds),
+            looked_up=len(kinds),
             resolved=outcomes.count("resolved"),
             not_found=outcomes.count("not_found"),
             ambiguous=outcomes.count("ambiguous"),
             guests=outcomes.count("guest"),
+            not_looked_up=outcomes.count("not_looked_up"),
             lookup_requests=requests,
             users=users,
         )
@@ -109,10 +112,10 @@ class Summary:
     notes: tuple[str, ...] = field(default=())  # said prominently: e.g. many invalid rows
 
     @property
-    def primary(self) -> ActionSummary:
-        """The action the historical keys describe: Identity Protection's, else the first."""
-        risk = [a for a in self.actions if a.budget is Budget.IDENTITY_PROTECTION]
-        return (risk or list(self.actions))[0]
+    def risk(self) -> ActionSummary | None:
+        """The Identity Protection action (confirm, or dismiss for an undo), if any: the one the
+        keys of earlier releases describe."""
+        return next((a for a in self.actions if a.budget is Budget.IDENTITY_PROTECTION), None)
 
     @property
     def to_send(self) -> int:
@@ -131,26 +134,30 @@ class Summary:
         return sum(a.failed + a.failed_before for a in self.actions)
 
     def to_json(self) -> dict[str, Any]:
-        """Keys of earlier releases keep their meaning for the primary action (confirm)."""
-        first = self.primary
+        """Keys of earlier releases keep their meaning for confirm (or dismiss, in an undo);
+        they are null when the command has neither: ``actions`` has every action's counts."""
+        risk = self.risk
+        legacy = {
+            "already_done": risk.already_done if risk else None,
+            "done_elsewhere": risk.done_elsewhere if risk else None,
+            "failed_before": risk.failed_before if risk else None,
+            "to_send": risk.to_send if risk else None,
+            "batches": risk.requests if risk else None,
+            "confirmed": risk.done if risk else None,
+            "failed": risk.failed if risk else None,
+            "unknown": risk.unknown if risk else None,
+            "unsent": risk.not_sent if risk else None,
+        }
         data: dict[str, Any] = {
             "command": self.command,
-            "action": first.name,
+            "action": (risk or self.actions[0]).name if self.actions else None,
             "target": self.target,
             "tenant": self.tenant,
             "cloud": self.cloud,
             "api_version": self.api_version,
             "dry_run": self.dry_run,
             **asdict(self.inputs),
-            "already_done": first.already_done,
-            "done_elsewhere": first.done_elsewhere,
-            "failed_before": first.failed_before,
-            "to_send": first.to_send,
-            "batches": first.requests,
-            "confirmed": first.done,
-            "failed": first.failed,
-            "unknown": first.unknown,
-            "unsent": first.not_sent,
+            **legacy,
             "estimated_seconds": self.estimated_seconds,
             "users_to_act": self.users_to_act,
             "requests": self.requests,

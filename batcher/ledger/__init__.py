@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import socket
 import sqlite3
 from collections.abc import Sequence
@@ -100,7 +101,7 @@ class Ledger(Reads):
         with self._write() as db:
             cur = db.execute(
                 "INSERT INTO runs (command, tool_version, os_user, host, config_digest, inputs, "
-                "started_at, command_line) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "started_at, command_line, cwd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.command,
                     __version__,
@@ -110,6 +111,7 @@ class Ledger(Reads):
                     json.dumps(inputs),
                     now(),
                     record.command_line,
+                    record.cwd or os.getcwd(),
                 ),
             )
         self.run_id = int(cur.lastrowid or 0)

@@ -107,6 +107,7 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX lookups_user ON lookups (user_id);
     ALTER TABLE batches ADD COLUMN action TEXT;
     ALTER TABLE runs ADD COLUMN command_line TEXT;
+    ALTER TABLE runs ADD COLUMN cwd TEXT;
     INSERT INTO meta (key, value)
         SELECT 'actions', CASE value WHEN 'confirmCompromised' THEN 'confirm' ELSE value END
         FROM meta WHERE key = 'action';

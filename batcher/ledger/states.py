@@ -103,6 +103,7 @@ class RunRecord:
     config_digest: str
     inputs: tuple[tuple[str, str], ...] = ()  # (path, sha256)
     command_line: str = ""  # what resumes it, as it was typed
+    cwd: str = ""  # where it was typed (its relative paths are relative to it)
 
 
 def now() -> str:

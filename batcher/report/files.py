@@ -24,7 +24,7 @@ def check_report_path(path: Path) -> Path:
     """Refuse a report name no format matches, before any work is done for it."""
     if path.suffix.lower() not in REPORT_FORMATS:
         raise ConfigError(
-            f"{path}: unknown report format {path.suffix or '(none)'!r}; "
+            f"--out {path}: unknown report format {path.suffix or '(none)'!r}; "
             f"end the name with {', '.join(REPORT_FORMATS)}"
         )
     return path

@@ -129,6 +129,8 @@ def _tables(summary: Summary, console: Console, *, sent: bool, title: str) -> No
                 ("not found (see rejects file)", inputs.not_found),
                 ("ambiguous (see rejects file)", inputs.ambiguous),
                 ("guests", inputs.guests),
+                ("not looked up (Graph did not answer)", inputs.not_looked_up),
+                ("look-up requests", inputs.lookup_requests),
             ]
         rows.append(("users", inputs.users))
         for label, value in rows:
@@ -150,14 +152,12 @@ def _tables(summary: Summary, console: Console, *, sent: bool, title: str) -> No
 
 
 def _action_rows(summary: Summary, sent: bool) -> list[tuple[str, Callable[[ActionSummary], int]]]:
-    replay = summary.command == "replay"
     rows: list[tuple[str, Callable[[ActionSummary], int]]] = [
         ("done earlier", lambda a: a.already_done),
-        (
-            "not selected (other codes or actions)" if replay else "failed earlier (use replay)",
-            lambda a: a.failed_before,
-        ),
+        ("failed earlier (use replay)", lambda a: a.failed_before),
     ]
+    if summary.command == "replay":
+        rows.append(("not selected (other codes or actions)", lambda a: a.not_selected))
     if any(a.done_elsewhere for a in summary.actions):
         rows.append(("done by another recent run", lambda a: a.done_elsewhere))
     if any(a.skipped for a in summary.actions):
