@@ -281,3 +281,39 @@ def test_sigkill_during_a_containment_loses_no_user_and_keeps_each_users_order(
         assert extra <= CONTAIN_KILLS * window * 2, extra  # two directory actions
         resent = [u for u, n in Counter(record.accepted[ACTION]).items() if n > 1]
         assert len(resent) <= CONTAIN_KILLS * WINDOW
+
+
+def test_sigkill_during_the_look_up_resumes_without_looking_up_again(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    """900 addresses take three JSON batches of look-ups; the process dies after the second
+    batch was answered and before that answer was recorded. The same command then looks up
+    only what the ledger does not hold yet, and acts on everyone once."""
+    sim = simulator_factory(FAST)  # an open directory: any address is a member
+    record = sim.simulator.record
+    upns = [f"user{n:03d}@contoso.com" for n in range(900)]
+    (tmp_path / "list.csv").write_text("Recipient\n" + "\n".join(upns) + "\n", encoding="utf-8")
+    config = write_config(tmp_path / "config.toml", sim.url, send={"max_in_flight": 1})
+    ledger = tmp_path / "ledger.sqlite"
+    command = [
+        BATCHER,
+        "run",
+        "--yes",
+        "list.csv",
+        "--config",
+        str(config),
+        "--ledger",
+        str(ledger),
+    ]
+    killed = _start(command, tmp_path, BATCHER_FAILPOINT="send.after_answer:2")
+    killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert record.batches == 2 and record.accepted[ACTION] == []  # killed while looking up
+    done = _start(command, tmp_path)
+    _, err = done.communicate(timeout=120)
+    assert done.returncode == 0, err
+    asked = Counter(upn for f in record.filters for upn in upns if f"'{upn}'" in f)
+    assert all(asked[upn] == 1 for upn in upns[:300])  # recorded before the kill: not again
+    assert all(asked[upn] == 2 for upn in upns[300:600])  # answered, but not recorded
+    assert all(asked[upn] == 1 for upn in upns[600:])
+    assert len(record.accepted[ACTION]) == 900 and counts(ledger) == {"confirm": {"done": 900}}

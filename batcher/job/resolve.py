@@ -82,7 +82,7 @@ async def _look_up(job: Job, wanted: pl.DataFrame) -> tuple[pl.DataFrame, int]:
             session.caller(control),
             max_in_flight=job.settings.send.max_in_flight,
         )
-        with job.stop.attached(control), control.scope():
+        with control.scope():  # a breaker ends it; Ctrl-C is a KeyboardInterrupt (exit 130)
             table = await resolver.resolve(wanted)
         if control.tripped is not None:
             raise control.tripped
