@@ -18,6 +18,7 @@ from batcher.actions import ACTIONS, ORDER
 from batcher.calls import Caller, StopSignal
 from batcher.errors import AuthError
 from batcher.eventlog import Observer
+from batcher.ledger import TO_SEND, Ledger, RunRecord
 from batcher.sender import FORBIDDEN_IN_A_ROW, Lanes, SendOutcome, Work, send
 from batcher.simulator import DirectoryUser, GraphSimulator
 from tests.helpers import (
@@ -75,10 +76,12 @@ async def _send(
     users: list[DirectoryUser] | None = None,
     max_in_flight: int = 4,
     stop: StopSignal | None = None,
+    resume: Path | None = None,
     **options: Any,
 ) -> Sent:
     """Send ``steps`` (action -> user IDs): ``options`` are simulator settings, or the
-    caller's (ip, writes, retry_for, backoff, sleep, grace, observer)."""
+    caller's (ip, writes, retry_for, backoff, sleep, grace, observer). ``resume``: a new run
+    on that ledger, whose ``steps`` are already in it (a fresh simulator, same ``users``)."""
     caller = paced_caller(**{k: v for k, v in options.items() if k in CALLER_KEYS})
     changes: dict[str, Any] = {
         "rate_per_second": 1000.0,
@@ -88,8 +91,12 @@ async def _send(
     }
     changes.update({k: v for k, v in options.items() if k not in CALLER_KEYS})
     sim = GraphSimulator(sim_settings(**changes), tokens={TEST_TOKEN}, users=users)
-    path = tmp_path / "ledger.sqlite"
-    ledger = step_ledger(path, steps)
+    if resume is None:
+        path = tmp_path / "ledger.sqlite"
+        ledger = step_ledger(path, steps)
+    else:
+        path, ledger = resume, Ledger.open(resume)
+        ledger.begin_run(RunRecord("run", "digest"))
     works = [Work(ACTIONS[name], steps[name]) for name in ORDER if name in steps]
     started = time.monotonic()
     try:
@@ -300,21 +307,38 @@ async def test_the_ip_lane_and_the_directory_lane_run_at_the_same_time(tmp_path:
     assert max(ip_alone, directory_alone) <= sent.seconds < 0.9 * (ip_alone + directory_alone)
 
 
-async def test_a_disable_left_unknown_still_gets_its_revoke(tmp_path: Path) -> None:
-    users = ids(5)
+async def test_a_disable_left_unknown_holds_back_its_revoke_until_a_resume_sends_both_in_order(
+    tmp_path: Path,
+) -> None:
+    """503s and no retry time: some disables end unknown (Graph may not have blocked the
+    account), so their revokes stay planned, never sent; the others' revokes go. A resume
+    with Graph healthy sends the disable again, then the revoke."""
+    directory = [_member(n) for n in range(40)]
+    users = [u.id for u in directory]
+    steps = {"disable": users, "revoke-sessions": users}
     sent = await _send(
-        tmp_path,
-        {"disable": users, "revoke-sessions": users},
-        directory_faults={"500": 1.0},
-        retry_for=0.05,
+        tmp_path, steps, users=directory, directory_faults={"503": 0.5}, seed=4, retry_for=0
     )
-    assert sent.outcome.counts == {"disable": {"unknown": 5}, "revoke-sessions": {"unknown": 5}}
-    for uid in users:
-        tried = sent.tried(uid)
-        assert {op for op, _ in tried} == {"disable", "revoke"}
-        assert max(i for i, (op, _) in enumerate(tried) if op == "disable") < tried.index(
-            ("revoke", 500)
-        )
+    disable, revoke = sent.states("disable"), sent.states("revoke-sessions")
+    unknown = {uid for uid, state in disable.items() if state == "unknown"}
+    assert unknown and "done" in disable.values()  # both kinds happened
+    assert {uid for uid, state in revoke.items() if state == "planned"} == unknown
+    attempts = dict(
+        sent.query("SELECT user_id, attempts FROM steps WHERE action = 'revoke-sessions'")
+    )
+    for uid in unknown:
+        assert [op for op, _ in sent.tried(uid)] == ["disable"]  # no revoke reached Graph
+        assert attempts[uid] == 0
+    for uid in set(users) - unknown:  # done: its revoke was sent after it
+        assert [op for op, _ in sent.tried(uid)] == ["disable", "revoke"]
+    assert sum(sent.outcome.counts["revoke-sessions"].values()) == 40 - len(unknown)
+
+    again = {a: [u for u, s in sent.states(a).items() if s in TO_SEND] for a in steps}
+    resumed = await _send(tmp_path, again, users=directory, resume=sent.ledger)
+    assert counts(resumed.ledger) == {"disable": {"done": 40}, "revoke-sessions": {"done": 40}}
+    for uid in unknown:
+        assert resumed.sim.record.operations(uid) == ["disable", "revoke"]
+    assert not any(u.accountEnabled for u in directory)
 
 
 async def test_a_disable_only_throttled_past_the_retry_window_holds_back_its_revoke(

@@ -1,9 +1,11 @@
 """The directory lane: one request per user inside JSON batches of 20, each user's steps in order.
 
 A user's step that must follow another (revoke-sessions after disable) waits until that one
-settled; then it is sent whatever the outcome (a failed disable still gets its revoke, and the
-report says the account is still enabled). A step that goes back to planned (Graph never applied
-it) keeps the steps that follow it planned too. Each inner answer is judged on its own.
+settled. Done or failed for good, it is then sent (a failed disable still gets its revoke, and
+the report says the account is still enabled). Unknown (Graph may or may not have applied it) or
+back to planned (Graph never applied it), the steps that follow it stay planned in this run: a
+revoke before the block is in place would let an attacker sign in again. A resume sends the
+first step again, then the rest. Each inner answer is judged on its own.
 """
 
 from __future__ import annotations
@@ -271,16 +273,23 @@ class PerUserLane:
             if state == StepState.UNKNOWN:
                 self._settle(step, StepState.UNKNOWN, batch_id)
             else:  # never applied: the steps that must follow it stay planned too
-                self.blocked.pop(step.key, None)
-                self._notify()
+                self._hold_back(step)
 
     def _settle(self, step: _Step, state: StepState, batch_id: int | None) -> None:
         self.lanes.settled(step.action.name, state, 1, batch_id)
-        self._unblock(step)
+        if state in (StepState.DONE, StepState.FAILED):
+            self._unblock(step)
+        else:  # unknown: it may not have applied, so what follows it stays planned
+            self._hold_back(step)
 
     def _unblock(self, step: _Step) -> None:
         for waiting in self.blocked.pop(step.key, []):
             self.ready.append(waiting)
+        self._notify()
+
+    def _hold_back(self, step: _Step) -> None:
+        """The steps waiting for ``step`` are not sent in this run: they stay planned."""
+        self.blocked.pop(step.key, None)
         self._notify()
 
     def _release_waiting(self) -> None:
