@@ -18,6 +18,7 @@ from batcher.actions import ACTIONS, ORDER
 from batcher.calls import Caller, StopSignal
 from batcher.errors import AuthError
 from batcher.eventlog import Observer
+from batcher.ledger import TO_SEND, Ledger, RunRecord, StepState
 from batcher.sender import FORBIDDEN_IN_A_ROW, Lanes, SendOutcome, Work, send
 from batcher.simulator import DirectoryUser, GraphSimulator
 from tests.helpers import (
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.anyio
 CALLER_KEYS = {"ip", "writes", "retry_for", "backoff", "sleep", "grace", "observer"}
 PRIVILEGED_ROLE = "privileged role"
 NO_SUCH_USER = "no such user"
+DISABLE_PERMISSION = "User.EnableDisableAccount.All"
 
 
 @dataclass
@@ -75,10 +77,12 @@ async def _send(
     users: list[DirectoryUser] | None = None,
     max_in_flight: int = 4,
     stop: StopSignal | None = None,
+    resume: Path | None = None,
     **options: Any,
 ) -> Sent:
     """Send ``steps`` (action -> user IDs): ``options`` are simulator settings, or the
-    caller's (ip, writes, retry_for, backoff, sleep, grace, observer)."""
+    caller's (ip, writes, retry_for, backoff, sleep, grace, observer). ``resume``: a new run
+    on that ledger, whose ``steps`` are already in it (a fresh simulator, same ``users``)."""
     caller = paced_caller(**{k: v for k, v in options.items() if k in CALLER_KEYS})
     changes: dict[str, Any] = {
         "rate_per_second": 1000.0,
@@ -88,8 +92,12 @@ async def _send(
     }
     changes.update({k: v for k, v in options.items() if k not in CALLER_KEYS})
     sim = GraphSimulator(sim_settings(**changes), tokens={TEST_TOKEN}, users=users)
-    path = tmp_path / "ledger.sqlite"
-    ledger = step_ledger(path, steps)
+    if resume is None:
+        path = tmp_path / "ledger.sqlite"
+        ledger = step_ledger(path, steps)
+    else:
+        path, ledger = resume, Ledger.open(resume)
+        ledger.begin_run(RunRecord("run", "digest"))
     works = [Work(ACTIONS[name], steps[name]) for name in ORDER if name in steps]
     started = time.monotonic()
     try:
@@ -205,16 +213,54 @@ async def test_403_for_some_users_among_successes_fails_only_them(tmp_path: Path
     assert {u.id for u in directory if u.accountEnabled} == admins
 
 
+async def test_one_administrator_among_members_fails_alone_with_both_causes_named(
+    tmp_path: Path,
+) -> None:
+    directory = [_member(0, privileged=True), *(_member(n) for n in range(1, 10))]
+    admin = directory[0]
+    sent = await _send(tmp_path, {"disable": [u.id for u in directory]}, users=directory)
+    assert sent.outcome.stopped_by is None
+    assert sent.outcome.counts == {"disable": {"done": 9, "failed": 1}}
+    state, status, message = sent.step(admin.id, "disable")
+    assert (state, status) == ("failed", 403)
+    assert PRIVILEGED_ROLE in str(message) and DISABLE_PERMISSION in str(message)
+    assert {u.id for u in directory if u.accountEnabled} == {admin.id}
+
+
+@pytest.mark.parametrize("how_many", [1, 3, FORBIDDEN_IN_A_ROW - 1])
+async def test_fewer_than_20_users_all_administrators_fail_without_tripping_the_breaker(
+    tmp_path: Path, how_many: int
+) -> None:
+    """Graph refuses each one with the same 403 as a missing permission: too few in a row to
+    tell, so each fails (both causes named) and their revokes still go."""
+    admins = [_member(n, privileged=True) for n in range(how_many)]
+    users = [u.id for u in admins]
+    sent = await _send(
+        tmp_path, {"disable": users, "revoke-sessions": users}, users=admins, max_in_flight=1
+    )
+    assert sent.outcome.stopped_by is None
+    assert sent.outcome.counts == {
+        "disable": {"failed": how_many},
+        "revoke-sessions": {"done": how_many},
+    }
+    for uid in users:
+        assert sent.tried(uid) == [("disable", 403), ("revoke", 200)]
+        state, _, message = sent.step(uid, "disable")
+        assert state == "failed"
+        assert PRIVILEGED_ROLE in str(message) and DISABLE_PERMISSION in str(message)
+    assert all(u.accountEnabled for u in admins)
+
+
 @pytest.mark.parametrize(
     ("actions", "permission"),
     [
-        (("disable",), "User.EnableDisableAccount.All"),
+        (("disable",), DISABLE_PERMISSION),
         (("revoke-sessions",), "User.RevokeSessions.All"),
-        (("disable", "revoke-sessions"), "User.EnableDisableAccount.All"),
+        (("disable", "revoke-sessions"), DISABLE_PERMISSION),
     ],
 )
-@pytest.mark.parametrize("how_many", [5, 50])
-async def test_403_for_every_user_trips_the_breaker_naming_the_permission(
+@pytest.mark.parametrize("how_many", [25, 50])
+async def test_20_refusals_in_a_row_trip_the_breaker_naming_the_permission_and_replan(
     tmp_path: Path, actions: tuple[str, ...], permission: str, how_many: int
 ) -> None:
     users = ids(how_many)
@@ -225,12 +271,15 @@ async def test_403_for_every_user_trips_the_breaker_naming_the_permission(
     assert isinstance(stopped, AuthError) and permission in str(stopped)
     assert "403" in str(stopped)
     record = sent.sim.record
-    # it stops after 20 refusals in a row (or all of them, when fewer): one batch
+    # it stops after 20 refusals in a row: one batch
     assert record.batches == 1
-    assert record.inner_requests == min(how_many, FORBIDDEN_IN_A_ROW)
+    assert record.inner_requests == FORBIDDEN_IN_A_ROW
     assert {w.status for w in record.writes} == {403}
     if "revoke-sessions" in actions and "disable" in actions:
         assert not [w for w in record.writes if w.op == "revoke"]  # never before its disable
+    for action in actions:  # not the users' fault: the same command sends them once granted
+        assert set(sent.states(action).values()) == {"planned"}
+        assert sent.outcome.of(action, StepState.FAILED) == 0  # nor counted as failed
 
 
 async def test_a_lost_outer_answer_is_retried_and_the_steps_end_done(tmp_path: Path) -> None:
@@ -300,21 +349,38 @@ async def test_the_ip_lane_and_the_directory_lane_run_at_the_same_time(tmp_path:
     assert max(ip_alone, directory_alone) <= sent.seconds < 0.9 * (ip_alone + directory_alone)
 
 
-async def test_a_disable_left_unknown_still_gets_its_revoke(tmp_path: Path) -> None:
-    users = ids(5)
+async def test_a_disable_left_unknown_holds_back_its_revoke_until_a_resume_sends_both_in_order(
+    tmp_path: Path,
+) -> None:
+    """503s and no retry time: some disables end unknown (Graph may not have blocked the
+    account), so their revokes stay planned, never sent; the others' revokes go. A resume
+    with Graph healthy sends the disable again, then the revoke."""
+    directory = [_member(n) for n in range(40)]
+    users = [u.id for u in directory]
+    steps = {"disable": users, "revoke-sessions": users}
     sent = await _send(
-        tmp_path,
-        {"disable": users, "revoke-sessions": users},
-        directory_faults={"500": 1.0},
-        retry_for=0.05,
+        tmp_path, steps, users=directory, directory_faults={"503": 0.5}, seed=4, retry_for=0
     )
-    assert sent.outcome.counts == {"disable": {"unknown": 5}, "revoke-sessions": {"unknown": 5}}
-    for uid in users:
-        tried = sent.tried(uid)
-        assert {op for op, _ in tried} == {"disable", "revoke"}
-        assert max(i for i, (op, _) in enumerate(tried) if op == "disable") < tried.index(
-            ("revoke", 500)
-        )
+    disable, revoke = sent.states("disable"), sent.states("revoke-sessions")
+    unknown = {uid for uid, state in disable.items() if state == "unknown"}
+    assert unknown and "done" in disable.values()  # both kinds happened
+    assert {uid for uid, state in revoke.items() if state == "planned"} == unknown
+    attempts = dict(
+        sent.query("SELECT user_id, attempts FROM steps WHERE action = 'revoke-sessions'")
+    )
+    for uid in unknown:
+        assert [op for op, _ in sent.tried(uid)] == ["disable"]  # no revoke reached Graph
+        assert attempts[uid] == 0
+    for uid in set(users) - unknown:  # done: its revoke was sent after it
+        assert [op for op, _ in sent.tried(uid)] == ["disable", "revoke"]
+    assert sum(sent.outcome.counts["revoke-sessions"].values()) == 40 - len(unknown)
+
+    again = {a: [u for u, s in sent.states(a).items() if s in TO_SEND] for a in steps}
+    resumed = await _send(tmp_path, again, users=directory, resume=sent.ledger)
+    assert counts(resumed.ledger) == {"disable": {"done": 40}, "revoke-sessions": {"done": 40}}
+    for uid in unknown:
+        assert resumed.sim.record.operations(uid) == ["disable", "revoke"]
+    assert not any(u.accountEnabled for u in directory)
 
 
 async def test_a_disable_only_throttled_past_the_retry_window_holds_back_its_revoke(

@@ -1,9 +1,11 @@
 """The directory lane: one request per user inside JSON batches of 20, each user's steps in order.
 
 A user's step that must follow another (revoke-sessions after disable) waits until that one
-settled; then it is sent whatever the outcome (a failed disable still gets its revoke, and the
-report says the account is still enabled). A step that goes back to planned (Graph never applied
-it) keeps the steps that follow it planned too. Each inner answer is judged on its own.
+settled. Done or failed for good, it is then sent (a failed disable still gets its revoke, and
+the report says the account is still enabled). Unknown (Graph may or may not have applied it) or
+back to planned (Graph never applied it), the steps that follow it stay planned in this run: a
+revoke before the block is in place would let an attacker sign in again. A resume sends the
+first step again, then the rest. Each inner answer is judged on its own.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from batcher.ledger import Answer, StepResult, StepState
 from batcher.retries import RETRYABLE
 from batcher.sender.lanes import Lanes, Work
 
-FORBIDDEN_IN_A_ROW = 20  # 403s for every user, with no success yet: the permission is missing
+# 403s in a row for one action, with no success yet: the permission is missing. Fewer may be
+# administrators (Graph answers both the same), so each of those fails alone.
+FORBIDDEN_IN_A_ROW = 20
 STOP_CHECK = 0.1  # seconds: how soon an idle worker (waiting for a retry's back-off) sees a stop
 
 
@@ -77,7 +81,6 @@ class PerUserLane:
         self._proven: set[str] = set()  # actions Graph accepted at least once in this run
         self._missing_permission: str | None = None  # the action whose 403s tripped the run
         pending = {w.action.name: set(w.user_ids) for w in works}
-        self._threshold = {w.action.name: min(FORBIDDEN_IN_A_ROW, len(w.user_ids)) for w in works}
         for work in works:  # in the action table's order: disable before revoke-sessions
             first = work.action.after
             for uid in work.user_ids:
@@ -196,7 +199,7 @@ class PerUserLane:
             if isinstance(exc, Throttled):
                 throttled.append(exc.retry_after or 0.0)
             verdict = self._judge(step, exc)
-            answer = _explained(answer, exc, verdict)
+            answer = _explained(answer, exc, verdict, step.action)
             results.append(StepResult(step.key, answer, verdict))
             if verdict is None:
                 again.append((step, exc))
@@ -225,7 +228,7 @@ class PerUserLane:
             return None
         if isinstance(exc, Forbidden):
             self._forbidden[name].append(step.key)
-            if name not in self._proven and len(self._forbidden[name]) >= self._threshold[name]:
+            if name not in self._proven and len(self._forbidden[name]) >= FORBIDDEN_IN_A_ROW:
                 self._missing_permission = name
                 self.lanes.control.trip(
                     AuthError(
@@ -271,16 +274,23 @@ class PerUserLane:
             if state == StepState.UNKNOWN:
                 self._settle(step, StepState.UNKNOWN, batch_id)
             else:  # never applied: the steps that must follow it stay planned too
-                self.blocked.pop(step.key, None)
-                self._notify()
+                self._hold_back(step)
 
     def _settle(self, step: _Step, state: StepState, batch_id: int | None) -> None:
         self.lanes.settled(step.action.name, state, 1, batch_id)
-        self._unblock(step)
+        if state in (StepState.DONE, StepState.FAILED):
+            self._unblock(step)
+        else:  # unknown: it may not have applied, so what follows it stays planned
+            self._hold_back(step)
 
     def _unblock(self, step: _Step) -> None:
         for waiting in self.blocked.pop(step.key, []):
             self.ready.append(waiting)
+        self._notify()
+
+    def _hold_back(self, step: _Step) -> None:
+        """The steps waiting for ``step`` are not sent in this run: they stay planned."""
+        self.blocked.pop(step.key, None)
         self._notify()
 
     def _release_waiting(self) -> None:
@@ -291,16 +301,19 @@ class PerUserLane:
             self._give_up_steps(waiting, None)  # counts those that became unknown
 
 
-def _explained(answer: Answer, exc: GraphError | None, verdict: StepState | None) -> Answer:
+def _explained(
+    answer: Answer, exc: GraphError | None, verdict: StepState | None, action: Action
+) -> Answer:
     """Say why one user failed where Graph's message does not."""
     if verdict != StepState.FAILED:
         return answer
     if isinstance(exc, NotFound):
         why = "no such user in the directory (deleted, or an ID from another tenant)"
     elif isinstance(exc, Forbidden):
-        why = (
-            "refused for this user: changing an administrator needs a privileged role "
-            "(Privileged Authentication Administrator or Global Administrator)"
+        why = (  # Graph says the same for both causes: name both
+            "refused for this user: either the user is an administrator, and changing one "
+            "needs a privileged role (Privileged Authentication Administrator or Global "
+            f"Administrator), or the app or user lacks the Graph permission {action.permission}"
         )
     else:
         return answer
