@@ -190,3 +190,49 @@ def test_replay_of_one_action_sends_only_its_failed_steps(tmp_path: Path) -> Non
     ledger = rig.ledger_for()
     assert counts(ledger)["revoke-sessions"] == {"done": 40, "skipped": 2}
     assert counts(ledger)["disable"]["failed"] == 3 and counts(ledger)["confirm"]["failed"] == 1
+
+
+def test_the_same_containment_after_its_undo_disables_and_confirms_again_but_not_revokes(
+    tmp_path: Path,
+) -> None:
+    """A responder who undid by mistake re-runs the command: what the undo reversed is sent
+    again; revoked sessions were never given back, so they are not revoked again."""
+    rig, members, guests, _ = _contained(tmp_path)
+    before = members[-1]  # disabled before the run: the undo left it disabled
+    ledger, path = rig.ledger_for(), tmp_path / "ids.csv"
+    rig.undo(ledger)
+    assert all(u.accountEnabled for u in [*members[:-1], *guests])
+    record = rig.record
+    writes, confirmed = len(record.writes), len(record.accepted[CONFIRM])
+    on_disk = (ledger.read_bytes(), ledger.stat().st_mtime_ns)
+
+    plan = rig.run(path, actions=CONTAIN, dry_run=True)
+    assert {a.name: (a.to_send, a.already_done) for a in plan.actions} == {
+        "disable": (41, 1),
+        "revoke-sessions": (0, 40),
+        "confirm": (40, 0),
+    }
+    assert (ledger.read_bytes(), ledger.stat().st_mtime_ns) == on_disk  # a dry run writes none
+    assert len(record.writes) == writes
+
+    again = rig.run(path, actions=CONTAIN)
+    assert {a.name: (a.done, a.already_done) for a in again.actions} == {
+        "disable": (41, 1),
+        "revoke-sessions": (0, 40),
+        "confirm": (40, 0),
+    }
+    sent = record.writes[writes:]
+    assert sorted((w.op, w.user_id) for w in sent) == sorted(
+        ("disable", u.id) for u in [*members[:-1], *guests]
+    )
+    assert before.id not in {w.user_id for w in sent}
+    assert sorted(record.accepted[CONFIRM][confirmed:]) == sorted(u.id for u in members)
+    assert not any(u.accountEnabled for u in members + guests)
+    assert counts(ledger)["disable"] == {"done": 42}
+
+    result = rig.verify(ledger)
+    got = {a: (c["checked"], c["as_expected"]) for a, c in result.actions.items()}
+    assert got == {"disable": (42, 42), "revoke-sessions": (40, 40), "confirm": (40, 40)}
+    writes = len(record.writes)
+    third = rig.run(path, actions=CONTAIN)  # sent again since the undo: done, for good
+    assert third.to_send == 0 and len(record.writes) == writes

@@ -234,3 +234,23 @@ def test_unread_finishes_a_verify_written_in_any_format(tmp_path: Path, suffix: 
     assert rest.total("checked") == unread == rig.record.reads - reads
     whole = read_report(out)
     assert whole.height == 8 and set(whole["verify_status"]) == {"confirmed"}
+
+
+def test_the_same_run_after_a_stopped_undo_confirms_again_only_those_dismissed(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path, send={"batch_size": 10, "max_in_flight": 1})
+    values = ids(50)
+    ledger = _confirmed(rig, values)
+    rig.events = Hooked()
+    stop = StopSignal()
+    rig.events.at("request", 2, stop.ask)
+    rig.undo(ledger, stop=stop)
+    dismissed = rig.record.accepted["dismiss"]
+    assert 0 < len(dismissed) < 50
+    rig.events = Hooked()
+    again = rig.run(rig.tmp_path / "ids.csv")
+    assert again.actions[0].done == len(dismissed)
+    assert again.actions[0].already_done == 50 - len(dismissed)
+    assert sorted(rig.record.accepted[CONFIRM][50:]) == sorted(dismissed)
+    assert set(rig.record.risk_state.values()) == {"confirmedCompromised"}

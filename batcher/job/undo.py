@@ -11,20 +11,15 @@ import polars as pl
 from batcher.actions import ACTIONS, reverse
 from batcher.errors import LedgerError
 from batcher.job.execute import Facts, config_digest, execute, summarise
+from batcher.job.ledgers import undo_ledger as undo_ledger  # where it was
 from batcher.job.session import Session, budget_pacers, paced_rates
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import Ledger, RunRecord
 from batcher.plan import USER_COLUMNS, Plan, action_plan
-from batcher.report.files import sibling
 
 UNDO_OF = "undo_of"
 NO_STEPS = pl.DataFrame(schema={"user_id": pl.String, "action": pl.String, "state": pl.String})
-
-
-def undo_ledger(original: Path) -> Path:
-    """Where the undo of ``original`` is recorded: beside it, so the same undo resumes it."""
-    return sibling(original, ".undo.sqlite")
 
 
 def undo_actions(original: Path) -> tuple[str, ...]:
