@@ -254,3 +254,41 @@ def test_the_same_run_after_a_stopped_undo_confirms_again_only_those_dismissed(
     assert again.actions[0].already_done == 50 - len(dismissed)
     assert sorted(rig.record.accepted[CONFIRM][50:]) == sorted(dismissed)
     assert set(rig.record.risk_state.values()) == {"confirmedCompromised"}
+
+
+# -- the ledger's tenant, a dry run that writes nothing, steps in doubt -------------------------
+def _rehearsal(tmp_path: Path) -> tuple[Rig, Path]:
+    """A run against the simulator (its ledger names the tenant "simulator"), and a rig whose
+    config signs in to a tenant (token-tenant)."""
+    rehearsal = Rig(tmp_path, graph={"target": "simulator"})
+    ledger = _confirmed(rehearsal, ids(10))
+    reader = Ledger.open_existing(ledger)
+    try:
+        assert reader.meta()["tenant"] == "simulator"
+    finally:
+        reader.close()
+    return Rig(tmp_path), ledger
+
+
+def test_undo_refuses_a_ledger_written_for_another_tenant_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    real, ledger = _rehearsal(tmp_path)
+    on_disk = ledger.read_bytes()
+    for dry_run in (True, False):
+        with pytest.raises(LedgerError) as refused:
+            real.undo(ledger, dry_run=dry_run)
+        message = str(refused.value)
+        assert "\n" not in message
+        assert "written for tenant simulator (global cloud), but the config signs in to " in message
+        assert "token-tenant (global cloud); undo with the config of that run" in message
+    assert real.record.requests == 0 and real.record.accepted["dismiss"] == []
+    assert not undo_ledger(ledger).exists() and ledger.read_bytes() == on_disk
+
+
+def test_verify_refuses_a_ledger_written_for_another_tenant(tmp_path: Path) -> None:
+    real, ledger = _rehearsal(tmp_path)
+    with pytest.raises(LedgerError, match="verify with the config of that run"):
+        real.verify(ledger)
+    assert real.record.reads == 0
+    assert not (ledger.parent / f"{ledger.stem}.verify.csv").exists()

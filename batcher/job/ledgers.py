@@ -39,6 +39,20 @@ def undo_ledger(original: Path) -> Path:
     return sibling(original, ".undo.sqlite")
 
 
+def check_origin(path: Path, meta: Mapping[str, str], identity: RunIdentity, command: str) -> None:
+    """Refuse to act on a ledger written for another tenant or cloud than the config signs in
+    to (an undo of a rehearsal must not reach the real tenant); an offline dry run, whose
+    tenant only signing in would tell, is not refused."""
+    if not identity.tenant:
+        return
+    tenant, cloud = meta.get("tenant"), meta.get("cloud")
+    if tenant != identity.tenant or (cloud is not None and cloud != identity.cloud):
+        raise LedgerError(
+            f"{path}: written for tenant {tenant} ({cloud} cloud), but the config signs in to "
+            f"{identity.tenant} ({identity.cloud} cloud); {command} with the config of that run"
+        )
+
+
 def undone_later(ledger: Reads) -> pl.DataFrame:
     """(user_id, action) of the steps ``ledger`` did that its undo ledger reversed afterwards:
     the same command sends them again."""

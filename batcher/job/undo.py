@@ -11,6 +11,7 @@ import polars as pl
 from batcher.actions import ACTIONS, reverse
 from batcher.errors import LedgerError
 from batcher.job.execute import Facts, config_digest, execute, summarise
+from batcher.job.ledgers import check_origin
 from batcher.job.ledgers import undo_ledger as undo_ledger  # where it was
 from batcher.job.session import Session, budget_pacers, paced_rates
 from batcher.job.setup import Job
@@ -48,6 +49,11 @@ def undo(job: Job, original: Path, *, dry_run: bool = False) -> Summary:
     """Reverse every step ``original`` did or may have done (unknown: Graph may have applied
     it, and reversing is safe to repeat). ``original`` stays locked meanwhile, so its run
     cannot go on while the undo reverses it."""
+    reader = Ledger.open_existing(original)  # its tenant, before anything is written
+    try:
+        check_origin(original, reader.meta(), job.identity, "undo")
+    finally:
+        reader.close()
     holder = Ledger.open(original)  # its writer lock: refused while a run still writes it
     try:
         holder.recover()

@@ -10,6 +10,7 @@ import polars as pl
 
 from batcher.actions import ACTIONS, Read
 from batcher.errors import LedgerError
+from batcher.job.ledgers import check_origin
 from batcher.job.session import Session
 from batcher.job.setup import Job
 from batcher.job.summary import VerifySummary
@@ -30,6 +31,7 @@ def verify(job: Job, options: VerifyOptions) -> VerifySummary:
         check_report_path(options.out)
     reader = Ledger.open_existing(job.ledger)
     try:
+        check_origin(job.ledger, reader.meta(), job.identity, "verify")
         actions = reader.actions()
         done = {a: reader.done(a) for a in actions}
         counts = reader.counts()
