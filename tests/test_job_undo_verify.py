@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from batcher.calls import StopSignal
 from batcher.errors import LedgerError, NotConfirmed
 from batcher.job import undo_ledger
-from batcher.ledger import Ledger, WriterLock
+from batcher.ledger import APPLICATION_ID, MIGRATIONS, Ledger, WriterLock
 from batcher.report.files import read_report
 from tests.helpers import (
     Hooked,
@@ -292,3 +293,48 @@ def test_verify_refuses_a_ledger_written_for_another_tenant(tmp_path: Path) -> N
         real.verify(ledger)
     assert real.record.reads == 0
     assert not (ledger.parent / f"{ledger.stem}.verify.csv").exists()
+
+
+def test_undo_dry_run_leaves_the_original_ledger_byte_for_byte_as_it_was(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    values = ids(12)
+    ledger = _confirmed(rig, values[:10])
+    killed = Ledger.open(ledger)  # a run killed with a request out for two more users
+    killed.add_users(pl.DataFrame({"user_id": values[10:]}))
+    killed.add_steps("confirm", pl.Series(values[10:]))
+    killed.start_batch("confirm", [(uid, "confirm") for uid in values[10:]], "crid")
+    killed.close()
+    before = (ledger.read_bytes(), ledger.stat().st_mtime_ns)
+    files = sorted(p.name for p in ledger.parent.iterdir())
+
+    plan = rig.undo(ledger, dry_run=True)
+    assert plan.to_send == 12  # the two in doubt too: a request carrying them was out
+    assert any("2 unknown" in n for n in plan.notes)
+    assert (ledger.read_bytes(), ledger.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in ledger.parent.iterdir()) == files  # no lock, no undo ledger
+    assert states(ledger) == dict.fromkeys(values[:10], "done") | dict.fromkeys(
+        values[10:], "unknown"
+    )
+
+
+def test_undo_dry_run_of_an_older_ledger_does_not_migrate_it(tmp_path: Path) -> None:
+    ledger = tmp_path / "old.sqlite"
+    values = ids(6)
+    with sqlite3.connect(ledger) as db:  # a version-2 ledger, as batcher 0.2 wrote it
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.executescript(MIGRATIONS[1] + MIGRATIONS[2])
+        db.execute("PRAGMA user_version = 2")
+        db.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [("action", CONFIRM), ("tenant", "token-tenant"), ("cloud", "global")],
+        )
+        db.executemany(
+            "INSERT INTO ids (user_id, state) VALUES (?, ?)",
+            [(i, "confirmed") for i in values[:4]] + [(i, "failed") for i in values[4:]],
+        )
+    before = (ledger.read_bytes(), ledger.stat().st_mtime_ns)
+    plan = Rig(tmp_path).undo(ledger, dry_run=True)
+    assert (plan.actions[0].name, plan.to_send) == ("dismiss", 4)
+    assert (ledger.read_bytes(), ledger.stat().st_mtime_ns) == before
+    with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2

@@ -48,30 +48,36 @@ def undo_actions(original: Path) -> tuple[str, ...]:
 def undo(job: Job, original: Path, *, dry_run: bool = False) -> Summary:
     """Reverse every step ``original`` did or may have done (unknown: Graph may have applied
     it, and reversing is safe to repeat). ``original`` stays locked meanwhile, so its run
-    cannot go on while the undo reverses it."""
-    reader = Ledger.open_existing(original)  # its tenant, before anything is written
+    cannot go on while the undo reverses it; a dry run only reads it (it changes nothing)."""
+    reader = Ledger.open_existing(original)  # read before anything is written, even a lock
     try:
         check_origin(original, reader.meta(), job.identity, "undo")
+        if dry_run:
+            return _dry_run(job, reader)
     finally:
         reader.close()
     holder = Ledger.open(original)  # its writer lock: refused while a run still writes it
     try:
         holder.recover()
-        if not dry_run:
-            return anyio.run(_undo, job, holder)
-        known, exists = NO_STEPS, job.ledger is not None and job.ledger.exists()
-        if exists:
-            assert job.ledger is not None
-            reader = Ledger.open_existing(job.ledger)
-            try:
-                known = reader.known_steps()
-            finally:
-                reader.close()
-        plan, facts = _plan(job, holder, known)
-        facts = replace(facts, dry_run=True, ledger_exists=exists)
-        return summarise(job, plan, facts, paced_rates(budget_pacers(job.settings)))
+        return anyio.run(_undo, job, holder)
     finally:
         holder.close()
+
+
+def _dry_run(job: Job, original: Ledger) -> Summary:
+    """The undo's plan from ``original`` as a reader sees it (what a kill left 'sending' counts
+    as unknown when it may have been applied)."""
+    known, exists = NO_STEPS, job.ledger is not None and job.ledger.exists()
+    if exists:
+        assert job.ledger is not None
+        reader = Ledger.open_existing(job.ledger)
+        try:
+            known = reader.known_steps()
+        finally:
+            reader.close()
+    plan, facts = _plan(job, original, known)
+    facts = replace(facts, dry_run=True, ledger_exists=exists)
+    return summarise(job, plan, facts, paced_rates(budget_pacers(job.settings)))
 
 
 async def _undo(job: Job, original: Ledger) -> Summary:
