@@ -338,3 +338,14 @@ def test_undo_dry_run_of_an_older_ledger_does_not_migrate_it(tmp_path: Path) -> 
     assert (ledger.read_bytes(), ledger.stat().st_mtime_ns) == before
     with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_verify_reads_steps_whose_answer_was_lost_and_finds_them_applied(tmp_path: Path) -> None:
+    values = ids(30)
+    rig = Rig(tmp_path, sim=sim_settings(faults={"lost": 1.0}), send={"retry_for_seconds": 0})
+    ledger = _confirmed(rig, values)
+    assert counts(ledger) == {"confirm": {"unknown": 30}}  # applied; the answers never came
+    result = rig.verify(ledger)  # reads are not lost: only actions draw the fault
+    assert result.nothing_to_verify is None
+    assert result.actions["confirm"]["checked"] == result.actions["confirm"]["as_expected"] == 30
+    assert _verify_statuses(result.report) == dict.fromkeys(values, "confirmed")
