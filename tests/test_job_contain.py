@@ -7,13 +7,15 @@ import io
 import math
 from pathlib import Path
 
+import polars as pl
 import pytest
 from rich.console import Console
 
 from batcher.actions import CONTAIN
 from batcher.errors import LedgerError
 from batcher.job import Summary, undo_actions, undo_ledger
-from batcher.report import render_summary
+from batcher.report import render_summary, render_verify
+from batcher.report.files import read_report
 from batcher.simulator import DirectoryUser
 from tests.helpers import Hooked, Rig, counts, ids, report_frame, sim_settings, states, write_ids
 
@@ -236,3 +238,22 @@ def test_the_same_containment_after_its_undo_disables_and_confirms_again_but_not
     writes = len(record.writes)
     third = rig.run(path, actions=CONTAIN)  # sent again since the undo: done, for good
     assert third.to_send == 0 and len(record.writes) == writes
+
+
+def test_verify_says_not_found_for_a_user_the_directory_no_longer_has(tmp_path: Path) -> None:
+    members, _, _ = _directory()
+    rig = Rig(tmp_path, sim=FAST_WRITES, users=members)
+    rig.run(write_ids(tmp_path / "ids.csv", [u.id for u in members]), actions=("disable",))
+    gone = members[0]
+    rig.sim.directory._by_id.pop(gone.id)  # deleted since the run
+    result = rig.verify(rig.ledger_for())
+    counted = result.actions["disable"]
+    assert (counted["checked"], counted["as_expected"]) == (MEMBERS, MEMBERS - 1)
+    assert (counted["not_found"], counted["not_as_expected"], counted["not_read"]) == (1, 0, 0)
+    frame = read_report(Path(result.report))
+    row = frame.filter(pl.col("user_id") == gone.id).row(0, named=True)
+    assert (row["verify_status"], row["observed"]) == ("not_found", "no such user")
+    out = io.StringIO()
+    render_verify(result, Console(file=out, width=200))
+    line = next(x for x in out.getvalue().splitlines() if "no such user" in x)
+    assert line.replace("│", " ").split()[-1] == "1"

@@ -157,6 +157,7 @@ def test_verify_never_reports_a_user_it_did_not_read_400_still_processing(tmp_pa
         "as_expected": 0,
         "processing": 400,
         "not_as_expected": 0,
+        "not_found": 0,
         "not_read": 0,
     }
     assert set(_verify_statuses(result.report).values()) == {"processing"}
