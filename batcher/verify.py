@@ -47,7 +47,7 @@ class Reading:
 
     def frame(self, user_ids: Sequence[str]) -> pl.DataFrame:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        expected = str(self.action.check.expect)
+        expected = self.action.check.describe()
         rows = [
             (uid, self.action.name, *self.found.get(uid, (NOT_READ, None)), expected, stamp)
             for uid in user_ids

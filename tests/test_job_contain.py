@@ -257,3 +257,15 @@ def test_verify_says_not_found_for_a_user_the_directory_no_longer_has(tmp_path: 
     render_verify(result, Console(file=out, width=200))
     line = next(x for x in out.getvalue().splitlines() if "no such user" in x)
     assert line.replace("│", " ").split()[-1] == "1"
+
+
+def test_the_verify_report_says_what_each_action_expects_in_words(tmp_path: Path) -> None:
+    rig, _, _, _ = _contained(tmp_path)
+    result = rig.verify(rig.ledger_for())
+    frame = read_report(Path(result.report))
+    expected = dict(frame.select("action", "expected").unique().iter_rows())
+    assert expected == {
+        "disable": "accountEnabled false",
+        "revoke-sessions": "signInSessionsValidFromDateTime at or after the request was sent",
+        "confirm": "riskState confirmedCompromised",
+    }
