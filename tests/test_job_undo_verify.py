@@ -350,3 +350,20 @@ def test_verify_reads_steps_whose_answer_was_lost_and_finds_them_applied(tmp_pat
     assert result.nothing_to_verify is None
     assert result.actions["confirm"]["checked"] == result.actions["confirm"]["as_expected"] == 30
     assert _verify_statuses(result.report) == dict.fromkeys(values, "confirmed")
+
+
+def test_undo_after_the_run_is_run_again_dismisses_again(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    values = ids(20)
+    ledger = _confirmed(rig, values)
+    rig.undo(ledger)
+    rig.run(rig.tmp_path / "ids.csv")  # confirmed again: the first undo no longer holds
+    on_disk = undo_ledger(ledger).read_bytes()
+    plan = rig.undo(ledger, dry_run=True)
+    assert (plan.to_send, plan.actions[0].already_done) == (20, 0)
+    assert undo_ledger(ledger).read_bytes() == on_disk
+    again = rig.undo(ledger)
+    assert again.actions[0].done == 20
+    assert sorted(rig.record.accepted["dismiss"][20:]) == sorted(values)
+    assert set(rig.record.risk_state.values()) == {"dismissed"}
+    assert rig.undo(ledger).to_send == 0  # and once is enough

@@ -11,7 +11,7 @@ import polars as pl
 from batcher.actions import ACTIONS, reverse
 from batcher.errors import LedgerError
 from batcher.job.execute import Facts, config_digest, execute, summarise
-from batcher.job.ledgers import check_origin
+from batcher.job.ledgers import check_origin, replanned, reversed_later
 from batcher.job.ledgers import undo_ledger as undo_ledger  # where it was
 from batcher.job.session import Session, budget_pacers, paced_rates
 from batcher.job.setup import Job
@@ -72,7 +72,7 @@ def _dry_run(job: Job, original: Ledger) -> Summary:
         assert job.ledger is not None
         reader = Ledger.open_existing(job.ledger)
         try:
-            known = reader.known_steps()
+            known = replanned(reader.known_steps(), _redone_later(reader, original))
         finally:
             reader.close()
     plan, facts = _plan(job, original, known)
@@ -85,6 +85,7 @@ async def _undo(job: Job, original: Ledger) -> Summary:
     ledger = Ledger.open(job.ledger, job.identity)
     try:
         ledger.recover()
+        ledger.reopen(_redone_later(ledger, original).rows())
         ledger.set_meta(UNDO_OF, str(original.path))
         plan, facts = _plan(job, original, ledger.known_steps())
         record = RunRecord("undo", config_digest(job.settings), command_line=job.command_line)
@@ -92,6 +93,15 @@ async def _undo(job: Job, original: Ledger) -> Summary:
             return await execute(session, ledger, plan, facts, record)
     finally:
         ledger.close()
+
+
+def _redone_later(undo: Ledger, original: Ledger) -> pl.DataFrame:
+    """(user_id, action) of the undo's steps that the original's run did again afterwards (its
+    same command, re-run after this undo): the undo reverses them again."""
+    pairs = {
+        back.name: forward.name for forward, back in reverse(ACTIONS[a] for a in original.actions())
+    }
+    return reversed_later(undo, original, pairs)
 
 
 def _plan(job: Job, original: Ledger, known: pl.DataFrame) -> tuple[Plan, Facts]:
