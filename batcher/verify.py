@@ -5,7 +5,7 @@ of users still at risk (where it shows the users whose feedback it is still proc
 isProcessing), then a read of every user both lists lack (to tell "still processing" from "not
 confirmed"): at one request a second, 400 users take a few seconds, not minutes. The directory:
 `id in (...)` look-ups of 15 users, 20 to a JSON batch. A user not read (a stop, or no answer
-in time) is "not_read", never a guess.
+in time) is "not_read", never a guess; a user the directory does not have is "not_found".
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from batcher.errors import AuthError, GraphError
 from batcher.graph import MAX_BATCH, MAX_FILTER, GraphClient, match_any, users_query
 from batcher.identities import READ_PERMISSION
 
-PROCESSING, NOT_READ = "processing", "not_read"
+PROCESSING, NOT_READ, NOT_FOUND = "processing", "not_read", "not_found"
 # Where Identity Protection lists a user while it still processes feedback: their earlier state.
 STILL_AT_RISK = "atRisk"
 READ_RISK = "IdentityRiskyUser.Read.All"
@@ -47,7 +47,7 @@ class Reading:
 
     def frame(self, user_ids: Sequence[str]) -> pl.DataFrame:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        expected = str(self.action.check.expect)
+        expected = self.action.check.describe()
         rows = [
             (uid, self.action.name, *self.found.get(uid, (NOT_READ, None)), expected, stamp)
             for uid in user_ids
@@ -62,6 +62,7 @@ class Reading:
             "as_expected": statuses.count(check.yes),
             "processing": statuses.count(PROCESSING),
             "not_as_expected": statuses.count(check.no),
+            "not_found": statuses.count(NOT_FOUND),
             "not_read": statuses.count(NOT_READ),
         }
 
@@ -184,7 +185,7 @@ def _user_status(
 ) -> tuple[str, str | None]:
     check = action.check
     if user is None:
-        return check.no, "no such user"
+        return NOT_FOUND, "no such user"  # not "not as expected": nothing is there to see
     value: Any = user
     for part in check.field.split("."):  # a dotted field is a property inside another
         value = value.get(part) if isinstance(value, dict) else None

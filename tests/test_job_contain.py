@@ -7,13 +7,15 @@ import io
 import math
 from pathlib import Path
 
+import polars as pl
 import pytest
 from rich.console import Console
 
 from batcher.actions import CONTAIN
 from batcher.errors import LedgerError
 from batcher.job import Summary, undo_actions, undo_ledger
-from batcher.report import render_summary
+from batcher.report import render_summary, render_verify
+from batcher.report.files import read_report
 from batcher.simulator import DirectoryUser
 from tests.helpers import Hooked, Rig, counts, ids, report_frame, sim_settings, states, write_ids
 
@@ -190,3 +192,106 @@ def test_replay_of_one_action_sends_only_its_failed_steps(tmp_path: Path) -> Non
     ledger = rig.ledger_for()
     assert counts(ledger)["revoke-sessions"] == {"done": 40, "skipped": 2}
     assert counts(ledger)["disable"]["failed"] == 3 and counts(ledger)["confirm"]["failed"] == 1
+
+
+def test_the_same_containment_after_its_undo_disables_and_confirms_again_but_not_revokes(
+    tmp_path: Path,
+) -> None:
+    """A responder who undid by mistake re-runs the command: what the undo reversed is sent
+    again; revoked sessions were never given back, so they are not revoked again."""
+    rig, members, guests, _ = _contained(tmp_path)
+    before = members[-1]  # disabled before the run: the undo left it disabled
+    ledger, path = rig.ledger_for(), tmp_path / "ids.csv"
+    rig.undo(ledger)
+    assert all(u.accountEnabled for u in [*members[:-1], *guests])
+    record = rig.record
+    writes, confirmed = len(record.writes), len(record.accepted[CONFIRM])
+    on_disk = (ledger.read_bytes(), ledger.stat().st_mtime_ns)
+
+    plan = rig.run(path, actions=CONTAIN, dry_run=True)
+    assert {a.name: (a.to_send, a.already_done) for a in plan.actions} == {
+        "disable": (41, 1),
+        "revoke-sessions": (0, 40),
+        "confirm": (40, 0),
+    }
+    assert (ledger.read_bytes(), ledger.stat().st_mtime_ns) == on_disk  # a dry run writes none
+    assert len(record.writes) == writes
+
+    again = rig.run(path, actions=CONTAIN)
+    assert {a.name: (a.done, a.already_done) for a in again.actions} == {
+        "disable": (41, 1),
+        "revoke-sessions": (0, 40),
+        "confirm": (40, 0),
+    }
+    sent = record.writes[writes:]
+    assert sorted((w.op, w.user_id) for w in sent) == sorted(
+        ("disable", u.id) for u in [*members[:-1], *guests]
+    )
+    assert before.id not in {w.user_id for w in sent}
+    assert sorted(record.accepted[CONFIRM][confirmed:]) == sorted(u.id for u in members)
+    assert not any(u.accountEnabled for u in members + guests)
+    assert counts(ledger)["disable"] == {"done": 42}
+
+    result = rig.verify(ledger)
+    got = {a: (c["checked"], c["as_expected"]) for a, c in result.actions.items()}
+    assert got == {"disable": (42, 42), "revoke-sessions": (40, 40), "confirm": (40, 40)}
+    writes = len(record.writes)
+    third = rig.run(path, actions=CONTAIN)  # sent again since the undo: done, for good
+    assert third.to_send == 0 and len(record.writes) == writes
+
+
+def test_verify_says_not_found_for_a_user_the_directory_no_longer_has(tmp_path: Path) -> None:
+    members, _, _ = _directory()
+    rig = Rig(tmp_path, sim=FAST_WRITES, users=members)
+    rig.run(write_ids(tmp_path / "ids.csv", [u.id for u in members]), actions=("disable",))
+    gone = members[0]
+    rig.sim.directory._by_id.pop(gone.id)  # deleted since the run
+    result = rig.verify(rig.ledger_for())
+    counted = result.actions["disable"]
+    assert (counted["checked"], counted["as_expected"]) == (MEMBERS, MEMBERS - 1)
+    assert (counted["not_found"], counted["not_as_expected"], counted["not_read"]) == (1, 0, 0)
+    frame = read_report(Path(result.report))
+    row = frame.filter(pl.col("user_id") == gone.id).row(0, named=True)
+    assert (row["verify_status"], row["observed"]) == ("not_found", "no such user")
+    out = io.StringIO()
+    render_verify(result, Console(file=out, width=200))
+    line = next(x for x in out.getvalue().splitlines() if "no such user" in x)
+    assert line.replace("│", " ").split()[-1] == "1"
+
+
+def test_the_verify_report_says_what_each_action_expects_in_words(tmp_path: Path) -> None:
+    rig, _, _, _ = _contained(tmp_path)
+    result = rig.verify(rig.ledger_for())
+    frame = read_report(Path(result.report))
+    expected = dict(frame.select("action", "expected").unique().iter_rows())
+    assert expected == {
+        "disable": "accountEnabled false",
+        "revoke-sessions": "signInSessionsValidFromDateTime at or after the request was sent",
+        "confirm": "riskState confirmedCompromised",
+    }
+
+
+def test_verify_json_keys_of_earlier_releases_count_the_identity_protection_action_alone(
+    tmp_path: Path,
+) -> None:
+    rig, members, _, _ = _contained(tmp_path)
+    members[0].accountEnabled = True  # enabled again by someone: disable not as expected
+    got = rig.verify(rig.ledger_for()).to_json()
+    assert got["actions"]["disable"]["not_as_expected"] == 1
+    assert (got["action"], got["expected_state"]) == ("confirm", "confirmedCompromised")
+    legacy = ("checked", "confirmed", "processing", "not_confirmed", "not_read")
+    assert {k: got[k] for k in legacy} == dict(zip(legacy, (40, 40, 0, 0, 0), strict=True))
+
+    rig.undo(rig.ledger_for())  # enable and dismiss: 'confirmed' counts the dismissed
+    undone = rig.verify(undo_ledger(rig.ledger_for())).to_json()
+    assert (undone["action"], undone["expected_state"]) == ("dismiss", "dismissed")
+    assert (undone["checked"], undone["confirmed"]) == (40, 40)
+    assert undone["actions"]["enable"]["checked"] == 41
+
+    path = write_ids(tmp_path / "few.csv", [u.id for u in members[:5]])
+    rig.run(path, actions=("disable",), ledger=rig.ledger_for("disable"))
+    directory = rig.verify(rig.ledger_for("disable")).to_json()
+    assert directory["actions"]["disable"]["checked"] == 5
+    assert {k: directory[k] for k in (*legacy, "action", "expected_state")} == dict.fromkeys(
+        (*legacy, "action", "expected_state")
+    )

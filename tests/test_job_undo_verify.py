@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from batcher.calls import StopSignal
 from batcher.errors import LedgerError, NotConfirmed
 from batcher.job import undo_ledger
-from batcher.ledger import Ledger, WriterLock
+from batcher.ledger import APPLICATION_ID, MIGRATIONS, Ledger, WriterLock
 from batcher.report.files import read_report
 from tests.helpers import (
     Hooked,
@@ -156,6 +157,7 @@ def test_verify_never_reports_a_user_it_did_not_read_400_still_processing(tmp_pa
         "as_expected": 0,
         "processing": 400,
         "not_as_expected": 0,
+        "not_found": 0,
         "not_read": 0,
     }
     assert set(_verify_statuses(result.report).values()) == {"processing"}
@@ -234,3 +236,134 @@ def test_unread_finishes_a_verify_written_in_any_format(tmp_path: Path, suffix: 
     assert rest.total("checked") == unread == rig.record.reads - reads
     whole = read_report(out)
     assert whole.height == 8 and set(whole["verify_status"]) == {"confirmed"}
+
+
+def test_the_same_run_after_a_stopped_undo_confirms_again_only_those_dismissed(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path, send={"batch_size": 10, "max_in_flight": 1})
+    values = ids(50)
+    ledger = _confirmed(rig, values)
+    rig.events = Hooked()
+    stop = StopSignal()
+    rig.events.at("request", 2, stop.ask)
+    rig.undo(ledger, stop=stop)
+    dismissed = rig.record.accepted["dismiss"]
+    assert 0 < len(dismissed) < 50
+    rig.events = Hooked()
+    again = rig.run(rig.tmp_path / "ids.csv")
+    assert again.actions[0].done == len(dismissed)
+    assert again.actions[0].already_done == 50 - len(dismissed)
+    assert sorted(rig.record.accepted[CONFIRM][50:]) == sorted(dismissed)
+    assert set(rig.record.risk_state.values()) == {"confirmedCompromised"}
+
+
+# -- the ledger's tenant, a dry run that writes nothing, steps in doubt -------------------------
+def _rehearsal(tmp_path: Path) -> tuple[Rig, Path]:
+    """A run against the simulator (its ledger names the tenant "simulator"), and a rig whose
+    config signs in to a tenant (token-tenant)."""
+    rehearsal = Rig(tmp_path, graph={"target": "simulator"})
+    ledger = _confirmed(rehearsal, ids(10))
+    reader = Ledger.open_existing(ledger)
+    try:
+        assert reader.meta()["tenant"] == "simulator"
+    finally:
+        reader.close()
+    return Rig(tmp_path), ledger
+
+
+def test_undo_refuses_a_ledger_written_for_another_tenant_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    real, ledger = _rehearsal(tmp_path)
+    on_disk = ledger.read_bytes()
+    for dry_run in (True, False):
+        with pytest.raises(LedgerError) as refused:
+            real.undo(ledger, dry_run=dry_run)
+        message = str(refused.value)
+        assert "\n" not in message
+        assert "written for tenant simulator (global cloud), but the config signs in to " in message
+        assert "token-tenant (global cloud); undo with the config of that run" in message
+    assert real.record.requests == 0 and real.record.accepted["dismiss"] == []
+    assert not undo_ledger(ledger).exists() and ledger.read_bytes() == on_disk
+
+
+def test_verify_refuses_a_ledger_written_for_another_tenant(tmp_path: Path) -> None:
+    real, ledger = _rehearsal(tmp_path)
+    with pytest.raises(LedgerError, match="verify with the config of that run"):
+        real.verify(ledger)
+    assert real.record.reads == 0
+    assert not (ledger.parent / f"{ledger.stem}.verify.csv").exists()
+
+
+def test_undo_dry_run_leaves_the_original_ledger_byte_for_byte_as_it_was(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    values = ids(12)
+    ledger = _confirmed(rig, values[:10])
+    killed = Ledger.open(ledger)  # a run killed with a request out for two more users
+    killed.add_users(pl.DataFrame({"user_id": values[10:]}))
+    killed.add_steps("confirm", pl.Series(values[10:]))
+    killed.start_batch("confirm", [(uid, "confirm") for uid in values[10:]], "crid")
+    killed.close()
+    before = (ledger.read_bytes(), ledger.stat().st_mtime_ns)
+    files = sorted(p.name for p in ledger.parent.iterdir())
+
+    plan = rig.undo(ledger, dry_run=True)
+    assert plan.to_send == 12  # the two in doubt too: a request carrying them was out
+    assert any("2 unknown" in n for n in plan.notes)
+    assert (ledger.read_bytes(), ledger.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in ledger.parent.iterdir()) == files  # no lock, no undo ledger
+    assert states(ledger) == dict.fromkeys(values[:10], "done") | dict.fromkeys(
+        values[10:], "unknown"
+    )
+
+
+def test_undo_dry_run_of_an_older_ledger_does_not_migrate_it(tmp_path: Path) -> None:
+    ledger = tmp_path / "old.sqlite"
+    values = ids(6)
+    with sqlite3.connect(ledger) as db:  # a version-2 ledger, as batcher 0.2 wrote it
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.executescript(MIGRATIONS[1] + MIGRATIONS[2])
+        db.execute("PRAGMA user_version = 2")
+        db.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [("action", CONFIRM), ("tenant", "token-tenant"), ("cloud", "global")],
+        )
+        db.executemany(
+            "INSERT INTO ids (user_id, state) VALUES (?, ?)",
+            [(i, "confirmed") for i in values[:4]] + [(i, "failed") for i in values[4:]],
+        )
+    before = (ledger.read_bytes(), ledger.stat().st_mtime_ns)
+    plan = Rig(tmp_path).undo(ledger, dry_run=True)
+    assert (plan.actions[0].name, plan.to_send) == ("dismiss", 4)
+    assert (ledger.read_bytes(), ledger.stat().st_mtime_ns) == before
+    with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_verify_reads_steps_whose_answer_was_lost_and_finds_them_applied(tmp_path: Path) -> None:
+    values = ids(30)
+    rig = Rig(tmp_path, sim=sim_settings(faults={"lost": 1.0}), send={"retry_for_seconds": 0})
+    ledger = _confirmed(rig, values)
+    assert counts(ledger) == {"confirm": {"unknown": 30}}  # applied; the answers never came
+    result = rig.verify(ledger)  # reads are not lost: only actions draw the fault
+    assert result.nothing_to_verify is None
+    assert result.actions["confirm"]["checked"] == result.actions["confirm"]["as_expected"] == 30
+    assert _verify_statuses(result.report) == dict.fromkeys(values, "confirmed")
+
+
+def test_undo_after_the_run_is_run_again_dismisses_again(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    values = ids(20)
+    ledger = _confirmed(rig, values)
+    rig.undo(ledger)
+    rig.run(rig.tmp_path / "ids.csv")  # confirmed again: the first undo no longer holds
+    on_disk = undo_ledger(ledger).read_bytes()
+    plan = rig.undo(ledger, dry_run=True)
+    assert (plan.to_send, plan.actions[0].already_done) == (20, 0)
+    assert undo_ledger(ledger).read_bytes() == on_disk
+    again = rig.undo(ledger)
+    assert again.actions[0].done == 20
+    assert sorted(rig.record.accepted["dismiss"][20:]) == sorted(values)
+    assert set(rig.record.risk_state.values()) == {"dismissed"}
+    assert rig.undo(ledger).to_send == 0  # and once is enough

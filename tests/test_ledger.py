@@ -1233,3 +1233,53 @@ def test_every_migration_splits_into_statements_sqlite_accepts() -> None:
         assert parts
         assert all(sqlite3.complete_statement(p) for p in parts)
         assert sum(p.count(";") for p in parts) >= len(parts)
+
+
+# -- what an undo reversed, and what verify reads -------------------------------------------------
+def test_reopen_plans_done_steps_again_as_if_never_sent_and_leaves_the_others(
+    ledger: Ledger, ledger_path: Path
+) -> None:
+    plan(ledger, IDS[:4])
+    settle(ledger, IDS[:2], StepState.DONE, ACCEPTED)
+    settle(ledger, IDS[2:3], StepState.FAILED, REFUSED)
+    ledger.reopen([*keys(IDS[:4]), (IDS[0], "dismiss")])  # no such step: nothing
+    assert known(ledger) == {
+        IDS[0]: "planned",
+        IDS[1]: "planned",
+        IDS[2]: "failed",  # replay's, not reopen's
+        IDS[3]: "planned",
+    }
+    row = step(ledger_path, IDS[0])
+    assert (row["sent_at"], row["finished_at"], row["maybe_applied"], row["in_flight"]) == (
+        None,
+        None,
+        0,
+        0,
+    )
+    assert row["attempts"] == 1  # what happened stays on record
+    assert rows(ledger_path, "SELECT COUNT(*) FROM attempts") == [(2,)]
+    assert ledger.undoable("confirm").height == 0
+
+
+def test_applied_lists_done_and_unknown_steps_with_when_they_were_sent(ledger_path: Path) -> None:
+    writer = Ledger.open(ledger_path, CONFIRM)
+    plan(writer, IDS[:6])
+    settle(writer, IDS[:2], StepState.DONE, ACCEPTED)
+    settle(writer, IDS[2:3], StepState.UNKNOWN, LOST)
+    settle(writer, IDS[3:4], StepState.FAILED, REFUSED)
+    writer.start_batch("confirm", keys(IDS[4:5]), "crid")  # killed with the request out
+    writer.close()
+    reader = read_only(ledger_path)
+    try:
+        applied = reader.applied("confirm")
+        assert applied.columns == ["user_id", "sent_at", "state"]
+        assert applied.select("user_id", "state").rows() == [
+            (IDS[0], "done"),
+            (IDS[1], "done"),
+            (IDS[2], "unknown"),
+            (IDS[4], "unknown"),  # what the kill left counts as unknown
+        ]
+        assert all(applied["sent_at"])
+        assert reader.applied("dismiss").height == 0
+    finally:
+        reader.close()

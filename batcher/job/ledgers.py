@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 
-from batcher.actions import ACTIONS, CONTAIN, action_named
+from batcher.actions import ACTIONS, CONTAIN, action_named, reverse
 from batcher.config import Settings
 from batcher.errors import LedgerError
-from batcher.ledger import Ledger, RunIdentity
+from batcher.ledger import Ledger, RunIdentity, StepState
+from batcher.ledger.reads import Reads
+from batcher.report.files import sibling
+
+KEYS = {"user_id": pl.String, "action": pl.String}
 
 
 def default_path(settings: Settings, inputs: Sequence[Path], identity: RunIdentity) -> Path:
@@ -28,6 +32,74 @@ def legacy_path(inputs: Sequence[Path], identity: RunIdentity) -> Path | None:
         return None
     legacy = action_named(identity.actions[0]).legacy
     return Path("runs") / _name(inputs, legacy, identity.tenant) if legacy else None
+
+
+def undo_ledger(original: Path) -> Path:
+    """Where the undo of ``original`` is recorded: beside it, so the same undo resumes it."""
+    return sibling(original, ".undo.sqlite")
+
+
+def check_origin(path: Path, meta: Mapping[str, str], identity: RunIdentity, command: str) -> None:
+    """Refuse to act on a ledger written for another tenant or cloud than the config signs in
+    to (an undo of a rehearsal must not reach the real tenant); an offline dry run, whose
+    tenant only signing in would tell, is not refused."""
+    if not identity.tenant:
+        return
+    tenant, cloud = meta.get("tenant"), meta.get("cloud")
+    if tenant != identity.tenant or (cloud is not None and cloud != identity.cloud):
+        raise LedgerError(
+            f"{path}: written for tenant {tenant} ({cloud} cloud), but the config signs in to "
+            f"{identity.tenant} ({identity.cloud} cloud); {command} with the config of that run"
+        )
+
+
+def undone_later(ledger: Reads) -> pl.DataFrame:
+    """(user_id, action) of the steps ``ledger`` did that its undo ledger reversed afterwards:
+    the same command sends them again."""
+    path = undo_ledger(ledger.path)
+    pairs = {a.name: b.name for a, b in reverse(ACTIONS[n] for n in ledger.actions())}
+    if not pairs or not path.is_file():
+        return pl.DataFrame(schema=KEYS)
+    undo = Ledger.open_existing(path)
+    try:
+        return reversed_later(ledger, undo, pairs)
+    finally:
+        undo.close()
+
+
+def reversed_later(steps: Reads, by: Reads, pairs: Mapping[str, str]) -> pl.DataFrame:
+    """(user_id, action) of the steps ``steps`` did that ``by`` reversed afterwards: the step
+    of the reversing action (``pairs``: action -> it) done later than the step itself."""
+    frames = []
+    for action, back in pairs.items():
+        if action not in steps.actions() or back not in by.actions():
+            continue
+        undone = by.done(back).select("user_id", pl.col("finished_at").alias("undone_at"))
+        frames.append(
+            steps.done(action)
+            .join(undone, on="user_id", maintain_order="left")
+            # an older ledger may not say when: done again since would have said
+            .filter(pl.col("finished_at").is_null() | (pl.col("undone_at") > pl.col("finished_at")))
+            .select("user_id", action=pl.lit(action))
+        )
+    return pl.concat(frames) if frames else pl.DataFrame(schema=KEYS)
+
+
+def replanned(known: pl.DataFrame, undone: pl.DataFrame) -> pl.DataFrame:
+    """``known`` (user_id, action, state) with the ``undone`` steps planned again: what
+    ``Ledger.reopen`` would make of them, for a dry run that changes nothing."""
+    if undone.height == 0:
+        return known
+    mark = undone.select("user_id", "action", reopen=pl.lit(True))
+    return (
+        known.join(mark, on=["user_id", "action"], how="left", maintain_order="left")
+        .with_columns(
+            state=pl.when(pl.col("reopen"))
+            .then(pl.lit(StepState.PLANNED.value))
+            .otherwise(pl.col("state"))
+        )
+        .drop("reopen")
+    )
 
 
 def _name(inputs: Sequence[Path], label: str, tenant: str) -> str:

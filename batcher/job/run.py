@@ -12,7 +12,7 @@ from batcher.actions import ACTIONS, Action, Shape
 from batcher.identities import GUEST, RESOLVED, Resolver, estimate_requests
 from batcher.inputs import InputSet, read_inputs
 from batcher.job.execute import Facts, config_digest, execute, file_sha256, summarise
-from batcher.job.ledgers import done_elsewhere
+from batcher.job.ledgers import done_elsewhere, replanned, undone_later
 from batcher.job.session import Session, budget_pacers, paced_rates
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
@@ -53,6 +53,7 @@ async def _run(job: Job, read: InputSet, options: RunOptions) -> Summary:
     ledger = Ledger.open(job.ledger, job.identity)
     try:
         ledger.recover()  # what a killed run left 'sending'
+        ledger.reopen(undone_later(ledger).rows())  # what an undo reversed since: send again
         job.observer("ledger", path=str(ledger.path), exists=True)
         async with Session(job) as session:
             users, lookups, requests = await _identify(session, ledger, read)
@@ -259,7 +260,7 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
         assert job.ledger is not None
         reader = Ledger.open_existing(job.ledger, job.identity)
         try:
-            known, cached = reader.known_steps(), reader.lookups()
+            known, cached = replanned(reader.known_steps(), undone_later(reader)), reader.lookups()
         finally:
             reader.close()
     wanted = _needs_lookup(job, read)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from batcher.actions import Budget
+from batcher.actions import ACTIONS, Budget
 
 if TYPE_CHECKING:
     import polars as pl
@@ -189,14 +189,31 @@ class VerifySummary:
     def total(self, key: str) -> int:
         return sum(counts.get(key, 0) for counts in self.actions.values())
 
+    @property
+    def risk_action(self) -> str | None:
+        """The Identity Protection action the keys of earlier releases describe: confirm, or
+        dismiss for an undo ledger; None when the ledger has neither."""
+        risk = (a for a in self.expected if ACTIONS[a].budget is Budget.IDENTITY_PROTECTION)
+        return next(risk, None)
+
     def to_json(self) -> dict[str, Any]:
+        """Keys of earlier releases keep their meaning for the Identity Protection action alone
+        (``confirmed``: as expected, so dismissed for a dismiss); null when there is none."""
         data = asdict(self)
-        # the keys of earlier releases, over every action
-        data.update(
-            checked=self.total("checked"),
-            confirmed=self.total("as_expected"),
-            processing=self.total("processing"),
-            not_confirmed=self.total("not_as_expected"),
-            not_read=self.total("not_read"),
-        )
+        name = self.risk_action
+        counts = self.actions.get(name, {}) if name else {}
+        for key, count in LEGACY_VERIFY_KEYS.items():
+            data[key] = counts.get(count, 0) if name else None
+        data["action"] = name
+        data["expected_state"] = str(ACTIONS[name].check.expect) if name else None
         return data
+
+
+# The keys verify's JSON had before actions were data, and the count each one is now.
+LEGACY_VERIFY_KEYS = {
+    "checked": "checked",
+    "confirmed": "as_expected",
+    "processing": "processing",
+    "not_confirmed": "not_as_expected",
+    "not_read": "not_read",
+}

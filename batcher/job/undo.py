@@ -11,20 +11,16 @@ import polars as pl
 from batcher.actions import ACTIONS, reverse
 from batcher.errors import LedgerError
 from batcher.job.execute import Facts, config_digest, execute, summarise
+from batcher.job.ledgers import check_origin, replanned, reversed_later
+from batcher.job.ledgers import undo_ledger as undo_ledger  # where it was
 from batcher.job.session import Session, budget_pacers, paced_rates
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import Ledger, RunRecord
 from batcher.plan import USER_COLUMNS, Plan, action_plan
-from batcher.report.files import sibling
 
 UNDO_OF = "undo_of"
 NO_STEPS = pl.DataFrame(schema={"user_id": pl.String, "action": pl.String, "state": pl.String})
-
-
-def undo_ledger(original: Path) -> Path:
-    """Where the undo of ``original`` is recorded: beside it, so the same undo resumes it."""
-    return sibling(original, ".undo.sqlite")
 
 
 def undo_actions(original: Path) -> tuple[str, ...]:
@@ -52,25 +48,36 @@ def undo_actions(original: Path) -> tuple[str, ...]:
 def undo(job: Job, original: Path, *, dry_run: bool = False) -> Summary:
     """Reverse every step ``original`` did or may have done (unknown: Graph may have applied
     it, and reversing is safe to repeat). ``original`` stays locked meanwhile, so its run
-    cannot go on while the undo reverses it."""
+    cannot go on while the undo reverses it; a dry run only reads it (it changes nothing)."""
+    reader = Ledger.open_existing(original)  # read before anything is written, even a lock
+    try:
+        check_origin(original, reader.meta(), job.identity, "undo")
+        if dry_run:
+            return _dry_run(job, reader)
+    finally:
+        reader.close()
     holder = Ledger.open(original)  # its writer lock: refused while a run still writes it
     try:
         holder.recover()
-        if not dry_run:
-            return anyio.run(_undo, job, holder)
-        known, exists = NO_STEPS, job.ledger is not None and job.ledger.exists()
-        if exists:
-            assert job.ledger is not None
-            reader = Ledger.open_existing(job.ledger)
-            try:
-                known = reader.known_steps()
-            finally:
-                reader.close()
-        plan, facts = _plan(job, holder, known)
-        facts = replace(facts, dry_run=True, ledger_exists=exists)
-        return summarise(job, plan, facts, paced_rates(budget_pacers(job.settings)))
+        return anyio.run(_undo, job, holder)
     finally:
         holder.close()
+
+
+def _dry_run(job: Job, original: Ledger) -> Summary:
+    """The undo's plan from ``original`` as a reader sees it (what a kill left 'sending' counts
+    as unknown when it may have been applied)."""
+    known, exists = NO_STEPS, job.ledger is not None and job.ledger.exists()
+    if exists:
+        assert job.ledger is not None
+        reader = Ledger.open_existing(job.ledger)
+        try:
+            known = replanned(reader.known_steps(), _redone_later(reader, original))
+        finally:
+            reader.close()
+    plan, facts = _plan(job, original, known)
+    facts = replace(facts, dry_run=True, ledger_exists=exists)
+    return summarise(job, plan, facts, paced_rates(budget_pacers(job.settings)))
 
 
 async def _undo(job: Job, original: Ledger) -> Summary:
@@ -78,6 +85,7 @@ async def _undo(job: Job, original: Ledger) -> Summary:
     ledger = Ledger.open(job.ledger, job.identity)
     try:
         ledger.recover()
+        ledger.reopen(_redone_later(ledger, original).rows())
         ledger.set_meta(UNDO_OF, str(original.path))
         plan, facts = _plan(job, original, ledger.known_steps())
         record = RunRecord("undo", config_digest(job.settings), command_line=job.command_line)
@@ -85,6 +93,15 @@ async def _undo(job: Job, original: Ledger) -> Summary:
             return await execute(session, ledger, plan, facts, record)
     finally:
         ledger.close()
+
+
+def _redone_later(undo: Ledger, original: Ledger) -> pl.DataFrame:
+    """(user_id, action) of the undo's steps that the original's run did again afterwards (its
+    same command, re-run after this undo): the undo reverses them again."""
+    pairs = {
+        back.name: forward.name for forward, back in reverse(ACTIONS[a] for a in original.actions())
+    }
+    return reversed_later(undo, original, pairs)
 
 
 def _plan(job: Job, original: Ledger, known: pl.DataFrame) -> tuple[Plan, Facts]:

@@ -10,6 +10,7 @@ import polars as pl
 
 from batcher.actions import ACTIONS, Read
 from batcher.errors import LedgerError
+from batcher.job.ledgers import check_origin
 from batcher.job.session import Session
 from batcher.job.setup import Job
 from batcher.job.summary import VerifySummary
@@ -30,45 +31,50 @@ def verify(job: Job, options: VerifyOptions) -> VerifySummary:
         check_report_path(options.out)
     reader = Ledger.open_existing(job.ledger)
     try:
+        check_origin(job.ledger, reader.meta(), job.identity, "verify")
         actions = reader.actions()
-        done = {a: reader.done(a) for a in actions}
+        applied = {a: reader.applied(a) for a in actions}  # done, and unknown: in doubt
         counts = reader.counts()
     finally:
         reader.close()
     report = options.out or sibling(job.ledger, ".verify.csv")
     earlier = _earlier(report) if options.unread else None
     if earlier is not None:
-        done = _unread_only(done, earlier)
+        applied = _unread_only(applied, earlier)
     expected = {a: ACTIONS[a].check.describe() for a in actions}
-    if not any(frame.height for frame in done.values()):
-        waiting = sum(c[StepState.PLANNED] + c[StepState.UNKNOWN] for c in counts.values())
+    if not any(frame.height for frame in applied.values()):
+        waiting = sum(c[StepState.PLANNED] for c in counts.values())
         reason = (
-            f"nothing to verify: {waiting:,} steps not sent yet (or unknown); resume first"
+            f"nothing to verify: {waiting:,} steps not sent yet; resume first"
             if waiting
             else "nothing to verify: no step of this ledger was done"
         )
         if options.unread:
             reason = f"nothing left unread in {report}"
         return VerifySummary(str(job.ledger), str(report), 0, {}, expected, reason)
-    readings, requests, stopped = anyio.run(_read, job, done)
-    frame = pl.concat([readings[a].frame(done[a].get_column("user_id").to_list()) for a in done])
+    readings, requests, stopped = anyio.run(_read, job, applied)
+    frame = pl.concat(
+        [readings[a].frame(applied[a].get_column("user_id").to_list()) for a in applied]
+    )
     if earlier is not None:  # the report stays whole: what was read before, and now the rest
         frame = earlier.update(frame, on=["user_id", "action"], include_nulls=True)
     write_report(frame, report)
-    per_action = {a: readings[a].counts(done[a].get_column("user_id").to_list()) for a in done}
+    per_action = {
+        a: readings[a].counts(applied[a].get_column("user_id").to_list()) for a in applied
+    }
     return VerifySummary(
         str(job.ledger), str(report), requests, per_action, expected, None, stopped
     )
 
 
-async def _read(job: Job, done: dict[str, pl.DataFrame]) -> tuple[dict[str, Reading], int, bool]:
+async def _read(job: Job, applied: dict[str, pl.DataFrame]) -> tuple[dict[str, Reading], int, bool]:
     async with Session(job) as session:
         verifier = Verifier(await session.client(), session.caller(control := session.control()))
         # filled as users are read: a stop that cancels the reads keeps what was read
-        readings = {name: Reading(ACTIONS[name]) for name in done}
+        readings = {name: Reading(ACTIONS[name]) for name in applied}
 
         async def read(name: str) -> None:
-            action, steps = ACTIONS[name], done[name]
+            action, steps = ACTIONS[name], applied[name]
             if action.check.read is Read.RISKY_USER:
                 ids = steps.get_column("user_id").to_list()
                 await verifier.risky_users(action, ids, readings[name])
@@ -78,8 +84,8 @@ async def _read(job: Job, done: dict[str, pl.DataFrame]) -> tuple[dict[str, Read
 
         with job.stop.attached(control), control.scope():
             async with anyio.create_task_group() as group:
-                for name in done:
-                    if done[name].height:
+                for name in applied:
+                    if applied[name].height:
                         group.start_soon(read, name)
         if control.tripped is not None and not any(r.found for r in readings.values()):
             raise control.tripped
@@ -94,11 +100,13 @@ def _earlier(report: Path) -> pl.DataFrame:
     return read_report(report).select(list(VERIFY_COLUMNS))
 
 
-def _unread_only(done: dict[str, pl.DataFrame], earlier: pl.DataFrame) -> dict[str, pl.DataFrame]:
+def _unread_only(
+    applied: dict[str, pl.DataFrame], earlier: pl.DataFrame
+) -> dict[str, pl.DataFrame]:
     unread = earlier.filter(pl.col("verify_status") == NOT_READ)
     return {
         a: frame.join(
             unread.filter(pl.col("action") == a).select("user_id"), on="user_id", how="semi"
         )
-        for a, frame in done.items()
+        for a, frame in applied.items()
     }

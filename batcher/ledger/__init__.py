@@ -322,6 +322,18 @@ class Ledger(Reads):
                 keys,
             )
 
+    def reopen(self, keys: Sequence[Key]) -> None:
+        """Done steps that an undo reversed afterwards go back to planned: the account is as
+        it was before the run again, so the same command must send them again rather than
+        count them done. A fresh start: no longer sent, nor maybe applied."""
+        with self._write() as db:
+            db.executemany(
+                "UPDATE steps SET state = 'planned', finished_at = NULL, sent_at = NULL, "
+                "maybe_applied = 0, in_flight = 0 WHERE user_id = ? AND action = ? "
+                "AND state = 'done'",
+                keys,
+            )
+
     def split_batch(self, batch_id: int) -> None:
         """A 400 split this batch in halves: its steps move on to new batches."""
         with self._write() as db:

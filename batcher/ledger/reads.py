@@ -168,6 +168,19 @@ class Reads(Store):
         schema = {"user_id": pl.String, "sent_at": pl.String, "finished_at": pl.String}
         return pl.DataFrame(rows, schema=schema, orient="row")
 
+    def applied(self, action: str) -> pl.DataFrame:
+        """(user_id, sent_at, state) of the steps of ``action`` that Graph applied or may have
+        applied (done, unknown): what verify reads back, the ones in doubt included."""
+        wanted = ", ".join(f"'{s}'" for s in sorted(UNDOABLE))
+        rows = self._conn.execute(
+            f"SELECT user_id, sent_at, state FROM (SELECT s.user_id, s.sent_at, "
+            f"{self._state(self.live)} AS state, s.rowid AS r FROM steps s WHERE s.action = ?) "
+            f"WHERE state IN ({wanted}) ORDER BY r",
+            (action,),
+        ).fetchall()
+        schema = {"user_id": pl.String, "sent_at": pl.String, "state": pl.String}
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
     def report(self, keys: Iterable[tuple[str, str]] | None = None) -> pl.DataFrame:
         """One row per user per action with its state and the last answer Graph gave for it;
         only the (user_id, action) ``keys`` when given, in their order. ``input_value`` lists

@@ -185,6 +185,7 @@ def render_verify(result: VerifySummary, console: Console) -> None:
         ("as_expected", "as expected", lambda c: c.yes),
         ("processing", "still processing (normal for a while)", lambda c: ""),
         ("not_as_expected", "not as expected", lambda c: c.no),
+        ("not_found", "no such user", lambda c: ""),
         ("not_read", "not read", lambda c: ""),
     ):
         cells = [
