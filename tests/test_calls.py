@@ -416,17 +416,27 @@ def test_dns_advice_names_the_host_setting() -> None:
     [None, Throttled("429", status=429), ServerError("503", status=503), NoAnswer("lost")],
     ids=["accepted", "429", "503", "lost"],
 )
-def test_an_earlier_answer_means_a_failure_to_connect_is_passing(
-    earlier: GraphError | None,
-) -> None:
+def test_graph_lost_in_the_middle_of_a_run_stops_it_too(earlier: GraphError | None) -> None:
+    """Answers before do not excuse a Graph that can no longer be reached: the run stops once
+    no connection could be made for the threshold (zero here) since the last answer."""
     events = Events()
     control = Control(observer=events, unreachable_after=0.0)
     control.reached(earlier)
     control.reached(refused())
-    control.reached(NotConnected("x", cause="its TLS certificate is not trusted"))
     assert control.answered
+    assert isinstance(control.tripped, Unreachable)
+    assert [e["cause"] for e in events.named("unreachable")] == ["the connection was refused"]
+
+
+def test_an_answer_between_two_failures_to_connect_starts_the_wait_again() -> None:
+    events = Events()
+    control = Control(observer=events, unreachable_after=1000.0)
+    control.reached(refused())
+    control.reached(None)  # Graph answered: it is reachable again
+    control.reached(refused())
     assert control.tripped is None
-    assert events.named("unreachable") == []
+    assert len(events.named("unreachable")) == 2  # said again after the new silence
+    assert events.named("unreachable")[0]["stop_after"] == 1000.0
 
 
 @pytest.mark.anyio

@@ -25,7 +25,7 @@ def test_failed_steps_exit_1_and_say_how_to_replay_and_verify_says_wait(
     ledger = tmp_path / "l.sqlite"
     run = run_cli("run", "--yes", ANALYST, "-c", config, "--ledger", ledger, cwd=tmp_path)
     assert run.code == 1, run.stderr
-    assert "1 steps failed" in run.stderr and f"replay {ledger}" in run.stderr
+    assert "1 step failed" in run.stderr and f"replay {ledger}" in run.stderr
     checked = run_cli("verify", ledger, "-c", config, cwd=tmp_path)
     assert checked.code == 1, checked.stderr
     assert "verify again in a while" in checked.stderr

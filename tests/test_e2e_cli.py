@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -172,3 +173,34 @@ def test_the_printed_command_works_when_batcher_is_not_on_path(
         stdin=subprocess.DEVNULL,
     )
     assert "no terminal to ask on" in again.stderr  # the command ran: it asks before sending
+
+
+def test_graph_lost_in_the_middle_of_a_run_is_said_and_stops_it(tmp_path: Path) -> None:
+    """The simulator goes away after the first answers: the next connections are refused, the
+    run says so at once and stops after [send] unreachable_after_seconds, exit 5, resumable."""
+    values = ids(300)
+    write_ids(tmp_path / "ids.csv", values)
+    server = RunningSimulator(GraphSimulator(FAST, tokens={TEST_TOKEN})).__enter__()
+    config = write_config(
+        tmp_path / "config.toml",
+        server.url,
+        send={"batch_size": 10, "rate_per_second": 20.0, "unreachable_after_seconds": 1.0},
+    )
+    proc = subprocess.Popen(
+        [BATCHER, "run", "--yes", "ids.csv", "--config", str(config), "--json"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert server.simulator.record.wait_for_accepted("confirmCompromised", 50, timeout=60)
+    server.__exit__(None, None, None)  # Graph is gone
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 5, err
+    assert "warning: cannot reach 127.0.0.1: the connection was refused" in err
+    assert "stopping unless it answers within 1s" in err
+    summary = json.loads(out)
+    assert summary["confirmed"] >= 50 and summary["unsent"] > 0
+    assert summary["unknown"] <= 4 * 10  # at most what was in flight when it went away

@@ -981,3 +981,16 @@ async def test_a_filter_with_reserved_characters_reaches_graph_intact() -> None:
     assert answer.status == 200
     assert sorted(u["id"] for u in answer.body["value"]) == sorted([guest.id, other.id])
     assert sim.record.filters == [wanted]
+
+
+@pytest.mark.anyio
+async def test_a_proxy_that_refuses_is_not_connected_naming_the_proxy() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ProxyError("407 Proxy Authentication Required", request=request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as http:
+        client = GraphClient(http, "https://graph.microsoft.com", "v1.0")
+        with pytest.raises(NotConnected) as refused:
+            await client.post_ids(ACTIONS["confirm"], ["x"], "crid")
+    assert "proxy refused" in refused.value.cause and "407" in refused.value.cause
+    assert not answer_of(refused.value).maybe_applied  # the request never reached Graph

@@ -92,7 +92,7 @@ def test_rejects_list_identities_not_found_ambiguous_and_guests_with_why(tmp_pat
     assert (
         XS1 in rows["shared@contoso.com"]["reason"] and XS2 in rows["shared@contoso.com"]["reason"]
     )
-    assert rows["g@fabrikam.com"]["reason"].startswith("guest: ")
+    assert rows["g@fabrikam.com"]["reason"].startswith("guest (B2B): skipped for confirm: ")
     assert [rows[v]["row"] for v in ("g@fabrikam.com", "shared@contoso.com")] == ["6", "7"]
     assert {r["source_file"] for r in rows.values()} == {str(_input(tmp_path))}
 
