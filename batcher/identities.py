@@ -9,7 +9,6 @@ for what is still missing, then `proxyAddresses/any(...)` for old aliases; SIDs 
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from batcher.graph import (
     users_query,
 )
 from batcher.ledger import LOOKUP_COLUMNS
+from batcher.retries import backoff
 
 READ_PERMISSION = (
     "User.Read.All (an application permission; for a delegated sign-in, a directory-reader "
@@ -265,8 +265,7 @@ class Resolver:
                 ]
                 continue
             initial, most = retry.backoff
-            backoff = min(most, initial * 2 ** (query.tries - 1)) * random.uniform(0.5, 1.0)
-            query.not_before = now + backoff
+            query.not_before = now + backoff(query.tries, initial, most)
             again.append(query)
         self._settle(lost, cache=False)
         return again

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Awaitable, Callable
 
 from tenacity import (
@@ -59,3 +60,10 @@ def retry_policy(
         sleep=sleep,
         reraise=True,
     )
+
+
+def backoff(tries: int, initial: float, most: float) -> float:
+    """Seconds to wait before the next try of one request inside a JSON batch (an inner 5xx or
+    a lost answer): exponential from ``initial`` up to ``most``, with jitter, so that retries
+    of many users do not come back all at once."""
+    return float(min(most, initial * 2 ** (tries - 1)) * random.uniform(0.5, 1.0))

@@ -829,7 +829,6 @@ def test_replay_reads_failed_unknown_and_sending_steps(ledger_path: Path) -> Non
         replay = reader.replayable()
         assert replay.columns == ["user_id", "action"]
         assert replay["user_id"].to_list() == [*IDS[0:3], IDS[4]]
-        assert reader.replayable_count() == 4
         by_code = reader.replayable(only_code="INVALIDREQUEST")  # codes match in any case
         assert by_code["user_id"].to_list() == IDS[0:2]
         assert reader.replayable(action="dismiss").height == 0

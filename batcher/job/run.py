@@ -50,11 +50,12 @@ async def _run(job: Job, read: InputSet, options: RunOptions) -> Summary:
         tuple((str(p), file_sha256(p)) for p in options.inputs),
         job.command_line,
     )
+    existed = job.ledger.exists()
     ledger = Ledger.open(job.ledger, job.identity)
     try:
         ledger.recover()  # what a killed run left 'sending'
         ledger.reopen(undone_later(ledger).rows())  # what an undo reversed since: send again
-        job.observer("ledger", path=str(ledger.path), exists=True)
+        job.observer("ledger", path=str(ledger.path), exists=existed)
         async with Session(job) as session:
             users, lookups, requests = await _identify(session, ledger, read)
             facts = _facts(job, read, lookups, requests, len(users))

@@ -128,10 +128,6 @@ class Reads(Store):
         rows = self._conn.execute(sql + " ORDER BY s.rowid", params).fetchall()
         return pl.DataFrame(rows, schema={"user_id": pl.String, "action": pl.String}, orient="row")
 
-    def replayable_count(self) -> int:
-        sql = f"SELECT COUNT(*) FROM steps s WHERE s.state IN ({_IN_REPLAYABLE})"
-        return int(self._conn.execute(sql).fetchone()[0])
-
     def error_codes(self) -> dict[str, int]:
         """Graph error codes of failed and unknown steps, with how many steps have each."""
         rows = self._conn.execute(

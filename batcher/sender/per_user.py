@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import random
 import time
 from collections import defaultdict, deque
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ from batcher.errors import (
 )
 from batcher.graph import MAX_BATCH, BatchAnswer, action_request, answer_of
 from batcher.ledger import Answer, StepResult, StepState
-from batcher.retries import RETRYABLE
+from batcher.retries import RETRYABLE, backoff
 from batcher.sender.lanes import Lanes, Work
 
 # 403s in a row for one action, with no success yet: the permission is missing. Fewer may be
@@ -257,7 +256,7 @@ class PerUserLane:
         delay = 0.0  # a 429 waits on the shared pacer's hold, like everyone
         if not isinstance(exc, Throttled) or exc.retry_after is None:
             initial, most = self.retry.backoff
-            delay = min(most, initial * 2 ** (step.tries - 1)) * random.uniform(0.5, 1.0)
+            delay = backoff(step.tries, initial, most)
         self._order += 1
         heapq.heappush(self.later, (time.monotonic() + delay, self._order, step))
 
