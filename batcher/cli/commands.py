@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -104,15 +104,21 @@ def run_command(
     log_file: LogFile = None,
 ) -> None:
     """Act on the users in INPUT...; re-running the same command resumes."""
-    resume = this_command()
-    with exit_codes(resume, as_json), observers(log_file) as watch:
-        settings = load_settings(config)
-        actions = choose([*(action or []), *(CONTAIN if contain else ())])
-        job = _job(settings, actions, ledger, inputs, watch, yes=yes, offline=dry_run)
-        options = RunOptions(tuple(inputs), column, sheet, dry_run, resend)
-        with on_stop_signals(job.stop.ask):
-            summary = run(job, options)
-    _finish(summary, as_json, config)
+    options = RunOptions(tuple(inputs), column, sheet, dry_run, resend)
+    _send(
+        config,
+        (as_json, log_file),
+        lambda settings, watch: _job(
+            settings,
+            choose([*(action or []), *(CONTAIN if contain else ())]),
+            ledger,
+            inputs,
+            watch,
+            yes=yes,
+            offline=dry_run,
+        ),
+        lambda job: run(job, options),
+    )
 
 
 @app.command("replay", cls=Command)
@@ -128,14 +134,20 @@ def replay_command(
     log_file: LogFile = None,
 ) -> None:
     """Send again the failed and unknown steps of LEDGER, as new attempts in it."""
-    with exit_codes(this_command(), as_json), observers(log_file) as watch:
-        settings = load_settings(config)
-        actions = tuple(ACTIONS[a] for a in recorded_actions(ledger))
-        job = _job(settings, actions, ledger, (), watch, yes=yes)
-        chosen = action_named(action).name if action else None
-        with on_stop_signals(job.stop.ask):
-            summary = replay(job, ReplayOptions(only, chosen))
-    _finish(summary, as_json, config)
+    chosen = action_named(action).name if action else None
+    _send(
+        config,
+        (as_json, log_file),
+        lambda settings, watch: _job(
+            settings,
+            tuple(ACTIONS[a] for a in recorded_actions(ledger)),
+            ledger,
+            (),
+            watch,
+            yes=yes,
+        ),
+        lambda job: replay(job, ReplayOptions(only, chosen)),
+    )
 
 
 @app.command("undo", cls=Command)
@@ -148,13 +160,20 @@ def undo_command(
     log_file: LogFile = None,
 ) -> None:
     """Reverse what LEDGER did where it can be (disable -> enable, confirm -> dismiss)."""
-    with exit_codes(this_command(), as_json), observers(log_file) as watch:
-        settings = load_settings(config)
-        actions = tuple(ACTIONS[a] for a in undo_actions(ledger))
-        job = _job(settings, actions, undo_ledger(ledger), (), watch, yes=yes, offline=dry_run)
-        with on_stop_signals(job.stop.ask):
-            summary = undo(job, ledger, dry_run=dry_run)
-    _finish(summary, as_json, config)
+    _send(
+        config,
+        (as_json, log_file),
+        lambda settings, watch: _job(
+            settings,
+            tuple(ACTIONS[a] for a in undo_actions(ledger)),
+            undo_ledger(ledger),
+            (),
+            watch,
+            yes=yes,
+            offline=dry_run,
+        ),
+        lambda job: undo(job, ledger, dry_run=dry_run),
+    )
 
 
 @app.command("verify", cls=Command)
@@ -171,8 +190,6 @@ def verify_command(
 ) -> None:
     """Read back every step LEDGER did: as expected, still processing, not, or not read."""
     with exit_codes(as_json=as_json), observers(None) as watch:
-        if out is not None:
-            check_report_path(out)
         settings = load_settings(config)
         actions = tuple(ACTIONS[a] for a in recorded_actions(ledger))
         job = _job(settings, actions, ledger, (), watch, yes=True)
@@ -220,8 +237,6 @@ def resolve_command(
 ) -> None:
     """Only look the users in INPUT... up in the directory and write the table; no writes."""
     with exit_codes(as_json=as_json), observers(None) as watch:
-        if out is not None:
-            check_report_path(out)
         settings = load_settings(config)
         job = _job(settings, (), None, inputs, watch, yes=True)
         target = out or settings.ledger.folder / f"{inputs[0].name.split('.')[0]}.resolved.csv"
@@ -251,8 +266,7 @@ def report_command(
     from batcher.ledger import Ledger
 
     with exit_codes():
-        if out is not None:
-            check_report_path(out)
+        check_report_path(out)
         book = Ledger.open_existing(ledger)
         try:
             frame = book.report()
@@ -301,6 +315,22 @@ def simulate(
         f"{settings.burst}); bearer token: {SIMULATOR_TOKEN}; Ctrl-C stops it",
     )
     server.serve_forever()
+
+
+def _send(
+    config: Path | None,
+    output: tuple[bool, Path | None],
+    build: Callable[[Settings, Observer], Job],
+    work: Callable[[Job], Summary],
+) -> None:
+    """What run, replay and undo share: errors become exit codes; the console, the progress
+    bar and the log file watch; Ctrl-C reaches the job; the summary is rendered."""
+    as_json, log_file = output
+    with exit_codes(this_command(), as_json), observers(log_file) as watch:
+        job = build(load_settings(config), watch)
+        with on_stop_signals(job.stop.ask):
+            summary = work(job)
+    _finish(summary, as_json, config)
 
 
 def _job(

@@ -47,27 +47,12 @@ LOOKUP_COLUMNS = {
     "user_type": pl.String,
     "account_enabled": pl.Boolean,
 }
-_STEP_COLUMNS = {
-    "step_row": pl.Int64,
-    "user_id": pl.String,
-    "action": pl.String,
-    "state": pl.String,
-    "attempts": pl.Int64,
-    "last_http_status": pl.Int64,
-    "error_code": pl.String,
-    "error_message": pl.String,
-    "request_id": pl.String,
-    "client_request_id": pl.String,
-    "sent_at": pl.String,
-    "finished_at": pl.String,
+_USER_FIELDS = ("input_value", "matched_by", "source_file", "source_row")  # users', not steps'
+_STEP_COLUMNS = {"step_row": pl.Int64} | {
+    name: dtype for name, dtype in REPORT_COLUMNS.items() if name not in _USER_FIELDS
 }
-_USER_COLUMNS = {
-    "user_row": pl.Int64,
-    "user_id": pl.String,
-    "input_value": pl.String,
-    "matched_by": pl.String,
-    "source_file": pl.String,
-    "source_row": pl.Int64,
+_USER_COLUMNS = {"user_row": pl.Int64, "user_id": pl.String} | {
+    name: REPORT_COLUMNS[name] for name in _USER_FIELDS
 }
 _IN_REPLAYABLE = ", ".join(f"'{s}'" for s in sorted(REPLAYABLE))
 
