@@ -82,6 +82,7 @@ class Action:
     skips_guests: str | None = None  # why guests are skipped, when they are
     clashes: str | None = None  # refused in one run together with this one
     legacy: str | None = None  # its name in ledgers written before actions were data
+    refused: str | None = None  # said on the user's report rows when Graph refused it for good
 
 
 RISK_PERMISSION = (
@@ -109,6 +110,7 @@ ACTIONS: dict[str, Action] = {
             check=Check(Read.USER, "accountEnabled", False, "disabled", "still_enabled"),
             undo="enable",
             clashes="enable",
+            refused="the account stays enabled: Graph refused to disable it",
         ),
         Action(
             name="enable",
@@ -123,6 +125,7 @@ ACTIONS: dict[str, Action] = {
             check=Check(Read.USER, "accountEnabled", True, "enabled", "still_disabled"),
             undo="disable",
             clashes="disable",
+            refused="the account stays disabled: Graph refused to enable it",
         ),
         Action(
             name="revoke-sessions",

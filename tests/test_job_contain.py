@@ -95,6 +95,32 @@ def test_containment_disables_before_revoking_skips_guests_where_it_must_and_say
     assert "cannot be undone" in text and "confirm: 40 users" not in text
 
 
+def test_an_account_graph_refused_to_disable_is_reported_as_still_enabled(
+    tmp_path: Path,
+) -> None:
+    members, _, _ = _directory()
+    admin = DirectoryUser(id=ids(1, seed=12)[0], userPrincipalName="ga@contoso.com")
+    admin.privileged = True  # disabling an administrator needs a privileged role
+    rig = Rig(tmp_path, sim=FAST_WRITES, users=[*members, admin])
+    path = write_ids(tmp_path / "ids.csv", [admin.id] + [u.id for u in members])
+    summary = rig.run(path, actions=("disable", "revoke-sessions"), confirm=lambda p: True)
+
+    assert rig.record.operations(admin.id) == ["revoke"] and admin.accountEnabled
+    assert summary.report is not None
+    report = read_report(Path(summary.report))
+    noted = report.filter(pl.col("note").is_not_null())
+    assert sorted(noted["action"]) == ["disable", "revoke-sessions"]  # each of the admin's rows
+    assert set(noted["user_id"]) == {admin.id}
+    assert set(noted["note"]) == {"the account stays enabled: Graph refused to disable it"}
+    assert dict(zip(noted["action"], noted["state"], strict=True)) == {
+        "disable": "failed",
+        "revoke-sessions": "done",
+    }
+    out = io.StringIO()
+    render_summary(summary, Console(file=out, width=200))
+    assert "1 account could not be disabled: it stays enabled" in out.getvalue()
+
+
 def test_a_confirm_ledger_refuses_a_containment_and_a_containment_ledger_refuses_confirm(
     tmp_path: Path,
 ) -> None:

@@ -52,7 +52,7 @@ from batcher.job import (
 )
 from batcher.platform import on_stop_signals
 from batcher.report import render_status, render_summary, render_verify, say
-from batcher.report.files import check_report_path, write_report
+from batcher.report.files import check_report_path, step_report, write_report
 from batcher.report.render import plural
 
 Config = Annotated[
@@ -269,7 +269,7 @@ def report_command(
         check_report_path(out)
         book = Ledger.open_existing(ledger)
         try:
-            frame = book.report()
+            frame = step_report(book.report())
         finally:
             book.close()
         write_report(frame, out)

@@ -16,7 +16,7 @@ from batcher.job.setup import Job
 from batcher.job.summary import ActionSummary, Inputs, Summary
 from batcher.ledger import Ledger, RunRecord, StepState
 from batcher.plan import Plan
-from batcher.report.files import sibling, write_report
+from batcher.report.files import sibling, step_report, write_report
 from batcher.sender import Lanes, SendOutcome, Work, send
 
 
@@ -121,7 +121,7 @@ async def execute(
     result = summarise(job, plan, facts, session.rates, outcome)
     report = sibling(ledger.path, ".replay.report.csv" if facts.report_keys else ".report.csv")
     keys = _sent_keys(plan) if facts.report_keys else None
-    write_report(ledger.report(keys), report)
+    write_report(step_report(ledger.report(keys)), report)
     result = replace(result, report=str(report))
     ledger.end_run(_counts(result))
     job.observer("run_finished", run=run_id, **_counts(result))

@@ -8,7 +8,9 @@ from typing import IO
 
 import polars as pl
 
+from batcher.actions import ACTIONS
 from batcher.errors import ConfigError
+from batcher.ledger.states import StepState
 from batcher.platform import write_private
 
 REPORT_FORMATS = (".csv", ".parquet", ".json")
@@ -34,6 +36,20 @@ def excel_safe_expr(column: pl.Expr) -> pl.Expr:
     """Defuse text cells a spreadsheet would run as a formula (=, +, -, @, tab, CR first)."""
     risky = column.str.contains(r"^[=+\-@\t\r]")
     return pl.when(risky).then(pl.lit("'") + column).otherwise(column)
+
+
+def step_report(frame: pl.DataFrame) -> pl.DataFrame:
+    """The ledger's per-step report with a ``note`` on every row of a user whom a refused step
+    leaves as they were (a disable refused: the account stays enabled, even where their
+    sessions were revoked)."""
+    said = {name: a.refused for name, a in ACTIONS.items() if a.refused}
+    refused = (
+        frame.filter(pl.col("state") == StepState.FAILED.value, pl.col("action").is_in(list(said)))
+        .select("user_id", note=pl.col("action").replace_strict(said, return_dtype=pl.String))
+        .group_by("user_id", maintain_order=True)
+        .agg(pl.col("note").str.join("; "))
+    )
+    return frame.join(refused, on="user_id", how="left", maintain_order="left")
 
 
 def write_rejects(rejects: pl.DataFrame, path: Path) -> None:

@@ -88,10 +88,12 @@ def render_summary(summary: Summary, console: Console) -> None:
         still = [a for a in summary.actions if a.name == "revoke-sessions" and a.done]
         failed_disable = [a for a in summary.actions if a.name == "disable" and a.failed]
         if still and failed_disable:
+            n = failed_disable[0].failed
             say(
                 console,
-                f"{plural(failed_disable[0].failed, 'account')} could not be disabled and "
-                "stay enabled (their sessions were revoked); see the report",
+                f"{plural(n, 'account')} could not be disabled: "
+                f"{'it stays' if n == 1 else 'they stay'} enabled, whatever sessions were "
+                "revoked; see the note column of the report",
                 prefix="warning: ",
                 style="yellow",
             )
