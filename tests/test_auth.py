@@ -754,12 +754,15 @@ def cli_run(tenant: Tenant, graph: RunningSimulator, tmp_path: Path, secret: str
 
 
 @pytest.mark.e2e
-def test_the_cli_signs_in_with_a_client_secret_and_sends(tenant: Tenant, tmp_path: Path) -> None:
-    # Graph over plain loopback HTTP (the runner's own client), sign-in over HTTPS: two servers,
-    # one simulated tenant.
-    with RunningSimulator(tenant.sim) as graph:
-        result = cli_run(tenant, graph, tmp_path, SECRET)
+def test_the_cli_signs_in_with_a_client_secret_and_sends_over_tls_trusting_ca_bundle(
+    tenant: Tenant, tmp_path: Path
+) -> None:
+    # Sign-in and Graph both over HTTPS, with a certificate from a CA that only [auth] ca_bundle
+    # names (no system store holds it): the one setting serves both.
+    result = cli_run(tenant, tenant.server, tmp_path, SECRET)
+    assert tenant.server.url.startswith("https://")
     assert result.code == 0, result.stderr
+    assert tenant.sim.record.requests == 1  # confirmCompromised reached Graph over TLS
     assert result.json()["confirmed"] == 45
     assert [i.how for i in tenant.sim.issued] == ["secret"]
     for text in (result.stdout, result.stderr):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import httpx
 import pytest
 
 from batcher.simulator import DirectoryUser, GraphSimulator, RunningSimulator
@@ -28,6 +31,7 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.e2e
+PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 
 
 def test_make_run_runs_the_sample_on_the_built_in_simulator_with_no_account(
@@ -204,3 +208,52 @@ def test_graph_lost_in_the_middle_of_a_run_is_said_and_stops_it(tmp_path: Path) 
     summary = json.loads(out)
     assert summary["confirmed"] >= 50 and summary["unsent"] > 0
     assert summary["unknown"] <= 4 * 10  # at most what was in flight when it went away
+
+
+class _Forwarder(http.server.BaseHTTPRequestHandler):
+    """A plain forward proxy: takes the absolute URL a client sends a proxy, fetches it, answers
+    with what came back, and notes each URL."""
+
+    seen: ClassVar[list[str]] = []
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        with httpx.Client(trust_env=False) as client:
+            answer = client.request(self.command, self.path, headers=headers, content=body)
+        self.seen.append(self.path)
+        self.send_response(answer.status_code)
+        for key, value in answer.headers.items():
+            if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    do_GET = do_POST = do_PATCH = _forward
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: the test reads `seen`
+        pass
+
+
+def test_graph_is_reached_through_the_proxy_the_environment_names(
+    tmp_path: Path, simulator: Any
+) -> None:
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Forwarder)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    _Forwarder.seen.clear()
+    try:
+        config = write_config(tmp_path / "config.toml", simulator.url)
+        write_ids(tmp_path / "ids.csv", ids(30))
+        env = {k: v for k, v in cli_env().items() if k.lower() not in PROXY_VARIABLES}
+        env["HTTP_PROXY"] = f"http://127.0.0.1:{proxy.server_address[1]}"
+        result = run_cli("run", "--yes", "ids.csv", "-c", config, "--json", cwd=tmp_path, env=env)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert result.code == 0, result.stderr
+    assert result.json()["confirmed"] == 30
+    assert _Forwarder.seen == [
+        f"{simulator.url}/v1.0/identityProtection/riskyUsers/confirmCompromised"
+    ]
+    assert simulator.simulator.record.requests == 1  # and it reached Graph through the proxy
