@@ -8,6 +8,7 @@ CONFIG ?= $(if $(wildcard config.toml),config.toml,config.example.toml)
 ARGS   ?=
 # pytest workers: two on the 2-core CI machine; override with make test JOBS=1. The in-process
 # tier waits on simulated pacing and latency half of the time, so a third worker fills that in.
+# worksteal: a worker that runs out takes tests queued on the other (the crash tests are long).
 JOBS   ?= 2
 FAST_JOBS ?= 3
 
@@ -68,10 +69,10 @@ report: $(STAMP)
 	$(BIN)/batcher report "$(LEDGER)" --out "$(OUT)"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(JOBS) $(ARGS)
+	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal $(ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n $(FAST_JOBS) -m "not e2e" $(ARGS)
+	$(BIN)/python -m pytest -n $(FAST_JOBS) --dist worksteal -m "not e2e" $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check batcher tests benchmarks

@@ -5,12 +5,28 @@ command's mapping of outcomes to exit codes honest."""
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
-from tests.helpers import FAST, SAMPLES, expected_ids, run_cli, write_config, write_ids
+from tests.helpers import (
+    BATCHER,
+    FAST,
+    SAMPLES,
+    cli_env,
+    counts,
+    expected_ids,
+    ids,
+    run_cli,
+    runs_of,
+    write_config,
+    write_ids,
+)
 
 pytestmark = pytest.mark.e2e
 ANALYST = SAMPLES / "analyst_list.csv"
@@ -36,11 +52,57 @@ def test_a_403_exits_3_naming_the_permission_and_how_to_resume(
 ) -> None:
     denied = simulator_factory(FAST.model_copy(update={"permission_denied": True}))
     config = write_config(tmp_path / "config.toml", denied.url)
-    result = run_cli("run", "--yes", ANALYST, "-c", config, cwd=tmp_path)
+    ledger = tmp_path / "l.sqlite"
+    result = run_cli("run", "--yes", ANALYST, "-c", config, "--ledger", ledger, cwd=tmp_path)
     assert result.code == 3, result.stderr
     assert "IdentityRiskyUser.ReadWrite.All" in result.stderr
     assert "to resume once fixed:" in result.stderr
     assert "Traceback" not in result.stderr
+    checked = run_cli("verify", ledger, "-c", config, cwd=tmp_path)  # nothing was applied
+    assert checked.code == 1, checked.stderr
+    assert "nothing to verify: 45 steps not sent yet; resume first" in checked.stderr
+    assert denied.simulator.record.reads == 0
+
+
+def test_a_stopped_verify_says_who_it_did_not_read_and_the_command_that_finishes(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    sim = simulator_factory(FAST.model_copy(update={"processing_seconds": 3600}))
+    config = write_config(tmp_path / "config.toml", sim.url)
+    ledger = tmp_path / "l.sqlite"
+    write_ids(tmp_path / "ids.csv", ids(30))
+    sent = run_cli("run", "--yes", "ids.csv", "-c", config, "--ledger", ledger, cwd=tmp_path)
+    assert sent.code == 0, sent.stderr
+    write_config(config, sim.url, send={"rate_per_second": 0.1})  # a read every 10 s
+    record = sim.simulator.record
+    proc = subprocess.Popen(
+        [BATCHER, "verify", str(ledger), "-c", str(config)],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert record.wait_for_reads(1, timeout=60)  # the first list; the next waits its turn
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert re.search(r"not read\s.*30", err), err
+    printed = re.search(r"30 users were not read; to finish the check: (.+)$", err, re.M)
+    assert printed and printed.group(1).endswith("--unread"), err
+    write_config(config, sim.url)  # the usual pace again
+    finished = subprocess.run(
+        printed.group(1),
+        shell=True,
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert finished.returncode == 1, finished.stderr  # read now: still processing, not "done"
+    assert re.search(r"still processing.*30", finished.stderr), finished.stderr
+    assert "were not read" not in finished.stderr
 
 
 def test_small_operator_mistakes_exit_2_in_one_line(tmp_path: Path, simulator: Any) -> None:
@@ -65,4 +127,96 @@ def test_small_operator_mistakes_exit_2_in_one_line(tmp_path: Path, simulator: A
     refused = run_cli("run", "ids.csv", "-c", secret_looking, cwd=tmp_path)
     assert refused.code == 2 and "[auth] tenant_id" in refused.stderr
     assert "s3cretValue" not in refused.stderr
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a ledger\n", encoding="utf-8")
+    report = run_cli("report", notes, "--out", tmp_path / "r.csv", cwd=tmp_path)
+    assert report.code == 2 and "not a batcher ledger" in report.stderr, report.stderr
+    assert "--ledger" not in report.stderr  # `report` takes the ledger as its argument
+    assert notes.read_text(encoding="utf-8") == "not a ledger\n"
     assert simulator.simulator.record.requests == 0
+
+
+PHISHING = SAMPLES / "phishing_recipients.csv"
+
+
+def test_a_403_on_look_up_exits_3_naming_the_read_permission_and_writes_nothing(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    denied = simulator_factory(FAST.model_copy(update={"directory_read_denied": True}))
+    config = write_config(tmp_path / "config.toml", denied.url)
+    ledger = tmp_path / "l.sqlite"
+    result = run_cli(
+        "run", "--yes", PHISHING, "-c", config, "--contain", "--ledger", ledger, cwd=tmp_path
+    )
+    assert result.code == 3, result.stderr
+    assert "User.Read.All" in result.stderr and "Directory Readers" in result.stderr
+    assert "Traceback" not in result.stderr
+    record = denied.simulator.record
+    assert record.writes == [] and record.accepted["confirmCompromised"] == []
+    assert runs_of(ledger) == []  # no run and no step recorded before the look-up finishes
+    assert all(per == {} for per in counts(ledger).values())
+
+
+def test_a_403_for_every_user_on_disable_exits_3_naming_its_permission(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    denied = simulator_factory(FAST.model_copy(update={"directory_write_denied": True}))
+    config = write_config(tmp_path / "config.toml", denied.url)
+    write_ids(tmp_path / "ids.csv", ids(200))
+    ledger = tmp_path / "l.sqlite"
+    result = run_cli(
+        "run",
+        "--yes",
+        "ids.csv",
+        "-c",
+        config,
+        "--action",
+        "disable",
+        "--ledger",
+        ledger,
+        cwd=tmp_path,
+    )
+    assert result.code == 3, result.stderr
+    assert "User.EnableDisableAccount.All" in result.stderr
+    assert "to resume once fixed:" in result.stderr
+    refused = [w for w in denied.simulator.record.writes if w.status == 403]
+    assert 20 <= len(refused) <= 4 * 20  # stopped with at most the 4 batches in flight sent
+    assert counts(ledger)["disable"]["planned"] >= 120  # the rest wait for the same command
+    assert counts(ledger)["disable"].get("done", 0) == 0
+
+
+def test_resolve_looks_up_only_and_writes_the_table_it_is_asked_for(
+    tmp_path: Path, simulator: Any
+) -> None:
+    config = write_config(tmp_path / "config.toml", simulator.url)
+    out = tmp_path / "table.parquet"
+    result = run_cli("resolve", PHISHING, "-c", config, "--out", out, "--json", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    found = result.json()
+    assert found["out"] == str(out)
+    assert {k: found[k] for k in ("looked_up", "resolved", "not_found", "ambiguous", "guests")} == {
+        "looked_up": 58,
+        "resolved": 57,
+        "not_found": 0,
+        "ambiguous": 0,
+        "guests": 1,
+    }
+    table = pl.read_parquet(out)
+    assert table.columns[:9] == [
+        "input_value",
+        "kind",
+        "user_id",
+        "user_principal_name",
+        "matched_by",
+        "outcome",
+        "reason",
+        "source_file",
+        "source_row",
+    ]
+    assert table.height == 58 and table["outcome"].value_counts().sort("outcome").rows() == [
+        ("guest", 1),
+        ("resolved", 57),
+    ]
+    record = simulator.simulator.record
+    assert record.batches >= 1 and record.writes == []  # read-only: no write, no gate
+    assert record.accepted["confirmCompromised"] == []

@@ -29,6 +29,15 @@ def test_no_config_means_defaults() -> None:
     assert load_settings(None) == Settings()
 
 
+def test_the_directory_budgets_default_to_100_reads_and_20_writes_a_second(
+    tmp_path: Path,
+) -> None:
+    directory = load_settings(None).directory
+    assert (directory.reads_per_second, directory.writes_per_second) == (100.0, 20.0)
+    tuned = _load(tmp_path, "[directory]\nreads_per_second = 300\nwrites_per_second = 10\n")
+    assert (tuned.directory.reads_per_second, tuned.directory.writes_per_second) == (300.0, 10.0)
+
+
 def test_unknown_key_is_refused_with_a_suggestion(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         _load(tmp_path, "[send]\nbatch_sise = 10\n")

@@ -51,6 +51,9 @@ def test_make_run_runs_the_sample_on_the_built_in_simulator_with_no_account(
     summary = result.json()
     assert summary["confirmed"] == 131 and summary["target"] == "simulator"  # one UPN, resolved
     assert "SIMULATOR: sending to the built-in Graph simulator" in result.stderr
+    assert result.stderr.count("SIMULATOR: ") == 2  # the label at the start, and in the summary
+    looked = {k: summary[k] for k in ("looked_up", "resolved", "not_found", "ambiguous", "guests")}
+    assert looked == {"looked_up": 1, "resolved": 1, "not_found": 0, "ambiguous": 0, "guests": 0}
     assert result.stderr.rstrip().endswith("no real tenant was touched")  # said again at the end
     ledger = Path(summary["ledger"])
     assert ledger.is_absolute() and ledger.is_relative_to(tmp_path / "data")  # not the cwd
@@ -61,6 +64,8 @@ def test_json_puts_one_object_on_stdout_also_for_an_error(tmp_path: Path, simula
     config = write_config(tmp_path / "config.toml", simulator.url)
     ok = run_cli("run", "--yes", SAMPLES / "analyst_list.csv", "-c", config, "--json", cwd=tmp_path)
     assert ok.code == 0 and ok.stdout.count("\n") == 1 and ok.json()["valid"] == 45
+    keys = ("looked_up", "resolved", "not_found", "ambiguous", "guests")
+    assert [ok.json()[k] for k in keys] == [0] * 5  # object IDs only: nothing looked up
     missing = run_cli("run", "--yes", tmp_path / "nope.csv", "-c", config, "--json", cwd=tmp_path)
     assert missing.code == 2
     assert missing.json() == {
@@ -257,3 +262,30 @@ def test_graph_is_reached_through_the_proxy_the_environment_names(
         f"{simulator.url}/v1.0/identityProtection/riskyUsers/confirmCompromised"
     ]
     assert simulator.simulator.record.requests == 1  # and it reached Graph through the proxy
+
+
+def test_make_run_takes_a_file_name_with_spaces_and_brackets(tmp_path: Path) -> None:
+    """A re-downloaded export is `risky users (1).csv`: the Makefile quotes what it passes on."""
+    named = tmp_path / "risky users (1).csv"
+    named.write_bytes((SAMPLES / "entra_risky_users.csv").read_bytes())
+    make = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "-o",
+            ".venv/.installed-stamp",  # the environment running these tests is the one to use
+            f"BIN={Path(BATCHER).parent}",
+            "run",
+            f"INPUT={named}",
+            "ARGS=--dry-run",
+        ],
+        cwd=REPO,
+        env=cli_env(XDG_DATA_HOME=str(tmp_path / "data")),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert make.returncode == 0, make.stderr
+    assert f"{named}: 147 rows" in make.stderr
+    assert "dry run: nothing was sent" in make.stderr

@@ -155,3 +155,11 @@ def test_only_the_action_table_the_graph_client_and_the_simulator_know_graphs_pa
             ):
                 found.append(f"{_name(path)}:{node.lineno} {node.value[:60]!r}")
     assert found == []
+
+
+def test_one_word_for_a_step_graph_may_have_applied_unknown_everywhere() -> None:
+    """The summary, status, report, JSON and README all say "unknown", never "unsure"."""
+    readme = PACKAGE.parent / "README.md"
+    said = [p for p in (*MODULES, readme) if "unsure" in p.read_text(encoding="utf-8").lower()]
+    assert said == []
+    assert "unknown" in (PACKAGE / "ledger" / "states.py").read_text(encoding="utf-8")

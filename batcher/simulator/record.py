@@ -66,6 +66,17 @@ class Record:
             self.writes.append(Write(op, user_id, time.monotonic(), status))
             self.changed.notify_all()
 
+    def read(self) -> None:
+        """One Identity Protection read passed the checks and the budget."""
+        with self.changed:
+            self.reads += 1
+            self.changed.notify_all()
+
+    def wait_for_reads(self, count: int, timeout: float) -> bool:
+        """Block until ``count`` Identity Protection reads passed (True) or time runs out."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.reads >= count, timeout)
+
     def wait_for_accepted(self, action: str, count: int, timeout: float) -> bool:
         """Block until ``count`` IDs were accepted for ``action`` (True) or time runs out."""
         with self.changed:

@@ -114,7 +114,7 @@ class RiskyUsers:
             return refused
         if not self.bucket.take():
             return self.ctx.error(request, 429, "TooManyRequests", "Too many requests.")
-        self.ctx.record.reads += 1
+        self.ctx.record.read()
         return None
 
     async def _list(self, request: Request) -> Response:
