@@ -60,6 +60,18 @@ FAST = SimulatorSettings(
 )
 
 
+# A test's [send] and [directory]: quick rates, short timeouts and back-off.
+SEND: dict[str, Any] = {
+    "rate_per_second": 100.0,
+    "max_in_flight": 4,
+    "timeout_seconds": 5.0,
+    "retry_for_seconds": 30.0,
+    "backoff_initial_seconds": 0.01,
+    "backoff_max_seconds": 0.1,
+}
+DIRECTORY: dict[str, Any] = {"reads_per_second": 1000.0, "writes_per_second": 1000.0}
+
+
 def ids(n: int, seed: int = 1) -> list[str]:
     """``n`` distinct, stable, lower-case user IDs."""
     return [str(uuid.UUID(int=seed * 1_000_003 + i * 7919 + 1, version=4)) for i in range(n)]
@@ -79,20 +91,8 @@ def settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
     ledgers under ``tmp_path``, a static token."""
     data: dict[str, dict[str, Any]] = {
         "graph": {"target": "graph", "base_url": "http://127.0.0.1:9", **sections.pop("graph", {})},
-        "send": {
-            "rate_per_second": 100.0,
-            "max_in_flight": 4,
-            "timeout_seconds": 5.0,
-            "retry_for_seconds": 30.0,
-            "backoff_initial_seconds": 0.01,
-            "backoff_max_seconds": 0.1,
-            **sections.pop("send", {}),
-        },
-        "directory": {
-            "reads_per_second": 1000.0,
-            "writes_per_second": 1000.0,
-            **sections.pop("directory", {}),
-        },
+        "send": {**SEND, **sections.pop("send", {})},
+        "directory": {**DIRECTORY, **sections.pop("directory", {})},
         "ledger": {"dir": str(tmp_path / "ledgers"), **sections.pop("ledger", {})},
         **sections,
     }
@@ -226,17 +226,8 @@ def counts(ledger: Path) -> dict[str, dict[str, int]]:
 def write_config(path: Path, url: str, **sections: dict[str, Any]) -> Path:
     """A config that sends to ``url`` with the token method; extra keys per section."""
     graph = {"target": "graph", "base_url": url, **sections.pop("graph", {})}
-    send = {
-        "rate_per_second": 100.0,
-        "max_in_flight": 4,
-        "timeout_seconds": 5.0,
-        "retry_for_seconds": 30.0,
-        "backoff_initial_seconds": 0.01,
-        "backoff_max_seconds": 0.1,
-        **sections.pop("send", {}),
-    }
-    directory = {"reads_per_second": 1000.0, "writes_per_second": 1000.0}
-    directory.update(sections.pop("directory", {}))
+    send = {**SEND, **sections.pop("send", {})}
+    directory = {**DIRECTORY, **sections.pop("directory", {})}
     ledger = {"dir": str(path.parent / "runs"), **sections.pop("ledger", {})}
     parts = {"graph": graph, "send": send, "directory": directory, "ledger": ledger, **sections}
     lines: list[str] = []

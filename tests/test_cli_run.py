@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from batcher.job.resolve import RESOLVE_COLUMNS
 from tests.helpers import (
     BATCHER,
     FAST,
@@ -202,17 +203,7 @@ def test_resolve_looks_up_only_and_writes_the_table_it_is_asked_for(
         "guests": 1,
     }
     table = pl.read_parquet(out)
-    assert table.columns[:9] == [
-        "input_value",
-        "kind",
-        "user_id",
-        "user_principal_name",
-        "matched_by",
-        "outcome",
-        "reason",
-        "source_file",
-        "source_row",
-    ]
+    assert table.columns == RESOLVE_COLUMNS  # as in tests/test_job_identities.py, from Parquet
     assert table.height == 58 and table["outcome"].value_counts().sort("outcome").rows() == [
         ("guest", 1),
         ("resolved", 57),

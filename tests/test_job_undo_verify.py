@@ -11,7 +11,7 @@ import pytest
 
 from batcher.calls import StopSignal
 from batcher.errors import LedgerError, NotConfirmed
-from batcher.job import undo_ledger
+from batcher.job import Summary, undo_ledger
 from batcher.ledger import APPLICATION_ID, MIGRATIONS, Ledger, WriterLock
 from batcher.report.files import read_report
 from tests.helpers import (
@@ -85,14 +85,19 @@ def test_undo_also_dismisses_steps_whose_answer_was_lost(tmp_path: Path) -> None
     assert rig.undo(lossy.ledger_for()).actions[0].done == 30
 
 
-def test_an_undo_stopped_midway_resumes_and_dismisses_each_user_once(tmp_path: Path) -> None:
+def _undo_stopped_after_2_requests(tmp_path: Path) -> tuple[Rig, list[str], Path, Summary]:
+    """50 users confirmed, then an undo of them stopped once 2 of its requests of 10 left."""
     rig = Rig(tmp_path, send={"batch_size": 10, "max_in_flight": 1})
     values = ids(50)
     ledger = _confirmed(rig, values)
     rig.events = Hooked()
     stop = StopSignal()
     rig.events.at("request", 2, stop.ask)
-    first = rig.undo(ledger, stop=stop)
+    return rig, values, ledger, rig.undo(ledger, stop=stop)
+
+
+def test_an_undo_stopped_midway_resumes_and_dismisses_each_user_once(tmp_path: Path) -> None:
+    rig, values, ledger, first = _undo_stopped_after_2_requests(tmp_path)
     assert first.interrupted and 0 < first.actions[0].done < 50
     assert first.unknown == 0  # a first stop lets the request in flight land
     rest = rig.undo(ledger)
@@ -241,13 +246,7 @@ def test_unread_finishes_a_verify_written_in_any_format(tmp_path: Path, suffix: 
 def test_the_same_run_after_a_stopped_undo_confirms_again_only_those_dismissed(
     tmp_path: Path,
 ) -> None:
-    rig = Rig(tmp_path, send={"batch_size": 10, "max_in_flight": 1})
-    values = ids(50)
-    ledger = _confirmed(rig, values)
-    rig.events = Hooked()
-    stop = StopSignal()
-    rig.events.at("request", 2, stop.ask)
-    rig.undo(ledger, stop=stop)
+    rig, _, _, _ = _undo_stopped_after_2_requests(tmp_path)
     dismissed = rig.record.accepted["dismiss"]
     assert 0 < len(dismissed) < 50
     rig.events = Hooked()

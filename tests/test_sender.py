@@ -287,22 +287,29 @@ async def test_a_429_without_retry_after_slows_the_shared_pace(tmp_path: Path) -
     assert sorted(sent.accepted) == sorted(user_ids)
 
 
-async def test_a_stop_while_batches_wait_for_the_pacer_leaves_them_planned_unsent(
-    tmp_path: Path,
-) -> None:
-    """The first stop lets what is in flight finish; batches waiting for their turn are not
-    sent and not recorded: planned, 0 attempts, never called unknown."""
+async def _stopped_600(tmp_path: Path, *, latency: float, stops: int) -> tuple[Sent, list[float]]:
+    """600 IDs, 4 in flight at 100 requests/s and ``latency`` s each, stopped ``stops`` times
+    once the first answer came; also returns when each stop was asked."""
     stop, at = StopSignal(), list[float]()
     sent = await _send(
         tmp_path,
         ids(600),
         max_in_flight=4,
         ip=100.0,
-        latency_min_seconds=0.02,
-        latency_max_seconds=0.02,
+        latency_min_seconds=latency,
+        latency_max_seconds=latency,
         stop=stop,
-        observer=_stop_after(stop, 1, 1, at),
+        observer=_stop_after(stop, 1, stops, at),
     )
+    return sent, at
+
+
+async def test_a_stop_while_batches_wait_for_the_pacer_leaves_them_planned_unsent(
+    tmp_path: Path,
+) -> None:
+    """The first stop lets what is in flight finish; batches waiting for their turn are not
+    sent and not recorded: planned, 0 attempts, never called unknown."""
+    sent, at = await _stopped_600(tmp_path, latency=0.02, stops=1)
     assert sent.outcome.interrupted and at
     done = sent.in_state(StepState.DONE)
     assert done == set(sent.accepted) and len(done) >= 60
@@ -318,17 +325,7 @@ async def test_a_stop_while_batches_wait_for_the_pacer_leaves_them_planned_unsen
 async def test_a_second_stop_cancels_at_once_and_what_was_in_flight_is_unknown(
     tmp_path: Path,
 ) -> None:
-    stop, at = StopSignal(), list[float]()
-    sent = await _send(
-        tmp_path,
-        ids(600),
-        max_in_flight=4,
-        ip=100.0,
-        latency_min_seconds=0.2,
-        latency_max_seconds=0.2,
-        stop=stop,
-        observer=_stop_after(stop, 1, 2, at),
-    )
+    sent, at = await _stopped_600(tmp_path, latency=0.2, stops=2)
     assert sent.outcome.interrupted and at
     in_flight = {
         uid
