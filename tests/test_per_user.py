@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from batcher.actions import ACTIONS, ORDER
+from batcher.actions import ACTIONS, ORDER, Budget
 from batcher.calls import Caller, StopSignal
 from batcher.errors import AuthError
 from batcher.eventlog import Observer
@@ -401,11 +401,12 @@ async def test_a_disable_only_throttled_past_the_retry_window_holds_back_its_rev
     assert [w.op for w in sent.sim.record.writes] == ["disable"] * 5  # no revoke sent
 
 
-def _stop_on_first_directory_answer(stop: StopSignal) -> Observer:
+def _stop_on_first_request(stop: StopSignal, budget: Budget) -> Observer:
+    """An observer that asks ``stop`` once, at the first request on ``budget``."""
     asked: list[bool] = []
 
     def observer(event: str, **fields: Any) -> None:
-        if event == "request" and fields.get("budget") == "directory_writes" and not asked:
+        if event == "request" and fields.get("budget") == budget.value and not asked:
             asked.append(True)
             stop.ask()
 
@@ -422,7 +423,7 @@ async def test_a_stop_counts_the_steps_waiting_to_be_retried(tmp_path: Path) -> 
         tmp_path,
         {"confirm": ids(60, seed=2), "disable": users},
         stop=stop,
-        observer=_stop_on_first_directory_answer(stop),
+        observer=_stop_on_first_request(stop, Budget.DIRECTORY_WRITES),
         latency_min_seconds=0.1,
         latency_max_seconds=0.1,
         directory_faults={"500": 0.5},
@@ -440,17 +441,6 @@ async def test_a_stop_counts_the_steps_waiting_to_be_retried(tmp_path: Path) -> 
     assert sent.seconds < 0.45  # it did not wait for the back-off of the steps it let go
 
 
-def _stop_on_first_ip_answer(stop: StopSignal) -> Observer:
-    asked: list[bool] = []
-
-    def observer(event: str, **fields: Any) -> None:
-        if event == "request" and fields.get("budget") == "identity_protection" and not asked:
-            asked.append(True)
-            stop.ask()
-
-    return observer
-
-
 async def test_a_first_stop_does_not_wait_for_the_back_off_of_steps_it_lets_go(
     tmp_path: Path,
 ) -> None:
@@ -462,7 +452,7 @@ async def test_a_first_stop_does_not_wait_for_the_back_off_of_steps_it_lets_go(
         tmp_path,
         {"confirm": ids(120, seed=2), "disable": users},
         stop=stop,
-        observer=_stop_on_first_ip_answer(stop),
+        observer=_stop_on_first_request(stop, Budget.IDENTITY_PROTECTION),
         latency_min_seconds=0.1,
         latency_max_seconds=0.1,
         directory_faults={"500": 1.0},
