@@ -22,7 +22,7 @@ import polars as pl
 
 from batcher.errors import InputError
 from batcher.inputs.structured import read_excel, read_json, read_parquet, read_zip
-from batcher.inputs.table import SAMPLE_ROWS, Source, Table, in_memory, numbered
+from batcher.inputs.table import SAMPLE_ROWS, Source, Table, first_line, in_memory, numbered
 from batcher.inputs.values import GUID_INSIDE, kinds, looks_like_id
 
 HEAD_BYTES = 256 * 1024
@@ -346,7 +346,7 @@ def _trim(frame: pl.DataFrame, blank: int) -> pl.DataFrame:
 def _csv_error(
     path: Path, kind: str, exc: Exception, source: Source, sep: str, skip: int
 ) -> InputError:
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    message = first_line(exc)
     if "more fields" in message:
         data = source.read_bytes() if isinstance(source, Path) else source
         text = io.StringIO(data.decode("utf-8", errors="replace"))
