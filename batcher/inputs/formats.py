@@ -22,7 +22,15 @@ import polars as pl
 
 from batcher.errors import InputError
 from batcher.inputs.structured import read_excel, read_json, read_parquet, read_zip
-from batcher.inputs.table import SAMPLE_ROWS, Source, Table, first_line, in_memory, numbered
+from batcher.inputs.table import (
+    SAMPLE_ROWS,
+    Source,
+    Table,
+    first_line,
+    in_memory,
+    numbered,
+    source_bytes,
+)
 from batcher.inputs.values import GUID_INSIDE, kinds, looks_like_id
 
 HEAD_BYTES = 256 * 1024
@@ -262,7 +270,7 @@ def _pasted_list(body: str, separator: str) -> str | None:
 
 def _token_list(path: Path, source: Source, kind: str) -> Table:
     """Every ID of a pasted list, in order: each one is a row."""
-    data = source.read_bytes() if isinstance(source, Path) else source
+    data = source_bytes(source)
     lines = pl.Series(data.decode("utf-8-sig", errors="replace").splitlines(), dtype=pl.String)
     values = lines.str.extract_all(_TOKEN).explode().drop_nulls().rename("column_1")
     return in_memory(path, values.to_frame(), kind, plain=True)
@@ -348,7 +356,7 @@ def _csv_error(
 ) -> InputError:
     message = first_line(exc)
     if "more fields" in message:
-        data = source.read_bytes() if isinstance(source, Path) else source
+        data = source_bytes(source)
         text = io.StringIO(data.decode("utf-8", errors="replace"))
         rows = iter(list(csv.reader(text, delimiter=sep))[skip:])
         width = len(next(rows, []))
@@ -363,7 +371,7 @@ def _csv_error(
 
 def _powershell_table(path: Path, source: Source, kind: str) -> Table:
     """Format-Table text: a header line, a rule of dashes giving the column spans, then rows."""
-    data = source.read_bytes() if isinstance(source, Path) else source
+    data = source_bytes(source)
     text = data.decode("utf-8-sig", errors="replace")  # any encoding was already made UTF-8
     lines = [ln.rstrip() for ln in text.splitlines()]
     lines = [ln for ln in lines if ln.strip()]

@@ -14,7 +14,15 @@ import polars as pl
 from batcher.errors import InputError
 from batcher.inputs.columns import NoColumn, listed, pick_column
 from batcher.inputs.entities import HINT, find_entities
-from batcher.inputs.table import Source, Table, first_line, in_memory, numbered, scalar_columns
+from batcher.inputs.table import (
+    Source,
+    Table,
+    first_line,
+    in_memory,
+    numbered,
+    scalar_columns,
+    source_bytes,
+)
 from batcher.inputs.values import looks_like_id
 
 _ENVELOPES = ("value", "records", "entities")  # Graph pages, Azure exports, Sentinel entities
@@ -23,7 +31,7 @@ _PLAIN = "value"  # the column of a JSON array of plain values
 
 def read_json(path: Path, source: Source, head: str, kind: str, entities: bool = True) -> Table:
     """A JSON document or NDJSON; with ``entities``, incident entity shapes are recognised."""
-    data = source.read_bytes() if isinstance(source, Path) else source
+    data = source_bytes(source)
     data = data.removeprefix(codecs.BOM_UTF8)
     first = head.lstrip("\ufeff \t\r\n").split("\n", 1)[0]
     ndjson = first.startswith("{") and _parses(first) and bool(data.strip().count(b"\n"))

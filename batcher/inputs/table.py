@@ -15,6 +15,11 @@ SAMPLE_ROWS = 1_000
 Source = Path | bytes
 
 
+def source_bytes(source: Source) -> bytes:
+    """The whole content of a source: the file's bytes, or the bytes already in memory."""
+    return source.read_bytes() if isinstance(source, Path) else source
+
+
 @dataclass(frozen=True)
 class Table:
     """An input opened for reading: a sample of every column and a loader for any one of them."""
