@@ -312,7 +312,15 @@ def _between(positions: pl.Series, start: int, end: int) -> int:
 
 def _located(frame: pl.DataFrame, picks: list[_Pick], starts: list[int]) -> pl.DataFrame:
     """Add source_file and source_row (data rows from 1) to a frame with global positions."""
-    pos = pl.col("pos").cast(pl.Int64)
+    pos = frame.get_column("pos").cast(pl.Int64)
+    files: pl.Series | str
+    first: pl.Series | int
+    if len(picks) == 1:  # every position is the one file's own
+        files, first = str(picks[0].path), 0
+    else:  # the file that holds each position, found once for both columns
+        index = pl.Series(starts[1:], dtype=pl.Int64).search_sorted(pos, side="right")
+        files = pl.Series([str(p.path) for p in picks]).gather(index)
+        first = pl.Series(starts[:-1], dtype=pl.Int64).gather(index)
     if any(p.rows_at is not None for p in picks):  # incident entities: rows of their own
         numbers = pl.concat(
             [
@@ -322,23 +330,10 @@ def _located(frame: pl.DataFrame, picks: list[_Pick], starts: list[int]) -> pl.D
                 for p in picks
             ]
         )
-        frame = frame.with_columns(source_row=pl.lit(numbers).gather(pos))
+        rows = numbers.gather(pos)
     else:
-        frame = frame.with_columns(source_row=pos - _starts(starts, pos) + 1)
-    if len(picks) == 1:
-        return frame.with_columns(source_file=pl.lit(str(picks[0].path)))
-    index = pl.lit(pl.Series(starts[1:], dtype=pl.Int64)).search_sorted(pos, side="right")
-    return frame.with_columns(
-        source_file=pl.lit(pl.Series([str(p.path) for p in picks])).gather(index)
-    )
-
-
-def _starts(starts: list[int], pos: pl.Expr) -> pl.Expr:
-    """The first global position of the file that holds each position."""
-    if len(starts) == 2:
-        return pl.lit(0, dtype=pl.Int64)
-    index = pl.lit(pl.Series(starts[1:], dtype=pl.Int64)).search_sorted(pos, side="right")
-    return pl.lit(pl.Series(starts[:-1], dtype=pl.Int64)).gather(index)
+        rows = pos - first + 1
+    return frame.with_columns(source_row=rows, source_file=pl.lit(files))
 
 
 def _summary(pick: _Pick, valid: int, invalid: int, warnings: list[str]) -> FileSummary:
