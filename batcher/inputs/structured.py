@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import codecs
+import functools
 import io
 import json
 import zipfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -159,6 +161,8 @@ def read_excel(
 ) -> Table:
     """The sheet named ``sheet``, else the first sheet in which an ID column is found."""
     sheets = _sheets(path, source, kind, True)
+    # Every sheet again without a header, read once if any sheet's first row holds IDs.
+    plain = functools.cache(lambda: dict(_sheets(path, source, kind, False)))
     names = [name for name, _ in sheets]
     if sheet is not None:
         chosen = [n for n in names if n == sheet] or [
@@ -170,14 +174,14 @@ def read_excel(
                 "choose one with --sheet NAME"
             )
         name = chosen[0]
-        table = _sheet(path, source, kind, name, dict(sheets)[name])
+        table = _sheet(path, kind, name, dict(sheets)[name], plain)
         if table.sample.width == 0:
             raise InputError(f"{path}: sheet {name!r} is empty; choose another with --sheet NAME")
         return replace(table, elsewhere=_elsewhere(names, name))
     used = [(name, frame) for name, frame in sheets if frame.width]
     if not used:
         raise InputError(f"{path}: every sheet of the workbook is empty; export the IDs again")
-    tables = [(name, _sheet(path, source, kind, name, frame)) for name, frame in used]
+    tables = [(name, _sheet(path, kind, name, frame, plain)) for name, frame in used]
     name, found = next(((n, t) for n, t in tables if _has_id_column(t, column)), tables[0])
     read = [n for n, _ in used]
     before, after = read[: read.index(name)], read[read.index(name) + 1 :]
@@ -191,11 +195,20 @@ def read_excel(
     return replace(found, notes=tuple(notes), elsewhere=_elsewhere(names, name))
 
 
-def _sheet(path: Path, source: Source, kind: str, name: str, frame: pl.DataFrame) -> Table:
-    """One sheet as a table: a header unless the first row holds IDs; no empty rows at the end."""
+def _sheet(
+    path: Path,
+    kind: str,
+    name: str,
+    frame: pl.DataFrame,
+    plain: Callable[[], dict[str, pl.DataFrame]],
+) -> Table:
+    """One sheet as a table: a header unless the first row holds IDs; no empty rows at the end.
+
+    ``plain`` gives every sheet of the workbook read without a header (read once, then kept).
+    """
     header_less = any(looks_like_id(column) for column in frame.columns)
-    if header_less:  # the first row is data: read the sheet again without a header
-        frame = dict(_sheets(path, source, kind, False))[name]
+    if header_less:  # the first row is data: take the sheet as read without a header
+        frame = plain()[name].clone()  # a copy: renaming its columns leaves the kept one as is
         frame.columns = numbered(frame.columns)
     if frame.width:
         filled = frame.select(pl.any_horizontal(pl.all().is_not_null() & (pl.all() != "")))
