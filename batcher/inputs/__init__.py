@@ -16,13 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from batcher.errors import InputError
-from batcher.inputs.columns import (
-    ID_ALIASES,
-    IDENTITY_ALIASES,
-    NON_USER_COLUMNS,
-    header_key,
-    pick_column,
-)
+from batcher.inputs.columns import header_key, pick_column
 from batcher.inputs.formats import open_table
 from batcher.inputs.table import Table
 from batcher.inputs.values import (
@@ -39,8 +33,6 @@ from batcher.inputs.values import (
     REASON_SEVERAL,
     REASON_SID,
     REASON_UPN,
-    SID_PATTERN,
-    UPN_PATTERN,
     fast_key,
     guid_key,
     kind_of,
@@ -50,12 +42,9 @@ from batcher.inputs.values import (
 
 __all__ = [
     "GUID_PATTERN",
-    "IDENTITY_ALIASES",
-    "ID_ALIASES",
     "KIND_SID",
     "KIND_UPN",
     "NIL_GUID",
-    "NON_USER_COLUMNS",
     "REASON_EMPTY",
     "REASON_INSIDE",
     "REASON_NIL",
@@ -64,9 +53,7 @@ __all__ = [
     "REASON_SEVERAL",
     "REASON_SID",
     "REASON_UPN",
-    "SID_PATTERN",
     "SOURCE_CAPS",
-    "UPN_PATTERN",
     "FileSummary",
     "InputSet",
     "header_key",
