@@ -26,6 +26,7 @@ from batcher.inputs.columns import (
 from batcher.inputs.formats import open_table
 from batcher.inputs.table import Table
 from batcher.inputs.values import (
+    GUID,
     GUID_PATTERN,
     KIND_GUID,
     KIND_SID,
@@ -49,6 +50,7 @@ from batcher.inputs.values import (
 )
 
 __all__ = [
+    "GUID",
     "GUID_PATTERN",
     "IDENTITY_ALIASES",
     "ID_ALIASES",

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from batcher.errors import ConfigError
-from batcher.simulator.risky import GUID
+from batcher.inputs import GUID
 
 # Object IDs of the open directory's users: uuid5 of this namespace and the lower-cased address
 # (or upper-cased SID), so the same address is the same user in every run and process.

@@ -14,14 +14,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from batcher.inputs import GUID_PATTERN
+from batcher.inputs import GUID
 from batcher.simulator.budget import TokenBucket
 from batcher.simulator.faults import DropConnection, answer_fault, draw
 from batcher.simulator.record import ACTIONS
 from batcher.simulator.replies import DENIED, Context, is_inner
 
 MAX_IDS_PER_CALL = 60
-GUID = re.compile(GUID_PATTERN, re.IGNORECASE)
 _RISK_DETAIL = {
     "confirmedCompromised": "adminConfirmedUserCompromised",
     "dismissed": "adminDismissedAllRiskForUser",
