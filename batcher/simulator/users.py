@@ -109,11 +109,11 @@ class DirectoryEndpoints:
             return refused
         try:
             select = parse_select(request.query_params.get("$select"))
-            user = self._user(request)
         except QueryError as exc:
             return self.ctx.error(request, 400, exc.code, exc.message)
-        if user is None:
-            return self._not_found(request)
+        user = self._target(request)
+        if not isinstance(user, DirectoryUser):
+            return user
         body = {"@odata.context": odata_context(request, "users/$entity"), **project(user, select)}
         return self.ctx.json(request, body)
 
@@ -133,6 +133,14 @@ class DirectoryEndpoints:
     def _user(self, request: Request) -> DirectoryUser | None:
         return self.directory.lookup(self._key(request))
 
+    def _target(self, request: Request) -> DirectoryUser | Response:
+        """The user a URL names, or the answer when there is none (400 for a bad key, 404)."""
+        try:
+            user = self._user(request)
+        except QueryError as exc:
+            return self.ctx.error(request, 400, exc.code, exc.message)
+        return self._not_found(request) if user is None else user
+
     def _not_found(self, request: Request) -> Response:
         key = request.path_params.get("key") or request.path_params.get("quoted")
         return self.ctx.error(
@@ -144,14 +152,6 @@ class DirectoryEndpoints:
         )
 
     # -- writes ----------------------------------------------------------------------------------
-    def _target(self, request: Request) -> DirectoryUser | Response:
-        """The user a write's URL names, or the answer when there is none."""
-        try:
-            user = self._user(request)
-        except QueryError as exc:
-            return self.ctx.error(request, 400, exc.code, exc.message)
-        return self._not_found(request) if user is None else user
-
     async def _update(self, request: Request) -> Response:
         try:
             body = json.loads(await request.body())
