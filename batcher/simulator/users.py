@@ -158,19 +158,19 @@ class DirectoryEndpoints:
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = None
         enabled = body.get("accountEnabled") if isinstance(body, dict) else None
-        response = await self._set_enabled(request, body)
+        response = await self._set_enabled(request, body, enabled)
         if isinstance(enabled, bool):
             self._wrote(request, "enable" if enabled else "disable", response.status_code)
         return response
 
-    async def _set_enabled(self, request: Request, body: Any) -> Response:
+    async def _set_enabled(self, request: Request, body: Any, enabled: object) -> Response:
+        """``enabled``: the body's accountEnabled (None when the body is no JSON object)."""
         ctx = self.ctx
         refused = self._gate(request, write=True)
         if refused is not None:
             return refused
         if body is None:
             return ctx.error(request, 400, "BadRequest", "Unable to read JSON request payload.")
-        enabled = body.get("accountEnabled") if isinstance(body, dict) else None
         if not isinstance(enabled, bool):
             message = "Invalid value specified for property 'accountEnabled' of resource 'User'."
             return ctx.error(request, 400, "Request_BadRequest", message)
