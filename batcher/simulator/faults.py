@@ -74,10 +74,7 @@ async def answer_fault(ctx: Context, request: Request, kind: str) -> Response | 
     if kind == "hang":
         await anyio.sleep(ctx.settings.hang_seconds)
         return ctx.error(request, 504, "GatewayTimeout", "The request timed out.")
-    status = int(kind)
-    retry_after = ctx.settings.retry_after_seconds
-    shown = f"{retry_after:g}" if status == 503 and retry_after is not None else None
-    return ctx.error(request, status, *_CODES[status], retry_after=shown)
+    return _status_fault(ctx, request, kind, retry_after_429=None)
 
 
 def directory_fault(ctx: Context, request: Request) -> Response | None:
@@ -91,11 +88,21 @@ def directory_fault(ctx: Context, request: Request) -> Response | None:
     if kind is None:
         return None
     ctx.record.directory_faults[kind] += 1
+    seconds = ctx.settings.retry_after_seconds
+    return _status_fault(ctx, request, kind, retry_after_429=str(max(1, math.ceil(seconds or 1))))
+
+
+def _status_fault(
+    ctx: Context, request: Request, kind: str, *, retry_after_429: str | None
+) -> Response:
+    """Graph's error for a fault kind that is a status ("429", "503", ...). A 429 carries
+    ``retry_after_429`` as Retry-After (None: no header); a 503 carries retry_after_seconds
+    when set."""
     status = int(kind)
     seconds = ctx.settings.retry_after_seconds
     retry_after = None
     if status == 429:
-        retry_after = str(max(1, math.ceil(seconds or 1)))
+        retry_after = retry_after_429
     elif status == 503 and seconds is not None:
         retry_after = f"{seconds:g}"
     return ctx.error(request, status, *_CODES[status], retry_after=retry_after)
