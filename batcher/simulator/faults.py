@@ -63,10 +63,10 @@ def draw(rng: random.Random, mix: Mapping[Kind, float]) -> Kind | None:
     return None
 
 
-async def answer_fault(ctx: Context, request: Request, kind: str) -> Response | None:
-    """The answer to an Identity Protection (or outer $batch) fault; None for "lost", which
-    applies the request first and then drops the connection."""
-    if kind == "lost":
+async def answer_fault(ctx: Context, request: Request, kind: str | None) -> Response | None:
+    """The answer to an Identity Protection (or outer $batch) fault; None for no fault (``kind``
+    None) and for "lost", which applies the request first and then answers ``dropped``."""
+    if kind is None or kind == "lost":
         return None
     ctx.record.faults[kind] += 1
     if kind == "reset":
@@ -75,6 +75,12 @@ async def answer_fault(ctx: Context, request: Request, kind: str) -> Response | 
         await anyio.sleep(ctx.settings.hang_seconds)
         return ctx.error(request, 504, "GatewayTimeout", "The request timed out.")
     return _status_fault(ctx, request, kind, retry_after_429=None)
+
+
+def dropped(ctx: Context) -> Response:
+    """The answer for a "lost" fault once its request is applied: counted, then dropped."""
+    ctx.record.faults["lost"] += 1
+    return DropConnection()
 
 
 def directory_fault(ctx: Context, request: Request) -> Response | None:

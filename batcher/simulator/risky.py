@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from batcher.inputs import GUID
 from batcher.simulator.budget import TokenBucket
-from batcher.simulator.faults import DropConnection, answer_fault, draw
+from batcher.simulator.faults import answer_fault, draw, dropped
 from batcher.simulator.record import ACTIONS
 from batcher.simulator.replies import DENIED, Context, is_inner
 
@@ -59,10 +59,9 @@ class RiskyUsers:
         if not self.bucket.take():
             return ctx.error(request, 429, "TooManyRequests", "Too many requests.")
         fault = None if is_inner(request) else draw(ctx.random, settings.faults)
-        if fault is not None:
-            response = await answer_fault(ctx, request, fault)
-            if response is not None:
-                return response
+        response = await answer_fault(ctx, request, fault)
+        if response is not None:
+            return response
         try:
             body = json.loads(await request.body())
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -82,8 +81,7 @@ class RiskyUsers:
         action = request.path_params["action"]
         ctx.record.apply(action, ids, ACTIONS[action])
         if fault == "lost":
-            ctx.record.faults["lost"] += 1
-            return DropConnection()
+            return dropped(ctx)
         return ctx.empty(request, 204)
 
     # -- reads: what verify asks -----------------------------------------------------------------
