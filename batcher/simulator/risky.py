@@ -50,7 +50,7 @@ class RiskyUsers:
     async def _action(self, request: Request) -> Response:
         ctx, settings = self.ctx, self.ctx.settings
         if request.path_params["action"] not in ACTIONS:
-            return ctx.error(request, 404, "Request_ResourceNotFound", "Resource not found.")
+            return ctx.not_found(request)
         refused = ctx.check(request)
         if refused is not None:
             return refused
