@@ -1,4 +1,5 @@
-"""Simulated failures: drawing one, answering it, and dropping a connection mid-answer."""
+"""Simulated failures: drawing one, answering it, and dropping a connection mid-answer; and
+the 429 for a spent budget."""
 
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ logging.getLogger("uvicorn.error").addFilter(_HideSimulatedResets())
 
 
 Kind = TypeVar("Kind", bound=str)
+
+
+def throttled(ctx: Context, request: Request, retry_after: str | None = None) -> Response:
+    """Graph's 429 for a request over its budget (``retry_after``: the Retry-After, if any)."""
+    return ctx.error(request, 429, *_CODES[429], retry_after=retry_after)
 
 
 def draw(rng: random.Random, mix: Mapping[Kind, float]) -> Kind | None:

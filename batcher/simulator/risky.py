@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from batcher.inputs import GUID
 from batcher.simulator.budget import TokenBucket
-from batcher.simulator.faults import answer_fault, draw, dropped
+from batcher.simulator.faults import answer_fault, draw, dropped, throttled
 from batcher.simulator.record import ACTIONS
 from batcher.simulator.replies import DENIED, Context, is_inner
 
@@ -57,7 +57,7 @@ class RiskyUsers:
         if settings.permission_denied:
             return ctx.error(request, 403, "Authorization_RequestDenied", DENIED)
         if not self.bucket.take():
-            return ctx.error(request, 429, "TooManyRequests", "Too many requests.")
+            return throttled(ctx, request)
         fault = None if is_inner(request) else draw(ctx.random, settings.faults)
         response = await answer_fault(ctx, request, fault)
         if response is not None:
@@ -110,7 +110,7 @@ class RiskyUsers:
         if refused is not None:
             return refused
         if not self.bucket.take():
-            return self.ctx.error(request, 429, "TooManyRequests", "Too many requests.")
+            return throttled(self.ctx, request)
         self.ctx.record.read()
         return None
 

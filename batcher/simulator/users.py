@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from batcher.simulator.budget import TokenBucket
 from batcher.simulator.directory import Directory, DirectoryUser
-from batcher.simulator.faults import directory_fault
+from batcher.simulator.faults import directory_fault, throttled
 from batcher.simulator.query import QueryError, parse_filter, parse_select, project
 from batcher.simulator.replies import DENIED, Context, odata_context
 
@@ -63,13 +63,7 @@ class DirectoryEndpoints:
             return ctx.error(request, 403, "Authorization_RequestDenied", DENIED)
         bucket = self.writes if write else self.reads
         if not bucket.take():
-            return ctx.error(
-                request,
-                429,
-                "TooManyRequests",
-                "Too many requests.",
-                retry_after=str(bucket.retry_after()),
-            )
+            return throttled(ctx, request, retry_after=str(bucket.retry_after()))
         return directory_fault(ctx, request)
 
     # -- reads -----------------------------------------------------------------------------------
