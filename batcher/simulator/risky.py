@@ -51,13 +51,9 @@ class RiskyUsers:
         ctx, settings = self.ctx, self.ctx.settings
         if request.path_params["action"] not in ACTIONS:
             return ctx.not_found(request)
-        refused = ctx.check(request)
+        refused = self._spend(request, denied=settings.permission_denied)
         if refused is not None:
             return refused
-        if settings.permission_denied:
-            return ctx.error(request, 403, "Authorization_RequestDenied", DENIED)
-        if not self.bucket.take():
-            return throttled(ctx, request)
         fault = None if is_inner(request) else draw(ctx.random, settings.faults)
         response = await answer_fault(ctx, request, fault)
         if response is not None:
@@ -104,15 +100,25 @@ class RiskyUsers:
             "riskLastUpdatedDateTime": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
-    def _read_gate(self, request: Request) -> Response | None:
-        """Reads pass the same checks, and spend the same budget, as actions."""
+    def _spend(self, request: Request, *, denied: bool) -> Response | None:
+        """Context.check (version, bearer token), a 403 if ``denied``, then one request of the
+        budget spent (a 429 when it is empty); None when the request goes on."""
         refused = self.ctx.check(request)
         if refused is not None:
             return refused
+        if denied:
+            return self.ctx.error(request, 403, "Authorization_RequestDenied", DENIED)
         if not self.bucket.take():
             return throttled(self.ctx, request)
-        self.ctx.record.read()
         return None
+
+    def _read_gate(self, request: Request) -> Response | None:
+        """Reads pass the same checks, and spend the same budget, as actions (permission_denied
+        refuses actions only)."""
+        refused = self._spend(request, denied=False)
+        if refused is None:
+            self.ctx.record.read()
+        return refused
 
     async def _list(self, request: Request) -> Response:
         refused = self._read_gate(request)
