@@ -20,6 +20,7 @@ from batcher.inputs.columns import header_key, pick_column
 from batcher.inputs.formats import open_table
 from batcher.inputs.table import Table
 from batcher.inputs.values import (
+    GUID,
     GUID_PATTERN,
     KIND_GUID,
     KIND_SID,
@@ -41,6 +42,7 @@ from batcher.inputs.values import (
 )
 
 __all__ = [
+    "GUID",
     "GUID_PATTERN",
     "KIND_SID",
     "KIND_UPN",

@@ -8,6 +8,7 @@ import polars as pl
 
 # The one definition of a canonical object ID (lower-case, hyphenated); others import it.
 GUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+GUID = re.compile(GUID_PATTERN, re.IGNORECASE)  # compiled once, for matching in Python
 NIL_GUID = "00000000-0000-0000-0000-000000000000"
 
 # Kinds of valid value: an object ID, a UPN or e-mail address, an on-premises (AD) SID.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,15 +13,13 @@ from batcher.calls import StopSignal
 from batcher.config import Settings
 from batcher.errors import AuthError, ConfigError
 from batcher.eventlog import Observer, no_events
-from batcher.inputs import GUID_PATTERN
+from batcher.inputs import GUID
 from batcher.ledger import RunIdentity
 
 if TYPE_CHECKING:
     import httpx
 
     from batcher.job.summary import Summary
-
-GUID = re.compile(GUID_PATTERN, re.IGNORECASE)
 
 
 def _always(preview: Summary) -> bool:

@@ -2,25 +2,19 @@
 
 from batcher.simulator.app import GraphSimulator
 from batcher.simulator.batch import MAX_REQUESTS_PER_BATCH
-from batcher.simulator.budget import TokenBucket
-from batcher.simulator.directory import Directory, DirectoryUser
+from batcher.simulator.directory import DirectoryUser
 from batcher.simulator.record import Record, Write
 from batcher.simulator.risky import MAX_IDS_PER_CALL
 from batcher.simulator.server import RunningSimulator
-from batcher.simulator.signin import SIMULATED_ADMIN, SIMULATED_TENANT, Issued, SimulatedSignIn
+from batcher.simulator.signin import SIMULATED_TENANT
 
 __all__ = [
     "MAX_IDS_PER_CALL",
     "MAX_REQUESTS_PER_BATCH",
-    "SIMULATED_ADMIN",
     "SIMULATED_TENANT",
-    "Directory",
     "DirectoryUser",
     "GraphSimulator",
-    "Issued",
     "Record",
     "RunningSimulator",
-    "SimulatedSignIn",
-    "TokenBucket",
     "Write",
 ]

@@ -87,4 +87,4 @@ class GraphSimulator:
         return JSONResponse(self.record.to_json())
 
     async def _not_found(self, request: Request) -> Response:
-        return self.ctx.error(request, 404, "Request_ResourceNotFound", "Resource not found.")
+        return self.ctx.not_found(request)

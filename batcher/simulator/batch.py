@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from batcher.simulator.faults import DropConnection, answer_fault, draw
+from batcher.simulator.faults import answer_fault, draw, dropped
 from batcher.simulator.replies import INNER, Context, error_body, is_inner
 
 MAX_REQUESTS_PER_BATCH = 20
@@ -52,10 +52,9 @@ class Batch:
             return ctx.error(request, 400, "BadRequest", "A $batch cannot hold a $batch.")
         ctx.record.batches += 1
         fault = draw(ctx.random, ctx.settings.faults)
-        if fault is not None:
-            response = await answer_fault(ctx, request, fault)
-            if response is not None:
-                return response
+        response = await answer_fault(ctx, request, fault)
+        if response is not None:
+            return response
         try:
             items = _items(json.loads(await request.body()))
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -65,8 +64,7 @@ class Batch:
         responses = [await self._one(request, item) for item in items]
         ctx.random.shuffle(responses)
         if fault == "lost":
-            ctx.record.faults["lost"] += 1
-            return DropConnection()
+            return dropped(ctx)
         return ctx.json(request, {"responses": responses})
 
     async def _one(self, outer: Request, item: dict[str, Any]) -> dict[str, Any]:

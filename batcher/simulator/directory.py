@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from batcher.errors import ConfigError
-from batcher.simulator.risky import GUID
+from batcher.inputs import GUID
 
 # Object IDs of the open directory's users: uuid5 of this namespace and the lower-cased address
 # (or upper-cased SID), so the same address is the same user in every run and process.
@@ -111,29 +111,25 @@ class Directory:
 
     def peek(self, key: str) -> DirectoryUser | None:
         """The known user a URL's key (object ID or UPN) names, without creating one."""
-        if GUID.match(key):
-            return self.get(key)
-        owners = self._index.get(("userPrincipalName", key.lower()))
-        return self._by_id[owners[0]] if owners else None
+        return self.lookup(key, create=False)
 
-    def lookup(self, key: str) -> DirectoryUser | None:
-        """The user a URL's key (object ID or UPN) names; the open directory creates them."""
-        return self.find("id" if GUID.match(key) else "userPrincipalName", key)
-
-    def find(self, name: str, value: str) -> DirectoryUser | None:
-        """The (first) user whose property ``name`` equals ``value``."""
-        found = self.find_all(name, value)
+    def lookup(self, key: str, *, create: bool = True) -> DirectoryUser | None:
+        """The (first) user a URL's key (object ID or UPN) names; the open directory creates
+        them unless ``create`` is False."""
+        name = "id" if GUID.match(key) else "userPrincipalName"
+        found = self.find_all(name, key, create=create)
         return found[0] if found else None
 
-    def find_all(self, name: str, value: str) -> list[DirectoryUser]:
+    def find_all(self, name: str, value: str, *, create: bool = True) -> list[DirectoryUser]:
         """Every user whose property ``name`` equals ``value``, ignoring case (proxyAddresses:
-        one of them, e.g. smtp:ann@contoso.com); the open directory creates one if none."""
+        one of them, e.g. smtp:ann@contoso.com); the open directory creates one if none, unless
+        ``create`` is False."""
         if name == "id":
             user = self.get(value)
             users = [user] if user is not None else []
         else:
             users = [self._by_id[uid] for uid in self._index.get((name, value.lower()), [])]
-        if users or not self.open:
+        if users or not self.open or not create:
             return users
         made = self._create(name, value)
         return [made] if made is not None else []

@@ -1,4 +1,5 @@
-"""Simulated failures: drawing one, answering it, and dropping a connection mid-answer."""
+"""Simulated failures: drawing one, answering it, and dropping a connection mid-answer; and
+the 429 for a spent budget."""
 
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ logging.getLogger("uvicorn.error").addFilter(_HideSimulatedResets())
 Kind = TypeVar("Kind", bound=str)
 
 
+def throttled(ctx: Context, request: Request, retry_after: str | None = None) -> Response:
+    """Graph's 429 for a request over its budget (``retry_after``: the Retry-After, if any)."""
+    return ctx.error(request, 429, *_CODES[429], retry_after=retry_after)
+
+
 def draw(rng: random.Random, mix: Mapping[Kind, float]) -> Kind | None:
     """One fault kind drawn with its probability from ``mix``, or None."""
     value = rng.random()
@@ -63,10 +69,10 @@ def draw(rng: random.Random, mix: Mapping[Kind, float]) -> Kind | None:
     return None
 
 
-async def answer_fault(ctx: Context, request: Request, kind: str) -> Response | None:
-    """The answer to an Identity Protection (or outer $batch) fault; None for "lost", which
-    applies the request first and then drops the connection."""
-    if kind == "lost":
+async def answer_fault(ctx: Context, request: Request, kind: str | None) -> Response | None:
+    """The answer to an Identity Protection (or outer $batch) fault; None for no fault (``kind``
+    None) and for "lost", which applies the request first and then answers ``dropped``."""
+    if kind is None or kind == "lost":
         return None
     ctx.record.faults[kind] += 1
     if kind == "reset":
@@ -74,10 +80,13 @@ async def answer_fault(ctx: Context, request: Request, kind: str) -> Response | 
     if kind == "hang":
         await anyio.sleep(ctx.settings.hang_seconds)
         return ctx.error(request, 504, "GatewayTimeout", "The request timed out.")
-    status = int(kind)
-    retry_after = ctx.settings.retry_after_seconds
-    shown = f"{retry_after:g}" if status == 503 and retry_after is not None else None
-    return ctx.error(request, status, *_CODES[status], retry_after=shown)
+    return _status_fault(ctx, request, kind, retry_after_429=None)
+
+
+def dropped(ctx: Context) -> Response:
+    """The answer for a "lost" fault once its request is applied: counted, then dropped."""
+    ctx.record.faults["lost"] += 1
+    return DropConnection()
 
 
 def directory_fault(ctx: Context, request: Request) -> Response | None:
@@ -91,11 +100,21 @@ def directory_fault(ctx: Context, request: Request) -> Response | None:
     if kind is None:
         return None
     ctx.record.directory_faults[kind] += 1
+    seconds = ctx.settings.retry_after_seconds
+    return _status_fault(ctx, request, kind, retry_after_429=str(max(1, math.ceil(seconds or 1))))
+
+
+def _status_fault(
+    ctx: Context, request: Request, kind: str, *, retry_after_429: str | None
+) -> Response:
+    """Graph's error for a fault kind that is a status ("429", "503", ...). A 429 carries
+    ``retry_after_429`` as Retry-After (None: no header); a 503 carries retry_after_seconds
+    when set."""
     status = int(kind)
     seconds = ctx.settings.retry_after_seconds
     retry_after = None
     if status == 429:
-        retry_after = str(max(1, math.ceil(seconds or 1)))
+        retry_after = retry_after_429
     elif status == 503 and seconds is not None:
         retry_after = f"{seconds:g}"
     return ctx.error(request, status, *_CODES[status], retry_after=retry_after)

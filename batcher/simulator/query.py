@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
+from batcher.inputs import GUID
 from batcher.simulator.directory import DirectoryUser
-from batcher.simulator.risky import GUID
 
 MAX_EXPRESSIONS = 15
 # Properties $filter may compare with eq or in; proxyAddresses only through any().

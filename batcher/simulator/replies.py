@@ -33,11 +33,15 @@ class Context:
     def check(self, request: Request) -> Response | None:
         """404 for an unknown API version, 401 for a missing or bad bearer token, else None."""
         if request.path_params.get("version", "beta") not in VERSIONS:
-            return self.error(request, 404, "Request_ResourceNotFound", "Resource not found.")
+            return self.not_found(request)
         refused = self.sign_in.check_bearer(request.headers.get("authorization", ""))
         if refused is not None:
             return self.error(request, 401, "InvalidAuthenticationToken", refused)
         return None
+
+    def not_found(self, request: Request) -> Response:
+        """Graph's 404 for a path it does not serve."""
+        return self.error(request, 404, "Request_ResourceNotFound", "Resource not found.")
 
     def answered(self, request: Request, status: int) -> None:
         """Count an answer to a client; $batch counts its inner answers itself."""

@@ -14,14 +14,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from batcher.inputs import GUID_PATTERN
+from batcher.inputs import GUID
 from batcher.simulator.budget import TokenBucket
-from batcher.simulator.faults import DropConnection, answer_fault, draw
+from batcher.simulator.faults import answer_fault, draw, dropped, throttled
 from batcher.simulator.record import ACTIONS
 from batcher.simulator.replies import DENIED, Context, is_inner
 
 MAX_IDS_PER_CALL = 60
-GUID = re.compile(GUID_PATTERN, re.IGNORECASE)
 _RISK_DETAIL = {
     "confirmedCompromised": "adminConfirmedUserCompromised",
     "dismissed": "adminDismissedAllRiskForUser",
@@ -51,19 +50,14 @@ class RiskyUsers:
     async def _action(self, request: Request) -> Response:
         ctx, settings = self.ctx, self.ctx.settings
         if request.path_params["action"] not in ACTIONS:
-            return ctx.error(request, 404, "Request_ResourceNotFound", "Resource not found.")
-        refused = ctx.check(request)
+            return ctx.not_found(request)
+        refused = self._spend(request, denied=settings.permission_denied)
         if refused is not None:
             return refused
-        if settings.permission_denied:
-            return ctx.error(request, 403, "Authorization_RequestDenied", DENIED)
-        if not self.bucket.take():
-            return ctx.error(request, 429, "TooManyRequests", "Too many requests.")
         fault = None if is_inner(request) else draw(ctx.random, settings.faults)
-        if fault is not None:
-            response = await answer_fault(ctx, request, fault)
-            if response is not None:
-                return response
+        response = await answer_fault(ctx, request, fault)
+        if response is not None:
+            return response
         try:
             body = json.loads(await request.body())
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -83,8 +77,7 @@ class RiskyUsers:
         action = request.path_params["action"]
         ctx.record.apply(action, ids, ACTIONS[action])
         if fault == "lost":
-            ctx.record.faults["lost"] += 1
-            return DropConnection()
+            return dropped(ctx)
         return ctx.empty(request, 204)
 
     # -- reads: what verify asks -----------------------------------------------------------------
@@ -107,15 +100,25 @@ class RiskyUsers:
             "riskLastUpdatedDateTime": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
-    def _read_gate(self, request: Request) -> Response | None:
-        """Reads pass the same checks, and spend the same budget, as actions."""
+    def _spend(self, request: Request, *, denied: bool) -> Response | None:
+        """Context.check (version, bearer token), a 403 if ``denied``, then one request of the
+        budget spent (a 429 when it is empty); None when the request goes on."""
         refused = self.ctx.check(request)
         if refused is not None:
             return refused
+        if denied:
+            return self.ctx.error(request, 403, "Authorization_RequestDenied", DENIED)
         if not self.bucket.take():
-            return self.ctx.error(request, 429, "TooManyRequests", "Too many requests.")
-        self.ctx.record.read()
+            return throttled(self.ctx, request)
         return None
+
+    def _read_gate(self, request: Request) -> Response | None:
+        """Reads pass the same checks, and spend the same budget, as actions (permission_denied
+        refuses actions only)."""
+        refused = self._spend(request, denied=False)
+        if refused is None:
+            self.ctx.record.read()
+        return refused
 
     async def _list(self, request: Request) -> Response:
         refused = self._read_gate(request)

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from batcher.simulator.budget import TokenBucket
 from batcher.simulator.directory import Directory, DirectoryUser
-from batcher.simulator.faults import directory_fault
+from batcher.simulator.faults import directory_fault, throttled
 from batcher.simulator.query import QueryError, parse_filter, parse_select, project
 from batcher.simulator.replies import DENIED, Context, odata_context
 
@@ -63,13 +63,7 @@ class DirectoryEndpoints:
             return ctx.error(request, 403, "Authorization_RequestDenied", DENIED)
         bucket = self.writes if write else self.reads
         if not bucket.take():
-            return ctx.error(
-                request,
-                429,
-                "TooManyRequests",
-                "Too many requests.",
-                retry_after=str(bucket.retry_after()),
-            )
+            return throttled(ctx, request, retry_after=str(bucket.retry_after()))
         return directory_fault(ctx, request)
 
     # -- reads -----------------------------------------------------------------------------------
@@ -109,11 +103,11 @@ class DirectoryEndpoints:
             return refused
         try:
             select = parse_select(request.query_params.get("$select"))
-            user = self._user(request)
         except QueryError as exc:
             return self.ctx.error(request, 400, exc.code, exc.message)
-        if user is None:
-            return self._not_found(request)
+        user = self._target(request)
+        if not isinstance(user, DirectoryUser):
+            return user
         body = {"@odata.context": odata_context(request, "users/$entity"), **project(user, select)}
         return self.ctx.json(request, body)
 
@@ -133,6 +127,14 @@ class DirectoryEndpoints:
     def _user(self, request: Request) -> DirectoryUser | None:
         return self.directory.lookup(self._key(request))
 
+    def _target(self, request: Request) -> DirectoryUser | Response:
+        """The user a URL names, or the answer when there is none (400 for a bad key, 404)."""
+        try:
+            user = self._user(request)
+        except QueryError as exc:
+            return self.ctx.error(request, 400, exc.code, exc.message)
+        return self._not_found(request) if user is None else user
+
     def _not_found(self, request: Request) -> Response:
         key = request.path_params.get("key") or request.path_params.get("quoted")
         return self.ctx.error(
@@ -144,33 +146,25 @@ class DirectoryEndpoints:
         )
 
     # -- writes ----------------------------------------------------------------------------------
-    def _target(self, request: Request) -> DirectoryUser | Response:
-        """The user a write's URL names, or the answer when there is none."""
-        try:
-            user = self._user(request)
-        except QueryError as exc:
-            return self.ctx.error(request, 400, exc.code, exc.message)
-        return self._not_found(request) if user is None else user
-
     async def _update(self, request: Request) -> Response:
         try:
             body = json.loads(await request.body())
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = None
         enabled = body.get("accountEnabled") if isinstance(body, dict) else None
-        response = await self._set_enabled(request, body)
+        response = await self._set_enabled(request, body, enabled)
         if isinstance(enabled, bool):
             self._wrote(request, "enable" if enabled else "disable", response.status_code)
         return response
 
-    async def _set_enabled(self, request: Request, body: Any) -> Response:
+    async def _set_enabled(self, request: Request, body: Any, enabled: object) -> Response:
+        """``enabled``: the body's accountEnabled (None when the body is no JSON object)."""
         ctx = self.ctx
         refused = self._gate(request, write=True)
         if refused is not None:
             return refused
         if body is None:
             return ctx.error(request, 400, "BadRequest", "Unable to read JSON request payload.")
-        enabled = body.get("accountEnabled") if isinstance(body, dict) else None
         if not isinstance(enabled, bool):
             message = "Invalid value specified for property 'accountEnabled' of resource 'User'."
             return ctx.error(request, 400, "Request_BadRequest", message)
