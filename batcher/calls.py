@@ -270,6 +270,10 @@ class Caller:
             self._feedback(pacer, exc, started, call)
             self._event(call, crid, answer, started)
             raise
+        except AuthError as exc:  # a token refused or not renewed (BearerAuth): stop the run
+            self.control.landed()
+            self.control.trip(exc)
+            raise
         except BaseException:
             self.control.landed()
             raise

@@ -212,8 +212,7 @@ class Resolver:
             answer: BatchAnswer = await self.caller(call)
         except NotSent:  # a stop: not sent; the workers end, the queries stay unanswered
             return queries
-        except AuthError as exc:
-            self.caller.control.trip(exc)
+        except AuthError:  # sign-in failed while renewing the token (the run is tripped)
             return []
         except GraphError:  # out of retry time for the whole batch: try its queries later
             return self._later(queries, groups)

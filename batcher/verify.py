@@ -160,9 +160,7 @@ class Verifier:
         call = Call(budget, send=send, permission=permission, cost=cost, fields={"verify": True})
         try:
             return await self._caller(call)
-        except (NotSent, AuthError, GraphError) as exc:
-            if isinstance(exc, AuthError):
-                self._caller.control.trip(exc)
+        except (NotSent, AuthError, GraphError):  # an AuthError has tripped the run
             raise _Unread from None
 
 

@@ -143,8 +143,7 @@ class PerUserLane:
         except NotSent:
             self.ready.extendleft(reversed(chunk.steps))  # not sent: stays planned
             return
-        except AuthError as exc:
-            self.lanes.control.trip(exc)
+        except AuthError:  # sign-in failed while renewing the token (the run is tripped)
             self._give_up(chunk)
             return
         except GraphError as exc:
