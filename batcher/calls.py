@@ -263,12 +263,7 @@ class Caller:
         try:
             result = await call.send(crid)
         except GraphError as exc:
-            failpoints.hit("send.after_answer")
-            self.control.landed()
-            answer = answer_of(exc)
-            call.after(answer, exc)
-            self._feedback(pacer, exc, started, call)
-            self._event(call, crid, answer, started)
+            self._answered(call, pacer, crid, started, answer_of(exc), exc)
             raise
         except AuthError as exc:  # a token refused or not renewed (BearerAuth): stop the run
             self.control.landed()
@@ -277,15 +272,28 @@ class Caller:
         except BaseException:
             self.control.landed()
             raise
-        failpoints.hit("send.after_answer")
-        self.control.landed()
         answer = answer_of(
             None, getattr(result, "status", 200), getattr(result, "request_id", None)
         )
-        call.after(answer, None)
-        self._feedback(pacer, None, started, call)
-        self._event(call, crid, answer, started)
+        self._answered(call, pacer, crid, started, answer, None)
         return result
+
+    def _answered(
+        self,
+        call: Call[T],
+        pacer: Pacer,
+        crid: str,
+        started: float,
+        answer: Answer,
+        exc: GraphError | None,
+    ) -> None:
+        """A request got an HTTP answer or none (``exc`` None: accepted): record it, feed the
+        pacer and the breaker, tell the observer."""
+        failpoints.hit("send.after_answer")
+        self.control.landed()
+        call.after(answer, exc)
+        self._feedback(pacer, exc, started, call)
+        self._event(call, pacer, crid, answer, started)
 
     def inner_throttled(self, budget: Budget, retry_afters: list[float]) -> None:
         """Inner answers of a JSON batch said 429: one slow-down for the volley, and every
@@ -317,8 +325,9 @@ class Caller:
                 )
             )
 
-    def _event(self, call: Call[T], crid: str, answer: Answer, started: float) -> None:
-        pacer = self.pacers[call.budget]
+    def _event(
+        self, call: Call[T], pacer: Pacer, crid: str, answer: Answer, started: float
+    ) -> None:
         self.control.observer(
             "request",
             **call.fields,
