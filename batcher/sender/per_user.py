@@ -28,7 +28,6 @@ from batcher.errors import (
     GraphError,
     NoAnswer,
     NotFound,
-    ServerError,
     Throttled,
     Unauthorized,
 )
@@ -219,7 +218,7 @@ class PerUserLane:
             self._proven.add(name)
             self._forbidden[name].clear()
             return StepState.DONE
-        if isinstance(exc, Throttled | ServerError | NoAnswer):
+        if isinstance(exc, RETRYABLE):
             return None
         if isinstance(exc, Unauthorized):
             self.lanes.control.trip(AuthError(f"Graph refused the token inside a batch ({exc})"))
