@@ -62,7 +62,7 @@ async def send(
                             lane = ListLane(lanes, work.action, batch_size)
                             lanes_group.start_soon(lane.run, work.user_ids)
                     if per_user:
-                        lanes_group.start_soon(PerUserLane(lanes, per_user, lanes.caller.retry).run)
+                        lanes_group.start_soon(PerUserLane(lanes, per_user).run)
     except* LedgerError as group:
         raise _first_leaf(group) from None
     for action, n in lanes.ledger.recover().items():  # what a stop or breaker cut off

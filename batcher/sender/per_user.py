@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 
 from batcher.actions import Action, Budget
-from batcher.calls import Call, NotSent, RetrySettings
+from batcher.calls import Call, NotSent
 from batcher.errors import (
     AuthError,
     Forbidden,
@@ -66,9 +66,8 @@ class _Chunk:
 class PerUserLane:
     """Sends per-user actions through JSON batches on the directory-writes budget."""
 
-    def __init__(self, lanes: Lanes, works: Sequence[Work], retry: RetrySettings) -> None:
+    def __init__(self, lanes: Lanes, works: Sequence[Work]) -> None:
         self.lanes = lanes
-        self.retry = retry
         self.ready: deque[_Step] = deque()
         self.later: list[tuple[float, int, _Step]] = []  # (not before, order, step) to retry
         self.blocked: dict[tuple[str, str], list[_Step]] = defaultdict(list)
@@ -248,12 +247,13 @@ class PerUserLane:
 
     def _retry(self, step: _Step, exc: GraphError | None, batch_id: int) -> None:
         assert step.first_sent is not None
-        if time.monotonic() - step.first_sent >= self.retry.retry_for_seconds:
+        retry = self.lanes.caller.retry
+        if time.monotonic() - step.first_sent >= retry.retry_for_seconds:
             self._give_up_steps([step], batch_id)
             return
         delay = 0.0  # a 429 waits on the shared pacer's hold, like everyone
         if not isinstance(exc, Throttled) or exc.retry_after is None:
-            initial, most = self.retry.backoff
+            initial, most = retry.backoff
             delay = backoff(step.tries, initial, most)
         self._order += 1
         heapq.heappush(self.later, (time.monotonic() + delay, self._order, step))
