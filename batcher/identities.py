@@ -216,13 +216,11 @@ class Resolver:
             return []
         except GraphError:  # out of retry time for the whole batch: try its queries later
             return self._later(queries, groups)
-        by_ref = {a.id: a for a in answer.answers}
         again: list[_Query] = []
         done: list[dict[str, Any]] = []
         throttled: list[float] = []
-        for n, query in enumerate(queries):
-            inner = by_ref.get(str(n))
-            error = inner.error(crids[-1]) if inner else NoAnswer("left out of the batch's answer")
+        answers = answer.per_request(len(queries), crids[-1])
+        for query, (inner, error) in zip(queries, answers, strict=True):
             if error is None and inner is not None:
                 done += self._matched(query, (inner.body or {}).get("value") or [], groups)
             elif isinstance(error, Throttled):

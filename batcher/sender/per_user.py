@@ -26,7 +26,6 @@ from batcher.errors import (
     AuthError,
     Forbidden,
     GraphError,
-    NoAnswer,
     NotFound,
     Throttled,
     Unauthorized,
@@ -179,16 +178,10 @@ class PerUserLane:
     def _inner_answers(self, chunk: _Chunk, result: BatchAnswer) -> None:
         assert chunk.batch_id is not None
         crid = chunk.client_request_id
-        by_ref = {a.id: a for a in result.answers}
         results, again = [], []
         throttled: list[float] = []
-        for n, step in enumerate(chunk.steps):
-            inner = by_ref.get(str(n))
-            exc = (
-                inner.error(crid)
-                if inner is not None
-                else NoAnswer("the batch's answer left this request out")
-            )
+        answers = result.per_request(len(chunk.steps), crid)
+        for step, (inner, exc) in zip(chunk.steps, answers, strict=True):
             answer = answer_of(
                 exc, inner.status if inner else 0, inner.request_id if inner else None
             )
