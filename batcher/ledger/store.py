@@ -88,11 +88,7 @@ class Store:
         memory = sqlite3.connect(":memory:", isolation_level=None)
         try:
             self._conn.backup(memory)
-            version = int(memory.execute("PRAGMA user_version").fetchone()[0])
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in statements(MIGRATIONS[target]):
-                    memory.execute(statement)
-            memory.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            _upgrade(memory, int(memory.execute("PRAGMA user_version").fetchone()[0]))
         except sqlite3.Error as exc:
             memory.close()
             self.close()
@@ -117,10 +113,7 @@ class Store:
             with self._write() as db:
                 if version == 0:
                     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                for target in range(version + 1, SCHEMA_VERSION + 1):
-                    for statement in statements(MIGRATIONS[target]):
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                _upgrade(db, version)
                 if identity is not None:
                     db.executemany(
                         "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -213,6 +206,14 @@ class Store:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+def _upgrade(db: sqlite3.Connection, version: int) -> None:
+    """Run the migrations from schema ``version`` to SCHEMA_VERSION on ``db``."""
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in statements(MIGRATIONS[target]):
+            db.execute(statement)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _legacy_action(action: str | None) -> str | None:
