@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Self
 
 from batcher import __version__, failpoints
+from batcher.actions import ACTIONS
 from batcher.errors import LedgerError
 from batcher.ledger.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, statements
 from batcher.ledger.states import RunIdentity, now
 from batcher.platform import FileLock, create_private
 
 NOT_OURS = "it was left untouched; give the path of a batcher ledger (each run prints its own)"
+# an action's name in ledgers written before actions were data -> its name today
+_TODAYS_NAME = {a.legacy: a.name for a in ACTIONS.values() if a.legacy}
 
 
 class Store:
@@ -218,7 +221,7 @@ def _upgrade(db: sqlite3.Connection, version: int) -> None:
 
 def _legacy_action(action: str | None) -> str | None:
     """A schema-2 ledger's single action, by today's name (read before its migration)."""
-    return {"confirmCompromised": "confirm"}.get(action or "", action)
+    return _TODAYS_NAME.get(action or "", action)
 
 
 class WriterLock:
