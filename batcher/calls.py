@@ -33,7 +33,7 @@ from batcher.eventlog import Observer, no_events
 from batcher.graph import answer_of
 from batcher.ledger import Answer
 from batcher.pacer import Pacer
-from batcher.retries import retry_policy
+from batcher.retries import backoff, retry_policy
 
 T = TypeVar("T")
 UNREACHABLE_AFTER = 30.0  # seconds of attempts without any HTTP answer before the run stops
@@ -225,6 +225,17 @@ class RetrySettings:
     retry_for_seconds: float
     backoff: tuple[float, float] = (1.0, 30.0)
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+
+    def next_try(
+        self, first_sent: float, tries: int, now: float, *, paced: bool = False
+    ) -> float | None:
+        """When to send again a request inside a JSON batch that was first sent at
+        ``first_sent`` and tried ``tries`` times: None once ``retry_for_seconds`` have passed
+        since then (give up), else after a back-off (``paced``: none; the shared pacer's hold
+        spaces it, as for a 429 with Retry-After)."""
+        if now - first_sent >= self.retry_for_seconds:
+            return None
+        return now if paced else now + backoff(tries, *self.backoff)
 
 
 class Caller:

@@ -40,7 +40,6 @@ from batcher.graph import (
     users_query,
 )
 from batcher.ledger import LOOKUP_COLUMNS
-from batcher.retries import backoff
 
 READ_PERMISSION = (
     "User.Read.All (an application permission; for a delegated sign-in, a directory-reader "
@@ -254,15 +253,15 @@ class Resolver:
         again, lost = [], []
         for query in queries:
             query.tries += 1
-            if now - (query.first_sent or now) >= retry.retry_for_seconds:
+            at = retry.next_try(query.first_sent or now, query.tries, now)
+            if at is None:
                 lost += [
                     self._outcome(row, NOT_LOOKED_UP, reason=NO_ANSWER_REASON)
                     for v in query.values
                     for row in groups[(query.stage.kind, v)]
                 ]
                 continue
-            initial, most = retry.backoff
-            query.not_before = now + backoff(query.tries, initial, most)
+            query.not_before = at
             again.append(query)
         self._settle(lost, cache=False)
         return again

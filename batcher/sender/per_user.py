@@ -32,7 +32,7 @@ from batcher.errors import (
 )
 from batcher.graph import MAX_BATCH, BatchAnswer, action_request, answer_of
 from batcher.ledger import Answer, StepResult, StepState
-from batcher.retries import RETRYABLE, backoff
+from batcher.retries import RETRYABLE
 from batcher.sender.lanes import Lanes, Work
 
 # 403s in a row for one action, with no success yet: the permission is missing. Fewer may be
@@ -240,16 +240,16 @@ class PerUserLane:
 
     def _retry(self, step: _Step, exc: GraphError | None, batch_id: int) -> None:
         assert step.first_sent is not None
-        retry = self.lanes.caller.retry
-        if time.monotonic() - step.first_sent >= retry.retry_for_seconds:
+        # a 429 waits on the shared pacer's hold, like everyone
+        paced = isinstance(exc, Throttled) and exc.retry_after is not None
+        at = self.lanes.caller.retry.next_try(
+            step.first_sent, step.tries, time.monotonic(), paced=paced
+        )
+        if at is None:
             self._give_up_steps([step], batch_id)
             return
-        delay = 0.0  # a 429 waits on the shared pacer's hold, like everyone
-        if not isinstance(exc, Throttled) or exc.retry_after is None:
-            initial, most = retry.backoff
-            delay = backoff(step.tries, initial, most)
         self._order += 1
-        heapq.heappush(self.later, (time.monotonic() + delay, self._order, step))
+        heapq.heappush(self.later, (at, self._order, step))
 
     def _give_up(self, chunk: _Chunk) -> None:
         if chunk.batch_id is None:
