@@ -165,6 +165,16 @@ class Control:
             )
 
 
+def refused(what: str, exc: GraphError, needs: str, then: str = "") -> str:
+    """What the breaker says when Graph refused ``what`` for want of a permission (403, 401):
+    Graph's answer, what the app or user ``needs``, and to run the same command once granted."""
+    return (
+        f"Graph refused {what} ({exc.status} {exc.code or 'Forbidden'}, "
+        f"request-id {exc.request_id or 'none'}): the app or user needs {needs}; "
+        f"grant it, then run the same command{then}"
+    )
+
+
 def _advice(exc: NotConnected) -> str:
     if "TLS" in exc.cause:
         return (
@@ -328,13 +338,8 @@ class Caller:
         elif exc is None:
             pacer.succeeded()
         if isinstance(exc, Forbidden | Unauthorized):
-            self.control.trip(
-                AuthError(
-                    f"Graph refused the request ({exc.status} {exc.code or 'Forbidden'}, "
-                    f"request-id {exc.request_id or 'none'}): the app or user needs the Graph "
-                    f"permission {call.permission}; grant it, then run the same command"
-                )
-            )
+            needs = f"the Graph permission {call.permission}"
+            self.control.trip(AuthError(refused("the request", exc, needs)))
 
     def _event(
         self, call: Call[T], pacer: Pacer, crid: str, answer: Answer, started: float

@@ -18,7 +18,7 @@ import anyio
 import polars as pl
 
 from batcher.actions import Budget
-from batcher.calls import Call, Caller, NotSent
+from batcher.calls import Call, Caller, NotSent, refused
 from batcher.errors import (
     AuthError,
     BadRequest,
@@ -329,8 +329,4 @@ class Resolver:
 
 
 def _refused(exc: GraphError) -> str:
-    return (
-        f"Graph refused the directory look-up ({exc.status} {exc.code or 'Forbidden'}, "
-        f"request-id {exc.request_id or 'none'}): the app or user needs {READ_PERMISSION}; "
-        "grant it, then run the same command (nothing was written)"
-    )
+    return refused("the directory look-up", exc, READ_PERMISSION, " (nothing was written)")

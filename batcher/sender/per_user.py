@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 
 from batcher.actions import Action, Budget
-from batcher.calls import Call, NotSent
+from batcher.calls import Call, NotSent, refused
 from batcher.errors import (
     AuthError,
     Forbidden,
@@ -219,14 +219,9 @@ class PerUserLane:
             self._forbidden[name].append(step.key)
             if name not in self._proven and len(self._forbidden[name]) >= FORBIDDEN_IN_A_ROW:
                 self._missing_permission = name
-                self.lanes.control.trip(
-                    AuthError(
-                        f"Graph refused {name} for every user so far (403 "
-                        f"{exc.code or 'Forbidden'}, request-id {exc.request_id or 'none'}): "
-                        f"the app or user needs the Graph permission {step.action.permission}; "
-                        "grant it, then run the same command"
-                    )
-                )
+                needs = f"the Graph permission {step.action.permission}"
+                why = refused(f"{name} for every user so far", exc, needs)
+                self.lanes.control.trip(AuthError(why))
         return StepState.FAILED
 
     def _not_their_fault(self, action: str) -> None:
