@@ -40,6 +40,7 @@ from batcher.graph import (
     users_query,
 )
 from batcher.ledger import LOOKUP_COLUMNS
+from batcher.sender import halves
 
 READ_PERMISSION = (
     "User.Read.All (an application permission; for a delegated sign-in, a directory-reader "
@@ -230,10 +231,8 @@ class Resolver:
             elif isinstance(error, Forbidden | Unauthorized):
                 self.caller.control.trip(AuthError(_refused(error)))
             elif isinstance(error, BadRequest) and len(query.values) > 1:
-                half = len(query.values) // 2  # find the value Graph refuses
-                again += [
-                    _Query(query.stage, v) for v in (query.values[:half], query.values[half:])
-                ]
+                # in halves, to find the value Graph refuses
+                again += [_Query(query.stage, list(v)) for v in halves(query.values)]
             elif error is not None:
                 reason = f"Graph refused the look-up ({error.status} {error.code}: {error.message})"
                 done += [
