@@ -39,6 +39,7 @@ from batcher.graph import (
     match_proxy,
     users_query,
 )
+from batcher.inputs import KIND_SID, KIND_UPN
 from batcher.ledger import LOOKUP_COLUMNS
 from batcher.sender import halves
 
@@ -73,16 +74,16 @@ class Stage:
 
 STAGES = (
     Stage("object_id", "object_id", "id"),
-    Stage("upn", "upn", "userPrincipalName"),
-    Stage("upn", "mail", "mail"),
-    Stage("upn", "proxy_address", "proxyAddresses"),
-    Stage("sid", "sid", "onPremisesSecurityIdentifier"),
+    Stage(KIND_UPN, "upn", "userPrincipalName"),
+    Stage(KIND_UPN, "mail", "mail"),
+    Stage(KIND_UPN, "proxy_address", "proxyAddresses"),
+    Stage(KIND_SID, "sid", "onPremisesSecurityIdentifier"),
 )
 NOT_FOUND_REASON = {
     "object_id": "no user has this object ID in this tenant's directory (deleted, or from "
     "another tenant)",
-    "upn": "no user has this UPN, e-mail address or alias (proxy address) in the directory",
-    "sid": "no user has this on-premises SID (is the account synchronised to Entra ID?)",
+    KIND_UPN: "no user has this UPN, e-mail address or alias (proxy address) in the directory",
+    KIND_SID: "no user has this on-premises SID (is the account synchronised to Entra ID?)",
 }
 
 
