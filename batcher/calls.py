@@ -33,7 +33,7 @@ from batcher.eventlog import Observer, no_events
 from batcher.graph import answer_of
 from batcher.ledger import Answer
 from batcher.pacer import Pacer
-from batcher.retries import retry_policy
+from batcher.retries import backoff, retry_policy
 
 T = TypeVar("T")
 UNREACHABLE_AFTER = 30.0  # seconds of attempts without any HTTP answer before the run stops
@@ -165,6 +165,16 @@ class Control:
             )
 
 
+def refused(what: str, exc: GraphError, needs: str, then: str = "") -> str:
+    """What the breaker says when Graph refused ``what`` for want of a permission (403, 401):
+    Graph's answer, what the app or user ``needs``, and to run the same command once granted."""
+    return (
+        f"Graph refused {what} ({exc.status} {exc.code or 'Forbidden'}, "
+        f"request-id {exc.request_id or 'none'}): the app or user needs {needs}; "
+        f"grant it, then run the same command{then}"
+    )
+
+
 def _advice(exc: NotConnected) -> str:
     if "TLS" in exc.cause:
         return (
@@ -226,6 +236,17 @@ class RetrySettings:
     backoff: tuple[float, float] = (1.0, 30.0)
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
 
+    def next_try(
+        self, first_sent: float, tries: int, now: float, *, paced: bool = False
+    ) -> float | None:
+        """When to send again a request inside a JSON batch that was first sent at
+        ``first_sent`` and tried ``tries`` times: None once ``retry_for_seconds`` have passed
+        since then (give up), else after a back-off (``paced``: none; the shared pacer's hold
+        spaces it, as for a 429 with Retry-After)."""
+        if now - first_sent >= self.retry_for_seconds:
+            return None
+        return now if paced else now + backoff(tries, *self.backoff)
+
 
 class Caller:
     """Sends calls through their budget's pacer, retried by time on transient answers."""
@@ -263,25 +284,37 @@ class Caller:
         try:
             result = await call.send(crid)
         except GraphError as exc:
-            failpoints.hit("send.after_answer")
+            self._answered(call, pacer, crid, started, answer_of(exc), exc)
+            raise
+        except AuthError as exc:  # a token refused or not renewed (BearerAuth): stop the run
             self.control.landed()
-            answer = answer_of(exc)
-            call.after(answer, exc)
-            self._feedback(pacer, exc, started, call)
-            self._event(call, crid, answer, started)
+            self.control.trip(exc)
             raise
         except BaseException:
             self.control.landed()
             raise
-        failpoints.hit("send.after_answer")
-        self.control.landed()
         answer = answer_of(
             None, getattr(result, "status", 200), getattr(result, "request_id", None)
         )
-        call.after(answer, None)
-        self._feedback(pacer, None, started, call)
-        self._event(call, crid, answer, started)
+        self._answered(call, pacer, crid, started, answer, None)
         return result
+
+    def _answered(
+        self,
+        call: Call[T],
+        pacer: Pacer,
+        crid: str,
+        started: float,
+        answer: Answer,
+        exc: GraphError | None,
+    ) -> None:
+        """A request got an HTTP answer or none (``exc`` None: accepted): record it, feed the
+        pacer and the breaker, tell the observer."""
+        failpoints.hit("send.after_answer")
+        self.control.landed()
+        call.after(answer, exc)
+        self._feedback(pacer, exc, started, call)
+        self._event(call, pacer, crid, answer, started)
 
     def inner_throttled(self, budget: Budget, retry_afters: list[float]) -> None:
         """Inner answers of a JSON batch said 429: one slow-down for the volley, and every
@@ -305,16 +338,12 @@ class Caller:
         elif exc is None:
             pacer.succeeded()
         if isinstance(exc, Forbidden | Unauthorized):
-            self.control.trip(
-                AuthError(
-                    f"Graph refused the request ({exc.status} {exc.code or 'Forbidden'}, "
-                    f"request-id {exc.request_id or 'none'}): the app or user needs the Graph "
-                    f"permission {call.permission}; grant it, then run the same command"
-                )
-            )
+            needs = f"the Graph permission {call.permission}"
+            self.control.trip(AuthError(refused("the request", exc, needs)))
 
-    def _event(self, call: Call[T], crid: str, answer: Answer, started: float) -> None:
-        pacer = self.pacers[call.budget]
+    def _event(
+        self, call: Call[T], pacer: Pacer, crid: str, answer: Answer, started: float
+    ) -> None:
         self.control.observer(
             "request",
             **call.fields,

@@ -98,3 +98,11 @@ class NotFound(GraphError):
 
 class Rejected(GraphError):
     """Any other 4xx: a permanent answer for this batch."""
+
+
+def first_leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (possibly nested) exception groups from task groups, or
+    ``exc`` itself when it is not a group."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

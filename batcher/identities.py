@@ -18,7 +18,7 @@ import anyio
 import polars as pl
 
 from batcher.actions import Budget
-from batcher.calls import Call, Caller, NotSent
+from batcher.calls import Call, Caller, NotSent, refused
 from batcher.errors import (
     AuthError,
     BadRequest,
@@ -39,8 +39,9 @@ from batcher.graph import (
     match_proxy,
     users_query,
 )
+from batcher.inputs import KIND_SID, KIND_UPN
 from batcher.ledger import LOOKUP_COLUMNS
-from batcher.retries import backoff
+from batcher.sender import halves
 
 READ_PERMISSION = (
     "User.Read.All (an application permission; for a delegated sign-in, a directory-reader "
@@ -73,16 +74,16 @@ class Stage:
 
 STAGES = (
     Stage("object_id", "object_id", "id"),
-    Stage("upn", "upn", "userPrincipalName"),
-    Stage("upn", "mail", "mail"),
-    Stage("upn", "proxy_address", "proxyAddresses"),
-    Stage("sid", "sid", "onPremisesSecurityIdentifier"),
+    Stage(KIND_UPN, "upn", "userPrincipalName"),
+    Stage(KIND_UPN, "mail", "mail"),
+    Stage(KIND_UPN, "proxy_address", "proxyAddresses"),
+    Stage(KIND_SID, "sid", "onPremisesSecurityIdentifier"),
 )
 NOT_FOUND_REASON = {
     "object_id": "no user has this object ID in this tenant's directory (deleted, or from "
     "another tenant)",
-    "upn": "no user has this UPN, e-mail address or alias (proxy address) in the directory",
-    "sid": "no user has this on-premises SID (is the account synchronised to Entra ID?)",
+    KIND_UPN: "no user has this UPN, e-mail address or alias (proxy address) in the directory",
+    KIND_SID: "no user has this on-premises SID (is the account synchronised to Entra ID?)",
 }
 
 
@@ -212,18 +213,15 @@ class Resolver:
             answer: BatchAnswer = await self.caller(call)
         except NotSent:  # a stop: not sent; the workers end, the queries stay unanswered
             return queries
-        except AuthError as exc:
-            self.caller.control.trip(exc)
+        except AuthError:  # sign-in failed while renewing the token (the run is tripped)
             return []
         except GraphError:  # out of retry time for the whole batch: try its queries later
             return self._later(queries, groups)
-        by_ref = {a.id: a for a in answer.answers}
         again: list[_Query] = []
         done: list[dict[str, Any]] = []
         throttled: list[float] = []
-        for n, query in enumerate(queries):
-            inner = by_ref.get(str(n))
-            error = inner.error(crids[-1]) if inner else NoAnswer("left out of the batch's answer")
+        answers = answer.per_request(len(queries), crids[-1])
+        for query, (inner, error) in zip(queries, answers, strict=True):
             if error is None and inner is not None:
                 done += self._matched(query, (inner.body or {}).get("value") or [], groups)
             elif isinstance(error, Throttled):
@@ -234,10 +232,8 @@ class Resolver:
             elif isinstance(error, Forbidden | Unauthorized):
                 self.caller.control.trip(AuthError(_refused(error)))
             elif isinstance(error, BadRequest) and len(query.values) > 1:
-                half = len(query.values) // 2  # find the value Graph refuses
-                again += [
-                    _Query(query.stage, v) for v in (query.values[:half], query.values[half:])
-                ]
+                # in halves, to find the value Graph refuses
+                again += [_Query(query.stage, list(v)) for v in halves(query.values)]
             elif error is not None:
                 reason = f"Graph refused the look-up ({error.status} {error.code}: {error.message})"
                 done += [
@@ -257,15 +253,15 @@ class Resolver:
         again, lost = [], []
         for query in queries:
             query.tries += 1
-            if now - (query.first_sent or now) >= retry.retry_for_seconds:
+            at = retry.next_try(query.first_sent or now, query.tries, now)
+            if at is None:
                 lost += [
                     self._outcome(row, NOT_LOOKED_UP, reason=NO_ANSWER_REASON)
                     for v in query.values
                     for row in groups[(query.stage.kind, v)]
                 ]
                 continue
-            initial, most = retry.backoff
-            query.not_before = now + backoff(query.tries, initial, most)
+            query.not_before = at
             again.append(query)
         self._settle(lost, cache=False)
         return again
@@ -333,8 +329,4 @@ class Resolver:
 
 
 def _refused(exc: GraphError) -> str:
-    return (
-        f"Graph refused the directory look-up ({exc.status} {exc.code or 'Forbidden'}, "
-        f"request-id {exc.request_id or 'none'}): the app or user needs {READ_PERMISSION}; "
-        "grant it, then run the same command (nothing was written)"
-    )
+    return refused("the directory look-up", exc, READ_PERMISSION, " (nothing was written)")

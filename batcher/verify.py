@@ -127,10 +127,10 @@ class Verifier:
                 )
             except _Unread:
                 break
-            by_ref = {a.id: a for a in answer.answers}
-            for n, query in enumerate(group):
-                inner = by_ref.get(str(n))
-                if inner is None or inner.error("") is not None:
+            for query, (inner, error) in zip(
+                group, answer.per_request(len(group), ""), strict=True
+            ):
+                if inner is None or error is not None:
                     continue  # not read: an answer for these users is missing or an error
                 seen = {
                     str(u.get("id", "")).lower(): u for u in (inner.body or {}).get("value", [])
@@ -160,9 +160,7 @@ class Verifier:
         call = Call(budget, send=send, permission=permission, cost=cost, fields={"verify": True})
         try:
             return await self._caller(call)
-        except (NotSent, AuthError, GraphError) as exc:
-            if isinstance(exc, AuthError):
-                self._caller.control.trip(exc)
+        except (NotSent, AuthError, GraphError):  # an AuthError has tripped the run
             raise _Unread from None
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from batcher.errors import AuthError, BatcherError, NotConfirmed, Unreachable
+from batcher.errors import AuthError, BatcherError, NotConfirmed, Unreachable, first_leaf
 from batcher.eventlog import EventLog, Fanout, Observer
 from batcher.job import Summary
 from batcher.platform import command_line, program, read_line
@@ -55,17 +55,11 @@ def exit_codes(resume: str | None = None, as_json: bool = False) -> Iterator[Non
     except BaseException as exc:
         if isinstance(exc, typer.Exit | SystemExit):
             raise
-        code, message = describe_error(_leaf(exc), resume)
+        code, message = describe_error(first_leaf(exc), resume)
         say(console, message, prefix="batcher: ", style="red" if code != EXIT_INTERRUPTED else "")
         if as_json:
             sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
         raise typer.Exit(code) from None
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def describe_error(exc: BaseException, resume: str | None) -> tuple[int, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +12,7 @@ import httpx
 from batcher import __version__
 from batcher.actions import Action
 from batcher.auth import TokenSource
-from batcher.errors import GraphError, NotFound
+from batcher.errors import GraphError, NoAnswer, NotFound
 from batcher.graph.answers import answer_of, error_for, no_answer, parse_retry_after, response_error
 from batcher.graph.bearer import BearerAuth
 from batcher.graph.requests import (
@@ -65,6 +65,19 @@ class BatchAnswer:
     status: int
     request_id: str | None
     answers: list[InnerAnswer]
+
+    def per_request(
+        self, count: int, client_request_id: str
+    ) -> Iterator[tuple[InnerAnswer | None, GraphError | None]]:
+        """For each of the ``count`` requests (ids "0", "1", ... in order): its answer and its
+        error (None: a 2xx); a request the answer left out has no answer and a NoAnswer."""
+        by_ref = {a.id: a for a in self.answers}
+        for n in range(count):
+            inner = by_ref.get(str(n))
+            if inner is None:
+                yield None, NoAnswer("the batch's answer left this request out")
+            else:
+                yield inner, inner.error(client_request_id)
 
 
 class GraphClient:

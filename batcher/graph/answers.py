@@ -28,8 +28,6 @@ from batcher.errors import (
 )
 from batcher.ledger import Answer, Outcome
 
-RETRYABLE_STATUS = {429, 500, 502, 503, 504}
-
 _OUTCOMES: dict[type[GraphError], Outcome] = {
     Throttled: Outcome.THROTTLED,
     ServerError: Outcome.SERVER_ERROR,
@@ -84,7 +82,7 @@ def answer_of(exc: GraphError | None, status: int = 200, request_id: str | None 
 def _error_class(status: int) -> type[GraphError]:
     if status == 429:
         return Throttled
-    if status in RETRYABLE_STATUS or status >= 500:
+    if status >= 500:
         return ServerError
     return {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound}.get(status, Rejected)
 

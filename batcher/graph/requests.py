@@ -50,8 +50,13 @@ class InnerAnswer:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: Any = None
 
+    @property
+    def ok(self) -> bool:
+        """A 2xx: Graph accepted this request."""
+        return 200 <= self.status < 300
+
     def error(self, client_request_id: str) -> GraphError | None:
-        if 200 <= self.status < 300:
+        if self.ok:
             return None
         return error_for(self.status, self.body, self.headers, client_request_id)
 

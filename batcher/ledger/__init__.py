@@ -147,9 +147,7 @@ class Ledger(Reads):
             "user_type",
             "account_enabled",
         )
-        frame = users.select(
-            [pl.col(c) if c in users.columns else pl.lit(None).alias(c) for c in columns]
-        )
+        frame = _columns(users, columns)
         with self._write() as db:
             db.executemany(
                 f"INSERT OR IGNORE INTO users ({', '.join(columns)}) VALUES "
@@ -191,15 +189,7 @@ class Ledger(Reads):
             db.executemany(
                 f"INSERT OR REPLACE INTO lookups ({', '.join(columns)}, looked_up_at) "
                 f"VALUES ({', '.join('?' * len(columns))}, ?)",
-                (
-                    (*row, stamp)
-                    for row in outcomes.select(
-                        [
-                            pl.col(c) if c in outcomes.columns else pl.lit(None).alias(c)
-                            for c in columns
-                        ]
-                    ).iter_rows()
-                ),
+                ((*row, stamp) for row in _columns(outcomes, columns).iter_rows()),
             )
 
     # -- batches and attempts ------------------------------------------------------------------
@@ -403,6 +393,13 @@ def _answered(
         settle,
         settle,
         stamp,
+    )
+
+
+def _columns(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+    """``frame``'s ``columns`` in that order, null where ``frame`` lacks one."""
+    return frame.select(
+        [pl.col(c) if c in frame.columns else pl.lit(None).alias(c) for c in columns]
     )
 
 

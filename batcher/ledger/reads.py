@@ -55,6 +55,7 @@ _USER_COLUMNS = {"user_row": pl.Int64, "user_id": pl.String} | {
     name: REPORT_COLUMNS[name] for name in _USER_FIELDS
 }
 _IN_REPLAYABLE = ", ".join(f"'{s}'" for s in sorted(REPLAYABLE))
+_IN_UNDOABLE = ", ".join(f"'{s}'" for s in sorted(UNDOABLE))
 
 
 class Reads(Store):
@@ -124,11 +125,10 @@ class Reads(Store):
     def undoable(self, action: str) -> pl.DataFrame:
         """(user_id, state, account_enabled before the run) of the steps of ``action`` that
         Graph applied or may have applied."""
-        wanted = ", ".join(f"'{s}'" for s in sorted(UNDOABLE))
         rows = self._conn.execute(
             f"SELECT user_id, state, account_enabled FROM (SELECT s.user_id, {EFFECTIVE_STATE} "
             "AS state, u.account_enabled, s.rowid AS r FROM steps s JOIN users u USING "
-            f"(user_id) WHERE s.action = ?) WHERE state IN ({wanted}) ORDER BY r",
+            f"(user_id) WHERE s.action = ?) WHERE state IN ({_IN_UNDOABLE}) ORDER BY r",
             (action,),
         ).fetchall()
         schema = {"user_id": pl.String, "state": pl.String, "account_enabled": pl.Boolean}
@@ -152,11 +152,10 @@ class Reads(Store):
     def applied(self, action: str) -> pl.DataFrame:
         """(user_id, sent_at, state) of the steps of ``action`` that Graph applied or may have
         applied (done, unknown): what verify reads back, the ones in doubt included."""
-        wanted = ", ".join(f"'{s}'" for s in sorted(UNDOABLE))
         rows = self._conn.execute(
             f"SELECT user_id, sent_at, state FROM (SELECT s.user_id, s.sent_at, "
             f"{self._state(self.live)} AS state, s.rowid AS r FROM steps s WHERE s.action = ?) "
-            f"WHERE state IN ({wanted}) ORDER BY r",
+            f"WHERE state IN ({_IN_UNDOABLE}) ORDER BY r",
             (action,),
         ).fetchall()
         schema = {"user_id": pl.String, "sent_at": pl.String, "state": pl.String}
@@ -167,11 +166,10 @@ class Reads(Store):
         only the (user_id, action) ``keys`` when given, in their order. ``input_value`` lists
         every input value that led to the user (an object ID, then the UPNs and addresses
         looked up)."""
-        state = EFFECTIVE_STATE if not self.live else "s.state"
         select = (
-            f"SELECT s.rowid, s.user_id, s.action, {state}, s.attempts, s.last_status, "
-            "s.error_code, s.error_message, s.request_id, s.client_request_id, s.sent_at, "
-            "s.finished_at FROM steps s"
+            f"SELECT s.rowid, s.user_id, s.action, {self._state(self.live)}, s.attempts, "
+            "s.last_status, s.error_code, s.error_message, s.request_id, s.client_request_id, "
+            "s.sent_at, s.finished_at FROM steps s"
         )
         if keys is None:
             rows = self._conn.execute(select).fetchall()

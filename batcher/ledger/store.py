@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Self
 
 from batcher import __version__, failpoints
+from batcher.actions import ACTIONS
 from batcher.errors import LedgerError
 from batcher.ledger.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, statements
 from batcher.ledger.states import RunIdentity, now
 from batcher.platform import FileLock, create_private
 
 NOT_OURS = "it was left untouched; give the path of a batcher ledger (each run prints its own)"
+# an action's name in ledgers written before actions were data -> its name today
+_TODAYS_NAME = {a.legacy: a.name for a in ACTIONS.values() if a.legacy}
 
 
 class Store:
@@ -88,11 +91,7 @@ class Store:
         memory = sqlite3.connect(":memory:", isolation_level=None)
         try:
             self._conn.backup(memory)
-            version = int(memory.execute("PRAGMA user_version").fetchone()[0])
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in statements(MIGRATIONS[target]):
-                    memory.execute(statement)
-            memory.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            _upgrade(memory, int(memory.execute("PRAGMA user_version").fetchone()[0]))
         except sqlite3.Error as exc:
             memory.close()
             self.close()
@@ -117,10 +116,7 @@ class Store:
             with self._write() as db:
                 if version == 0:
                     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                for target in range(version + 1, SCHEMA_VERSION + 1):
-                    for statement in statements(MIGRATIONS[target]):
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                _upgrade(db, version)
                 if identity is not None:
                     db.executemany(
                         "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -215,9 +211,17 @@ class Store:
             self._lock = None
 
 
+def _upgrade(db: sqlite3.Connection, version: int) -> None:
+    """Run the migrations from schema ``version`` to SCHEMA_VERSION on ``db``."""
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in statements(MIGRATIONS[target]):
+            db.execute(statement)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
 def _legacy_action(action: str | None) -> str | None:
     """A schema-2 ledger's single action, by today's name (read before its migration)."""
-    return {"confirmCompromised": "confirm"}.get(action or "", action)
+    return _TODAYS_NAME.get(action or "", action)
 
 
 class WriterLock:

@@ -11,7 +11,7 @@ import anyio
 
 from batcher.actions import Shape
 from batcher.calls import StopSignal
-from batcher.errors import BatcherError, LedgerError
+from batcher.errors import BatcherError, LedgerError, first_leaf
 from batcher.ledger import StepState
 from batcher.sender.lanes import Lanes, Work
 from batcher.sender.lists import HOPELESS_AFTER, ListLane, halves
@@ -62,9 +62,9 @@ async def send(
                             lane = ListLane(lanes, work.action, batch_size)
                             lanes_group.start_soon(lane.run, work.user_ids)
                     if per_user:
-                        lanes_group.start_soon(PerUserLane(lanes, per_user, lanes.caller.retry).run)
+                        lanes_group.start_soon(PerUserLane(lanes, per_user).run)
     except* LedgerError as group:
-        raise _first_leaf(group) from None
+        raise first_leaf(group) from None
     for action, n in lanes.ledger.recover().items():  # what a stop or breaker cut off
         control.tally.count(action, StepState.UNKNOWN.value, n)
     tally = control.tally
@@ -76,9 +76,3 @@ async def send(
         stopped_by=control.tripped,
         interrupted=control.stopping,
     )
-
-
-def _first_leaf(group: BaseExceptionGroup[LedgerError]) -> LedgerError:
-    """The first LedgerError in a (possibly nested) group from the task groups."""
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -84,8 +84,7 @@ class ListLane:
         except NotSent:
             self._release(batch)
             return 0
-        except AuthError as exc:  # sign-in failed while renewing the token
-            self.lanes.control.trip(exc)
+        except AuthError:  # sign-in failed while renewing the token (the run is tripped)
             self._release(batch)
             return 0
         except BadRequest as exc:

@@ -21,20 +21,18 @@ from typing import Any
 import anyio
 
 from batcher.actions import Action, Budget
-from batcher.calls import Call, NotSent, RetrySettings
+from batcher.calls import Call, NotSent, refused
 from batcher.errors import (
     AuthError,
     Forbidden,
     GraphError,
-    NoAnswer,
     NotFound,
-    ServerError,
     Throttled,
     Unauthorized,
 )
 from batcher.graph import MAX_BATCH, BatchAnswer, action_request, answer_of
 from batcher.ledger import Answer, StepResult, StepState
-from batcher.retries import RETRYABLE, backoff
+from batcher.retries import RETRYABLE
 from batcher.sender.lanes import Lanes, Work
 
 # 403s in a row for one action, with no success yet: the permission is missing. Fewer may be
@@ -67,9 +65,8 @@ class _Chunk:
 class PerUserLane:
     """Sends per-user actions through JSON batches on the directory-writes budget."""
 
-    def __init__(self, lanes: Lanes, works: Sequence[Work], retry: RetrySettings) -> None:
+    def __init__(self, lanes: Lanes, works: Sequence[Work]) -> None:
         self.lanes = lanes
-        self.retry = retry
         self.ready: deque[_Step] = deque()
         self.later: list[tuple[float, int, _Step]] = []  # (not before, order, step) to retry
         self.blocked: dict[tuple[str, str], list[_Step]] = defaultdict(list)
@@ -143,8 +140,7 @@ class PerUserLane:
         except NotSent:
             self.ready.extendleft(reversed(chunk.steps))  # not sent: stays planned
             return
-        except AuthError as exc:
-            self.lanes.control.trip(exc)
+        except AuthError:  # sign-in failed while renewing the token (the run is tripped)
             self._give_up(chunk)
             return
         except GraphError as exc:
@@ -182,16 +178,10 @@ class PerUserLane:
     def _inner_answers(self, chunk: _Chunk, result: BatchAnswer) -> None:
         assert chunk.batch_id is not None
         crid = chunk.client_request_id
-        by_ref = {a.id: a for a in result.answers}
         results, again = [], []
         throttled: list[float] = []
-        for n, step in enumerate(chunk.steps):
-            inner = by_ref.get(str(n))
-            exc = (
-                inner.error(crid)
-                if inner is not None
-                else NoAnswer("the batch's answer left this request out")
-            )
+        answers = result.per_request(len(chunk.steps), crid)
+        for step, (inner, exc) in zip(chunk.steps, answers, strict=True):
             answer = answer_of(
                 exc, inner.status if inner else 0, inner.request_id if inner else None
             )
@@ -220,7 +210,7 @@ class PerUserLane:
             self._proven.add(name)
             self._forbidden[name].clear()
             return StepState.DONE
-        if isinstance(exc, Throttled | ServerError | NoAnswer):
+        if isinstance(exc, RETRYABLE):
             return None
         if isinstance(exc, Unauthorized):
             self.lanes.control.trip(AuthError(f"Graph refused the token inside a batch ({exc})"))
@@ -229,14 +219,9 @@ class PerUserLane:
             self._forbidden[name].append(step.key)
             if name not in self._proven and len(self._forbidden[name]) >= FORBIDDEN_IN_A_ROW:
                 self._missing_permission = name
-                self.lanes.control.trip(
-                    AuthError(
-                        f"Graph refused {name} for every user so far (403 "
-                        f"{exc.code or 'Forbidden'}, request-id {exc.request_id or 'none'}): "
-                        f"the app or user needs the Graph permission {step.action.permission}; "
-                        "grant it, then run the same command"
-                    )
-                )
+                needs = f"the Graph permission {step.action.permission}"
+                why = refused(f"{name} for every user so far", exc, needs)
+                self.lanes.control.trip(AuthError(why))
         return StepState.FAILED
 
     def _not_their_fault(self, action: str) -> None:
@@ -250,15 +235,16 @@ class PerUserLane:
 
     def _retry(self, step: _Step, exc: GraphError | None, batch_id: int) -> None:
         assert step.first_sent is not None
-        if time.monotonic() - step.first_sent >= self.retry.retry_for_seconds:
+        # a 429 waits on the shared pacer's hold, like everyone
+        paced = isinstance(exc, Throttled) and exc.retry_after is not None
+        at = self.lanes.caller.retry.next_try(
+            step.first_sent, step.tries, time.monotonic(), paced=paced
+        )
+        if at is None:
             self._give_up_steps([step], batch_id)
             return
-        delay = 0.0  # a 429 waits on the shared pacer's hold, like everyone
-        if not isinstance(exc, Throttled) or exc.retry_after is None:
-            initial, most = self.retry.backoff
-            delay = backoff(step.tries, initial, most)
         self._order += 1
-        heapq.heappush(self.later, (time.monotonic() + delay, self._order, step))
+        heapq.heappush(self.later, (at, self._order, step))
 
     def _give_up(self, chunk: _Chunk) -> None:
         if chunk.batch_id is None:
