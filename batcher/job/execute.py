@@ -54,7 +54,6 @@ def summarise(
             failed_before=p.failed_before,
             not_selected=p.not_selected,
             skipped=p.skipped.len(),
-            skip_reason=p.action.skips_guests if p.skipped.len() else None,
             done=outcome.of(p.action.name, StepState.DONE) if outcome else 0,
             failed=outcome.of(p.action.name, StepState.FAILED) if outcome else 0,
             unknown=outcome.of(p.action.name, StepState.UNKNOWN) if outcome else 0,

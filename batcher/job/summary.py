@@ -28,7 +28,6 @@ class ActionSummary:
     failed_before: int = 0
     not_selected: int = 0  # a replay: failed or unknown, but not chosen by --only / --action
     skipped: int = 0
-    skip_reason: str | None = None
     done: int = 0
     failed: int = 0
     unknown: int = 0
@@ -41,7 +40,6 @@ class ActionSummary:
         data = asdict(self)
         data["not_sent"] = self.not_sent
         data.pop("does")
-        data.pop("skip_reason")
         return data
 
 
