@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import anyio
@@ -16,19 +16,7 @@ from batcher.job.summary import Inputs
 from batcher.ledger import LOOKUP_COLUMNS
 from batcher.report.files import check_report_path, write_report
 
-RESOLVE_COLUMNS = [
-    "input_value",
-    "kind",
-    "user_id",
-    "user_principal_name",
-    "matched_by",
-    "outcome",
-    "reason",
-    "source_file",
-    "source_row",
-    "user_type",
-    "account_enabled",
-]
+RESOLVE_COLUMNS = list(LOOKUP_COLUMNS)  # the table's columns: one look-up outcome a row
 
 
 @dataclass(frozen=True)
@@ -66,10 +54,9 @@ def resolve(job: Job, options: ResolveOptions) -> Resolved:
         ]
     )
     table, requests = anyio.run(_look_up, job, wanted)
-    write_report(table.select(RESOLVE_COLUMNS), options.out)
+    write_report(table, options.out)
     users = table.filter(pl.col("user_id").is_not_null()).get_column("user_id").n_unique()
-    inputs = Inputs.of(read, table, requests, users)
-    return Resolved(str(options.out), replace(inputs, looked_up=table.height))
+    return Resolved(str(options.out), Inputs.of(read, table, requests, users))
 
 
 async def _look_up(job: Job, wanted: pl.DataFrame) -> tuple[pl.DataFrame, int]:
