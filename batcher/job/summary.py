@@ -65,14 +65,13 @@ class Inputs:
     def of(cls, read: InputSet, lookups: pl.DataFrame, requests: int, users: int) -> Inputs:
         """The counts of what was read and of the look-up outcomes (LOOKUP_COLUMNS)."""
         outcomes = lookups.get_column("outcome").to_list() if lookups.height else []
-        kinds = lookups.get_column("kind").to_list() if lookups.height else []
         return cls(
             rows=read.rows,
             valid=read.valid,
             duplicates=read.duplicates,
             invalid=read.invalid,
             skipped=read.skipped,
-            looked_up=len(kinds),
+            looked_up=lookups.height,
             resolved=outcomes.count("resolved"),
             not_found=outcomes.count("not_found"),
             ambiguous=outcomes.count("ambiguous"),
