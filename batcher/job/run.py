@@ -9,10 +9,11 @@ import anyio
 import polars as pl
 
 from batcher.actions import ACTIONS, Action, Shape
-from batcher.identities import GUEST, RESOLVED, Resolver, estimate_requests
+from batcher.identities import GUEST, RESOLVED, estimate_requests
 from batcher.inputs import InputSet, read_inputs
 from batcher.job.execute import Facts, config_digest, execute, file_sha256, summarise
 from batcher.job.ledgers import done_elsewhere, replanned, undone_later
+from batcher.job.lookup import look_up, split_cached, to_look_up
 from batcher.job.session import Session, budget_pacers, paced_rates
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
@@ -97,16 +98,8 @@ def _direct_users(ids: pl.DataFrame) -> pl.DataFrame:
 def _needs_lookup(job: Job, read: InputSet) -> pl.DataFrame:
     """The identities to look up: UPNs, e-mail addresses and SIDs; object IDs too when a
     directory action needs each user's type (guests) and existence."""
-    identities = read.identities.select("input_value", "kind", "source_file", "source_row")
-    if any(ACTIONS[a].shape is Shape.PER_USER for a in job.actions) and read.ids.height:
-        ids = read.ids.select(
-            pl.col("user_id").alias("input_value"),
-            pl.lit("object_id").alias("kind"),
-            "source_file",
-            "source_row",
-        )
-        identities = pl.concat([ids, identities])
-    return identities
+    per_user = any(ACTIONS[a].shape is Shape.PER_USER for a in job.actions)
+    return to_look_up(read, object_ids=per_user)
 
 
 async def _identify(
@@ -114,26 +107,12 @@ async def _identify(
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """The users to act on (USER_COLUMNS, input order), every look-up outcome, and how many
     look-up requests it took. A resume takes outcomes from the ledger, not from Graph."""
-    job = session.job
-    wanted = _needs_lookup(job, read)
-    cached = ledger.lookups().join(wanted.select("kind", "input_value"), on=["kind", "input_value"])
-    todo = wanted.join(cached.select("kind", "input_value"), on=["kind", "input_value"], how="anti")
+    wanted = _needs_lookup(session.job, read)
+    cached, todo = split_cached(wanted, ledger.lookups())
     requests = 0
     outcomes = cached
     if todo.height:
-        control = session.control()
-        resolver = Resolver(
-            await session.client(),
-            session.caller(control),
-            record=ledger.record_lookups,
-            max_in_flight=job.settings.send.max_in_flight,
-        )
-        job.observer("looking_up", identities=todo.height)
-        with control.scope():  # a breaker (403, unreachable) ends the look-up at once
-            found = await resolver.resolve(todo)
-        if control.tripped is not None:
-            raise control.tripped
-        requests = resolver.requests
+        found, requests = await look_up(session, todo, record=ledger.record_lookups, announce=True)
         outcomes = pl.concat([cached, found])
     users = _users(read, wanted, outcomes)
     return users, outcomes, requests
@@ -265,8 +244,7 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
         finally:
             reader.close()
     wanted = _needs_lookup(job, read)
-    cached = cached.join(wanted.select("kind", "input_value"), on=["kind", "input_value"])
-    todo = wanted.join(cached.select("kind", "input_value"), on=["kind", "input_value"], how="anti")
+    cached, todo = split_cached(wanted, cached)
     # object IDs count as users before their look-up (it checks they exist and who is a guest)
     users = _users(read, wanted.filter(pl.col("kind") != "object_id"), cached)
     estimate = estimate_requests(dict(todo.group_by("kind").len().iter_rows()))
