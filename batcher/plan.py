@@ -24,6 +24,20 @@ USER_COLUMNS = {
 _TO_SEND = [s.value for s in TO_SEND]
 
 
+def direct_users(ids: pl.DataFrame) -> pl.DataFrame:
+    """Object IDs (user_id, source_file, source_row) as users (USER_COLUMNS), without a
+    look-up: their type and whether they are enabled are not known."""
+    return ids.select(
+        "user_id",
+        "source_file",
+        "source_row",
+        pl.col("user_id").alias("input_value"),
+        pl.lit("object_id").alias("matched_by"),
+        pl.lit(None, pl.String).alias("user_type"),
+        pl.lit(None, pl.Boolean).alias("account_enabled"),
+    )
+
+
 @dataclass(frozen=True)
 class ActionPlan:
     """One action's users to send, in input order, and what the ledgers already know."""

@@ -18,7 +18,7 @@ from batcher.job.session import Session, budget_pacers, paced_rates
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import LOOKUP_COLUMNS, Ledger, RunRecord
-from batcher.plan import USER_COLUMNS, Plan, make_plan
+from batcher.plan import USER_COLUMNS, Plan, direct_users, make_plan
 from batcher.report.files import sibling, write_rejects
 
 # A share of invalid rows worth saying prominently, not only as a count in the table.
@@ -82,19 +82,6 @@ def _actions(job: Job) -> tuple[Action, ...]:
     return tuple(ACTIONS[name] for name in job.actions)
 
 
-def _direct_users(ids: pl.DataFrame) -> pl.DataFrame:
-    """Object IDs from the inputs as users (USER_COLUMNS), without a look-up."""
-    return ids.select(
-        "user_id",
-        "source_file",
-        "source_row",
-        pl.col("user_id").alias("input_value"),
-        pl.lit("object_id").alias("matched_by"),
-        pl.lit(None, pl.String).alias("user_type"),
-        pl.lit(None, pl.Boolean).alias("account_enabled"),
-    )
-
-
 def _needs_lookup(job: Job, read: InputSet) -> pl.DataFrame:
     """The identities to look up: UPNs, e-mail addresses and SIDs; object IDs too when a
     directory action needs each user's type (guests) and existence."""
@@ -125,7 +112,7 @@ def _users(read: InputSet, wanted: pl.DataFrame, outcomes: pl.DataFrame) -> pl.D
     if (wanted.get_column("kind") == "object_id").any():
         direct = direct.head(0)  # object IDs went through the look-up too
     found = outcomes.filter(pl.col("outcome").is_in([RESOLVED, GUEST]))
-    users = _direct_users(direct)
+    users = direct_users(direct)
     if not found.height:
         return users
     return pl.concat([users, found.select(list(USER_COLUMNS))], how="vertical_relaxed").unique(
