@@ -31,7 +31,6 @@ class Facts:
     dry_run: bool = False
     ledger_exists: bool = True
     report_keys: bool = False  # the per-run report lists only the steps sent (a replay)
-    recent_hours: float = 24.0
 
 
 def summarise(

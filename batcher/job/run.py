@@ -64,7 +64,7 @@ async def _run(job: Job, read: InputSet, options: RunOptions) -> Summary:
             plan = make_plan(
                 users, ledger.known_steps(), _actions(job), job.settings.send.batch_size, elsewhere
             )
-            facts = _with_elsewhere(facts, elsewhere, plan)
+            facts = _with_elsewhere(job, facts, elsewhere, plan)
             return await execute(session, ledger, plan, facts, record)
     finally:
         ledger.close()
@@ -135,14 +135,7 @@ def _facts(
     if rejects.height and job.ledger is not None and not dry_run:  # a dry run writes nothing
         path = sibling(job.ledger, ".rejects.csv")
         write_rejects(rejects, path)
-    return Facts(
-        "run",
-        inputs,
-        path,
-        _notes(read, inputs, path),
-        dry_run=dry_run,
-        recent_hours=job.settings.ledger.recent_hours,
-    )
+    return Facts("run", inputs, path, _notes(read, inputs, path), dry_run=dry_run)
 
 
 def _rejects(read: InputSet, lookups: pl.DataFrame, actions: tuple[Action, ...]) -> pl.DataFrame:
@@ -204,13 +197,13 @@ def _identities(n: int) -> str:
     return f"{n:,} {'identity' if n == 1 else 'identities'}"
 
 
-def _with_elsewhere(facts: Facts, elsewhere: pl.DataFrame | None, plan: Plan) -> Facts:
+def _with_elsewhere(job: Job, facts: Facts, elsewhere: pl.DataFrame | None, plan: Plan) -> Facts:
     done = sum(p.done_elsewhere for p in plan.actions)
     if not done or elsewhere is None:
         return facts
     ledgers = sorted(set(elsewhere.get_column("ledger").to_list()))
     shown = ", ".join(ledgers[:2]) + (f" and {len(ledgers) - 2} more" if len(ledgers) > 2 else "")
-    hours = f"{facts.recent_hours:g}"
+    hours = f"{job.settings.ledger.recent_hours:g}"
     note = (
         f"{done:,} steps were already done in the last {hours} hours by another run on this "
         f"tenant ({shown}); they are not sent again (--resend sends them)"
@@ -250,4 +243,4 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
         )
         facts = replace(facts, notes=(*facts.notes, note))
     rates = paced_rates(budget_pacers(job.settings))
-    return summarise(job, plan, _with_elsewhere(facts, elsewhere, plan), rates)
+    return summarise(job, plan, _with_elsewhere(job, facts, elsewhere, plan), rates)
