@@ -22,6 +22,26 @@ USER_COLUMNS = {
     "account_enabled": pl.Boolean,
 }
 _TO_SEND = [s.value for s in TO_SEND]
+_GUEST = pl.col("user_type").fill_null("") == "Guest"
+
+
+def _skips(action: Action) -> pl.Expr:
+    """The users ``action`` does not apply to: guests, for an action that skips them."""
+    return _GUEST if action.skips_guests else pl.lit(False)
+
+
+def direct_users(ids: pl.DataFrame) -> pl.DataFrame:
+    """Object IDs (user_id, source_file, source_row) as users (USER_COLUMNS), without a
+    look-up: their type and whether they are enabled are not known."""
+    return ids.select(
+        "user_id",
+        "source_file",
+        "source_row",
+        pl.col("user_id").alias("input_value"),
+        pl.lit("object_id").alias("matched_by"),
+        pl.lit(None, pl.String).alias("user_type"),
+        pl.lit(None, pl.Boolean).alias("account_enabled"),
+    )
 
 
 @dataclass(frozen=True)
@@ -95,12 +115,11 @@ def make_plan(
 ) -> Plan:
     """``users`` (USER_COLUMNS, input order) against the ledger's ``known`` steps (user_id,
     action, state) and ``elsewhere``: (user_id, action) done by other recent runs."""
-    guest = pl.col("user_type").fill_null("") == "Guest"
     if known.height == 0 and (elsewhere is None or elsewhere.height == 0):
         # A first run: everything is new (and the joins would cost seconds on big inputs).
         plans = []
         for action in actions:
-            skip = guest if action.skips_guests else pl.lit(False)
+            skip = _skips(action)
             plans.append(
                 ActionPlan(
                     action,
@@ -142,8 +161,7 @@ def action_plan(
         joined = joined.with_columns(elsewhere=pl.lit(None, pl.Boolean))
     state = pl.col("state")
     open_ = state.is_null() | state.is_in(_TO_SEND)
-    guest = pl.col("user_type").fill_null("") == "Guest"
-    skip = (guest if action.skips_guests else pl.lit(False)) & open_
+    skip = _skips(action) & open_
     there = open_ & ~skip & pl.col("elsewhere").fill_null(False)
     return ActionPlan(
         action,

@@ -326,11 +326,13 @@ def _send(
     """What run, replay and undo share: errors become exit codes; the console, the progress
     bar and the log file watch; Ctrl-C reaches the job; the summary is rendered."""
     as_json, log_file = output
-    with exit_codes(this_command(), as_json), observers(log_file) as watch:
+    resume = this_command()  # it looks batcher up on PATH: once
+    with exit_codes(resume, as_json), observers(log_file) as watch:
         job = build(load_settings(config), watch)
+        job.command_line = resume  # what the ledger records, to resume it
         with on_stop_signals(job.stop.ask):
             summary = work(job)
-    _finish(summary, as_json, config)
+    _finish(summary, as_json, config, resume)
 
 
 def _job(
@@ -350,14 +352,12 @@ def _job(
         old = legacy_path(inputs, who)
         if not ledger.exists() and old is not None and old.exists():
             ledger = old  # where batcher 0.1 put it: resume it there
-    job = Job(
-        settings, who, tokens, ledger, observer, stop=StopSignal(), command_line=this_command()
-    )
+    job = Job(settings, who, tokens, ledger, observer, stop=StopSignal())
     job.confirm = gate(job.simulated, yes)
     return job
 
 
-def _finish(summary: Summary, as_json: bool, config: Path | None) -> None:
+def _finish(summary: Summary, as_json: bool, config: Path | None, resume: str) -> None:
     render_summary(summary, console)
     if summary.target == "simulator" and not summary.dry_run:
         say(
@@ -369,11 +369,10 @@ def _finish(summary: Summary, as_json: bool, config: Path | None) -> None:
     if as_json:
         sys.stdout.write(json.dumps(summary.to_json()) + "\n")
         sys.stdout.flush()
-    raise typer.Exit(_exit_code(summary, config))
+    raise typer.Exit(_exit_code(summary, config, resume))
 
 
-def _exit_code(summary: Summary, config: Path | None) -> int:
-    resume = this_command()
+def _exit_code(summary: Summary, config: Path | None, resume: str) -> int:
     if summary.stopped:
         say(console, summary.stopped, prefix="batcher: error: ", style="red")
         say(console, f"to resume once fixed: {resume}")

@@ -4,14 +4,14 @@ Each builds a Plan directly and returns data; the CLI renders it. The library ne
 """
 
 from batcher.job.execute import config_digest
-from batcher.job.ledgers import default_path, legacy_path, recorded_actions
+from batcher.job.ledgers import default_path, legacy_path, recorded_actions, undo_ledger
 from batcher.job.replay import ReplayOptions, replay
 from batcher.job.resolve import Resolved, ResolveOptions, resolve
 from batcher.job.run import RunOptions, run
 from batcher.job.setup import Job, identity, signing_in, tenant
 from batcher.job.status import Status, status
 from batcher.job.summary import ActionSummary, Inputs, Summary, VerifySummary
-from batcher.job.undo import undo, undo_actions, undo_ledger
+from batcher.job.undo import undo, undo_actions
 from batcher.job.verify import VerifyOptions, verify
 
 __all__ = [

@@ -31,7 +31,6 @@ class Facts:
     dry_run: bool = False
     ledger_exists: bool = True
     report_keys: bool = False  # the per-run report lists only the steps sent (a replay)
-    recent_hours: float = 24.0
 
 
 def summarise(
@@ -54,7 +53,6 @@ def summarise(
             failed_before=p.failed_before,
             not_selected=p.not_selected,
             skipped=p.skipped.len(),
-            skip_reason=p.action.skips_guests if p.skipped.len() else None,
             done=outcome.of(p.action.name, StepState.DONE) if outcome else 0,
             failed=outcome.of(p.action.name, StepState.FAILED) if outcome else 0,
             unknown=outcome.of(p.action.name, StepState.UNKNOWN) if outcome else 0,

@@ -13,7 +13,7 @@ from batcher.job.execute import Facts, config_digest, execute
 from batcher.job.session import Session
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
-from batcher.ledger import Ledger, RunRecord, StepState
+from batcher.ledger import REPLAYABLE, Ledger, RunRecord, StepState
 from batcher.plan import USER_COLUMNS, ActionPlan, Plan
 
 
@@ -54,12 +54,11 @@ def _plan(job: Job, ledger: Ledger, options: ReplayOptions) -> tuple[Plan, Facts
             f"{ledger.path}: no failed or unknown step has error code {options.only_code!r}; "
             f"codes in this ledger: {codes}"
         )
-    counts = ledger.counts()
-    every = ledger.replayable()
+    counts = ledger.counts()  # after recover() no step is left 'sending': as replayable() sees it
     plans = []
     for name in actions:
         chosen = selected.filter(pl.col("action") == name).get_column("user_id")
-        candidates = every.filter(pl.col("action") == name).height
+        candidates = sum(counts[name][state] for state in REPLAYABLE)
         plans.append(
             ActionPlan(
                 ACTIONS[name],

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import anyio
 import polars as pl
 
-from batcher.identities import Resolver
 from batcher.inputs import read_inputs
+from batcher.job.lookup import look_up, to_look_up
 from batcher.job.session import Session
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs
 from batcher.ledger import LOOKUP_COLUMNS
 from batcher.report.files import check_report_path, write_report
 
-RESOLVE_COLUMNS = [
-    "input_value",
-    "kind",
-    "user_id",
-    "user_principal_name",
-    "matched_by",
-    "outcome",
-    "reason",
-    "source_file",
-    "source_row",
-    "user_type",
-    "account_enabled",
-]
+RESOLVE_COLUMNS = list(LOOKUP_COLUMNS)  # the table's columns: one look-up outcome a row
 
 
 @dataclass(frozen=True)
@@ -54,36 +42,15 @@ def resolve(job: Job, options: ResolveOptions) -> Resolved:
     check_report_path(options.out)
     read = read_inputs(options.inputs, options.column, options.sheet)
     job.observer("inputs", files=read.files, warnings=read.warnings)
-    wanted = pl.concat(
-        [
-            read.ids.select(
-                pl.col("user_id").alias("input_value"),
-                pl.lit("object_id").alias("kind"),
-                "source_file",
-                "source_row",
-            ),
-            read.identities.select("input_value", "kind", "source_file", "source_row"),
-        ]
-    )
+    wanted = to_look_up(read, object_ids=True)
     table, requests = anyio.run(_look_up, job, wanted)
-    write_report(table.select(RESOLVE_COLUMNS), options.out)
+    write_report(table, options.out)
     users = table.filter(pl.col("user_id").is_not_null()).get_column("user_id").n_unique()
-    inputs = Inputs.of(read, table, requests, users)
-    return Resolved(str(options.out), replace(inputs, looked_up=table.height))
+    return Resolved(str(options.out), Inputs.of(read, table, requests, users))
 
 
 async def _look_up(job: Job, wanted: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     if wanted.height == 0:
         return pl.DataFrame(schema=LOOKUP_COLUMNS), 0
-    async with Session(job) as session:
-        control = session.control()
-        resolver = Resolver(
-            await session.client(),
-            session.caller(control),
-            max_in_flight=job.settings.send.max_in_flight,
-        )
-        with control.scope():  # a breaker ends it; Ctrl-C is a KeyboardInterrupt (exit 130)
-            table = await resolver.resolve(wanted)
-        if control.tripped is not None:
-            raise control.tripped
-        return table, resolver.requests
+    async with Session(job) as session:  # Ctrl-C is a KeyboardInterrupt (exit 130)
+        return await look_up(session, wanted)

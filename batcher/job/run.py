@@ -9,15 +9,16 @@ import anyio
 import polars as pl
 
 from batcher.actions import ACTIONS, Action, Shape
-from batcher.identities import GUEST, RESOLVED, Resolver, estimate_requests
+from batcher.identities import GUEST, RESOLVED, estimate_requests
 from batcher.inputs import InputSet, read_inputs
 from batcher.job.execute import Facts, config_digest, execute, file_sha256, summarise
 from batcher.job.ledgers import done_elsewhere, replanned, undone_later
+from batcher.job.lookup import look_up, split_cached, to_look_up
 from batcher.job.session import Session, budget_pacers, paced_rates
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import LOOKUP_COLUMNS, Ledger, RunRecord
-from batcher.plan import USER_COLUMNS, Plan, make_plan
+from batcher.plan import USER_COLUMNS, Plan, direct_users, make_plan
 from batcher.report.files import sibling, write_rejects
 
 # A share of invalid rows worth saying prominently, not only as a count in the table.
@@ -63,7 +64,7 @@ async def _run(job: Job, read: InputSet, options: RunOptions) -> Summary:
             plan = make_plan(
                 users, ledger.known_steps(), _actions(job), job.settings.send.batch_size, elsewhere
             )
-            facts = _with_elsewhere(facts, elsewhere, plan)
+            facts = _with_elsewhere(job, facts, elsewhere, plan)
             return await execute(session, ledger, plan, facts, record)
     finally:
         ledger.close()
@@ -81,32 +82,11 @@ def _actions(job: Job) -> tuple[Action, ...]:
     return tuple(ACTIONS[name] for name in job.actions)
 
 
-def _direct_users(ids: pl.DataFrame) -> pl.DataFrame:
-    """Object IDs from the inputs as users (USER_COLUMNS), without a look-up."""
-    return ids.select(
-        "user_id",
-        "source_file",
-        "source_row",
-        pl.col("user_id").alias("input_value"),
-        pl.lit("object_id").alias("matched_by"),
-        pl.lit(None, pl.String).alias("user_type"),
-        pl.lit(None, pl.Boolean).alias("account_enabled"),
-    )
-
-
 def _needs_lookup(job: Job, read: InputSet) -> pl.DataFrame:
     """The identities to look up: UPNs, e-mail addresses and SIDs; object IDs too when a
     directory action needs each user's type (guests) and existence."""
-    identities = read.identities.select("input_value", "kind", "source_file", "source_row")
-    if any(ACTIONS[a].shape is Shape.PER_USER for a in job.actions) and read.ids.height:
-        ids = read.ids.select(
-            pl.col("user_id").alias("input_value"),
-            pl.lit("object_id").alias("kind"),
-            "source_file",
-            "source_row",
-        )
-        identities = pl.concat([ids, identities])
-    return identities
+    per_user = any(ACTIONS[a].shape is Shape.PER_USER for a in job.actions)
+    return to_look_up(read, object_ids=per_user)
 
 
 async def _identify(
@@ -114,26 +94,12 @@ async def _identify(
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """The users to act on (USER_COLUMNS, input order), every look-up outcome, and how many
     look-up requests it took. A resume takes outcomes from the ledger, not from Graph."""
-    job = session.job
-    wanted = _needs_lookup(job, read)
-    cached = ledger.lookups().join(wanted.select("kind", "input_value"), on=["kind", "input_value"])
-    todo = wanted.join(cached.select("kind", "input_value"), on=["kind", "input_value"], how="anti")
+    wanted = _needs_lookup(session.job, read)
+    cached, todo = split_cached(wanted, ledger.lookups())
     requests = 0
     outcomes = cached
     if todo.height:
-        control = session.control()
-        resolver = Resolver(
-            await session.client(),
-            session.caller(control),
-            record=ledger.record_lookups,
-            max_in_flight=job.settings.send.max_in_flight,
-        )
-        job.observer("looking_up", identities=todo.height)
-        with control.scope():  # a breaker (403, unreachable) ends the look-up at once
-            found = await resolver.resolve(todo)
-        if control.tripped is not None:
-            raise control.tripped
-        requests = resolver.requests
+        found, requests = await look_up(session, todo, record=ledger.record_lookups, announce=True)
         outcomes = pl.concat([cached, found])
     users = _users(read, wanted, outcomes)
     return users, outcomes, requests
@@ -146,7 +112,7 @@ def _users(read: InputSet, wanted: pl.DataFrame, outcomes: pl.DataFrame) -> pl.D
     if (wanted.get_column("kind") == "object_id").any():
         direct = direct.head(0)  # object IDs went through the look-up too
     found = outcomes.filter(pl.col("outcome").is_in([RESOLVED, GUEST]))
-    users = _direct_users(direct)
+    users = direct_users(direct)
     if not found.height:
         return users
     return pl.concat([users, found.select(list(USER_COLUMNS))], how="vertical_relaxed").unique(
@@ -169,14 +135,7 @@ def _facts(
     if rejects.height and job.ledger is not None and not dry_run:  # a dry run writes nothing
         path = sibling(job.ledger, ".rejects.csv")
         write_rejects(rejects, path)
-    return Facts(
-        "run",
-        inputs,
-        path,
-        _notes(read, inputs, path),
-        dry_run=dry_run,
-        recent_hours=job.settings.ledger.recent_hours,
-    )
+    return Facts("run", inputs, path, _notes(read, inputs, path), dry_run=dry_run)
 
 
 def _rejects(read: InputSet, lookups: pl.DataFrame, actions: tuple[Action, ...]) -> pl.DataFrame:
@@ -238,13 +197,13 @@ def _identities(n: int) -> str:
     return f"{n:,} {'identity' if n == 1 else 'identities'}"
 
 
-def _with_elsewhere(facts: Facts, elsewhere: pl.DataFrame | None, plan: Plan) -> Facts:
+def _with_elsewhere(job: Job, facts: Facts, elsewhere: pl.DataFrame | None, plan: Plan) -> Facts:
     done = sum(p.done_elsewhere for p in plan.actions)
     if not done or elsewhere is None:
         return facts
     ledgers = sorted(set(elsewhere.get_column("ledger").to_list()))
     shown = ", ".join(ledgers[:2]) + (f" and {len(ledgers) - 2} more" if len(ledgers) > 2 else "")
-    hours = f"{facts.recent_hours:g}"
+    hours = f"{job.settings.ledger.recent_hours:g}"
     note = (
         f"{done:,} steps were already done in the last {hours} hours by another run on this "
         f"tenant ({shown}); they are not sent again (--resend sends them)"
@@ -265,8 +224,7 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
         finally:
             reader.close()
     wanted = _needs_lookup(job, read)
-    cached = cached.join(wanted.select("kind", "input_value"), on=["kind", "input_value"])
-    todo = wanted.join(cached.select("kind", "input_value"), on=["kind", "input_value"], how="anti")
+    cached, todo = split_cached(wanted, cached)
     # object IDs count as users before their look-up (it checks they exist and who is a guest)
     users = _users(read, wanted.filter(pl.col("kind") != "object_id"), cached)
     estimate = estimate_requests(dict(todo.group_by("kind").len().iter_rows()))
@@ -285,4 +243,4 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
         )
         facts = replace(facts, notes=(*facts.notes, note))
     rates = paced_rates(budget_pacers(job.settings))
-    return summarise(job, plan, _with_elsewhere(facts, elsewhere, plan), rates)
+    return summarise(job, plan, _with_elsewhere(job, facts, elsewhere, plan), rates)

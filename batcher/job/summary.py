@@ -28,7 +28,6 @@ class ActionSummary:
     failed_before: int = 0
     not_selected: int = 0  # a replay: failed or unknown, but not chosen by --only / --action
     skipped: int = 0
-    skip_reason: str | None = None
     done: int = 0
     failed: int = 0
     unknown: int = 0
@@ -41,7 +40,6 @@ class ActionSummary:
         data = asdict(self)
         data["not_sent"] = self.not_sent
         data.pop("does")
-        data.pop("skip_reason")
         return data
 
 
@@ -67,14 +65,13 @@ class Inputs:
     def of(cls, read: InputSet, lookups: pl.DataFrame, requests: int, users: int) -> Inputs:
         """The counts of what was read and of the look-up outcomes (LOOKUP_COLUMNS)."""
         outcomes = lookups.get_column("outcome").to_list() if lookups.height else []
-        kinds = lookups.get_column("kind").to_list() if lookups.height else []
         return cls(
             rows=read.rows,
             valid=read.valid,
             duplicates=read.duplicates,
             invalid=read.invalid,
             skipped=read.skipped,
-            looked_up=len(kinds),
+            looked_up=lookups.height,
             resolved=outcomes.count("resolved"),
             not_found=outcomes.count("not_found"),
             ambiguous=outcomes.count("ambiguous"),

@@ -12,12 +12,11 @@ from batcher.actions import ACTIONS, reverse
 from batcher.errors import LedgerError
 from batcher.job.execute import Facts, config_digest, execute, summarise
 from batcher.job.ledgers import check_origin, replanned, reversed_later
-from batcher.job.ledgers import undo_ledger as undo_ledger  # where it was
 from batcher.job.session import Session, budget_pacers, paced_rates
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import Ledger, RunRecord
-from batcher.plan import USER_COLUMNS, Plan, action_plan
+from batcher.plan import USER_COLUMNS, Plan, action_plan, direct_users
 
 UNDO_OF = "undo_of"
 NO_STEPS = pl.DataFrame(schema={"user_id": pl.String, "action": pl.String, "state": pl.String})
@@ -118,14 +117,12 @@ def _plan(job: Job, original: Ledger, known: pl.DataFrame) -> tuple[Plan, Facts]
                     "they stay disabled"
                 )
             steps = steps.filter(pl.col("account_enabled").ne(False).fill_null(True))
-        users = steps.select(
-            "user_id",
-            pl.lit(str(original.path)).alias("source_file"),
-            pl.int_range(1, steps.height + 1, dtype=pl.Int64).alias("source_row"),
-            pl.col("user_id").alias("input_value"),
-            pl.lit("object_id").alias("matched_by"),
-            pl.lit(None, pl.String).alias("user_type"),
-            pl.lit(None, pl.Boolean).alias("account_enabled"),
+        users = direct_users(
+            steps.select(
+                "user_id",
+                pl.lit(str(original.path)).alias("source_file"),
+                pl.int_range(1, steps.height + 1, dtype=pl.Int64).alias("source_row"),
+            )
         )
         frames.append(users)
         plans.append(action_plan(users, known, back, job.settings.send.batch_size))
