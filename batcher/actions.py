@@ -80,19 +80,43 @@ class Action:
     body: Mapping[str, Any] | None = None  # PER_USER: the JSON body of each request
     after: str | None = None  # PER_USER: per user, sent once this action has settled
     skips_guests: str | None = None  # why guests are skipped, when they are
-    clashes: str | None = None  # refused in one run together with this one
+    clashes: tuple[str, ...] = ()  # refused in one run together with this one
     legacy: str | None = None  # its name in ledgers written before actions were data
     refused: str | None = None  # said on the user's report rows when Graph refused it for good
+    cannot_undo: str | None = None  # undo None: what stays, said by undo ("... stay revoked")
+    keeps_disabled: bool = False  # as an undo: an account disabled before the run stays so
+    # said after a run where it failed for some users while an action sent after it (its
+    # ``after``) went ahead: "{accounts}" and "{stay}" are filled in
+    warn_failed: str | None = None
 
 
 RISK_PERMISSION = (
     "IdentityRiskyUser.ReadWrite.All (admin-consented; with delegated sign-in the user also "
     "needs the Security Administrator role)"
 )
+USER_READ_PERMISSION = (
+    "User.Read.All (an application permission; for a delegated sign-in, a directory-reader "
+    "role such as Directory Readers)"
+)
 GUEST_RISK = (
     "a guest's risk is evaluated in their home tenant: Identity Protection cannot remediate "
     "them here; act in their home tenant"
 )
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a read is paced, and the permission it needs (named when Graph refuses it)."""
+
+    budget: Budget
+    permission: str
+
+
+# verify reads each action's effect here; the directory look-ups read users like Read.USER
+READS: dict[Read, Source] = {
+    Read.RISKY_USER: Source(Budget.IDENTITY_PROTECTION, "IdentityRiskyUser.Read.All"),
+    Read.USER: Source(Budget.DIRECTORY_READS, USER_READ_PERMISSION),
+}
 
 ACTIONS: dict[str, Action] = {
     a.name: a
@@ -109,8 +133,9 @@ ACTIONS: dict[str, Action] = {
             does="will be unable to sign in until enabled",
             check=Check(Read.USER, "accountEnabled", False, "disabled", "still_enabled"),
             undo="enable",
-            clashes="enable",
+            clashes=("enable",),
             refused="the account stays enabled: Graph refused to disable it",
+            warn_failed="{accounts} could not be disabled: {stay} enabled",
         ),
         Action(
             name="enable",
@@ -124,8 +149,9 @@ ACTIONS: dict[str, Action] = {
             does="will be able to sign in again",
             check=Check(Read.USER, "accountEnabled", True, "enabled", "still_disabled"),
             undo="disable",
-            clashes="disable",
+            clashes=("disable",),
             refused="the account stays disabled: Graph refused to enable it",
+            keeps_disabled=True,
         ),
         Action(
             name="revoke-sessions",
@@ -141,6 +167,7 @@ ACTIONS: dict[str, Action] = {
                 Read.USER, "signInSessionsValidFromDateTime", AFTER_SENT, "revoked", "not_revoked"
             ),
             undo=None,
+            cannot_undo="revoked sessions stay revoked",
             after="disable",  # revoking first lets the attacker sign in again before the block
             skips_guests="revoking sessions does not apply to external (guest) users; revoke "
             "them in their home tenant",
@@ -160,7 +187,7 @@ ACTIONS: dict[str, Action] = {
             ),
             undo="dismiss",
             skips_guests=GUEST_RISK,
-            clashes="dismiss",
+            clashes=("dismiss",),
             legacy="confirmCompromised",
         ),
         Action(
@@ -174,8 +201,9 @@ ACTIONS: dict[str, Action] = {
             does="will have their user risk dismissed",
             check=Check(Read.RISKY_USER, "riskState", "dismissed", "dismissed", "not_dismissed"),
             undo=None,
+            cannot_undo="a dismissal does not restore the earlier risk",
             skips_guests=GUEST_RISK,
-            clashes="confirm",
+            clashes=("confirm",),
             legacy="dismiss",
         ),
     )
@@ -197,8 +225,9 @@ def choose(names: Iterable[str]) -> tuple[Action, ...]:
     """The actions for one run, in each user's safe order; refuses a contradictory set."""
     chosen = {action_named(n).name for n in names} or {DEFAULT_ACTION}
     for name in sorted(chosen):
-        clash = ACTIONS[name].clashes
-        if clash in chosen:
+        for clash in ACTIONS[name].clashes:
+            if clash not in chosen:
+                continue
             raise ConfigError(
                 f"--action {name} and --action {clash} contradict each other; run them "
                 "separately, in the order you mean"
@@ -209,6 +238,30 @@ def choose(names: Iterable[str]) -> tuple[Action, ...]:
 def reverse(actions: Iterable[Action]) -> tuple[tuple[Action, Action], ...]:
     """(action, its undo) for every action that can be undone."""
     return tuple((a, ACTIONS[a.undo]) for a in actions if a.undo is not None)
+
+
+def sent_after(name: str) -> tuple[Action, ...]:
+    """The actions a user gets only once their ``name`` step settled (revoke after disable)."""
+    return tuple(a for a in ACTIONS.values() if a.after == name)
+
+
+def permission_for(actions: Iterable[Action]) -> str:
+    """The permission a request carrying ``actions`` needs: one when they share it, else each
+    action's own, named for it."""
+    needs: dict[str, list[str]] = {}
+    for action in actions:
+        named = needs.setdefault(action.permission, [])
+        if action.name not in named:
+            named.append(action.name)
+    if len(needs) == 1:
+        return next(iter(needs))
+    return " and ".join(f"{p} for {', '.join(n)}" for p, n in needs.items())
+
+
+def of_earlier_releases(action_names: Iterable[str]) -> str | None:
+    """The first of ``action_names`` batcher had before actions were data (confirm, or dismiss
+    in an undo): the action the JSON keys of earlier releases describe; None: none of them."""
+    return next((n for n in action_names if action_named(n).legacy is not None), None)
 
 
 def names(actions: Iterable[Action]) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import polars as pl
 
-from batcher.actions import Budget
+from batcher.actions import READS, Read
 from batcher.calls import Call, Caller, NotSent, refused
 from batcher.errors import (
     AuthError,
@@ -43,10 +43,8 @@ from batcher.inputs import KIND_SID, KIND_UPN
 from batcher.ledger import LOOKUP_COLUMNS
 from batcher.sender import halves
 
-READ_PERMISSION = (
-    "User.Read.All (an application permission; for a delegated sign-in, a directory-reader "
-    "role such as Directory Readers)"
-)
+LOOKUP = READS[Read.USER]  # look-ups read users where verify reads them: same budget, permission
+READ_PERMISSION = LOOKUP.permission
 RESOLVED, NOT_FOUND, AMBIGUOUS, GUEST = "resolved", "not_found", "ambiguous", "guest"
 # Not an outcome of the directory: Graph never answered (not cached; the same command retries).
 NOT_LOOKED_UP = "not_looked_up"
@@ -201,7 +199,7 @@ class Resolver:
             query.first_sent = query.first_sent or now
         crids: list[str] = []
         call = Call(
-            Budget.DIRECTORY_READS,
+            LOOKUP.budget,
             send=lambda crid: self.client.batch(requests, crid),
             permission=READ_PERMISSION,
             cost=len(requests),
@@ -241,7 +239,7 @@ class Resolver:
                     for v in query.values
                     for row in groups[(query.stage.kind, v)]
                 ]
-        self.caller.inner_throttled(Budget.DIRECTORY_READS, throttled)
+        self.caller.inner_throttled(LOOKUP.budget, throttled)
         self._settle(done)
         return again
 

@@ -17,16 +17,14 @@ from typing import Any
 
 import polars as pl
 
-from batcher.actions import AFTER_SENT, Action, Budget
+from batcher.actions import AFTER_SENT, READS, Action, Read
 from batcher.calls import Call, Caller, NotSent
 from batcher.errors import AuthError, GraphError
 from batcher.graph import MAX_BATCH, MAX_FILTER, GraphClient, match_any, users_query
-from batcher.identities import READ_PERMISSION
 
 PROCESSING, NOT_READ, NOT_FOUND = "processing", "not_read", "not_found"
 # Where Identity Protection lists a user while it still processes feedback: their earlier state.
 STILL_AT_RISK = "atRisk"
-READ_RISK = "IdentityRiskyUser.Read.All"
 CLOCK_SKEW = timedelta(minutes=5)  # Graph's clock against ours, for "revoked after sent"
 VERIFY_COLUMNS = {
     "user_id": pl.String,
@@ -122,7 +120,7 @@ class Verifier:
             try:
                 answer = await self._read(
                     lambda crid, r=requests: self._client.batch(r, crid),
-                    Budget.DIRECTORY_READS,
+                    action.check.read,
                     cost=len(requests),
                 )
             except _Unread:
@@ -153,11 +151,15 @@ class Verifier:
             if link is None:
                 return users
 
-    async def _read(
-        self, send: Any, budget: Budget = Budget.IDENTITY_PROTECTION, cost: float = 1
-    ) -> Any:
-        permission = READ_RISK if budget is Budget.IDENTITY_PROTECTION else READ_PERMISSION
-        call = Call(budget, send=send, permission=permission, cost=cost, fields={"verify": True})
+    async def _read(self, send: Any, read: Read = Read.RISKY_USER, cost: float = 1) -> Any:
+        source = READS[read]
+        call = Call(
+            source.budget,
+            send=send,
+            permission=source.permission,
+            cost=cost,
+            fields={"verify": True},
+        )
         try:
             return await self._caller(call)
         except (NotSent, AuthError, GraphError):  # an AuthError has tripped the run

@@ -10,6 +10,7 @@ from batcher.actions import (
     CONTAIN,
     DEFAULT_ACTION,
     ORDER,
+    READS,
     Action,
     Budget,
     Read,
@@ -17,7 +18,10 @@ from batcher.actions import (
     action_named,
     choose,
     names,
+    of_earlier_releases,
+    permission_for,
     reverse,
+    sent_after,
 )
 from batcher.errors import ConfigError
 
@@ -57,22 +61,28 @@ def test_every_action_names_its_permission_and_what_it_does(action: Action) -> N
 
 @pytest.mark.parametrize("action", EVERY, ids=lambda a: a.name)
 def test_every_action_fits_its_shape_and_budget(action: Action) -> None:
+    assert isinstance(action.budget, Budget)  # per-user actions need not share one
     if action.shape is Shape.ID_LIST:
         assert action.max_ids == 60
         assert action.budget is Budget.IDENTITY_PROTECTION
         assert "{id}" not in action.path
     else:
         assert action.max_ids == 1
-        assert action.budget is Budget.DIRECTORY_WRITES
         assert "{id}" in action.path
+
+
+def test_the_directory_actions_of_today_all_write_to_the_directory() -> None:
+    directory = {a.name: a.budget for a in EVERY if a.shape is Shape.PER_USER}
+    assert set(directory.values()) == {Budget.DIRECTORY_WRITES}
 
 
 @pytest.mark.parametrize("action", EVERY, ids=lambda a: a.name)
 def test_undo_after_and_clashes_name_actions_in_the_table(action: Action) -> None:
-    for other in (action.undo, action.after, action.clashes):
+    for other in (action.undo, action.after, *action.clashes):
         assert other is None or other in ACTIONS
-    if action.clashes is not None:  # a clash goes both ways
-        assert ACTIONS[action.clashes].clashes == action.name
+    assert isinstance(action.clashes, tuple)
+    for clash in action.clashes:  # a clash goes both ways
+        assert action.name in ACTIONS[clash].clashes
     if action.after is not None:  # what must come first comes first in the safe order
         assert ORDER.index(action.after) < ORDER.index(action.name)
 
@@ -96,6 +106,45 @@ def test_the_details_of_each_action() -> None:
     assert confirm.check.expect == "confirmedCompromised"
     assert (confirm.undo, ACTIONS["dismiss"].undo) == ("dismiss", None)
     assert (disable.undo, enable.undo) == ("enable", "disable")
+
+
+@pytest.mark.parametrize("action", EVERY, ids=lambda a: a.name)
+def test_an_action_that_cannot_be_undone_says_what_stays(action: Action) -> None:
+    assert (action.undo is None) == (action.cannot_undo is not None)
+
+
+def test_what_the_table_says_instead_of_names_spelt_elsewhere() -> None:
+    assert [a.name for a in EVERY if a.keeps_disabled] == ["enable"]
+    assert [a.name for a in EVERY if a.warn_failed] == ["disable"]
+    assert ACTIONS["revoke-sessions"].cannot_undo == "revoked sessions stay revoked"
+    assert [a.name for a in sent_after("disable")] == ["revoke-sessions"]
+    assert sent_after("revoke-sessions") == ()
+    warning = ACTIONS["disable"].warn_failed or ""
+    assert warning.format(accounts="2 accounts", stay="they stay") == (
+        "2 accounts could not be disabled: they stay enabled"
+    )
+
+
+def test_the_keys_of_earlier_releases_describe_confirm_or_dismiss() -> None:
+    assert of_earlier_releases(["disable", "revoke-sessions", "confirm"]) == "confirm"
+    assert of_earlier_releases(["enable", "dismiss"]) == "dismiss"
+    assert of_earlier_releases(["disable", "revoke-sessions"]) is None
+
+
+def test_a_request_for_several_actions_names_each_ones_own_permission() -> None:
+    disable, enable, revoke = ACTIONS["disable"], ACTIONS["enable"], ACTIONS["revoke-sessions"]
+    assert permission_for([disable, disable]) == disable.permission
+    assert permission_for([disable, enable]) == disable.permission  # they share it
+    both = permission_for([disable, revoke, disable])
+    assert both == (f"{disable.permission} for disable and {revoke.permission} for revoke-sessions")
+
+
+def test_each_read_has_its_budget_and_permission() -> None:
+    assert READS[Read.RISKY_USER].budget is Budget.IDENTITY_PROTECTION
+    assert READS[Read.RISKY_USER].permission == "IdentityRiskyUser.Read.All"
+    assert READS[Read.USER].budget is Budget.DIRECTORY_READS
+    assert READS[Read.USER].permission.startswith("User.Read.All")
+    assert {a.check.read for a in EVERY} <= set(READS)
 
 
 def test_guests_are_skipped_where_the_home_tenant_holds_the_state() -> None:

@@ -118,7 +118,10 @@ def test_an_account_graph_refused_to_disable_is_reported_as_still_enabled(
     }
     out = io.StringIO()
     render_summary(summary, Console(file=out, width=200))
-    assert "1 account could not be disabled: it stays enabled" in out.getvalue()
+    assert (
+        "warning: 1 account could not be disabled: it stays enabled, though revoke-sessions "
+        "went ahead; see the note column of the report"
+    ) in out.getvalue()
 
 
 def test_a_confirm_ledger_refuses_a_containment_and_a_containment_ledger_refuses_confirm(
@@ -168,6 +171,14 @@ def test_undo_of_revoked_sessions_alone_is_refused(tmp_path: Path) -> None:
     rig = Rig(tmp_path, sim=FAST_WRITES, users=members)
     rig.run(write_ids(tmp_path / "ids.csv", [u.id for u in members]), actions=("revoke-sessions",))
     with pytest.raises(LedgerError, match="revoked sessions stay revoked"):
+        rig.undo(rig.ledger_for())
+
+
+def test_undo_of_a_dismissal_alone_is_refused_saying_what_stays(tmp_path: Path) -> None:
+    members, _, _ = _directory()
+    rig = Rig(tmp_path, sim=FAST_WRITES, users=members)
+    rig.run(write_ids(tmp_path / "ids.csv", [u.id for u in members]), actions=("dismiss",))
+    with pytest.raises(LedgerError, match="dismiss: a dismissal does not restore the earlier"):
         rig.undo(rig.ledger_for())
 
 

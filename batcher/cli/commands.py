@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from batcher.actions import ACTIONS, CONTAIN, Action, action_named, choose
+from batcher.actions import ACTIONS, CONTAIN, DEFAULT_ACTION, Action, action_named, choose
 from batcher.calls import StopSignal
 from batcher.cli.edge import (
     EXIT_AUTH,
@@ -90,7 +90,9 @@ def run_command(
     sheet: Sheet = None,
     action: Annotated[
         list[str] | None,
-        typer.Option(metavar="NAME", help=f"Repeatable: {', '.join(ACTIONS)} (default: confirm)."),
+        typer.Option(
+            metavar="NAME", help=f"Repeatable: {', '.join(ACTIONS)} (default: {DEFAULT_ACTION})."
+        ),
     ] = None,
     contain: Annotated[
         bool, typer.Option("--contain", help=f"Short for --action {' --action '.join(CONTAIN)}.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from batcher.actions import ACTIONS, Budget
+from batcher.actions import ACTIONS, Budget, of_earlier_releases
 
 if TYPE_CHECKING:
     import polars as pl
@@ -110,9 +110,10 @@ class Summary:
 
     @property
     def risk(self) -> ActionSummary | None:
-        """The Identity Protection action (confirm, or dismiss for an undo), if any: the one the
-        keys of earlier releases describe."""
-        return next((a for a in self.actions if a.budget is Budget.IDENTITY_PROTECTION), None)
+        """The action the keys of earlier releases describe (confirm, or dismiss for an undo),
+        if any."""
+        name = of_earlier_releases(a.name for a in self.actions)
+        return next((a for a in self.actions if a.name == name), None)
 
     @property
     def to_send(self) -> int:
@@ -188,10 +189,9 @@ class VerifySummary:
 
     @property
     def risk_action(self) -> str | None:
-        """The Identity Protection action the keys of earlier releases describe: confirm, or
-        dismiss for an undo ledger; None when the ledger has neither."""
-        risk = (a for a in self.expected if ACTIONS[a].budget is Budget.IDENTITY_PROTECTION)
-        return next(risk, None)
+        """The action the keys of earlier releases describe: confirm, or dismiss for an undo
+        ledger; None when the ledger has neither."""
+        return of_earlier_releases(self.expected)
 
     def to_json(self) -> dict[str, Any]:
         """Keys of earlier releases keep their meaning for the Identity Protection action alone

@@ -36,10 +36,8 @@ def undo_actions(original: Path) -> tuple[str, ...]:
         )
     pairs = reverse(ACTIONS[a] for a in actions)
     if not pairs:
-        raise LedgerError(
-            f"{original}: nothing it did can be undone ({', '.join(actions)}: revoked sessions "
-            "stay revoked, and a dismissal does not restore the earlier risk)"
-        )
+        why = "; ".join(f"{a}: {ACTIONS[a].cannot_undo}" for a in actions)
+        raise LedgerError(f"{original}: nothing it did can be undone ({why})")
     undone = {back.name for _, back in pairs}
     return tuple(name for name in ACTIONS if name in undone)
 
@@ -109,7 +107,7 @@ def _plan(job: Job, original: Ledger, known: pl.DataFrame) -> tuple[Plan, Facts]
     for forward, back in reverse(ACTIONS[a] for a in original.actions()):
         steps = original.undoable(forward.name)
         unknown = steps.filter(pl.col("state") == "unknown").height
-        if back.name == "enable":  # an account disabled before the run stays disabled
+        if back.keeps_disabled:  # an account disabled before the run stays disabled
             before = steps.filter(pl.col("account_enabled").eq(False))
             if before.height:
                 notes.append(
@@ -130,8 +128,9 @@ def _plan(job: Job, original: Ledger, known: pl.DataFrame) -> tuple[Plan, Facts]
             f"{back.name}: {steps.height:,} users ({steps.height - unknown:,} {forward.name} "
             f"done, {unknown:,} unknown: Graph may have applied them)"
         )
-    if "revoke-sessions" in original.actions():
-        notes.append("revoked sessions stay revoked: revoke-sessions cannot be undone")
+    for kept in (ACTIONS[a] for a in original.actions()):
+        if kept.cannot_undo is not None:
+            notes.append(f"{kept.cannot_undo}: {kept.name} cannot be undone")
     users = pl.concat(frames) if frames else pl.DataFrame(schema=USER_COLUMNS)
     users = users.unique("user_id", keep="first", maintain_order=True)
     new = users.join(known.select("user_id").unique(), on="user_id", how="anti")

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from batcher.actions import ACTIONS
+from batcher.actions import ACTIONS, sent_after
 from batcher.job.status import Status
 from batcher.job.summary import ActionSummary, Summary, VerifySummary
 from batcher.ledger import MEANING, StepState
@@ -85,24 +85,34 @@ def render_summary(summary: Summary, console: Console) -> None:
                     f"{action.name}: {plural(action.done, 'user')} {action.does}; cannot be undone",
                 )
         _notes(summary, console)
-        still = [a for a in summary.actions if a.name == "revoke-sessions" and a.done]
-        failed_disable = [a for a in summary.actions if a.name == "disable" and a.failed]
-        if still and failed_disable:
-            n = failed_disable[0].failed
-            say(
-                console,
-                f"{plural(n, 'account')} could not be disabled: "
-                f"{'it stays' if n == 1 else 'they stay'} enabled, whatever sessions were "
-                "revoked; see the note column of the report",
-                prefix="warning: ",
-                style="yellow",
-            )
+        _went_ahead_of_failures(summary, console)
         if summary.ledger:
             say(console, f"ledger:  {summary.ledger}")
     if summary.rejects:
         say(console, f"rejects: {summary.rejects}")
     if summary.report:
         say(console, f"report:  {summary.report}")
+
+
+def _went_ahead_of_failures(summary: Summary, console: Console) -> None:
+    """Warn where an action failed for some users while what is sent after it went ahead (a
+    disable refused, sessions revoked: the account stays enabled)."""
+    done = {a.name for a in summary.actions if a.done}
+    for action in summary.actions:
+        warning = ACTIONS[action.name].warn_failed
+        went = [a.name for a in sent_after(action.name) if a.name in done]
+        if not (warning and action.failed and went):
+            continue
+        n = action.failed
+        said = warning.format(
+            accounts=plural(n, "account"), stay="it stays" if n == 1 else "they stay"
+        )
+        say(
+            console,
+            f"{said}, though {', '.join(went)} went ahead; see the note column of the report",
+            prefix="warning: ",
+            style="yellow",
+        )
 
 
 def _notes(summary: Summary, console: Console) -> None:

@@ -5,7 +5,8 @@ settled. Done or failed for good, it is then sent (a failed disable still gets i
 the report says the account is still enabled). Unknown (Graph may or may not have applied it) or
 back to planned (Graph never applied it), the steps that follow it stay planned in this run: a
 revoke before the block is in place would let an attacker sign in again. A resume sends the
-first step again, then the rest. Each inner answer is judged on its own.
+first step again, then the rest. Each inner answer is judged on its own. A batch holds steps of
+one budget, the one it is paced on: actions on other budgets ride in batches of their own.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import anyio
 
-from batcher.actions import Action, Budget
+from batcher.actions import Action, Budget, permission_for
 from batcher.calls import Call, NotSent, refused
 from batcher.errors import (
     AuthError,
@@ -39,6 +40,7 @@ from batcher.sender.lanes import Lanes, Work
 # administrators (Graph answers both the same), so each of those fails alone.
 FORBIDDEN_IN_A_ROW = 20
 STOP_CHECK = 0.1  # seconds: how soon an idle worker (waiting for a retry's back-off) sees a stop
+LOOKAHEAD = 50 * MAX_BATCH  # ready steps looked through for a batch's worth on one budget
 
 
 @dataclass
@@ -61,9 +63,19 @@ class _Chunk:
     attempt_id: int = 0
     client_request_id: str = ""
 
+    @property
+    def budget(self) -> Budget:
+        """What the batch is paced on: its steps share their actions' budget (see ``_take``)."""
+        return self.steps[0].action.budget
+
+    @property
+    def permission(self) -> str:
+        """Each of its actions' own permission, named for the action when they differ."""
+        return permission_for(s.action for s in self.steps)
+
 
 class PerUserLane:
-    """Sends per-user actions through JSON batches on the directory-writes budget."""
+    """Sends per-user actions through JSON batches, each paced on its actions' own budget."""
 
     def __init__(self, lanes: Lanes, works: Sequence[Work]) -> None:
         self.lanes = lanes
@@ -109,13 +121,25 @@ class PerUserLane:
             while self.later and self.later[0][0] <= now:
                 self.ready.appendleft(heapq.heappop(self.later)[2])
             if self.ready:
-                return [self.ready.popleft() for _ in range(min(MAX_BATCH, len(self.ready)))]
+                return self._one_budget()
             if not self.later and not self.blocked and not self.in_progress:
                 return None
             wait = self.later[0][0] - now if self.later else math.inf
             with anyio.move_on_after(min(wait, STOP_CHECK)):
                 await self._changed.wait()
         return None
+
+    def _one_budget(self) -> list[_Step]:
+        """Up to 20 ready steps on the first one's budget, in order; the others stay first in
+        line for the next batch."""
+        budget = self.ready[0].action.budget
+        taken: list[_Step] = []
+        passed: list[_Step] = []
+        while self.ready and len(taken) < MAX_BATCH and len(passed) < LOOKAHEAD:
+            step = self.ready.popleft()
+            (taken if step.action.budget is budget else passed).append(step)
+        self.ready.extendleft(reversed(passed))
+        return taken
 
     def _notify(self) -> None:
         self._changed.set()
@@ -127,9 +151,9 @@ class PerUserLane:
             action="+".join(sorted({s.action.name for s in chunk.steps})), ids=len(chunk.steps)
         )
         call = Call(
-            Budget.DIRECTORY_WRITES,
+            chunk.budget,
             send=lambda crid: self.lanes.client.batch(requests, crid),
-            permission=chunk.steps[0].action.permission,
+            permission=chunk.permission,
             cost=len(chunk.steps),
             before=lambda crid: self._intent(chunk, crid),
             after=lambda answer, exc: self._outer_failed(chunk, answer, exc),
@@ -194,7 +218,7 @@ class PerUserLane:
                 again.append((step, exc))
         outer = answer_of(None, result.status, result.request_id)
         self.lanes.ledger.finish_steps(chunk.batch_id, chunk.attempt_id, outer, results)
-        self.lanes.caller.inner_throttled(Budget.DIRECTORY_WRITES, throttled)
+        self.lanes.caller.inner_throttled(chunk.budget, throttled)
         for result_, step in zip(results, chunk.steps, strict=True):
             if result_.settle is not None:
                 self._settle(step, result_.settle, chunk.batch_id)
