@@ -105,6 +105,4 @@ class Session:
 
     def control(self) -> Control:
         send = self.job.settings.send
-        control = Control(send.timeout_seconds + 5, self.job.observer)
-        control.unreachable_after = send.unreachable_after_seconds
-        return control
+        return Control(send.timeout_seconds + 5, self.job.observer, send.unreachable_after_seconds)

@@ -89,9 +89,10 @@ async def _read(
                 for name in applied:
                     if applied[name].height:
                         group.start_soon(read, name)
-        if control.tripped is not None and not any(r.found for r in readings.values()):
-            raise control.tripped
-        return readings, control.tally.requests, control.stopping or control.tripped is not None
+        tripped = control.breaker.tripped
+        if tripped is not None and not any(r.found for r in readings.values()):
+            raise tripped
+        return readings, control.tally.requests, control.ended
 
 
 def _earlier(report: Path) -> pl.DataFrame:
