@@ -1,8 +1,4 @@
-"""One paced Graph call: wait for its budget, record the intent, call, feed the pacer and breaker.
-
-Every sender lane and verify go through ``Caller``; they share one ``Control``: the stop asked
-for, the breaker, how many requests are in flight, and whether Graph was ever reached.
-"""
+"""One paced Graph call (``Caller``) and what the run's calls share (``Control`` and its parts)."""
 
 from __future__ import annotations
 
@@ -13,7 +9,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import anyio
 
@@ -79,90 +75,169 @@ class Tally:
         return sum(n for _, n in self._done_times) / span, len(self._request_times) / span
 
 
+class Cancel:
+    """The cancel scope around a run's tasks: cancelled now, or by a deadline. Cancelled
+    before it opens, it is cancelled as it opens."""
+
+    def __init__(self) -> None:
+        self._scope: anyio.CancelScope | None = None
+        self._pending = False
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            if self._pending:
+                scope.cancel()
+            yield
+        self._scope = None
+
+    def now(self) -> None:
+        if self._scope is None:
+            self._pending = True
+        else:
+            self._scope.cancel()
+
+    def within(self, seconds: float) -> None:
+        if self._scope is not None:
+            self._scope.deadline = min(self._scope.deadline, anyio.current_time() + seconds)
+
+
+class Stopping:
+    """A stop asked for (first time): start no new request and let the ones in flight finish
+    within ``grace`` seconds (at once when none is); second time: now."""
+
+    def __init__(self, grace: float, observer: Observer, cancel: Cancel) -> None:
+        self.grace = grace
+        self.asked = False
+        self._observer = observer
+        self._cancel = cancel
+
+    def ask(self, in_flight: int) -> None:
+        first = not self.asked
+        self.asked = True
+        self._observer("stopping", first=first, in_flight=in_flight, grace=self.grace)
+        if not first or in_flight == 0:
+            self._cancel.now()
+        else:
+            self._cancel.within(self.grace)
+
+    def idle(self) -> None:
+        """No request is in flight any more: once a stop waits only for those, nothing else
+        (a back-off, the pacer) keeps the run going."""
+        if self.asked:
+            self._cancel.now()
+
+
+class Breaker:
+    """Stops everything now: signing in, permissions or the network must be fixed first. The
+    first error that tripped it is kept."""
+
+    def __init__(self, cancel: Cancel) -> None:
+        self.tripped: BatcherError | None = None
+        self._cancel = cancel
+
+    def trip(self, exc: BatcherError) -> None:
+        if self.tripped is None:
+            self.tripped = exc
+        self._cancel.now()
+
+
+class InFlight:
+    """How many requests are out (sent, no answer yet); ``idle`` is called when none is left."""
+
+    def __init__(self, idle: Callable[[], None]) -> None:
+        self.count = 0
+        self._idle = idle
+
+    @contextlib.contextmanager
+    def one(self) -> Iterator[None]:
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._idle()
+
+
+class Reachability:
+    """Whether Graph answers. When no connection can be made (refused, name not resolved, no
+    route), say so at once, and trip the breaker once that has lasted ``after`` seconds (by
+    ``clock``) with no HTTP answer in between (at once for a TLS certificate that is not
+    trusted): at the start of a run or in its middle alike."""
+
+    def __init__(
+        self,
+        breaker: Breaker,
+        observer: Observer,
+        after: float = UNREACHABLE_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.after = after  # seconds without any HTTP answer
+        self.answered = False  # Graph gave some HTTP answer (any status) in this run
+        self._breaker = breaker
+        self._observer = observer
+        self._clock = clock
+        self._unreached_since: float | None = None  # first connect failure since an answer
+
+    def reached(self, exc: GraphError | None) -> None:
+        """Note an answer (``exc`` None: accepted)."""
+        if not isinstance(exc, NotConnected):
+            self.answered = True
+            self._unreached_since = None  # any HTTP answer: Graph is reachable again
+            return
+        now = self._clock()
+        tls = "TLS" in exc.cause
+        if self._unreached_since is None:
+            self._unreached_since = now
+            stop_after = 0.0 if tls else self.after
+            self._observer(
+                "unreachable",
+                host=exc.host,
+                cause=exc.cause,
+                advice=_advice(exc),
+                stop_after=stop_after,
+            )
+        if tls or now - self._unreached_since >= self.after:
+            waited = "" if tls else f" for {self.after:g}s"
+            self._breaker.trip(
+                Unreachable(
+                    f"cannot reach {exc.host}{waited}: {exc.cause}; {_advice(exc)}; nothing "
+                    "more was sent, and the same command resumes"
+                )
+            )
+
+
 class Control:
-    """What the lanes of one run share. ``stop`` (first time): start no new request and let the
-    ones in flight finish within ``grace`` seconds (at once when none is); second time: now."""
+    """What the lanes of one run share, one part a concern: the ``stops`` asked for, the
+    ``breaker``, the requests in ``flight``, the ``reach`` of Graph, the ``tally`` and the
+    ``observer``. ``scope`` wraps the run's tasks: the breaker and a stop cancel them."""
 
     def __init__(
         self,
         grace: float = 35.0,
         observer: Observer = no_events,
         unreachable_after: float = UNREACHABLE_AFTER,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.grace = grace
+        cancel = Cancel()
         self.observer = observer
-        self.unreachable_after = unreachable_after  # seconds without any HTTP answer
         self.tally = Tally()
-        self.stopping = False
-        self.tripped: BatcherError | None = None
-        self.in_flight = 0
-        self.answered = False  # Graph gave some HTTP answer (any status) in this run
-        self._unreached_since: float | None = None  # first connect failure since an answer
-        self._scope: anyio.CancelScope | None = None
-
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[None]:
-        """Wrap the run's tasks: ``trip`` and a second stop cancel them."""
-        with anyio.CancelScope() as scope:
-            self._scope = scope
-            if self.tripped is not None or (self.stopping and self.in_flight == 0):
-                scope.cancel()
-            yield
-        self._scope = None
+        self.stops = Stopping(grace, observer, cancel)
+        self.breaker = Breaker(cancel)
+        self.flight = InFlight(self.stops.idle)
+        self.reach = Reachability(self.breaker, observer, unreachable_after, clock)
+        self.scope = cancel.scope
 
     def stop(self) -> None:
-        first = not self.stopping
-        self.stopping = True
-        self.observer("stopping", first=first, in_flight=self.in_flight, grace=self.grace)
-        if self._scope is None:
-            return
-        if not first or self.in_flight == 0:
-            self._scope.cancel()
-        else:
-            self._scope.deadline = min(self._scope.deadline, anyio.current_time() + self.grace)
+        """A stop asked for (the CLI's Ctrl-C, or a test)."""
+        self.stops.ask(self.flight.count)
 
-    def landed(self) -> None:
-        """A request got its answer (or none). Once a stop waits only for the requests in
-        flight and none is left, nothing else (a back-off, the pacer) keeps the run going."""
-        self.in_flight -= 1
-        if self.stopping and self.in_flight == 0 and self._scope is not None:
-            self._scope.cancel()
-
-    def trip(self, exc: BatcherError) -> None:
-        """Stop everything now: signing in, permissions or the network must be fixed first."""
-        if self.tripped is None:
-            self.tripped = exc
-        if self._scope is not None:
-            self._scope.cancel()
-
-    def reached(self, exc: GraphError | None) -> None:
-        """Note an answer. When no connection can be made (refused, name not resolved, no
-        route), say so at once, and stop once that has lasted ``unreachable_after`` seconds
-        with no HTTP answer in between (at once for a TLS certificate that is not trusted):
-        at the start of a run or in its middle alike."""
-        if not isinstance(exc, NotConnected):
-            self.answered = True
-            self._unreached_since = None  # any HTTP answer: Graph is reachable again
-            return
-        now = time.monotonic()
-        tls = "TLS" in exc.cause
-        if self._unreached_since is None:
-            self._unreached_since = now
-            self.observer(
-                "unreachable",
-                host=exc.host,
-                cause=exc.cause,
-                advice=_advice(exc),
-                stop_after=0.0 if tls else self.unreachable_after,
-            )
-        if tls or now - self._unreached_since >= self.unreachable_after:
-            waited = "" if tls else f" for {self.unreachable_after:g}s"
-            self.trip(
-                Unreachable(
-                    f"cannot reach {exc.host}{waited}: {exc.cause}; {_advice(exc)}; nothing "
-                    "more was sent, and the same command resumes"
-                )
-            )
+    @property
+    def ended(self) -> bool:
+        """No new request may start: a stop was asked for, or the breaker tripped."""
+        return self.stops.asked or self.breaker.tripped is not None
 
 
 def refused(what: str, exc: GraphError, needs: str, then: str = "") -> str:
@@ -248,8 +323,19 @@ class RetrySettings:
         return now if paced else now + backoff(tries, *self.backoff)
 
 
+@dataclass(frozen=True)
+class _Sent(Generic[T]):
+    """What one request got: its result (accepted) or Graph's error, as the ledger's answer."""
+
+    result: T | None
+    answer: Answer
+    error: GraphError | None
+
+
 class Caller:
-    """Sends calls through their budget's pacer, retried by time on transient answers."""
+    """Sends calls through their budget's pacer, retried by time on transient answers. Layered:
+    ``__call__`` (retry) -> ``_paced`` (turn, stop, intent) -> ``_sent`` (in flight, send,
+    answer) -> ``_answered`` (record, then pacer, breaker and observer, each in one place)."""
 
     def __init__(
         self, pacers: Mapping[Budget, Pacer], retry: RetrySettings, control: Control
@@ -267,54 +353,49 @@ class Caller:
         )
         async for attempt in policy:
             with attempt:
-                return await self._once(call)
+                return await self._paced(call)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
-    async def _once(self, call: Call[T]) -> T:
+    async def _paced(self, call: Call[T]) -> T:
+        """Wait for the budget's turn; a stop meanwhile leaves it unsent (NotSent), else its
+        intent is recorded before it goes."""
         pacer = self.pacers[call.budget]
         started = await pacer.acquire(call.cost)
-        if self.control.stopping or self.control.tripped is not None:
+        if self.control.ended:
             raise NotSent
         crid = str(uuid.uuid4())
         call.before(crid)
         pacer.departed(call.cost)
         failpoints.hit("send.after_intent")
+        sent = await self._sent(call, crid)
+        self._answered(call, pacer, crid, started, sent)
+        if sent.error is not None:
+            raise sent.error
+        return cast(T, sent.result)
+
+    async def _sent(self, call: Call[T], crid: str) -> _Sent[T]:
+        """Send it, counted in flight meanwhile: Graph's answer or error, mapped once."""
         self.control.tally.requested()
-        self.control.in_flight += 1
         try:
-            result = await call.send(crid)
+            with self.control.flight.one():
+                result = await call.send(crid)
         except GraphError as exc:
-            self._answered(call, pacer, crid, started, answer_of(exc), exc)
-            raise
+            return _Sent(None, answer_of(exc), exc)
         except AuthError as exc:  # a token refused or not renewed (BearerAuth): stop the run
-            self.control.landed()
-            self.control.trip(exc)
+            self.control.breaker.trip(exc)
             raise
-        except BaseException:
-            self.control.landed()
-            raise
-        answer = answer_of(
-            None, getattr(result, "status", 200), getattr(result, "request_id", None)
-        )
-        self._answered(call, pacer, crid, started, answer, None)
-        return result
+        status, request_id = getattr(result, "status", 200), getattr(result, "request_id", None)
+        return _Sent(result, answer_of(None, status, request_id), None)
 
     def _answered(
-        self,
-        call: Call[T],
-        pacer: Pacer,
-        crid: str,
-        started: float,
-        answer: Answer,
-        exc: GraphError | None,
+        self, call: Call[T], pacer: Pacer, crid: str, started: float, sent: _Sent[T]
     ) -> None:
-        """A request got an HTTP answer or none (``exc`` None: accepted): record it, feed the
-        pacer and the breaker, tell the observer."""
+        """A request got an HTTP answer or none: record it, then feed it back."""
         failpoints.hit("send.after_answer")
-        self.control.landed()
-        call.after(answer, exc)
-        self._feedback(pacer, exc, started, call)
-        self._event(call, pacer, crid, answer, started)
+        call.after(sent.answer, sent.error)
+        self._to_pacer(pacer, sent.error, started)
+        self._to_breaker(sent.error, call.permission)
+        self._event(call, pacer, crid, sent.answer, started)
 
     def inner_throttled(self, budget: Budget, retry_afters: list[float]) -> None:
         """Inner answers of a JSON batch said 429: one slow-down for the volley, and every
@@ -326,10 +407,8 @@ class Caller:
         pacer.throttled()
         pacer.hold(max(retry_afters))
 
-    def _feedback(
-        self, pacer: Pacer, exc: GraphError | None, started: float, call: Call[T]
-    ) -> None:
-        self.control.reached(exc)
+    def _to_pacer(self, pacer: Pacer, exc: GraphError | None, started: float) -> None:
+        """A 429 slows the budget down (and is counted); a Retry-After holds it."""
         if isinstance(exc, Throttled):
             self.control.tally.throttled += 1
             pacer.throttled(started)
@@ -337,9 +416,13 @@ class Caller:
             pacer.hold(exc.retry_after)
         elif exc is None:
             pacer.succeeded()
+
+    def _to_breaker(self, exc: GraphError | None, permission: str) -> None:
+        """No connection for too long, or a 403 or 401 for the whole request, trips it."""
+        self.control.reach.reached(exc)
         if isinstance(exc, Forbidden | Unauthorized):
-            needs = f"the Graph permission {call.permission}"
-            self.control.trip(AuthError(refused("the request", exc, needs)))
+            needs = f"the Graph permission {permission}"
+            self.control.breaker.trip(AuthError(refused("the request", exc, needs)))
 
     def _event(
         self, call: Call[T], pacer: Pacer, crid: str, answer: Answer, started: float

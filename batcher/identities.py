@@ -146,9 +146,9 @@ class Resolver:
             ]
             if wanted:
                 await self._stage(stage, wanted, groups)
-            if control.tripped is not None or control.stopping:
+            if control.ended:
                 break
-        if control.tripped is None and not control.stopping:  # else not all was looked up
+        if not control.ended:  # else not all was looked up
             missing = [key for key in rows if key not in self.outcomes]
             self._settle(
                 [
@@ -168,7 +168,7 @@ class Resolver:
 
         async def worker() -> None:
             nonlocal changed, busy
-            while self.caller.control.tripped is None and not self.caller.control.stopping:
+            while not self.caller.control.ended:
                 now = time.monotonic()
                 due = [q for q in queue if q.not_before <= now][:MAX_BATCH]
                 if not due:
@@ -228,7 +228,7 @@ class Resolver:
             elif isinstance(error, ServerError | NoAnswer):
                 again += self._later([query], groups)
             elif isinstance(error, Forbidden | Unauthorized):
-                self.caller.control.trip(AuthError(_refused(error)))
+                self.caller.control.breaker.trip(AuthError(_refused(error)))
             elif isinstance(error, BadRequest) and len(query.values) > 1:
                 # in halves, to find the value Graph refuses
                 again += [_Query(query.stage, list(v)) for v in halves(query.values)]

@@ -37,6 +37,7 @@ from batcher.job import (
     undo_ledger,
     verify,
 )
+from batcher.job.session import Route
 from batcher.ledger import Ledger, RunIdentity, RunRecord
 from batcher.pacer import Pacer
 from batcher.simulator import DirectoryUser, GraphSimulator
@@ -132,6 +133,11 @@ class Rig:
     def record(self) -> Any:
         return self.sim.record
 
+    @property
+    def route(self) -> Route:
+        """Graph through the simulator's in-process transport."""
+        return Route(GRAPH, self.sim.transport())
+
     def job(
         self,
         actions: Sequence[str] = ("confirm",),
@@ -143,19 +149,16 @@ class Rig:
     ) -> Job:
         chosen = choose(actions) if actions else ()
         tokens = StaticToken(token)
-        job = Job(
+        return Job(
             self.settings,
             identity(self.settings, tokens, chosen),
             tokens,
             ledger,
             self.events,
+            **({} if confirm is None else {"confirm": confirm}),
             stop=stop or StopSignal(),
             command_line="batcher run (test)",
-            transport=(GRAPH, self.sim.transport()),
         )
-        if confirm is not None:
-            job.confirm = confirm
-        return job
 
     def ledger_for(self, name: str = "incident") -> Path:
         return self.tmp_path / "ledgers" / f"{name}.sqlite"
@@ -169,20 +172,20 @@ class Rig:
     ) -> Summary:
         paths = (inputs,) if isinstance(inputs, Path) else tuple(inputs)
         job = self.job(actions, ledger or self.ledger_for(), **_job_options(options))
-        return run(job, RunOptions(paths, **options))
+        return run(job, RunOptions(paths, **options), self.route)
 
     def replay(self, ledger: Path, **options: Any) -> Summary:
         names = tuple(_recorded(ledger))
         job = self.job(names, ledger, **_job_options(options))
-        return replay(job, ReplayOptions(**options))
+        return replay(job, ReplayOptions(**options), self.route)
 
     def undo(self, ledger: Path, *, dry_run: bool = False, **options: Any) -> Summary:
         job = self.job(undo_actions(ledger), undo_ledger(ledger), **_job_options(options))
-        return undo(job, ledger, dry_run=dry_run)
+        return undo(job, ledger, dry_run=dry_run, route=self.route)
 
     def verify(self, ledger: Path, **options: Any) -> VerifySummary:
         job = self.job(tuple(_recorded(ledger)), ledger, **_job_options(options))
-        return verify(job, VerifyOptions(**options))
+        return verify(job, VerifyOptions(**options), self.route)
 
 
 def _job_options(options: dict[str, Any]) -> dict[str, Any]:

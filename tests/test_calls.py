@@ -228,7 +228,7 @@ async def test_a_stop_with_nothing_in_flight_cancels_at_once() -> None:
                 await anyio.lowlevel.checkpoint()
                 control.stop()
                 await anyio.sleep_forever()
-    assert control.stopping
+    assert control.stops.asked
     assert events.named("stopping") == [{"first": True, "in_flight": 0, "grace": 30.0}]
 
 
@@ -247,7 +247,7 @@ async def test_a_stop_lets_requests_in_flight_finish_within_the_grace() -> None:
 
                 tasks.start_soon(one)
                 await held.arrived.wait()
-                assert control.in_flight == 1
+                assert control.flight.count == 1
                 control.stop()
                 # The deadline is the grace from now, not now:
                 deadline = anyio.current_effective_deadline() - anyio.current_time()
@@ -257,7 +257,7 @@ async def test_a_stop_lets_requests_in_flight_finish_within_the_grace() -> None:
                 held.release.set()
     assert [r.status for r in results] == [204]
     assert len(held.requests) == 1
-    assert control.in_flight == 0
+    assert control.flight.count == 0
 
 
 @pytest.mark.anyio
@@ -278,7 +278,7 @@ async def test_a_request_still_in_flight_when_the_grace_ends_is_cut_off_and_left
                 await held.arrived.wait()
                 control.stop()
     assert time.monotonic() - began >= 0.05
-    assert control.in_flight == 0
+    assert control.flight.count == 0
     assert len(hooks.intents) == 1 and hooks.answers == []  # cut off: no answer to record
     ledger.close()
     path = tmp_path / "l.sqlite"
@@ -299,7 +299,7 @@ async def test_a_second_stop_cancels_requests_in_flight_now() -> None:
                 control.stop()
                 control.stop()
                 await anyio.sleep_forever()
-    assert control.in_flight == 0
+    assert control.flight.count == 0
     assert events.named("stopping") == [
         {"first": True, "in_flight": 1, "grace": 30.0},
         {"first": False, "in_flight": 1, "grace": 30.0},
@@ -310,12 +310,12 @@ async def test_a_second_stop_cancels_requests_in_flight_now() -> None:
 async def test_a_stop_or_trip_before_the_run_cancels_it_as_it_starts() -> None:
     stopped = Control()
     stopped.stop()  # before any scope: only noted
-    assert stopped.stopping
+    assert stopped.stops.asked
     with anyio.fail_after(10), stopped.scope():
         await anyio.sleep_forever()
 
     tripped = Control()
-    tripped.trip(AuthError("no permission"))
+    tripped.breaker.trip(AuthError("no permission"))
     with anyio.fail_after(10), tripped.scope():
         await anyio.sleep_forever()
 
@@ -328,11 +328,11 @@ async def test_trip_cancels_everything_and_keeps_the_first_reason() -> None:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(anyio.sleep_forever)
             await anyio.lowlevel.checkpoint()
-            control.trip(first)
-            control.trip(second)
+            control.breaker.trip(first)
+            control.breaker.trip(second)
             await anyio.sleep_forever()
-    assert control.tripped is first
-    assert not control.stopping
+    assert control.breaker.tripped is first
+    assert not control.stops.asked
 
 
 # -- the CLI's stop ------------------------------------------------------------------------------
@@ -356,7 +356,7 @@ async def test_a_stop_signal_during_a_send_reaches_the_control() -> None:
     with stop.attached(control):
         stop.ask()  # from the event loop's own thread, as a signal handler runs
         await anyio.lowlevel.checkpoint()
-        assert control.stopping
+        assert control.stops.asked
         await anyio.to_thread.run_sync(stop.ask)  # from another thread (Windows' console)
         with anyio.fail_after(5):
             await second.wait()
@@ -371,23 +371,37 @@ def refused(host: str = "graph.microsoft.com") -> NotConnected:
     return NotConnected("no answer", cause="the connection was refused", host=host)
 
 
+def test_unreachable_graph_trips_the_breaker_after_the_threshold_by_the_injected_clock() -> None:
+    events, clock = Events(), FakeTime()
+    control = Control(observer=events, unreachable_after=30.0, clock=clock.clock)
+    control.reach.reached(refused())
+    clock.now += 29.9
+    control.reach.reached(refused())
+    assert control.breaker.tripped is None  # 29.9 s by the run's clock: not yet
+    clock.now += 0.1
+    control.reach.reached(refused())
+    assert isinstance(control.breaker.tripped, Unreachable)
+    assert "for 30s" in str(control.breaker.tripped)
+    assert [e["stop_after"] for e in events.named("unreachable")] == [30.0]
+
+
 def test_graph_never_reached_stops_the_run_after_the_threshold_said_once() -> None:
     events = Events()
     control = Control(observer=events)
-    assert control.unreachable_after == UNREACHABLE_AFTER == 30.0
-    control.unreachable_after = 3600.0
+    assert control.reach.after == UNREACHABLE_AFTER == 30.0
+    control.reach.after = 3600.0
     for _ in range(3):
-        control.reached(refused())
-    assert control.tripped is None
+        control.reach.reached(refused())
+    assert control.breaker.tripped is None
     [said] = events.named("unreachable")  # said once, at the first failure
     assert said["host"] == "graph.microsoft.com"
     assert said["cause"] == "the connection was refused"
     assert "HTTPS_PROXY" in said["advice"]
 
-    control.unreachable_after = 0.0  # the threshold has passed
-    control.reached(refused())
-    assert isinstance(control.tripped, Unreachable)
-    message = str(control.tripped)
+    control.reach.after = 0.0  # the threshold has passed
+    control.reach.reached(refused())
+    assert isinstance(control.breaker.tripped, Unreachable)
+    message = str(control.breaker.tripped)
     assert "cannot reach graph.microsoft.com for 0s: the connection was refused" in message
     assert "the same command resumes" in message
     assert len(events.named("unreachable")) == 1
@@ -396,16 +410,18 @@ def test_graph_never_reached_stops_the_run_after_the_threshold_said_once() -> No
 def test_an_untrusted_certificate_stops_the_run_at_once() -> None:
     events = Events()
     control = Control(observer=events)
-    control.reached(NotConnected("x", cause="its TLS certificate is not trusted", host="g.test"))
-    assert isinstance(control.tripped, Unreachable)
-    assert "cannot reach g.test: its TLS certificate is not trusted" in str(control.tripped)
-    assert "ca_bundle" in str(control.tripped)
+    control.reach.reached(
+        NotConnected("x", cause="its TLS certificate is not trusted", host="g.test")
+    )
+    assert isinstance(control.breaker.tripped, Unreachable)
+    assert "cannot reach g.test: its TLS certificate is not trusted" in str(control.breaker.tripped)
+    assert "ca_bundle" in str(control.breaker.tripped)
     assert "ca_bundle" in events.named("unreachable")[0]["advice"]
 
 
 def test_dns_advice_names_the_host_setting() -> None:
     events = Events()
-    Control(observer=events).reached(
+    Control(observer=events).reach.reached(
         NotConnected("x", cause="the name does not resolve (DNS)", host="g.invalid")
     )
     assert "DNS" in events.named("unreachable")[0]["advice"]
@@ -421,20 +437,20 @@ def test_graph_lost_in_the_middle_of_a_run_stops_it_too(earlier: GraphError | No
     no connection could be made for the threshold (zero here) since the last answer."""
     events = Events()
     control = Control(observer=events, unreachable_after=0.0)
-    control.reached(earlier)
-    control.reached(refused())
-    assert control.answered
-    assert isinstance(control.tripped, Unreachable)
+    control.reach.reached(earlier)
+    control.reach.reached(refused())
+    assert control.reach.answered
+    assert isinstance(control.breaker.tripped, Unreachable)
     assert [e["cause"] for e in events.named("unreachable")] == ["the connection was refused"]
 
 
 def test_an_answer_between_two_failures_to_connect_starts_the_wait_again() -> None:
     events = Events()
     control = Control(observer=events, unreachable_after=1000.0)
-    control.reached(refused())
-    control.reached(None)  # Graph answered: it is reachable again
-    control.reached(refused())
-    assert control.tripped is None
+    control.reach.reached(refused())
+    control.reach.reached(None)  # Graph answered: it is reachable again
+    control.reach.reached(refused())
+    assert control.breaker.tripped is None
     assert len(events.named("unreachable")) == 2  # said again after the new silence
     assert events.named("unreachable")[0]["stop_after"] == 1000.0
 
@@ -451,8 +467,8 @@ async def test_the_caller_stops_sending_once_graph_is_unreachable(tmp_path: Path
         async with graph(None, f"http://127.0.0.1:{closed.getsockname()[1]}") as client:
             with pytest.raises(NotSent):
                 await caller(confirm(client, users, hooks))
-    assert isinstance(control.tripped, Unreachable)
-    assert "127.0.0.1" in str(control.tripped)
+    assert isinstance(control.breaker.tripped, Unreachable)
+    assert "127.0.0.1" in str(control.breaker.tripped)
     assert [a.outcome for a, _ in hooks.answers] == [Outcome.NOT_CONNECTED]
     assert len(hooks.intents) == 1  # the retry found the breaker tripped: nothing more left
     assert len(waits.waits) == 1
@@ -645,8 +661,8 @@ async def test_a_403_trips_the_breaker_naming_the_permission() -> None:
         with pytest.raises(Forbidden):
             await caller(confirm(client, ids(1), hooks))
     assert len(answers.requests) == 1 and waits.waits == []  # not tried again
-    assert isinstance(control.tripped, AuthError)
-    message = str(control.tripped)
+    assert isinstance(control.breaker.tripped, AuthError)
+    message = str(control.breaker.tripped)
     assert CONFIRM.permission in message
     assert "403 e403" in message and "rid-1" in message
     assert [a.outcome for a, _ in hooks.answers] == [Outcome.FORBIDDEN]
@@ -663,7 +679,7 @@ async def test_a_refused_token_stops_the_call_at_once() -> None:
         with pytest.raises(AuthError, match="cannot be renewed"):
             await caller(confirm(client, ids(1), hooks))
     assert len(hooks.intents) == 1 and waits.waits == []  # not tried again
-    assert control.in_flight == 0
+    assert control.flight.count == 0
     assert sim.record.statuses[401] == 1
     assert sim.record.accepted["confirmCompromised"] == []
 
@@ -705,8 +721,8 @@ async def test_a_403_cuts_off_the_other_requests_of_the_run() -> None:
                 tasks.start_soon(one, client, 1)
                 tasks.start_soon(one, client, 2)
     assert outcomes == ["forbidden"]  # the other one was cut off, not answered
-    assert isinstance(control.tripped, AuthError)
-    assert control.in_flight == 0
+    assert isinstance(control.breaker.tripped, AuthError)
+    assert control.flight.count == 0
     assert len(transport.requests) == 2
 
 
@@ -762,16 +778,16 @@ async def test_in_flight_counts_the_request_only_while_it_is_out() -> None:
     during: list[int] = []
 
     async def send(crid: str) -> str:
-        during.append(control.in_flight)
+        during.append(control.flight.count)
         raise Forbidden("HTTP 403", status=403)
 
     with pytest.raises(Forbidden):
         await caller(Call(Budget.DIRECTORY_READS, send=send, permission="p"))
     assert during == [1]
-    assert control.in_flight == 0
+    assert control.flight.count == 0
 
     async def broken(crid: str) -> str:
-        during.append(again.in_flight)
+        during.append(again.flight.count)
         raise RuntimeError("a bug")
 
     again = Control()
@@ -779,7 +795,7 @@ async def test_in_flight_counts_the_request_only_while_it_is_out() -> None:
     with pytest.raises(RuntimeError):
         await caller(Call(Budget.DIRECTORY_READS, send=broken, permission="p"))
     assert during == [1, 1]
-    assert again.in_flight == 0
+    assert again.flight.count == 0
 
 
 # -- the tally -----------------------------------------------------------------------------------

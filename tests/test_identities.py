@@ -279,7 +279,7 @@ async def test_a_400_names_the_refused_value_alone() -> None:
 async def test_a_403_trips_naming_user_read_all_and_records_nothing() -> None:
     values = [("upn", f"person{n}@contoso.com") for n in range(40)] + [("sid", "S-1-5-21-1")]
     looked = await _resolve(values, directory_read_denied=True)
-    tripped = looked.caller.control.tripped
+    tripped = looked.caller.control.breaker.tripped
     assert isinstance(tripped, AuthError) and "User.Read.All" in str(tripped)
     assert "403" in str(tripped)
     assert looked.recorded == [] and looked.table.height == 0

@@ -137,7 +137,7 @@ def test_resolve_writes_the_table_and_changes_nothing(tmp_path: Path) -> None:
 
     rig = Rig(tmp_path, users=USERS)
     out = tmp_path / "table.csv"
-    result = resolve(rig.job(()), ResolveOptions((_input(tmp_path),), out))
+    result = resolve(rig.job(()), ResolveOptions((_input(tmp_path),), out), rig.route)
     got = result.inputs
     assert (got.resolved, got.guests, got.ambiguous, got.not_found) == (5, 1, 1, 1)  # X1 too
     assert got.looked_up == 8 and got.lookup_requests >= 1

@@ -157,7 +157,7 @@ def test_an_unknown_report_format_is_refused_before_anything_is_read(tmp_path: P
     with pytest.raises(ConfigError, match=r"end the name with \.csv, \.parquet, \.json"):
         rig.verify(rig.ledger_for(), out=tmp_path / "r.xlsx")
     with pytest.raises(ConfigError, match=r"end the name with \.csv, \.parquet, \.json"):
-        resolve(rig.job(()), ResolveOptions((path,), tmp_path / "table.xlsx"))
+        resolve(rig.job(()), ResolveOptions((path,), tmp_path / "table.xlsx"), rig.route)
     assert (rig.record.reads, len(rig.record.filters)) == (reads, filters)
     assert not (tmp_path / "r.xlsx").exists() and not (tmp_path / "table.xlsx").exists()
 

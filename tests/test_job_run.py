@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 import shlex
 import sqlite3
+from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 
 import httpx
 import pytest
 
 from batcher.actions import choose
+from batcher.auth import StaticToken
 from batcher.calls import StopSignal
 from batcher.errors import AuthError, ConfigError, LedgerError
 from batcher.job import Job, RunOptions, identity, run, signing_in, status
+from batcher.job.session import Route
 from batcher.simulator import GraphSimulator
 from batcher.simulator.directory import derived_id
 from tests.helpers import (
@@ -280,8 +283,8 @@ def test_simulator_settings_reach_the_built_in_simulator(
     )
     tokens = signing_in(simulated)
     events = Hooked()
-    job = Job(simulated, identity(simulated, tokens, choose(["confirm"])), tokens, None, events)
-    job.ledger = tmp_path / "l.sqlite"
+    who = identity(simulated, tokens, choose(["confirm"]))
+    job = Job(simulated, who, tokens, tmp_path / "l.sqlite", events)
     assert job.simulated
     summary = run(job, RunOptions((write_ids(tmp_path / "ids.csv", values),)))
     assert summary.target == "simulator" and summary.tenant == "simulator"
@@ -315,8 +318,8 @@ def test_an_unreachable_graph_is_said_at_once_and_stops_the_run_with_all_planned
 ) -> None:
     rig = Rig(tmp_path, send={"unreachable_after_seconds": 0.1})
     job = rig.job(ledger=rig.ledger_for())
-    job.transport = ("http://127.0.0.1:1", httpx.AsyncHTTPTransport())  # nothing listens there
-    summary = run(job, RunOptions((write_ids(tmp_path / "ids.csv", ids(40)),)))
+    nowhere = Route("http://127.0.0.1:1", httpx.AsyncHTTPTransport())  # nothing listens there
+    summary = run(job, RunOptions((write_ids(tmp_path / "ids.csv", ids(40)),)), nowhere)
     seen = [name for name, _ in rig.events.seen]
     assert seen.index("unreachable") < seen.index("request")  # said on the first failure
     said = rig.events.named("unreachable")
@@ -377,3 +380,31 @@ def test_the_ledger_records_who_ran_what_from_which_inputs(tmp_path: Path) -> No
         ).fetchone()
     assert row[0] == "run" and row[1] and row[2] and row[5] == "batcher run (test)"
     assert str(ANALYST) in row[3] and len(row[4]) == 64
+
+
+class CountsClosing(StaticToken):
+    """A token source that counts how often it was closed (a credential's HTTP session)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEST_TOKEN)
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_a_run_leaves_the_token_source_open_for_whoever_created_it_to_close(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path)
+    tokens = CountsClosing()
+    job = replace(rig.job(ledger=rig.ledger_for()), tokens=tokens)
+    summary = run(job, RunOptions((write_ids(tmp_path / "ids.csv", ids(5)),)), rig.route)
+    assert summary.actions[0].done == 5
+    assert tokens.closed == 0  # the CLI, which signed in, closes it once the command ends
+
+
+def test_a_job_cannot_be_changed_once_built(tmp_path: Path) -> None:
+    job = Rig(tmp_path).job()
+    with pytest.raises(FrozenInstanceError):
+        job.command_line = "batcher something else"  # type: ignore[misc]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -203,7 +205,7 @@ def verify_command(
                 prefix="note: ",
                 style="yellow",
             )
-        with on_stop_signals(job.stop.ask):
+        with _closing(job), on_stop_signals(job.stop.ask):
             result = verify(job, VerifyOptions(out, unread))
     if as_json:
         sys.stdout.write(json.dumps(result.to_json()) + "\n")
@@ -242,7 +244,7 @@ def resolve_command(
         settings = load_settings(config)
         job = _job(settings, (), None, inputs, watch, yes=True)
         target = out or settings.ledger.folder / f"{inputs[0].name.split('.')[0]}.resolved.csv"
-        with on_stop_signals(job.stop.ask):
+        with _closing(job), on_stop_signals(job.stop.ask):
             result = resolve(job, ResolveOptions(tuple(inputs), target, column, sheet))
     if as_json:
         sys.stdout.write(json.dumps(result.to_json()) + "\n")
@@ -330,9 +332,8 @@ def _send(
     as_json, log_file = output
     resume = this_command()  # it looks batcher up on PATH: once
     with exit_codes(resume, as_json), observers(log_file) as watch:
-        job = build(load_settings(config), watch)
-        job.command_line = resume  # what the ledger records, to resume it
-        with on_stop_signals(job.stop.ask):
+        job = replace(build(load_settings(config), watch), command_line=resume)  # to resume it
+        with _closing(job), on_stop_signals(job.stop.ask):
             summary = work(job)
     _finish(summary, as_json, config, resume)
 
@@ -355,8 +356,17 @@ def _job(
         if not ledger.exists() and old is not None and old.exists():
             ledger = old  # where batcher 0.1 put it: resume it there
     job = Job(settings, who, tokens, ledger, observer, stop=StopSignal())
-    job.confirm = gate(job.simulated, yes)
-    return job
+    return replace(job, confirm=gate(job.simulated, yes))
+
+
+@contextlib.contextmanager
+def _closing(job: Job) -> Iterator[Job]:
+    """The job, its token source (which ``_job`` signed in with) closed at the end."""
+    try:
+        yield job
+    finally:
+        if job.tokens is not None:
+            job.tokens.close()
 
 
 def _finish(summary: Summary, as_json: bool, config: Path | None, resume: str) -> None:

@@ -62,6 +62,6 @@ async def look_up(
         job.observer("looking_up", identities=todo.height)
     with control.scope():  # a breaker (403, unreachable) ends the look-up at once
         found = await resolver.resolve(todo)
-    if control.tripped is not None:
-        raise control.tripped
+    if control.breaker.tripped is not None:
+        raise control.breaker.tripped
     return found, resolver.requests

@@ -10,7 +10,7 @@ import polars as pl
 from batcher.actions import ACTIONS
 from batcher.errors import LedgerError
 from batcher.job.execute import Facts, config_digest, execute
-from batcher.job.session import Session
+from batcher.job.session import Route, Session
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import REPLAYABLE, Ledger, RunRecord, StepState
@@ -23,18 +23,18 @@ class ReplayOptions:
     action: str | None = None  # only this action's steps
 
 
-def replay(job: Job, options: ReplayOptions) -> Summary:
-    return anyio.run(_replay, job, options)
+def replay(job: Job, options: ReplayOptions, route: Route | None = None) -> Summary:
+    return anyio.run(_replay, job, options, route)
 
 
-async def _replay(job: Job, options: ReplayOptions) -> Summary:
+async def _replay(job: Job, options: ReplayOptions, route: Route | None) -> Summary:
     assert job.ledger is not None
     ledger = Ledger.open(job.ledger, job.identity)
     try:
         ledger.recover()
         plan, facts = _plan(job, ledger, options)
         record = RunRecord("replay", config_digest(job.settings), command_line=job.command_line)
-        async with Session(job) as session:
+        async with Session(job, route) as session:
             return await execute(session, ledger, plan, facts, record)
     finally:
         ledger.close()

@@ -10,7 +10,7 @@ import polars as pl
 
 from batcher.inputs import read_inputs
 from batcher.job.lookup import look_up, to_look_up
-from batcher.job.session import Session
+from batcher.job.session import Route, Session
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs
 from batcher.ledger import LOOKUP_COLUMNS
@@ -38,19 +38,19 @@ class Resolved:
         return {"out": self.out, **asdict(self.inputs)}
 
 
-def resolve(job: Job, options: ResolveOptions) -> Resolved:
+def resolve(job: Job, options: ResolveOptions, route: Route | None = None) -> Resolved:
     check_report_path(options.out)
     read = read_inputs(options.inputs, options.column, options.sheet)
     job.observer("inputs", files=read.files, warnings=read.warnings)
     wanted = to_look_up(read, object_ids=True)
-    table, requests = anyio.run(_look_up, job, wanted)
+    table, requests = anyio.run(_look_up, job, wanted, route)
     write_report(table, options.out)
     users = table.filter(pl.col("user_id").is_not_null()).get_column("user_id").n_unique()
     return Resolved(str(options.out), Inputs.of(read, table, requests, users))
 
 
-async def _look_up(job: Job, wanted: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+async def _look_up(job: Job, wanted: pl.DataFrame, route: Route | None) -> tuple[pl.DataFrame, int]:
     if wanted.height == 0:
         return pl.DataFrame(schema=LOOKUP_COLUMNS), 0
-    async with Session(job) as session:  # Ctrl-C is a KeyboardInterrupt (exit 130)
+    async with Session(job, route) as session:  # Ctrl-C is a KeyboardInterrupt (exit 130)
         return await look_up(session, wanted)

@@ -14,7 +14,7 @@ from batcher.inputs import InputSet, read_inputs
 from batcher.job.execute import Facts, config_digest, execute, file_sha256, summarise
 from batcher.job.ledgers import done_elsewhere, replanned, undone_later
 from batcher.job.lookup import look_up, split_cached, to_look_up
-from batcher.job.session import Session, budget_pacers, paced_rates
+from batcher.job.session import Route, Session, budget_pacers, paced_rates
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import LOOKUP_COLUMNS, Ledger, RunRecord
@@ -34,16 +34,17 @@ class RunOptions:
     resend: bool = False  # send again what another recent run on the tenant already did
 
 
-def run(job: Job, options: RunOptions) -> Summary:
-    """Read, resolve, plan, ask ``job.confirm``, record and send. A failed batch is data."""
+def run(job: Job, options: RunOptions, route: Route | None = None) -> Summary:
+    """Read, resolve, plan, ask ``job.confirm``, record and send. A failed batch is data.
+    ``route``: Graph through a transport instead of the network."""
     read = read_inputs(options.inputs, options.column, options.sheet)
     job.observer("inputs", files=read.files, warnings=read.warnings)
     if options.dry_run:
         return _dry_run(job, read, options)
-    return anyio.run(_run, job, read, options)
+    return anyio.run(_run, job, read, options, route)
 
 
-async def _run(job: Job, read: InputSet, options: RunOptions) -> Summary:
+async def _run(job: Job, read: InputSet, options: RunOptions, route: Route | None) -> Summary:
     assert job.ledger is not None
     record = RunRecord(
         "run",
@@ -57,7 +58,7 @@ async def _run(job: Job, read: InputSet, options: RunOptions) -> Summary:
         ledger.recover()  # what a killed run left 'sending'
         ledger.reopen(undone_later(ledger).rows())  # what an undo reversed since: send again
         job.observer("ledger", path=str(ledger.path), exists=existed)
-        async with Session(job) as session:
+        async with Session(job, route) as session:
             users, lookups, requests = await _identify(session, ledger, read)
             facts = _facts(job, read, lookups, requests, len(users))
             elsewhere = None if options.resend else _elsewhere(job)

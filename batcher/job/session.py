@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from types import TracebackType
+
+import httpx
 
 from batcher.actions import Budget
 from batcher.auth import ssl_context
@@ -29,13 +32,24 @@ def paced_rates(pacers: dict[Budget, Pacer]) -> dict[Budget, float]:
     return {budget: 1.0 / pacer.base_interval for budget, pacer in pacers.items()}
 
 
-class Session:
-    """Used as ``async with Session(job) as session``; ``await session.client()`` starts the
-    built-in simulator when asked to, opens the HTTP client and signs in (checking the tenant)
-    the first time only. One pacer per budget serves every phase of the command."""
+@dataclass(frozen=True)
+class Route:
+    """Graph through this httpx transport at this base URL instead of the network (tests; a
+    simulator in process)."""
 
-    def __init__(self, job: Job) -> None:
+    base_url: str
+    transport: httpx.AsyncBaseTransport
+
+
+class Session:
+    """Used as ``async with Session(job, route) as session``; ``await session.client()`` starts
+    the built-in simulator when asked to, opens the HTTP client and signs in (checking the
+    tenant) the first time only. One pacer per budget serves every phase of the command. It
+    closes what it opened; the job's token source is closed by whoever created it."""
+
+    def __init__(self, job: Job, route: Route | None = None) -> None:
         self.job = job
+        self.route = route
         self.pacers = budget_pacers(job.settings)
         self.rates = paced_rates(self.pacers)
         self._stack = contextlib.AsyncExitStack()
@@ -50,11 +64,7 @@ class Session:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            await self._stack.aclose()
-        finally:
-            if self.job.tokens is not None:
-                self.job.tokens.close()
+        await self._stack.aclose()
 
     async def client(self) -> GraphClient:
         if self._client is not None:
@@ -63,8 +73,8 @@ class Session:
         if job.tokens is None:
             raise RuntimeError("this command was set up offline; it cannot call Graph")
         transport = None
-        if job.transport is not None:
-            base_url, transport = job.transport
+        if self.route is not None:
+            base_url, transport = self.route.base_url, self.route.transport
         elif job.simulated:
             from batcher.simulator import GraphSimulator, RunningSimulator
 
@@ -95,6 +105,4 @@ class Session:
 
     def control(self) -> Control:
         send = self.job.settings.send
-        control = Control(send.timeout_seconds + 5, self.job.observer)
-        control.unreachable_after = send.unreachable_after_seconds
-        return control
+        return Control(send.timeout_seconds + 5, self.job.observer, send.unreachable_after_seconds)

@@ -17,8 +17,6 @@ from batcher.inputs import GUID
 from batcher.ledger import RunIdentity
 
 if TYPE_CHECKING:
-    import httpx
-
     from batcher.job.summary import Summary
 
 
@@ -26,7 +24,7 @@ def _always(preview: Summary) -> bool:
     return True
 
 
-@dataclass
+@dataclass(frozen=True)
 class Job:
     """Everything a command works with: settings, the tenant it is about, how it signs in (None
     for an offline dry run), its ledger, who watches (the observer) and who agrees (the gate)."""
@@ -39,12 +37,10 @@ class Job:
     confirm: Callable[[Summary], bool] = _always
     stop: StopSignal = field(default_factory=StopSignal)
     command_line: str = "batcher"
-    # Tests: Graph through this transport at this base URL instead of the network.
-    transport: tuple[str, httpx.AsyncBaseTransport] | None = None
 
     @property
     def simulated(self) -> bool:
-        return self.settings.graph.target == "simulator" and self.transport is None
+        return self.settings.graph.target == "simulator"
 
     @property
     def actions(self) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from batcher.actions import ACTIONS, reverse
 from batcher.errors import LedgerError
 from batcher.job.execute import Facts, config_digest, execute, summarise
 from batcher.job.ledgers import check_origin, replanned, reversed_later
-from batcher.job.session import Session, budget_pacers, paced_rates
+from batcher.job.session import Route, Session, budget_pacers, paced_rates
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import Ledger, RunRecord
@@ -42,7 +42,7 @@ def undo_actions(original: Path) -> tuple[str, ...]:
     return tuple(name for name in ACTIONS if name in undone)
 
 
-def undo(job: Job, original: Path, *, dry_run: bool = False) -> Summary:
+def undo(job: Job, original: Path, *, dry_run: bool = False, route: Route | None = None) -> Summary:
     """Reverse every step ``original`` did or may have done (unknown: Graph may have applied
     it, and reversing is safe to repeat). ``original`` stays locked meanwhile, so its run
     cannot go on while the undo reverses it; a dry run only reads it (it changes nothing)."""
@@ -56,7 +56,7 @@ def undo(job: Job, original: Path, *, dry_run: bool = False) -> Summary:
     holder = Ledger.open(original)  # its writer lock: refused while a run still writes it
     try:
         holder.recover()
-        return anyio.run(_undo, job, holder)
+        return anyio.run(_undo, job, holder, route)
     finally:
         holder.close()
 
@@ -77,7 +77,7 @@ def _dry_run(job: Job, original: Ledger) -> Summary:
     return summarise(job, plan, facts, paced_rates(budget_pacers(job.settings)))
 
 
-async def _undo(job: Job, original: Ledger) -> Summary:
+async def _undo(job: Job, original: Ledger, route: Route | None) -> Summary:
     assert job.ledger is not None
     ledger = Ledger.open(job.ledger, job.identity)
     try:
@@ -86,7 +86,7 @@ async def _undo(job: Job, original: Ledger) -> Summary:
         ledger.set_meta(UNDO_OF, str(original.path))
         plan, facts = _plan(job, original, ledger.known_steps())
         record = RunRecord("undo", config_digest(job.settings), command_line=job.command_line)
-        async with Session(job) as session:
+        async with Session(job, route) as session:
             return await execute(session, ledger, plan, facts, record)
     finally:
         ledger.close()

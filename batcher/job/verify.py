@@ -11,7 +11,7 @@ import polars as pl
 from batcher.actions import ACTIONS, Read
 from batcher.errors import LedgerError
 from batcher.job.ledgers import check_origin
-from batcher.job.session import Session
+from batcher.job.session import Route, Session
 from batcher.job.setup import Job
 from batcher.job.summary import VerifySummary
 from batcher.ledger import Ledger, StepState
@@ -25,7 +25,7 @@ class VerifyOptions:
     unread: bool = False  # read only what the last verify did not read
 
 
-def verify(job: Job, options: VerifyOptions) -> VerifySummary:
+def verify(job: Job, options: VerifyOptions, route: Route | None = None) -> VerifySummary:
     assert job.ledger is not None
     if options.out is not None:
         check_report_path(options.out)
@@ -52,7 +52,7 @@ def verify(job: Job, options: VerifyOptions) -> VerifySummary:
         if options.unread:
             reason = f"nothing left unread in {report}"
         return VerifySummary(str(job.ledger), str(report), 0, {}, expected, reason)
-    readings, requests, stopped = anyio.run(_read, job, applied)
+    readings, requests, stopped = anyio.run(_read, job, applied, route)
     frame = pl.concat(
         [readings[a].frame(applied[a].get_column("user_id").to_list()) for a in applied]
     )
@@ -67,8 +67,10 @@ def verify(job: Job, options: VerifyOptions) -> VerifySummary:
     )
 
 
-async def _read(job: Job, applied: dict[str, pl.DataFrame]) -> tuple[dict[str, Reading], int, bool]:
-    async with Session(job) as session:
+async def _read(
+    job: Job, applied: dict[str, pl.DataFrame], route: Route | None
+) -> tuple[dict[str, Reading], int, bool]:
+    async with Session(job, route) as session:
         verifier = Verifier(await session.client(), session.caller(control := session.control()))
         # filled as users are read: a stop that cancels the reads keeps what was read
         readings = {name: Reading(ACTIONS[name]) for name in applied}
@@ -87,9 +89,10 @@ async def _read(job: Job, applied: dict[str, pl.DataFrame]) -> tuple[dict[str, R
                 for name in applied:
                     if applied[name].height:
                         group.start_soon(read, name)
-        if control.tripped is not None and not any(r.found for r in readings.values()):
-            raise control.tripped
-        return readings, control.tally.requests, control.stopping or control.tripped is not None
+        tripped = control.breaker.tripped
+        if tripped is not None and not any(r.found for r in readings.values()):
+            raise tripped
+        return readings, control.tally.requests, control.ended
 
 
 def _earlier(report: Path) -> pl.DataFrame:

@@ -73,6 +73,6 @@ async def send(
         requests=tally.requests,
         throttled=tally.throttled,
         seconds=time.monotonic() - started,
-        stopped_by=control.tripped,
-        interrupted=control.stopping,
+        stopped_by=control.breaker.tripped,
+        interrupted=control.stops.asked,
     )

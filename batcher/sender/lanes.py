@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from batcher.actions import Action
 from batcher.calls import Caller, Control
+from batcher.errors import BatcherError
 from batcher.graph import GraphClient
 from batcher.ledger import Ledger, StepState
 
@@ -31,6 +32,21 @@ class Lanes:
     @property
     def control(self) -> Control:
         return self.caller.control
+
+    @property
+    def stop_asked(self) -> bool:
+        return self.control.stops.asked
+
+    @property
+    def tripped(self) -> BatcherError | None:
+        return self.control.breaker.tripped
+
+    def trip(self, exc: BatcherError) -> None:
+        self.control.breaker.trip(exc)
+
+    def next_try(self, first_sent: float, tries: int, now: float, *, paced: bool) -> float | None:
+        """When to send again a request inside a JSON batch (RetrySettings.next_try)."""
+        return self.caller.retry.next_try(first_sent, tries, now, paced=paced)
 
     def settled(self, action: str, state: StepState, n: int, batch: int | None = None) -> None:
         """Count settled steps, and tell the observer (a state change, then progress)."""

@@ -49,7 +49,6 @@ class ListLane:
         self._hopeless = 0
 
     async def run(self, user_ids: Sequence[str]) -> None:
-        control = self.lanes.control
         send, receive = anyio.create_memory_object_stream[Sequence[str]](0)
         async with anyio.create_task_group() as workers:
             for _ in range(self.lanes.max_in_flight):
@@ -57,14 +56,14 @@ class ListLane:
             receive.close()
             async with send:
                 for start in range(0, len(user_ids), self.size):
-                    if control.stopping:
+                    if self.lanes.stop_asked:
                         break
                     await send.send(user_ids[start : start + self.size])
 
     async def _worker(self, batches: anyio.abc.ObjectReceiveStream[Sequence[str]]) -> None:
         async with batches:
             async for ids in batches:
-                if self.lanes.control.stopping:
+                if self.lanes.stop_asked:
                     return
                 await self._send(ids, whole=True)
 
@@ -93,7 +92,7 @@ class ListLane:
             self._fail(batch, exc)  # one ID, or 400s that refuse whole batches
             return 0
         except GraphError as exc:
-            if self.lanes.control.tripped is not None or isinstance(exc, RETRYABLE):
+            if self.lanes.tripped is not None or isinstance(exc, RETRYABLE):
                 self._release(batch)  # stopped, or out of retry time: unknown or planned
             else:
                 self._fail(batch, exc)

@@ -115,8 +115,7 @@ class PerUserLane:
 
     async def _take(self) -> list[_Step] | None:
         """Up to 20 steps that may go now; None when the lane is done or stopping."""
-        control = self.lanes.control
-        while not control.stopping and control.tripped is None:
+        while not self.lanes.stop_asked and self.lanes.tripped is None:
             now = time.monotonic()
             while self.later and self.later[0][0] <= now:
                 self.ready.appendleft(heapq.heappop(self.later)[2])
@@ -168,7 +167,7 @@ class PerUserLane:
             self._give_up(chunk)
             return
         except GraphError as exc:
-            if self.lanes.control.tripped is not None or isinstance(exc, RETRYABLE):
+            if self.lanes.tripped is not None or isinstance(exc, RETRYABLE):
                 self._give_up(chunk)  # out of retry time: unknown or planned
             else:  # the whole batch refused (a 400 for its shape): nothing was applied
                 assert chunk.batch_id is not None
@@ -237,7 +236,7 @@ class PerUserLane:
         if isinstance(exc, RETRYABLE):
             return None
         if isinstance(exc, Unauthorized):
-            self.lanes.control.trip(AuthError(f"Graph refused the token inside a batch ({exc})"))
+            self.lanes.trip(AuthError(f"Graph refused the token inside a batch ({exc})"))
             return None
         if isinstance(exc, Forbidden):
             self._forbidden[name].append(step.key)
@@ -245,7 +244,7 @@ class PerUserLane:
                 self._missing_permission = name
                 needs = f"the Graph permission {step.action.permission}"
                 why = refused(f"{name} for every user so far", exc, needs)
-                self.lanes.control.trip(AuthError(why))
+                self.lanes.trip(AuthError(why))
         return StepState.FAILED
 
     def _not_their_fault(self, action: str) -> None:
@@ -261,9 +260,7 @@ class PerUserLane:
         assert step.first_sent is not None
         # a 429 waits on the shared pacer's hold, like everyone
         paced = isinstance(exc, Throttled) and exc.retry_after is not None
-        at = self.lanes.caller.retry.next_try(
-            step.first_sent, step.tries, time.monotonic(), paced=paced
-        )
+        at = self.lanes.next_try(step.first_sent, step.tries, time.monotonic(), paced=paced)
         if at is None:
             self._give_up_steps([step], batch_id)
             return
