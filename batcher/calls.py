@@ -11,7 +11,7 @@ import contextlib
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -270,7 +270,15 @@ class Caller:
                 return await self._once(call)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
+    def workers(self, budgets: Iterable[Budget]) -> int:
+        """How many requests a lane on ``budgets`` may keep in flight: the largest cap."""
+        return max((self.pacers[b].at_once for b in budgets), default=1)
+
     async def _once(self, call: Call[T]) -> T:
+        async with self.pacers[call.budget].slot():  # the budget's requests in flight at most
+            return await self._paced(call)
+
+    async def _paced(self, call: Call[T]) -> T:
         pacer = self.pacers[call.budget]
         started = await pacer.acquire(call.cost)
         if self.control.stopping or self.control.tripped is not None:
