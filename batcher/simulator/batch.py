@@ -30,8 +30,9 @@ class Batch:
     """The $batch endpoint. Each inner request goes through ``app`` (the simulator itself),
     marked as inner: it is checked, throttled and faulted on its own, and its answer lands in
     ``inner_statuses``. Each batch takes the simulator's latency. The outer call draws
-    ``faults`` like an Identity Protection call (a lost batch applies every inner request, then drops the connection). Answers come back in
-    the order of the simulator's seeded random, as Graph's come in any order."""
+    ``faults`` like an Identity Protection call (a lost batch applies every inner request,
+    then drops the connection). Answers come back in the order of the simulator's seeded
+    random, as Graph's come in any order."""
 
     def __init__(self, ctx: Context, app: ASGIApp) -> None:
         self.ctx = ctx
