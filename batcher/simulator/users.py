@@ -176,7 +176,8 @@ class DirectoryEndpoints:
         if not isinstance(enabled, bool):
             message = "Invalid value specified for property 'accountEnabled' of resource 'User'."
             return ctx.error(request, 400, "Request_BadRequest", message)
-        others = sorted(set(body) - {"accountEnabled"})
+        # annotations (the SDKs send "@odata.type") are not properties: Graph accepts them
+        others = sorted(k for k in set(body) - {"accountEnabled"} if not k.startswith("@odata."))
         if others:
             message = f"The simulator changes only accountEnabled, not {', '.join(others)}."
             return ctx.error(request, 400, "Request_BadRequest", message)
