@@ -7,7 +7,7 @@ import contextlib
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
@@ -353,8 +353,17 @@ class Caller:
         )
         async for attempt in policy:
             with attempt:
-                return await self._paced(call)
+                return await self._slotted(call)
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def workers(self, budgets: Iterable[Budget]) -> int:
+        """How many requests a lane on ``budgets`` may keep in flight: the largest cap."""
+        return max((self.pacers[b].at_once for b in budgets), default=1)
+
+    async def _slotted(self, call: Call[T]) -> T:
+        """Hold one of the budget's places in flight (its cap) for the whole request."""
+        async with self.pacers[call.budget].slot():
+            return await self._paced(call)
 
     async def _paced(self, call: Call[T]) -> T:
         """Wait for the budget's turn; a stop meanwhile leaves it unsent (NotSent), else its

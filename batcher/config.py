@@ -170,10 +170,30 @@ class SendSettings(_Section):
 
 
 class DirectorySettings(_Section):
-    """Budgets of the directory (users): look-ups and writes, each paced on its own."""
+    """Budgets of the directory (users): look-ups and writes, each paced on its own. Writes
+    are Graph's documented windows (3,000 per 150 s per app per tenant, 18,000 per 300 s per
+    tenant for all apps): a window may go at once, then refills at its average rate."""
 
     reads_per_second: float = Field(default=100.0, gt=0, le=2000)
-    writes_per_second: float = Field(default=20.0, gt=0, le=1000)
+    writes_per_window: int = Field(default=3000, ge=1, le=100_000)
+    writes_window_seconds: float = Field(default=150.0, gt=0, le=3600)
+    tenant_writes_per_window: int = Field(default=18_000, ge=1, le=1_000_000)
+    tenant_writes_window_seconds: float = Field(default=300.0, gt=0, le=3600)
+    # JSON batches (of up to 20 writes) in flight at once: enough that a containment within
+    # the window waits on Graph's latency, not on its turn.
+    writes_at_once: int = Field(default=16, ge=1, le=64)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_steady_write_rate(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "writes_per_second" in data:
+            raise ValueError(
+                "writes_per_second is no longer a setting: Graph's write quota is a window; "
+                "write writes_per_window = 3000 and writes_window_seconds = 150 (the defaults), "
+                "or e.g. writes_per_window = 20 and writes_window_seconds = 1 for at most 20 a "
+                "second"
+            )
+        return data
 
 
 class LedgerSettings(_Section):
@@ -217,8 +237,9 @@ class SimulatorSettings(_Section):
     revoke_answers_204: bool = False
     directory_reads_per_second: float = Field(default=300.0, gt=0)
     directory_reads_burst: int | None = Field(default=None, ge=1)  # None: one second's worth
+    # Graph's write window: 3,000 per 150 s, i.e. a bucket of 3,000 refilling at 20/s
     directory_writes_per_second: float = Field(default=20.0, gt=0)
-    directory_writes_burst: int = Field(default=20, ge=1)
+    directory_writes_burst: int = Field(default=3000, ge=1)
     directory_faults: dict[Literal["429", "500", "503", "504"], float] = Field(default_factory=dict)
 
     @model_validator(mode="after")

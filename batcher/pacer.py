@@ -1,23 +1,88 @@
-"""Space request starts at the tenant's rate and back off together when throttled."""
+"""Space request starts within the tenant's documented limits; back off together on a 429."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import anyio
 
 
-class Pacer:
-    """One pacer per run, shared by every worker: no two request starts closer than ``interval``.
+@dataclass(frozen=True)
+class Limit:
+    """At most ``count`` units in ``per_seconds``, as Graph documents a limit ("3,000 writes
+    per 150 s"). Modelled as a window that refills continuously (GCRA, a token bucket of
+    ``count``): up to ``count`` may go at once, then ``count / per_seconds`` a second. A steady
+    rate R with no burst is ``Limit(1, 1 / R)``."""
 
-    - ``interval`` starts at ``(1 + margin) / rate``: the margin keeps arrivals at Graph from
-      bunching closer than the tenant's limit when the network adds a few milliseconds of jitter.
-      Idle time is never banked: there are no bursts.
-    - A 429 (``throttled``) slows every worker at once: the interval grows by ``slowdown`` (up to
-      ``max_interval``) and the next start moves one interval from now. Only a 429 for a request
-      started after the last slow-down counts: the others were sent at the old pace, so a volley
-      of 429s from requests already in flight slows the pace once, not once per worker.
+    count: float
+    per_seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Units a second once the window is spent."""
+        return self.count / self.per_seconds
+
+    @classmethod
+    def steady(cls, rate_per_second: float) -> Limit:
+        """``rate_per_second`` with no burst (Identity Protection: 1 request/s)."""
+        return cls(1.0, 1.0 / rate_per_second)
+
+    def seconds_for(self, cost: float) -> float:
+        """The least time ``cost`` units take from a fresh window: the window goes at once,
+        the rest at the refill rate."""
+        return max(0.0, cost - self.count) / self.rate
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """One budget as data: every limit it must respect, and requests in flight at most."""
+
+    limits: tuple[Limit, ...]
+    at_once: int
+
+    def seconds_for(self, cost: float) -> float:
+        """The least time ``cost`` units of this budget take (its tightest limit decides)."""
+        return max((limit.seconds_for(cost) for limit in self.limits), default=0.0)
+
+
+class _Window:
+    """One limit's GCRA state: ``tat`` is when the window would be whole again."""
+
+    def __init__(self, limit: Limit, margin: float, reserve: float, now: float) -> None:
+        # The slack keeps network jitter from bunching arrivals at Graph beyond the limit: a
+        # window big enough keeps ``reserve`` of itself unused; a limit too small for that
+        # (burst 1) spaces its starts ``margin`` further apart instead.
+        if limit.count * reserve >= 1.0:
+            self.capacity = limit.count * (1.0 - reserve)
+            self.interval = 1.0 / limit.rate
+        else:
+            self.capacity = limit.count
+            self.interval = (1.0 + margin) / limit.rate
+        self.tat = now
+
+    def wait(self, now: float, cost: float, factor: float) -> float:
+        """Seconds until ``cost`` units fit (0: now)."""
+        room = max(0.0, self.capacity - cost) * self.interval * factor
+        return self.tat - room - now
+
+    def spend(self, now: float, cost: float, factor: float) -> None:
+        self.tat = max(self.tat, now) + cost * self.interval * factor
+
+
+class Pacer:
+    """One pacer per budget, shared by every worker on it: no start beyond any of its limits.
+
+    - ``limits``: the budget's documented limits (``Limit``), or a steady rate a second. A
+      window lets up to its size go at once: idle time refills it, at its rate.
+    - ``at_once``: requests in flight at most on this budget (``slot``).
+    - A 429 (``throttled``) says Graph's window is spent: every window counts as full (no
+      burst until it refills), and the refill slows by ``slowdown`` (down to one start per
+      ``max_interval``). Only a 429 for a request started after the last slow-down counts:
+      the others were sent at the old pace, so a volley of 429s from requests already in
+      flight slows the pace once, not once per worker.
     - Each answer that was not throttled (``succeeded``) wins back ``recovery`` of the target
       rate, so the pace climbs back to the target within a few answers.
 
@@ -31,51 +96,76 @@ class Pacer:
 
     def __init__(
         self,
-        rate_per_second: float,
+        limits: Sequence[Limit] | float,
         *,
+        at_once: int = 4,
         margin: float = 0.02,
+        reserve: float = 0.01,
         slowdown: float = 1.1,
         recovery: float = 0.1,
         max_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
-        self.base_interval = (1.0 + margin) / rate_per_second
-        self.interval = self.base_interval
+        if isinstance(limits, int | float):
+            limits = (Limit.steady(limits),)
+        self.limits = tuple(limits)
+        self.at_once = at_once
+        now = clock()
+        self._windows = [_Window(limit, margin, reserve, now) for limit in self.limits]
+        self.base_interval = max(w.interval for w in self._windows)
+        self.factor = 1.0  # how much slower than the limits' refill, after 429s
+        self.max_factor = max(1.0, max_interval / self.base_interval)
         self.slowdown = slowdown
         self.recovery = recovery
-        self.max_interval = max(max_interval, self.base_interval)
         self._clock = clock
         self._sleep = sleep
-        self._next = clock()
+        self._held_until = now
         self._slowed_at = float("-inf")
+        self._slots: anyio.Semaphore | None = None
         self.throttles = 0
         self.slowdowns = 0
 
     @property
+    def interval(self) -> float:
+        """Seconds per unit once the windows are spent, at the current pace."""
+        return self.base_interval * self.factor
+
+    @property
     def rate(self) -> float:
-        """Request starts per second at the current pace."""
+        """Units a second once the windows are spent, at the current pace."""
         return 1.0 / self.interval
 
-    async def acquire(self, cost: float = 1.0) -> float:
-        """Wait for this caller's start slot; returns the start time (pass it to ``throttled``).
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the budget's ``at_once`` places in flight."""
+        if self._slots is None:
+            self._slots = anyio.Semaphore(self.at_once)
+        async with self._slots:
+            yield
 
-        ``cost`` is how much of the budget the request spends (inner requests of a JSON batch):
-        the next start comes ``cost`` intervals later.
-        """
+    async def acquire(self, cost: float = 1.0) -> float:
+        """Wait until every limit has room for ``cost`` units (inner requests of a JSON batch);
+        returns the start time (pass it to ``throttled``)."""
         while True:
             now = self._clock()
-            if now >= self._next:
-                self._next = now + self.interval * cost
+            wait = max(
+                self._held_until - now, *(w.wait(now, cost, self.factor) for w in self._windows)
+            )
+            if wait <= 0:
+                for window in self._windows:
+                    window.spend(now, cost, self.factor)
                 return now
-            await self._sleep(self._next - now)
+            await self._sleep(wait)
 
     def departed(self, cost: float = 1.0) -> None:
         """The request granted a moment ago leaves only now (its intent took a while to commit
-        to the ledger): the next start is a whole interval after this one, whatever that took.
-        Without it, a slow commit before one request and a fast one before the next would let
-        the two reach Graph closer together than the tenant's limit."""
-        self._next = max(self._next, self._clock() + self.interval * cost)
+        to the ledger): it counts from now, whatever that took. Without it, a slow commit
+        before one request and a fast one before the next would let the two reach Graph
+        closer together than the tenant's limit."""
+        now = self._clock()
+        for window in self._windows:
+            window.tat = max(window.tat, now + cost * window.interval * self.factor)
 
     def throttled(self, started: float | None = None) -> None:
         """A 429 for a request started at ``started``: slow everyone down, once per episode."""
@@ -85,15 +175,14 @@ class Pacer:
             return  # sent before the last slow-down: that pace is already corrected
         self.slowdowns += 1
         self._slowed_at = now
-        self.interval = min(self.interval * self.slowdown, self.max_interval)
-        self._next = max(self._next, now + self.interval)
+        self.factor = min(self.factor * self.slowdown, self.max_factor)
+        for window in self._windows:  # Graph's window is spent: no burst until it refills
+            window.tat = max(window.tat, now + window.capacity * window.interval * self.factor)
 
     def hold(self, seconds: float) -> None:
         """A Retry-After: nobody starts a request for ``seconds``."""
-        self._next = max(self._next, self._clock() + seconds)
+        self._held_until = max(self._held_until, self._clock() + seconds)
 
     def succeeded(self) -> None:
         """An answer that was not throttled: win back a little of the target rate."""
-        base_rate = 1.0 / self.base_interval
-        rate = min(base_rate, 1.0 / self.interval + self.recovery * base_rate)
-        self.interval = max(self.base_interval, 1.0 / rate)
+        self.factor = max(1.0, 1.0 / min(1.0, 1.0 / self.factor + self.recovery))

@@ -11,6 +11,7 @@ import polars as pl
 from batcher.actions import Action, Budget, Shape
 from batcher.graph import MAX_BATCH
 from batcher.ledger import TO_SEND, StepState
+from batcher.pacer import BudgetSpec
 
 USER_COLUMNS = {
     "user_id": pl.String,
@@ -97,13 +98,21 @@ class Plan:
     def of(self, name: str) -> ActionPlan | None:
         return next((a for a in self.actions if a.action.name == name), None)
 
-    def seconds_at(self, rates: Mapping[Budget, float]) -> float:
-        """Time the sends take at the configured rates; budgets are spent at the same time."""
+    def seconds_by_action(self, specs: Mapping[Budget, BudgetSpec]) -> dict[str, float]:
+        """When each action's sends end at the least, from the start: its budget's window
+        goes at once, the rest at the window's rate. Actions on one budget share it in the
+        plan's order; budgets are spent at the same time."""
         spent: dict[Budget, float] = {}
+        ends: dict[str, float] = {}
         for plan in self.actions:
             budget = plan.action.budget
-            spent[budget] = spent.get(budget, 0.0) + plan.cost / rates[budget]
-        return max(spent.values(), default=0.0)
+            spent[budget] = spent.get(budget, 0.0) + plan.cost
+            ends[plan.action.name] = specs[budget].seconds_for(spent[budget]) if plan.cost else 0.0
+        return ends
+
+    def seconds_at(self, specs: Mapping[Budget, BudgetSpec]) -> float:
+        """Time the sends take at the least: the slowest action's end."""
+        return max(self.seconds_by_action(specs).values(), default=0.0)
 
 
 def make_plan(

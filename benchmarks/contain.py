@@ -3,7 +3,7 @@
 
 Identity Protection at 1 request/s (simulator burst 1, ``[send] rate_per_second = 1``),
 directory writes at 20/s (simulator ``directory_writes_per_second = 20``, burst 20;
-``[directory] writes_per_second = 20``), latency 0.05-0.3 s (the simulator's default),
+``[directory] writes_per_window = 20`` per 1 s), latency 0.05-0.3 s (the simulator's default),
 ``max_in_flight = 4``. Each run is the real CLI in a subprocess against a fresh simulator.
 
 1. Wall time (process start to exit) of `--contain` against each step alone, and against
@@ -77,7 +77,10 @@ def _prepare(work: Path, sim: GraphSimulator, url: str) -> list[str]:
         work,
         url,
         send={"rate_per_second": 1, "max_in_flight": MAX_IN_FLIGHT},
-        directory={"writes_per_second": WRITES_PER_SECOND},
+        directory={  # the simulator's bucket: 20 at once, 20 a second
+            "writes_per_window": WRITES_BURST,
+            "writes_window_seconds": WRITES_BURST / WRITES_PER_SECOND,
+        },
     )
     return ["run", "users.csv", "--config", str(config), "--ledger", "ledger.sqlite"]
 

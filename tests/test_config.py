@@ -29,13 +29,33 @@ def test_no_config_means_defaults() -> None:
     assert load_settings(None) == Settings()
 
 
-def test_the_directory_budgets_default_to_100_reads_and_20_writes_a_second(
+def test_the_directory_writes_default_to_graphs_documented_windows(tmp_path: Path) -> None:
+    directory = load_settings(None).directory
+    assert directory.reads_per_second == 100.0
+    assert (directory.writes_per_window, directory.writes_window_seconds) == (3000, 150.0)
+    assert (directory.tenant_writes_per_window, directory.tenant_writes_window_seconds) == (
+        18_000,
+        300.0,
+    )
+    assert directory.writes_at_once == 16
+    tuned = _load(tmp_path, "[directory]\nwrites_per_window = 1500\nwrites_at_once = 8\n")
+    assert (tuned.directory.writes_per_window, tuned.directory.writes_at_once) == (1500, 8)
+
+
+def test_the_old_steady_write_rate_is_refused_saying_what_to_write_instead(
     tmp_path: Path,
 ) -> None:
-    directory = load_settings(None).directory
-    assert (directory.reads_per_second, directory.writes_per_second) == (100.0, 20.0)
-    tuned = _load(tmp_path, "[directory]\nreads_per_second = 300\nwrites_per_second = 10\n")
-    assert (tuned.directory.reads_per_second, tuned.directory.writes_per_second) == (300.0, 10.0)
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, "[directory]\nwrites_per_second = 20\n")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "[directory]" in message and "writes_per_second" in message
+    assert "writes_per_window = 3000" in message and "writes_window_seconds = 150" in message
+
+
+def test_a_write_window_of_nothing_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[directory\] writes_window_seconds: .*greater than 0"):
+        _load(tmp_path, "[directory]\nwrites_window_seconds = 0\n")
 
 
 def test_unknown_key_is_refused_with_a_suggestion(tmp_path: Path) -> None:

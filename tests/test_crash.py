@@ -238,7 +238,11 @@ def test_sigkill_during_a_containment_loses_no_user_and_keeps_each_users_order(
                 "max_in_flight": MAX_IN_FLIGHT,
                 "rate_per_second": 40.0,
             },
-            directory={"writes_per_second": 600.0},
+            directory={  # 600 writes a second, in as many batches at once as the others
+                "writes_per_window": 20,
+                "writes_window_seconds": 20 / 600,
+                "writes_at_once": MAX_IN_FLIGHT,
+            },
         )
         ledger = tmp_path / "contain.sqlite"
         command = [

@@ -60,7 +60,8 @@ def test_dry_run_shows_the_plan_and_makes_no_request(tmp_path: Path, simulator: 
         "130",
         "confirm: 130 users will be confirmed compromised",
         "tenant 0f0e0d0c-0000-4000-8000-000000000abc (global cloud, Graph v1.0)",
-        "130 steps in at least 3 requests, about 6s at the configured rates",
+        # 3 requests at 0.5 a second: the first at once, then one every 2 s
+        "130 steps in at least 3 requests, about 4s within the configured budgets",
         "(does not exist yet)",
         "dry run: nothing was sent",
     ):

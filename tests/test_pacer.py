@@ -12,7 +12,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from batcher.pacer import Pacer
+from batcher.pacer import Limit, Pacer
 
 START = 1000.0
 
@@ -240,3 +240,59 @@ async def test_a_request_that_leaves_late_pushes_the_next_start_a_whole_interval
     pacer.departed()
     second = await pacer.acquire()
     assert round(second - (first + 0.3), 9) == 1.0
+
+
+# -- windows: Graph's "N per T seconds" (GCRA: up to N at once, then N/T a second) ------------
+def make_window(time: FakeTime, *limits: Limit, **kwargs: float) -> Pacer:
+    return Pacer(limits, clock=time.clock, sleep=time.sleep, **kwargs)
+
+
+@pytest.mark.anyio
+async def test_a_window_lets_its_size_go_at_once_then_refills_at_its_rate() -> None:
+    time = FakeTime()
+    pacer = make_window(time, Limit(3000, 150.0), reserve=0.0, margin=0.0)
+    for _ in range(150):  # 3,000 writes in JSON batches of 20
+        assert await pacer.acquire(20) == START
+    assert time.sleeps == []
+    assert await pacer.acquire(20) == pytest.approx(START + 1.0)  # 20 more at 20 a second
+    assert await pacer.acquire(20) == pytest.approx(START + 2.0)
+
+
+@pytest.mark.anyio
+async def test_a_window_keeps_its_reserve_against_network_jitter() -> None:
+    time = FakeTime()
+    pacer = make_window(time, Limit(3000, 150.0))  # 1% kept back: 2,970 at once
+    spent = 0
+    while await pacer.acquire(10) == START:
+        spent += 10
+    assert spent == 2970
+
+
+@pytest.mark.anyio
+async def test_the_tighter_of_two_windows_decides() -> None:
+    time = FakeTime()
+    # 3,000 per 150 s per app, and a tenant-wide 100 per 10 s left to us
+    pacer = make_window(time, Limit(3000, 150.0), Limit(100, 10.0), reserve=0.0, margin=0.0)
+    for _ in range(5):
+        assert await pacer.acquire(20) == START
+    assert await pacer.acquire(20) == pytest.approx(START + 2.0)  # the tenant's 10 a second
+
+
+@pytest.mark.anyio
+async def test_a_429_counts_the_window_as_spent_and_retry_after_holds_it() -> None:
+    time = FakeTime()
+    pacer = make_window(time, Limit(3000, 150.0), reserve=0.0, margin=0.0, slowdown=1.0)
+    started = await pacer.acquire(20)
+    pacer.throttled(started)  # Graph's window is spent (another app took it)
+    pacer.hold(5.0)  # its Retry-After
+    starts = [await pacer.acquire(20) for _ in range(6)]
+    # what refilled during the hold (5 s x 20 = 100), then 20 a second: no burst of 3,000
+    assert starts == pytest.approx([START + 5.0] * 5 + [START + 6.0])
+    assert pacer.throttles == 1
+
+
+def test_a_window_seconds_for_goes_at_once_then_at_its_rate() -> None:
+    window = Limit(3000, 150.0)
+    assert window.seconds_for(1200) == 0.0
+    assert window.seconds_for(4000) == pytest.approx(50.0)
+    assert Limit.steady(1.0).seconds_for(20) == pytest.approx(19.0)  # no burst: one a second

@@ -15,6 +15,7 @@ from batcher.job.session import Session
 from batcher.job.setup import Job
 from batcher.job.summary import ActionSummary, Inputs, Summary
 from batcher.ledger import Ledger, RunRecord, StepState
+from batcher.pacer import BudgetSpec
 from batcher.plan import Plan
 from batcher.report.files import sibling, step_report, write_report
 from batcher.sender import Lanes, SendOutcome, Work, send
@@ -37,9 +38,10 @@ def summarise(
     job: Job,
     plan: Plan,
     facts: Facts,
-    rates: Mapping[Budget, float],
+    specs: Mapping[Budget, BudgetSpec],
     outcome: SendOutcome | None = None,
 ) -> Summary:
+    ends = plan.seconds_by_action(specs)
     actions = tuple(
         ActionSummary(
             name=p.action.name,
@@ -56,6 +58,7 @@ def summarise(
             done=outcome.of(p.action.name, StepState.DONE) if outcome else 0,
             failed=outcome.of(p.action.name, StepState.FAILED) if outcome else 0,
             unknown=outcome.of(p.action.name, StepState.UNKNOWN) if outcome else 0,
+            estimated_seconds=ends.get(p.action.name, 0.0),
         )
         for p in plan.actions
     )
@@ -69,7 +72,7 @@ def summarise(
         dry_run=facts.dry_run,
         inputs=facts.inputs,
         actions=actions,
-        estimated_seconds=plan.seconds_at(rates),
+        estimated_seconds=plan.seconds_at(specs),
         users_to_act=plan.users_to_act,
         requests=outcome.requests if outcome else 0,
         throttled=outcome.throttled if outcome else 0,
@@ -90,7 +93,7 @@ async def execute(
     """The gate, then record and send. Until the operator agrees, the ledger holds no run, no
     new step and no attempt (it may hold look-ups, which change nothing in the tenant)."""
     job = session.job
-    preview = summarise(job, plan, facts, session.rates)
+    preview = summarise(job, plan, facts, session.specs)
     if plan.to_send and not job.confirm(preview):
         job.observer("declined", command=facts.command, to_send=plan.to_send)
         raise NotConfirmed("not confirmed: nothing was sent; run the same command to start again")
@@ -116,7 +119,7 @@ async def execute(
             outcome = await send(lanes, works, job.settings.send.batch_size, job.stop)
         finally:
             job.observer("sent")
-    result = summarise(job, plan, facts, session.rates, outcome)
+    result = summarise(job, plan, facts, session.specs, outcome)
     report = sibling(ledger.path, ".replay.report.csv" if facts.report_keys else ".report.csv")
     keys = _sent_keys(plan) if facts.report_keys else None
     write_report(step_report(ledger.report(keys)), report)

@@ -14,7 +14,7 @@ from batcher.inputs import InputSet, read_inputs
 from batcher.job.execute import Facts, config_digest, execute, file_sha256, summarise
 from batcher.job.ledgers import done_elsewhere, replanned, undone_later
 from batcher.job.lookup import look_up, split_cached, to_look_up
-from batcher.job.session import Route, Session, budget_pacers, paced_rates
+from batcher.job.session import Route, Session, budget_specs
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import LOOKUP_COLUMNS, Ledger, RunRecord
@@ -243,5 +243,5 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
             "look-ups a second; the run does them before it asks you to go on"
         )
         facts = replace(facts, notes=(*facts.notes, note))
-    rates = paced_rates(budget_pacers(job.settings))
-    return summarise(job, plan, _with_elsewhere(job, facts, elsewhere, plan), rates)
+    specs = budget_specs(job.settings)
+    return summarise(job, plan, _with_elsewhere(job, facts, elsewhere, plan), specs)

@@ -15,21 +15,36 @@ from batcher.clouds import CLOUDS
 from batcher.config import Settings
 from batcher.graph import GraphClient, http_client
 from batcher.job.setup import Job, check_tenant
-from batcher.pacer import Pacer
+from batcher.pacer import BudgetSpec, Limit, Pacer
 
 
-def budget_pacers(settings: Settings) -> dict[Budget, Pacer]:
-    """One pacer per budget, at the configured rates."""
+def budget_specs(settings: Settings) -> dict[Budget, BudgetSpec]:
+    """Each budget as Graph documents it (the settings' figures): its limits, and requests in
+    flight at most."""
+    send, directory = settings.send, settings.directory
     return {
-        Budget.IDENTITY_PROTECTION: Pacer(settings.send.rate_per_second),
-        Budget.DIRECTORY_READS: Pacer(settings.directory.reads_per_second),
-        Budget.DIRECTORY_WRITES: Pacer(settings.directory.writes_per_second),
+        Budget.IDENTITY_PROTECTION: BudgetSpec(
+            (Limit.steady(send.rate_per_second),), send.max_in_flight
+        ),
+        Budget.DIRECTORY_READS: BudgetSpec(
+            (Limit.steady(directory.reads_per_second),), send.max_in_flight
+        ),
+        Budget.DIRECTORY_WRITES: BudgetSpec(
+            (
+                Limit(directory.writes_per_window, directory.writes_window_seconds),
+                Limit(directory.tenant_writes_per_window, directory.tenant_writes_window_seconds),
+            ),
+            directory.writes_at_once,
+        ),
     }
 
 
-def paced_rates(pacers: dict[Budget, Pacer]) -> dict[Budget, float]:
-    """The rate each budget is really spent at (the pacers keep a small margin)."""
-    return {budget: 1.0 / pacer.base_interval for budget, pacer in pacers.items()}
+def budget_pacers(settings: Settings) -> dict[Budget, Pacer]:
+    """One pacer per budget, within its documented limits."""
+    return {
+        budget: Pacer(spec.limits, at_once=spec.at_once)
+        for budget, spec in budget_specs(settings).items()
+    }
 
 
 @dataclass(frozen=True)
@@ -51,7 +66,7 @@ class Session:
         self.job = job
         self.route = route
         self.pacers = budget_pacers(job.settings)
-        self.rates = paced_rates(self.pacers)
+        self.specs = budget_specs(job.settings)
         self._stack = contextlib.AsyncExitStack()
         self._client: GraphClient | None = None
 

@@ -31,6 +31,7 @@ class ActionSummary:
     done: int = 0
     failed: int = 0
     unknown: int = 0
+    estimated_seconds: float = 0.0  # when its sends end at the least, from the start
 
     @property
     def not_sent(self) -> int:

@@ -12,7 +12,7 @@ from batcher.actions import ACTIONS, reverse
 from batcher.errors import LedgerError
 from batcher.job.execute import Facts, config_digest, execute, summarise
 from batcher.job.ledgers import check_origin, replanned, reversed_later
-from batcher.job.session import Route, Session, budget_pacers, paced_rates
+from batcher.job.session import Route, Session, budget_specs
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import Ledger, RunRecord
@@ -74,7 +74,7 @@ def _dry_run(job: Job, original: Ledger) -> Summary:
             reader.close()
     plan, facts = _plan(job, original, known)
     facts = replace(facts, dry_run=True, ledger_exists=exists)
-    return summarise(job, plan, facts, paced_rates(budget_pacers(job.settings)))
+    return summarise(job, plan, facts, budget_specs(job.settings))
 
 
 async def _undo(job: Job, original: Ledger, route: Route | None) -> Summary:

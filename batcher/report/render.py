@@ -54,7 +54,7 @@ def what_each_does(summary: Summary) -> list[str]:
 
 
 def render_plan(summary: Summary, console: Console) -> None:
-    """What a command will do: its counts, requests, and how long at the configured rates."""
+    """What a command will do: its counts, requests, and how long within the budgets."""
     _tables(summary, console, sent=False, title=f"batcher {summary.command}: plan")
     for line in what_each_does(summary):
         say(console, line)
@@ -63,8 +63,17 @@ def render_plan(summary: Summary, console: Console) -> None:
         console,
         f"{where(summary)}: {plural(summary.to_send, 'step')} in at least "
         f"{plural(requests, 'request')}, about {format_duration(summary.estimated_seconds)} "
-        "at the configured rates",
+        "within the configured budgets",
     )
+    timed = [a for a in summary.actions if a.to_send]
+    if len(timed) > 1:
+        slowest = max(timed, key=lambda a: a.estimated_seconds)
+        ends = ", ".join(
+            f"{a.name} {format_duration(a.estimated_seconds)}"
+            + (" (the slowest)" if a is slowest and a.estimated_seconds > 0 else "")
+            for a in timed
+        )
+        say(console, f"each action ends after about: {ends}")
     _notes(summary, console)
 
 

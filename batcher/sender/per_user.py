@@ -88,6 +88,7 @@ class PerUserLane:
         self._forbidden: dict[str, list[tuple[str, str]]] = defaultdict(list)  # 403s in a row
         self._proven: set[str] = set()  # actions Graph accepted at least once in this run
         self._missing_permission: str | None = None  # the action whose 403s tripped the run
+        self._budgets = {w.action.budget for w in works}
         pending = {w.action.name: set(w.user_ids) for w in works}
         for work in works:  # in the action table's order: disable before revoke-sessions
             first = work.action.after
@@ -100,7 +101,7 @@ class PerUserLane:
 
     async def run(self) -> None:
         async with anyio.create_task_group() as workers:
-            for _ in range(self.lanes.max_in_flight):
+            for _ in range(self.lanes.caller.workers(self._budgets)):
                 workers.start_soon(self._worker)
         self._release_waiting()
 

@@ -29,7 +29,8 @@ class GraphSimulator:
     """The Starlette app and its state. One instance is one simulated tenant.
 
     ``users``: a closed directory of exactly these users (``directory_file`` otherwise; an
-    open directory when neither is given). ``clock`` dates tokens and revoked sessions.
+    open directory when neither is given). ``clock`` dates tokens and revoked sessions;
+    ``budget_clock`` (monotonic seconds) drives every budget's window.
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class GraphSimulator:
         tokens: set[str] | None = None,
         clock: Callable[[], float] = time.time,
         users: Iterable[DirectoryUser] | None = None,
+        budget_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.record = Record()
@@ -49,12 +51,13 @@ class GraphSimulator:
             settings.burst,
             settings.other_apps_share,
             random.Random(None if settings.seed is None else settings.seed + 1),
+            clock=budget_clock,
         )
         if users is None and settings.directory_file is not None:
             users = load_directory(settings.directory_file)
         self.directory = Directory(users)
         self.risky_users = RiskyUsers(self.ctx, self.bucket)
-        self.users = DirectoryEndpoints(self.ctx, self.directory, clock)
+        self.users = DirectoryEndpoints(self.ctx, self.directory, clock, budget_clock)
         self.batch = Batch(self.ctx, self._serve)
         self.app = Starlette(
             routes=[

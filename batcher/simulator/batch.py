@@ -6,6 +6,7 @@ import json
 import uuid
 from typing import Any
 
+import anyio
 import httpx
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,9 +29,10 @@ _HEADER_NAMES = {
 class Batch:
     """The $batch endpoint. Each inner request goes through ``app`` (the simulator itself),
     marked as inner: it is checked, throttled and faulted on its own, and its answer lands in
-    ``inner_statuses``. The outer call draws ``faults`` like an Identity Protection call (a
-    lost batch applies every inner request, then drops the connection). Answers come back in
-    the order of the simulator's seeded random, as Graph's come in any order."""
+    ``inner_statuses``. Each batch takes the simulator's latency. The outer call draws
+    ``faults`` like an Identity Protection call (a lost batch applies every inner request,
+    then drops the connection). Answers come back in the order of the simulator's seeded
+    random, as Graph's come in any order."""
 
     def __init__(self, ctx: Context, app: ASGIApp) -> None:
         self.ctx = ctx
@@ -61,6 +63,10 @@ class Batch:
             return ctx.error(request, 400, "BadRequest", _PAYLOAD)
         except ValueError as exc:
             return ctx.error(request, 400, "BadRequest", str(exc))
+        # Graph's latency, as for Identity Protection calls (latency_min/max_seconds)
+        await anyio.sleep(
+            ctx.random.uniform(ctx.settings.latency_min_seconds, ctx.settings.latency_max_seconds)
+        )
         responses = [await self._one(request, item) for item in items]
         ctx.random.shuffle(responses)
         if fault == "lost":

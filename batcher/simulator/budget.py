@@ -1,14 +1,19 @@
-"""Token buckets: Graph's per-tenant request budgets, and another app that shares one."""
+"""Token buckets: Graph's per-tenant request budgets, and another app that shares one.
+
+A documented window ("3,000 writes per 150 s") is a bucket of 3,000 that refills at 20 a
+second: up to the window may go at once, and a longer run averages out to the window's rate.
+"""
 
 from __future__ import annotations
 
 import math
 import random
 import time
+from collections.abc import Callable
 
 
 class TokenBucket:
-    """A budget of ``rate`` requests a second, at most ``burst`` at once.
+    """A budget of ``rate`` requests a second, at most ``burst`` at once, on ``clock``.
 
     With ``other_share`` > 0, another app in the tenant wants that share of the budget: its
     requests come at random (Poisson) times, and one that finds the bucket empty takes the next
@@ -16,12 +21,18 @@ class TokenBucket:
     """
 
     def __init__(
-        self, rate: float, burst: int, other_share: float = 0.0, rng: random.Random | None = None
+        self,
+        rate: float,
+        burst: int,
+        other_share: float = 0.0,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rate = rate
         self.burst = burst
+        self._clock = clock
         self._tokens = float(burst)
-        self._last = time.monotonic()
+        self._last = clock()
         self._rng = rng or random.Random()
         self._other_rate = other_share * rate
         self._other_next = (
@@ -51,7 +62,7 @@ class TokenBucket:
                 self.other_served += 1
 
     def _catch_up(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._run_other_app(now)
         self._refill(now)
 

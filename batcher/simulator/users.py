@@ -25,19 +25,27 @@ class DirectoryEndpoints:
     """GET /users, GET/PATCH /users/{key}, POST /users/{key}/revokeSignInSessions.
 
     Reads and writes each spend their own budget (``reads``, ``writes``), never Identity
-    Protection's; ``clock`` dates revoked sessions.
+    Protection's; ``clock`` dates revoked sessions, ``budget_clock`` drives the budgets.
     """
 
-    def __init__(self, ctx: Context, directory: Directory, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        directory: Directory,
+        clock: Callable[[], float],
+        budget_clock: Callable[[], float],
+    ) -> None:
         self.ctx = ctx
         self.directory = directory
         self.clock = clock
         settings = ctx.settings
         read_rate = settings.directory_reads_per_second
         read_burst = settings.directory_reads_burst or max(1, math.ceil(read_rate))
-        self.reads = TokenBucket(read_rate, read_burst)
-        self.writes = TokenBucket(
-            settings.directory_writes_per_second, settings.directory_writes_burst
+        self.reads = TokenBucket(read_rate, read_burst, clock=budget_clock)
+        self.writes = TokenBucket(  # Graph's write window: a burst of 3,000, then 20 a second
+            settings.directory_writes_per_second,
+            settings.directory_writes_burst,
+            clock=budget_clock,
         )
 
     def routes(self) -> list[Route]:
@@ -168,7 +176,8 @@ class DirectoryEndpoints:
         if not isinstance(enabled, bool):
             message = "Invalid value specified for property 'accountEnabled' of resource 'User'."
             return ctx.error(request, 400, "Request_BadRequest", message)
-        others = sorted(set(body) - {"accountEnabled"})
+        # annotations (the SDKs send "@odata.type") are not properties: Graph accepts them
+        others = sorted(k for k in set(body) - {"accountEnabled"} if not k.startswith("@odata."))
         if others:
             message = f"The simulator changes only accountEnabled, not {', '.join(others)}."
             return ctx.error(request, 400, "Request_BadRequest", message)
