@@ -26,9 +26,10 @@ class Shell(StrEnum):
     POWERSHELL = "powershell"
 
 
-_SAFE = re.compile(r"[A-Za-z0-9_\-./\\:=+]+")  # needs no quotes in any of the three
+_SAFE = re.compile(r"[A-Za-z0-9_\-./\\:=+]+")  # needs no quotes in cmd or PowerShell
 _CMD_ACTS_ON = re.compile(r'["%!^]')  # what cmd still acts on inside double quotes
 _CMD_SPECIAL = re.compile(r'([()%!^"<>&|])')
+_PS_SPLITS = re.compile(r"-.*[.:]")  # PowerShell splits a bare -x.y or -x:y in two
 _PS_SINGLE_QUOTES = re.compile("(['\u2018\u2019\u201a\u201b])")
 
 
@@ -42,10 +43,10 @@ def _crt(arg: str) -> str:
 
 def quote(arg: str, shell: Shell) -> str:
     """One argument, as ``shell`` reads it back unchanged."""
-    if arg and _SAFE.fullmatch(arg):
-        return arg
     if shell is Shell.POSIX:
         return shlex.quote(arg)
+    if arg and _SAFE.fullmatch(arg) and not (shell is Shell.POWERSHELL and _PS_SPLITS.match(arg)):
+        return arg
     if shell is Shell.CMD:
         quoted = _crt(arg)
         return _CMD_SPECIAL.sub(r"^\1", quoted) if _CMD_ACTS_ON.search(arg) else quoted

@@ -28,6 +28,7 @@ TRICKY = [
     "Zoë Ørsted.csv",
     "(x)!^",
     "C:\\my dir\\",
+    "C:\\ids.csv",
     "",
 ]
 PROGRAM = "C:\\Program Files\\batcher\\batcher.exe"
@@ -150,6 +151,8 @@ def test_a_cmd_command_from_another_folder_changes_drive_too() -> None:
         ("`date`", "'`date`'"),
         ("Zoë.csv", "'Zoë.csv'"),
         ("it's", "'it''s'"),
+        ("--config=c.toml", "'--config=c.toml'"),  # bare, PowerShell would split it at the dot
+        ("--yes", "--yes"),
         ("it\u2019s", "'it\u2019\u2019s'"),  # PowerShell takes typographic quotes as quotes too
         ('say "hi"', "'say \\\"hi\\\"'"),  # Windows PowerShell 5.1 passes " on unescaped
         ("C:\\my dir\\", "'C:\\my dir\\\\'"),  # 5.1 wraps it in quotes: \" would end it
