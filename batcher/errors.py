@@ -21,6 +21,10 @@ class LedgerError(BatcherError):
     """The ledger cannot be opened, is foreign, or does not match this run."""
 
 
+class OutputError(BatcherError):
+    """A file batcher writes (a report, a table) cannot be written where it was asked."""
+
+
 class NotConfirmed(BatcherError):
     """The operator did not confirm the send (or could not be asked)."""
 

@@ -1,10 +1,14 @@
 """The one place for OS-specific calls: stop signals, the ledger's writer lock, owner-only files.
 
-Each branch is small on purpose: Windows cannot be tested on the machines that build batcher.
+Each branch is small on purpose: Windows cannot be tested on the machines that build batcher,
+so what decides is the same on every OS, and only the raw call differs.
 - Signals: ``signal.signal`` on every OS (SIGINT and SIGTERM; SIGBREAK, Ctrl-Break, on Windows).
-- The writer lock: ``fcntl.flock`` on POSIX, ``msvcrt.locking`` on Windows.
+- The writer lock: ``fcntl.flock`` on POSIX, ``msvcrt.locking`` of one byte far past the
+  holder's details on Windows (a lock there is mandatory: the details must stay readable).
 - Owner-only files: created with mode 0600 where POSIX modes exist; on Windows a file made in
-  the user's own folders is already private to them (NTFS inherits the folder's ACL).
+  the user's own folders is already private to them (NTFS inherits the folder's ACL). Replacing
+  one that another program holds open (Excel, on Windows) is retried briefly.
+- Commands to paste: quoted for the shell the user is in (POSIX, cmd or PowerShell).
 """
 
 from __future__ import annotations
@@ -12,15 +16,21 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import shlex
 import shutil
 import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from batcher import shells
+from batcher.shells import Shell
 
 WINDOWS = sys.platform == "win32"
 STOP_SIGNALS = (
@@ -76,56 +86,113 @@ def kill_self() -> None:
 
 
 # -- the writer lock ------------------------------------------------------------------------------
-class FileLock:
-    """An exclusive OS lock on a file beside the ledger, released on exit and when the process
-    is killed. The file says who holds it, and is removed by the holder when it lets go."""
+HOLDER_BYTES = 512  # the holder's details: text at the start of the lock file, read by others
+LOCKED_BYTE = 1 << 20  # the one byte the lock covers, far past the text, so that the text
+# stays readable where locks are mandatory (Windows): another process can say who holds it
+_BINARY = getattr(os, "O_BINARY", 0)  # Windows opens files as text unless told otherwise
 
-    def __init__(self, path: Path, fd: int) -> None:
+
+@dataclass(frozen=True)
+class LockCalls:
+    """The only part of the writer lock that differs by OS: take the lock on ``LOCKED_BYTE`` of
+    an open file without waiting (OSError while another process holds it), give it back, and
+    whether a file may be removed while it is open."""
+
+    take: Callable[[int], None]
+    give_back: Callable[[int], None]
+    removable: bool
+
+
+def _flock(fd: int) -> None:
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the whole file, advisory: never stops a read
+
+
+def _funlock(fd: int) -> None:
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _msvcrt_lock(fd: int) -> None:  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    os.lseek(fd, LOCKED_BYTE, os.SEEK_SET)  # msvcrt locks from the current position
+    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined,unused-ignore]
+
+
+def _msvcrt_unlock(fd: int) -> None:  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    os.lseek(fd, LOCKED_BYTE, os.SEEK_SET)
+    msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined,unused-ignore]
+
+
+OS_LOCK = (
+    LockCalls(_msvcrt_lock, _msvcrt_unlock, removable=False)
+    if WINDOWS
+    else LockCalls(_flock, _funlock, removable=True)
+)
+
+
+class FileLock:
+    """An exclusive OS lock on a file beside the ledger, given back on release and let go by the
+    OS when the process is killed. The file's first bytes say who holds it, outside the locked
+    byte; the holder removes the file (or, where an open file cannot be removed, empties it)."""
+
+    def __init__(self, path: Path, fd: int, calls: LockCalls) -> None:
         self.path = path
         self._fd = fd
+        self._calls = calls
 
     @classmethod
-    def try_acquire(cls, path: Path) -> FileLock | str:
+    def try_acquire(cls, path: Path, calls: LockCalls = OS_LOCK) -> FileLock | str:
         """The lock, or (when another process holds it) what the lock file says about them."""
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _BINARY, 0o600)
             try:
-                _lock(fd)
+                calls.take(fd)
             except OSError:
-                holder = os.read(fd, 200).decode("utf-8", "replace").strip()
+                holder = _holder(fd)
                 os.close(fd)
-                return holder or "another process"
-            if _same_file(path, fd):
+                return holder
+            if not calls.removable or _same_file(path, fd):
                 break
-            os.close(fd)  # the holder removed it between our open and lock: take the new one
+            calls.give_back(fd)  # the holder removed it between our open and lock: take the new one
+            os.close(fd)
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
-        return cls(path, fd)
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = f"pid {os.getpid()} on {socket.gethostname()}"
+        os.write(fd, text.encode()[:HOLDER_BYTES])
+        return cls(path, fd, calls)
+
+    def fileno(self) -> int:
+        return self._fd
 
     def release(self) -> None:
-        """Remove the lock file while still holding the lock, then let go."""
+        """Remove (or empty) the lock file while still holding the lock, give it back, close it."""
         with contextlib.suppress(OSError):
-            if WINDOWS:  # an open file cannot be removed there: empty it instead
-                os.ftruncate(self._fd, 0)
-            else:
+            if self._calls.removable:
                 os.unlink(self.path)
+            else:
+                os.ftruncate(self._fd, 0)
+        with contextlib.suppress(OSError):
+            self._calls.give_back(self._fd)
         os.close(self._fd)
 
 
-def _lock(fd: int) -> None:
-    if WINDOWS:  # pragma: no cover - exercised on Windows only
-        import msvcrt
-
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined,unused-ignore]
-    else:
-        import fcntl
-
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+def _holder(fd: int) -> str:
+    """Who holds the lock, as its file says (the holder may not have written it yet)."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, HOLDER_BYTES).decode("utf-8", "replace").strip("\0 \r\n")
+    except OSError as exc:
+        return f"another process; who could not be read: {exc.strerror}"
+    return text or "another process"
 
 
 def _same_file(path: Path, fd: int) -> bool:
-    if WINDOWS:  # pragma: no cover - the file is never removed there
-        return True
     try:
         return os.stat(path).st_ino == os.fstat(fd).st_ino
     except FileNotFoundError:
@@ -141,8 +208,47 @@ def create_private(path: Path) -> None:
         os.chmod(path, 0o600)  # also when an empty file was already there
 
 
-def write_private(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write a whole file atomically (a temporary file, then a rename), owner-readable only."""
+class HeldOpen(PermissionError):
+    """A file could not be replaced, try after try: another program may hold it open (on
+    Windows, Excel keeps the files it shows open, and the OS refuses to replace them)."""
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How long to wait for a file another program holds open, before giving up: ``tries``
+    renames, ``first_wait`` seconds after the first refusal, doubling (0.1 s to 1.6 s, 3.1 s in
+    all). ``replace`` is the OS's rename over an existing file."""
+
+    tries: int = 6
+    first_wait: float = 0.1
+    sleep: Callable[[float], None] = time.sleep
+    replace: Callable[[str, Path], None] = os.replace
+
+
+PATIENCE = Patience()
+
+
+def replace_patiently(temp: str, path: Path, patience: Patience = PATIENCE) -> None:
+    """Rename ``temp`` over ``path``; while the OS refuses (PermissionError), wait and try again.
+    Raises HeldOpen, naming ``path``, when it still refuses after ``patience.tries`` tries."""
+    retrying = Retrying(
+        retry=retry_if_exception_type(PermissionError),
+        stop=stop_after_attempt(patience.tries),
+        wait=wait_exponential(multiplier=patience.first_wait),
+        sleep=patience.sleep,
+        reraise=True,
+    )
+    try:
+        retrying(patience.replace, temp, path)
+    except PermissionError as exc:
+        raise HeldOpen(exc.errno, exc.strerror or "permission denied", str(path)) from None
+
+
+def write_private(
+    path: Path, write: Callable[[IO[bytes]], None], patience: Patience = PATIENCE
+) -> None:
+    """Write a whole file atomically (a temporary file, then a rename), owner-readable only.
+    A file another program holds open is waited for (``patience``), then HeldOpen is raised."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
     try:
@@ -150,7 +256,7 @@ def write_private(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(temp, path)
+        replace_patiently(temp, path, patience)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
@@ -165,20 +271,37 @@ def append_private(path: Path) -> IO[str]:
 
 
 # -- commands to paste ----------------------------------------------------------------------------
-def command_line(args: Sequence[str]) -> str:
-    """A command line this OS's shell reads back as ``args``."""
-    if WINDOWS:  # pragma: no cover - exercised on Windows only
-        import subprocess
+def shell(env: Mapping[str, str] | None = None, windows: bool = WINDOWS) -> Shell:
+    """The shell a printed command will be pasted into, from the environment:
 
-        return subprocess.list2cmdline(list(args))
-    return " ".join(shlex.quote(a) for a in args)
+    1. ``BATCHER_SHELL`` when it is ``posix``, ``cmd`` or ``powershell``;
+    2. POSIX outside Windows, and in Git Bash or MSYS2 on Windows (they set ``MSYSTEM``);
+    3. PowerShell when ``PSModulePath`` holds a folder in the user's profile (PowerShell adds
+       the user's modules folder for itself and the programs it starts; cmd does not);
+    4. cmd when ``PROMPT`` is set (cmd sets it for the programs it starts; PowerShell does not);
+    5. otherwise PowerShell, the Windows terminal's default.
+    """
+    env = os.environ if env is None else env
+    named = env.get("BATCHER_SHELL", "").strip().lower()
+    if named in set(Shell):
+        return Shell(named)
+    if not windows or env.get("MSYSTEM"):
+        return Shell.POSIX
+    profile = env.get("USERPROFILE", "").rstrip("\\/").lower()
+    folders = [f.strip().lower() for f in env.get("PSModulePath", "").split(";")]
+    if profile and any(f.startswith(profile + "\\") for f in folders):
+        return Shell.POWERSHELL
+    return Shell.CMD if env.get("PROMPT") else Shell.POWERSHELL
+
+
+def command_line(args: Sequence[str]) -> str:
+    """A command line the user's shell (``shell()``) reads back as ``args``."""
+    return shells.command_line(args, shell())
 
 
 def in_folder(folder: str, command: str) -> str:
     """``command`` run from ``folder`` (its relative paths are relative to it)."""
-    if WINDOWS:  # pragma: no cover - exercised on Windows only
-        return f'cd /d "{folder}" && {command}'
-    return f"cd {shlex.quote(folder)} && {command}"
+    return shells.in_folder(folder, command, shell())
 
 
 def program() -> list[str]:

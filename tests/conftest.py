@@ -3,6 +3,7 @@ subprocess); in-process rigs live in tests/helpers.py."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,17 @@ from tests.helpers import (  # noqa: F401  (re-exported for the test modules)
     run_cli,
     write_config,
 )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On Windows only, deselect (never skip) the tests marked ``posix``: they need a pty,
+    resource limits, POSIX signals or fcntl locks. The same as ``-m "not posix"``."""
+    if sys.platform != "win32":
+        return
+    posix = [item for item in items if item.get_closest_marker("posix")]
+    if posix:
+        config.hook.pytest_deselected(items=posix)
+        items[:] = [item for item in items if not item.get_closest_marker("posix")]
 
 
 @pytest.fixture(scope="session")

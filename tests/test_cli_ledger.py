@@ -3,7 +3,6 @@ process). Everything else about the ledger is tested in-process (tests/test_job_
 
 from __future__ import annotations
 
-import resource
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +10,13 @@ import pytest
 
 from tests.helpers import ids, run_cli, states, write_config, write_ids
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.posix]  # resource limits, preexec_fn
 ACTION = "confirmCompromised"
 
 
 def _limit_file_size(limit: int) -> Any:
+    import resource  # POSIX only
+
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 

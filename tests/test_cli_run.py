@@ -65,6 +65,7 @@ def test_a_403_exits_3_naming_the_permission_and_how_to_resume(
     assert denied.simulator.record.reads == 0
 
 
+@pytest.mark.posix  # a real SIGINT to the process
 def test_a_stopped_verify_says_who_it_did_not_read_and_the_command_that_finishes(
     tmp_path: Path, simulator_factory: Any
 ) -> None:

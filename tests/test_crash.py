@@ -20,7 +20,7 @@ from batcher.ledger import Ledger
 from batcher.simulator import DirectoryUser, GraphSimulator, RunningSimulator
 from tests.helpers import BATCHER, FAST, TEST_TOKEN, cli_env, counts, ids, run_cli, write_config
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.posix]  # SIGKILL, SIGINT, SIGTERM
 
 BATCH_SIZE = 10
 MAX_IN_FLIGHT = 2

@@ -124,6 +124,7 @@ def test_containment_through_the_command_line(tmp_path: Path) -> None:
     assert all(record.operations(u.id) == ["disable", "revoke"] for u in users)
 
 
+@pytest.mark.posix  # a real SIGINT to the process
 def test_an_unreachable_graph_is_said_at_once_and_ctrl_c_does_not_wait(tmp_path: Path) -> None:
     config = write_config(tmp_path / "config.toml", "http://127.0.0.1:1")
     write_ids(tmp_path / "ids.csv", ids(20))

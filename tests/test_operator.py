@@ -8,12 +8,14 @@ import stat
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.helpers import BATCHER, FAST, TEST_TOKEN, cli_env, run_cli, write_config
-from tests.ptyrun import PtyProcess
+
+if TYPE_CHECKING:
+    from tests.ptyrun import PtyProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -33,6 +35,8 @@ def _input(tmp_path: Path, n: int) -> list[str]:
 def _terminal(tmp_path: Path, *args: str) -> PtyProcess:
     env = cli_env(COLUMNS="160", LINES="50", TERM="xterm")
     env.pop("NO_COLOR")
+    from tests.ptyrun import PtyProcess  # pty: POSIX only
+
     return PtyProcess([BATCHER, *args], cwd=str(tmp_path), env=env)
 
 
@@ -70,6 +74,7 @@ def test_dry_run_shows_the_plan_and_makes_no_request(tmp_path: Path, simulator: 
     assert not any(tmp_path.glob("runs/*.sqlite"))  # a dry run creates no ledger
 
 
+@pytest.mark.posix  # a pseudo-terminal (pty)
 def test_typing_the_count_confirms_and_the_run_shows_progress_and_summary(
     tmp_path: Path, simulator: Any
 ) -> None:
@@ -89,6 +94,7 @@ def test_typing_the_count_confirms_and_the_run_shows_progress_and_summary(
     assert sorted(simulator.simulator.record.accepted[ACTION]) == sorted(ids)
 
 
+@pytest.mark.posix  # a pseudo-terminal (pty)
 def test_a_wrong_number_asks_again_three_times_then_sends_nothing(
     tmp_path: Path, simulator: Any
 ) -> None:
@@ -109,6 +115,7 @@ def test_a_wrong_number_asks_again_three_times_then_sends_nothing(
         assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
 
 
+@pytest.mark.posix  # a pseudo-terminal (pty)
 def test_the_right_number_on_the_second_try_goes_on(tmp_path: Path, simulator: Any) -> None:
     ids = _input(tmp_path, 30)
     config = write_config(tmp_path / "config.toml", simulator.url)
@@ -121,6 +128,7 @@ def test_the_right_number_on_the_second_try_goes_on(tmp_path: Path, simulator: A
     assert sorted(simulator.simulator.record.accepted[ACTION]) == sorted(ids)
 
 
+@pytest.mark.posix  # a pseudo-terminal (pty)
 def test_ctrl_c_at_the_prompt_stops_at_once_and_sends_nothing(
     tmp_path: Path, simulator: Any
 ) -> None:
@@ -136,6 +144,7 @@ def test_ctrl_c_at_the_prompt_stops_at_once_and_sends_nothing(
     assert simulator.simulator.record.requests == 0
 
 
+@pytest.mark.posix  # a pseudo-terminal (pty)
 def test_ctrl_c_at_the_keyboard_stops_cleanly_and_says_how_to_resume(
     tmp_path: Path, simulator_factory: Any
 ) -> None:

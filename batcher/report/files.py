@@ -9,9 +9,9 @@ from typing import IO
 import polars as pl
 
 from batcher.actions import ACTIONS
-from batcher.errors import ConfigError
+from batcher.errors import ConfigError, OutputError
 from batcher.ledger.states import StepState
-from batcher.platform import write_private
+from batcher.platform import PATIENCE, HeldOpen, Patience, write_private
 
 REPORT_FORMATS = (".csv", ".parquet", ".json")
 REJECT_COLUMNS = {
@@ -58,8 +58,9 @@ def write_rejects(rejects: pl.DataFrame, path: Path) -> None:
     write_report(frame, path)
 
 
-def write_report(frame: pl.DataFrame, path: Path) -> None:
-    """Write a report as CSV (Excel-safe), Parquet or JSON, atomically, owner-readable only."""
+def write_report(frame: pl.DataFrame, path: Path, patience: Patience = PATIENCE) -> None:
+    """Write a report as CSV (Excel-safe), Parquet or JSON, atomically, owner-readable only.
+    A report another program holds open is waited for briefly (``patience``), then refused."""
     suffix = path.suffix.lower()
     if suffix not in REPORT_FORMATS:
         raise ValueError(f"unsupported report format {suffix!r}")
@@ -76,7 +77,14 @@ def write_report(frame: pl.DataFrame, path: Path) -> None:
                 if dtype == pl.String
             ).write_csv(fh)
 
-    write_private(path, write)
+    try:
+        write_private(path, write, patience)
+    except HeldOpen as exc:
+        raise OutputError(
+            f"{path}: cannot replace this file ({exc.strerror}); if another program has it "
+            "open (Excel, say), close it there and run the command again, or choose another "
+            "file name"
+        ) from None
 
 
 def read_report(path: Path) -> pl.DataFrame:
