@@ -57,6 +57,10 @@ class Pacer:
         """Request starts per second at the current pace."""
         return 1.0 / self.interval
 
+    def now(self) -> float:
+        """The pacer's clock: whatever measures a request it paced reads this one."""
+        return self._clock()
+
     async def acquire(self, cost: float = 1.0) -> float:
         """Wait for this caller's start slot; returns the start time (pass it to ``throttled``).
 
