@@ -102,7 +102,7 @@ SETTLE = Move(
     BY_BATCH,
     IN_FLIGHT,
 )
-SETTLES_TO = frozenset({PLANNED, DONE, FAILED, UNKNOWN})  # what an answer may settle a step as
+SETTLES_TO = frozenset({DONE, FAILED, UNKNOWN})  # what an answer may settle a step (a batch) as
 
 
 @dataclass(frozen=True)
@@ -412,7 +412,7 @@ class Ledger(Reads):
 
 
 def _settles(step: Move, to: StepState | None) -> None:
-    """An answer settles a step as planned, done, failed or unknown (None: not yet)."""
+    """An answer settles a step as done, failed or unknown (None: not yet)."""
     if to is not None and to not in SETTLES_TO:
         raise IllegalTransition(f"ledger: {step.name} cannot settle a step as {to.value!r}")
 
