@@ -446,7 +446,7 @@ class Caller:
             error_message=answer.error_message,
             request_id=answer.request_id,
             client_request_id=crid,
-            latency_ms=round(1000 * (time.monotonic() - started), 1),
+            latency_ms=round(1000 * (pacer.now() - started), 1),  # one clock: the pacer's
             rate_per_second=round(pacer.rate, 4),
             throttled_so_far=self.control.tally.throttled,
         )

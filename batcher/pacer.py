@@ -144,6 +144,10 @@ class Pacer:
         async with self._slots:
             yield
 
+    def now(self) -> float:
+        """The pacer's clock: whatever measures a request it paced reads this one."""
+        return self._clock()
+
     async def acquire(self, cost: float = 1.0) -> float:
         """Wait until every limit has room for ``cost`` units (inner requests of a JSON batch);
         returns the start time (pass it to ``throttled``)."""

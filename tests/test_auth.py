@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import ssl
+import time
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -183,7 +184,9 @@ def tenant_factory(tls: Tls, https_servers: list[RunningSimulator]) -> Iterator[
 
     def start(**settings: Any) -> Tenant:
         nonlocal used
-        clock = FakeClock(1_900_000_000.0)
+        # azure-identity stamps a token's expires_on with the host's clock (it cannot be
+        # injected): the fake clock starts where the host's reads, and moves only by hand.
+        clock = FakeClock(time.time())
         values = {"client_secret": SECRET, "latency_max_seconds": 0.0, **settings}
         values.setdefault("latency_min_seconds", 0.0)
         values.setdefault("rate_per_second", 1000.0)
@@ -277,7 +280,8 @@ def test_a_token_is_replaced_five_minutes_before_it_expires(tenant: Tenant) -> N
     tokens = tenant.source()  # the simulator and the source share the fake clock
     try:
         first = token_now(tokens)
-        tenant.clock.advance(3599 - 301)  # 301 s left
+        assert tokens.expires_on is not None
+        tenant.clock.advance(tokens.expires_on - tenant.clock() - 301)  # 301 s left
         assert token_now(tokens) == first
         assert len(tenant.sim.issued) == 1
         tenant.clock.advance(2)  # 299 s left: time to sign in again
@@ -295,8 +299,11 @@ def test_a_short_lived_token_is_kept_for_half_its_life(tenant_factory: Any) -> N
     tenant = tenant_factory(token_lifetime_seconds=120)
     tokens = tenant.source()
     try:
+        signed_in = tenant.clock()
         first = token_now(tokens)
-        tenant.clock.advance(59)
+        assert tokens.expires_on is not None
+        half = (tokens.expires_on - signed_in) / 2  # about 60 s of a 120 s life
+        tenant.clock.advance(half - 1)
         assert token_now(tokens) == first
         tenant.clock.advance(2)
         assert token_now(tokens) != first
@@ -697,6 +704,28 @@ def test_managed_identity_signs_in_at_the_app_service_endpoint(
     )
     assert issued.scope == "https://graph.microsoft.us/.default"
     assert tenant.graph_accepts(token)
+
+
+def test_a_token_is_renewed_by_the_sources_own_clock_alone(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The managed identity endpoint stamps expires_on with the simulator's clock, which the
+    # source shares; both read 30 days ahead of the host's. Were the host's clock read
+    # anywhere, the token would look 30 days longer-lived and never be renewed.
+    tenant.clock.advance(30 * 24 * 3600)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{tenant.url}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", SECRET)
+    tokens = tenant.source(method="managed_identity", client_id="mi-client")
+    try:
+        first = token_now(tokens)
+        assert tokens.expires_on == int(tenant.sim.issued[0].expires_at)
+        tenant.clock.advance(tokens.expires_on - tenant.clock() - 301)
+        assert token_now(tokens) == first
+        tenant.clock.advance(2)
+        assert token_now(tokens) != first
+    finally:
+        tokens.close()
+    assert len(tenant.sim.issued) == 2
 
 
 # -- nothing shows a secret or a token -----------------------------------------------------------

@@ -747,6 +747,18 @@ async def test_each_request_is_told_with_its_fields() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_requests_latency_is_measured_on_the_pacers_clock() -> None:
+    # The pacers' fake clock reads 1000 s, whatever the host's uptime; each answer takes 0.25 s
+    # of it. Measured on the host's clock instead, the latency would be its uptime minus 1000.
+    events = Events()
+    clock = FakeTime()
+    caller, _ = make_caller(Control(observer=events), clock)
+    async with graph(script(429, clock=clock, latency=0.25)) as client:
+        await caller(confirm(client, ids(2)))
+    assert [e["latency_ms"] for e in events.named("request")] == [250.0, 250.0]
+
+
+@pytest.mark.anyio
 async def test_a_call_spends_its_cost_of_its_own_budget() -> None:
     clock = FakeTime()
     caller, _ = make_caller(Control(), clock)

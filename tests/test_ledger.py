@@ -26,6 +26,7 @@ from batcher.ledger import (
     TO_SEND,
     UNDOABLE,
     Answer,
+    IllegalTransition,
     Ledger,
     Outcome,
     RunIdentity,
@@ -141,7 +142,7 @@ def test_a_new_ledger_is_created_with_its_identity(ledger: Ledger, ledger_path: 
     assert ledger.live
     assert rows(ledger_path, "PRAGMA application_id") == [(APPLICATION_ID,)]
     assert rows(ledger_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     assert rows(ledger_path, "PRAGMA journal_mode") == [("wal",)]  # readers never wait
 
 
@@ -1282,3 +1283,103 @@ def test_applied_lists_done_and_unknown_steps_with_when_they_were_sent(ledger_pa
         assert reader.applied("dismiss").height == 0
     finally:
         reader.close()
+
+
+# -- the state machine guards its transitions ----------------------------------------------------
+def test_an_illegal_transition_raises_and_writes_nothing(ledger: Ledger, ledger_path: Path) -> None:
+    plan(ledger, IDS[:3])
+    batch_id, attempt = ledger.start_batch("confirm", keys(IDS[:2]), "crid-1")
+    ledger.finish_attempt(batch_id, attempt, ACCEPTED, StepState.DONE)
+    before = rows(ledger_path, "SELECT * FROM steps ORDER BY user_id")
+    batches = rows(ledger_path, "SELECT COUNT(*) FROM batches")
+    with pytest.raises(IllegalTransition, match=rf"settle_batch .* {IDS[0]} from 'done'"):
+        ledger.settle_batch(batch_id, StepState.FAILED, REFUSED)  # done is done
+    with pytest.raises(IllegalTransition, match=rf"finish_attempt .* {IDS[0]} from 'done'"):
+        ledger.finish_attempt(batch_id, attempt, LOST, StepState.UNKNOWN)
+    with pytest.raises(IllegalTransition, match=rf"start_attempt .* {IDS[0]} from 'done'"):
+        ledger.start_attempt(batch_id, "crid-2")
+    with pytest.raises(IllegalTransition, match=rf"start_batch .* {IDS[0]} from 'done'"):
+        ledger.start_batch("confirm", keys(IDS[:3]), "crid-3")  # a done step sent again
+    with pytest.raises(IllegalTransition, match="start_batch found 1 of its 2 steps"):
+        ledger.start_batch("confirm", keys([IDS[2], IDS[7]]), "crid-4")  # no such step
+    again, attempt = ledger.start_batch("confirm", keys(IDS[2:3]), "crid-5")
+    with pytest.raises(IllegalTransition, match="cannot settle a step as 'skipped'"):
+        ledger.finish_attempt(again, attempt, ACCEPTED, StepState.SKIPPED)
+    results = [StepResult((IDS[0], "confirm"), ACCEPTED, StepState.DONE)]
+    with pytest.raises(IllegalTransition, match=rf"finish_steps .* {IDS[0]} from 'done'"):
+        ledger.finish_steps(again, attempt, ACCEPTED, results)
+    ledger.finish_attempt(again, attempt, ACCEPTED, StepState.DONE)  # the legal one
+    after = rows(ledger_path, "SELECT * FROM steps WHERE user_id != ? ORDER BY user_id", IDS[2])
+    assert after == [row for row in before if row[0] != IDS[2]]  # nothing else was written
+    assert rows(ledger_path, "SELECT COUNT(*) FROM batches") == [(batches[0][0] + 1,)]
+    assert known(ledger) == {IDS[0]: "done", IDS[1]: "done", IDS[2]: "done"}
+
+
+def test_the_ledger_refuses_a_step_state_outside_the_machine(ledger_path: Path) -> None:
+    Ledger.open(ledger_path, CONFIRM).close()
+    conn = sqlite3.connect(ledger_path, isolation_level=None)
+    try:
+        conn.execute("INSERT INTO users (user_id) VALUES ('u')")
+        for state in StepState:  # the CHECK allows each state, and only those
+            conn.execute(
+                "INSERT INTO steps (user_id, action, state) VALUES ('u', ?, ?)", (state, state)
+            )
+        for wrong in ("confirmed", "Done", "", "sent"):
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+                conn.execute("UPDATE steps SET state = ? WHERE action = 'planned'", (wrong,))
+    finally:
+        conn.close()
+
+
+def test_a_schema_3_ledger_upgrades_keeping_its_steps_and_then_refuses_a_wrong_state(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v3.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    for target in range(1, 4):
+        conn.executescript(MIGRATIONS[target])
+    conn.execute("PRAGMA user_version = 3")
+    conn.executemany(
+        "INSERT INTO meta (key, value) VALUES (?, ?)",
+        [
+            ("actions", "confirm"),
+            ("tenant", "tenant-a"),
+            ("cloud", "global"),
+            ("api_version", "v1.0"),
+            ("tool_version", "0.2.0"),
+            ("created_at", "2026-01-01"),
+        ],
+    )
+    states = ["done", "failed", "unknown", "planned", "skipped", "sending"]
+    conn.executemany("INSERT INTO users (user_id) VALUES (?)", [(u,) for u in IDS[:6]])
+    conn.executemany(
+        "INSERT INTO steps (user_id, action, state, attempts, maybe_applied, error_code) "
+        "VALUES (?, 'confirm', ?, ?, ?, ?)",
+        [
+            (u, st, n, st == "sending", f"code-{n}")
+            for n, (u, st) in enumerate(zip(IDS[:6], states, strict=True))
+        ],
+    )
+    conn.close()
+    book = Ledger.open(path, CONFIRM)
+    try:
+        assert book.schema_version() == SCHEMA_VERSION
+        assert known(book) == {IDS[n]: st for n, st in enumerate(states[:5])} | {IDS[5]: "unknown"}
+    finally:
+        book.close()
+    assert rows(path, "SELECT user_id, state, attempts, error_code FROM steps ORDER BY rowid") == [
+        (u, st, n, f"code-{n}") for n, (u, st) in enumerate(zip(IDS[:6], states, strict=True))
+    ]
+    assert rows(
+        path, "SELECT name FROM sqlite_master WHERE tbl_name = 'steps' AND sql LIKE 'CREATE INDEX%'"
+    ) == [
+        ("steps_state",),
+        ("steps_batch",),
+    ]
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+            conn.execute("UPDATE steps SET state = 'confirmed' WHERE user_id = ?", (IDS[0],))
+    finally:
+        conn.close()

@@ -71,11 +71,12 @@ class Credential(Protocol):
 @dataclass(frozen=True)
 class _Held:
     value: str
-    refresh_at: float  # by the source's clock
+    expires_on: float  # as the credential said: seconds since the epoch
+    refresh_at: float  # by the same clock
     after_refusal: bool  # signed in because Graph refused the token before this one
 
     def __repr__(self) -> str:
-        return f"_Held(<redacted>, refresh_at={self.refresh_at})"
+        return f"_Held(<redacted>, expires_on={self.expires_on}, refresh_at={self.refresh_at})"
 
 
 class CredentialToken:
@@ -90,6 +91,10 @@ class CredentialToken:
 
     ``refused_after_refresh`` turns true when Graph refuses a token that was itself fetched
     because Graph refused the one before: signing in again does not help, stop the run.
+
+    One clock: ``clock`` reads seconds since the epoch, the scale of the credential's
+    ``expires_on``, and is the only clock the source reads (the host's, time.time, unless a
+    test injects its own).
     """
 
     def __init__(
@@ -134,6 +139,12 @@ class CredentialToken:
         self._handed_out.set(held.value)
         return held.value
 
+    @property
+    def expires_on(self) -> float | None:
+        """When the current token expires, as the credential said (seconds since the epoch);
+        None before a sign-in or after a 401."""
+        return None if self._current is None else self._current.expires_on
+
     def invalidate(self) -> None:
         """Graph answered 401: the next ``token()`` signs in afresh."""
         held = self._current
@@ -163,10 +174,11 @@ class CredentialToken:
             raise AuthError(self._explain(exc)) from None
         self._signed_in = True
         self._secrets.append(access.token)
-        lifetime = max(0.0, access.expires_on - time.time())
-        # A short-lived token is still used a while: at most half its life is given up.
+        # Its life, on the source's one clock, from when this sign-in began. A short-lived
+        # token is still used a while: at most half its life is given up.
+        lifetime = max(0.0, access.expires_on - started)
         margin = min(REFRESH_MARGIN_SECONDS, lifetime / 2)
-        return _Held(access.token, started + lifetime - margin, after_refusal)
+        return _Held(access.token, access.expires_on, access.expires_on - margin, after_refusal)
 
     def _explain(self, exc: BaseException) -> str:
         message = explain_sign_in_error(exc, method=self.method, authority=self.authority)

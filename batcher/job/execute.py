@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import polars as pl
+
 from batcher.actions import Budget
 from batcher.config import Settings
 from batcher.errors import NotConfirmed, Unreachable
@@ -17,6 +19,7 @@ from batcher.job.summary import ActionSummary, Inputs, Summary
 from batcher.ledger import Ledger, RunRecord, StepState
 from batcher.pacer import BudgetSpec
 from batcher.plan import Plan
+from batcher.platform import command_line
 from batcher.report.files import sibling, step_report, write_report
 from batcher.sender import Lanes, SendOutcome, Work, send
 
@@ -120,13 +123,31 @@ async def execute(
         finally:
             job.observer("sent")
     result = summarise(job, plan, facts, session.specs, outcome)
+    # The end of the run first: a report that cannot be written must not leave it unfinished.
+    ledger.end_run(_counts(result))
     report = sibling(ledger.path, ".replay.report.csv" if facts.report_keys else ".report.csv")
     keys = _sent_keys(plan) if facts.report_keys else None
-    write_report(step_report(ledger.report(keys)), report)
-    result = replace(result, report=str(report))
-    ledger.end_run(_counts(result))
+    try:
+        write_report(step_report(ledger.report(keys)), report)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        job.observer("report_not_written", path=str(report), reason=_reason(exc))
+        result = replace(result, notes=(*result.notes, _not_written(report, ledger.path, exc)))
+    else:
+        result = replace(result, report=str(report))
     job.observer("run_finished", run=run_id, **_counts(result))
     return result
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _not_written(report: Path, ledger: Path, exc: BaseException) -> str:
+    """One line: why the report was not written, and the command that writes it again."""
+    again = command_line(["batcher", "report", str(ledger), "--out", str(report)])
+    return f"the report {report} was not written ({_reason(exc)}); write it with: {again}"
 
 
 def _sent_keys(plan: Plan) -> Iterable[tuple[str, str]]:

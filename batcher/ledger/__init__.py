@@ -20,17 +20,22 @@ from batcher import __version__
 from batcher.ledger.reads import EFFECTIVE_STATE, LOOKUP_COLUMNS, REPORT_COLUMNS, Reads
 from batcher.ledger.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from batcher.ledger.states import (
+    IN_FLIGHT,
     MEANING,
     REPLAYABLE,
+    SENDABLE,
     SETTLED,
     TO_SEND,
     UNDOABLE,
     Answer,
     BatchState,
+    IllegalTransition,
+    Move,
     Outcome,
     RunIdentity,
     RunRecord,
     StepState,
+    move,
     now,
 )
 from batcher.ledger.store import WriterLock
@@ -38,17 +43,20 @@ from batcher.ledger.store import WriterLock
 __all__ = [
     "APPLICATION_ID",
     "EFFECTIVE_STATE",
+    "IN_FLIGHT",
     "LOOKUP_COLUMNS",
     "MEANING",
     "MIGRATIONS",
     "REPLAYABLE",
     "REPORT_COLUMNS",
     "SCHEMA_VERSION",
+    "SENDABLE",
     "SETTLED",
     "TO_SEND",
     "UNDOABLE",
     "Answer",
     "BatchState",
+    "IllegalTransition",
     "Ledger",
     "Outcome",
     "RunIdentity",
@@ -60,6 +68,41 @@ __all__ = [
 ]
 
 Key = tuple[str, str]  # (user_id, action): one step
+PLANNED, SENDING, DONE = StepState.PLANNED, StepState.SENDING, StepState.DONE
+FAILED, UNKNOWN, SKIPPED = StepState.FAILED, StepState.UNKNOWN, StepState.SKIPPED
+BY_KEY, BY_BATCH = "user_id = ? AND action = ?", "batch_id = ?"
+
+# The guarded transitions: which steps each may move, from which states (``move`` checks).
+START = Move(
+    "start_batch",
+    "state = ?, batch_id = ?, attempts = attempts + 1, in_flight = 1, client_request_id = ?, "
+    "sent_at = COALESCE(sent_at, ?)",
+    BY_KEY,
+    SENDABLE,
+)
+RETRY = Move(
+    "start_attempt",
+    "attempts = attempts + 1, in_flight = 1, client_request_id = ?",
+    BY_BATCH,
+    IN_FLIGHT,
+)
+# An answer recorded on steps: no longer in flight, maybe applied (once maybe, always), the
+# last answer, and the final state when it settles them (None: still 'sending').
+ANSWERED = (
+    "in_flight = 0, maybe_applied = maybe_applied OR ?, last_status = ?, error_code = ?, "
+    "error_message = ?, request_id = ?, state = COALESCE(?, state), "
+    "finished_at = CASE WHEN ? IS NULL THEN finished_at ELSE ? END"
+)
+ANSWER = Move("finish_attempt", ANSWERED, BY_BATCH, IN_FLIGHT)
+ANSWER_EACH = Move("finish_steps", ANSWERED, BY_KEY, IN_FLIGHT)
+SETTLE = Move(
+    "settle_batch",
+    "state = ?, last_status = ?, error_code = ?, error_message = ?, request_id = ?, "
+    "finished_at = ?",
+    BY_BATCH,
+    IN_FLIGHT,
+)
+SETTLES_TO = frozenset({DONE, FAILED, UNKNOWN})  # what an answer may settle a step (a batch) as
 
 
 @dataclass(frozen=True)
@@ -83,16 +126,21 @@ class Ledger(Reads):
         with self._write() as db:
             unknown = dict(
                 db.execute(
-                    "SELECT action, COUNT(*) FROM steps WHERE state = 'sending' "
-                    "AND (in_flight OR maybe_applied) GROUP BY action"
+                    "SELECT action, COUNT(*) FROM steps WHERE state = ? "
+                    "AND (in_flight OR maybe_applied) GROUP BY action",
+                    (SENDING,),
                 ).fetchall()
             )
             db.execute(
-                "UPDATE steps SET state = CASE WHEN in_flight OR maybe_applied THEN 'unknown' "
-                "ELSE 'planned' END, maybe_applied = in_flight OR maybe_applied, in_flight = 0 "
-                "WHERE state = 'sending'"
+                "UPDATE steps SET state = CASE WHEN in_flight OR maybe_applied THEN ? "
+                "ELSE ? END, maybe_applied = in_flight OR maybe_applied, in_flight = 0 "
+                "WHERE state = ?",
+                (UNKNOWN, PLANNED, SENDING),
             )
-            db.execute("UPDATE batches SET state = 'unknown' WHERE state = 'sending'")
+            db.execute(
+                "UPDATE batches SET state = ? WHERE state = ?",
+                (BatchState.UNKNOWN, BatchState.SENDING),
+            )
         return unknown
 
     def begin_run(self, record: RunRecord) -> int:
@@ -161,8 +209,8 @@ class Ledger(Reads):
             return
         with self._write() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO steps (user_id, action, state) VALUES (?, ?, 'planned')",
-                ((uid, action) for uid in user_ids),
+                "INSERT OR IGNORE INTO steps (user_id, action, state) VALUES (?, ?, ?)",
+                ((uid, action, PLANNED) for uid in user_ids),
             )
 
     def skip_steps(self, action: str, user_ids: pl.Series, reason: str) -> None:
@@ -173,10 +221,10 @@ class Ledger(Reads):
         with self._write() as db:
             db.executemany(
                 "INSERT INTO steps (user_id, action, state, error_message, finished_at) "
-                "VALUES (?, ?, 'skipped', ?, ?) ON CONFLICT (user_id, action) DO UPDATE SET "
-                "state = 'skipped', error_message = excluded.error_message, "
-                "finished_at = excluded.finished_at WHERE state = 'planned'",
-                ((uid, action, reason, stamp) for uid in user_ids),
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, action) DO UPDATE SET "
+                "state = excluded.state, error_message = excluded.error_message, "
+                "finished_at = excluded.finished_at WHERE state = ?",
+                ((uid, action, SKIPPED, reason, stamp, PLANNED) for uid in user_ids),
             )
 
     def record_lookups(self, outcomes: pl.DataFrame) -> None:
@@ -201,17 +249,13 @@ class Ledger(Reads):
         stamp = now()
         with self._write() as db:
             cur = db.execute(
-                "INSERT INTO batches (size, state, created_at, action) VALUES (?, 'sending', ?, ?)",
-                (len(keys), stamp, action),
+                "INSERT INTO batches (size, state, created_at, action) VALUES (?, ?, ?, ?)",
+                (len(keys), BatchState.SENDING, stamp, action),
             )
             batch_id = int(cur.lastrowid or 0)
             attempt_id = self._insert_attempt(db, batch_id, client_request_id, stamp)
-            db.executemany(
-                "UPDATE steps SET state = 'sending', batch_id = ?, attempts = attempts + 1, "
-                "in_flight = 1, client_request_id = ?, sent_at = COALESCE(sent_at, ?) "
-                "WHERE user_id = ? AND action = ?",
-                [(batch_id, client_request_id, stamp, uid, act) for uid, act in keys],
-            )
+            sets = (SENDING, batch_id, client_request_id, stamp)
+            move(db, START, [(sets, key) for key in keys], expect=len(keys))
         return batch_id, attempt_id
 
     def start_attempt(self, batch_id: int, client_request_id: str) -> int:
@@ -219,11 +263,7 @@ class Ledger(Reads):
         stamp = now()
         with self._write() as db:
             attempt_id = self._insert_attempt(db, batch_id, client_request_id, stamp)
-            db.execute(
-                "UPDATE steps SET attempts = attempts + 1, in_flight = 1, client_request_id = ? "
-                "WHERE batch_id = ?",
-                (client_request_id, batch_id),
-            )
+            move(db, RETRY, [((client_request_id,), (batch_id,))])
         return attempt_id
 
     def _insert_attempt(
@@ -241,29 +281,34 @@ class Ledger(Reads):
     ) -> None:
         """Record an attempt's answer for every step of the batch; ``settle`` gives them their
         final state (None: they stay 'sending', to be tried again)."""
+        _settles(ANSWER, settle)
         stamp = now()
         with self._write() as db:
             self._answer_attempt(db, attempt_id, answer, stamp)
-            db.execute(ANSWERED + "batch_id = ?", (*_answered(answer, settle, stamp), batch_id))
+            move(db, ANSWER, [(_answered(answer, settle, stamp), (batch_id,))])
             if settle is not None:
-                db.execute("UPDATE batches SET state = ? WHERE batch_id = ?", (settle, batch_id))
+                db.execute(
+                    "UPDATE batches SET state = ? WHERE batch_id = ?",
+                    (BatchState(settle.value), batch_id),
+                )
 
     def finish_steps(
         self, batch_id: int, attempt_id: int, outer: Answer, results: Sequence[StepResult]
     ) -> None:
         """Record a JSON batch's answer: the outer one on the attempt, each inner one on its
         step (a step whose result does not settle it stays 'sending', to be sent again)."""
+        for r in results:
+            _settles(ANSWER_EACH, r.settle)
         stamp = now()
         with self._write() as db:
             self._answer_attempt(db, attempt_id, outer, stamp)
-            db.executemany(
-                ANSWERED + "user_id = ? AND action = ?",
-                [
-                    (*_answered(r.answer, r.settle, stamp, outer.request_id), *r.key)
-                    for r in results
-                ],
+            rows = [
+                (_answered(r.answer, r.settle, stamp, outer.request_id), r.key) for r in results
+            ]
+            move(db, ANSWER_EACH, rows, expect=len(rows))
+            db.execute(
+                "UPDATE batches SET state = ? WHERE batch_id = ?", (BatchState.DONE, batch_id)
             )
-            db.execute("UPDATE batches SET state = 'done' WHERE batch_id = ?", (batch_id,))
 
     @staticmethod
     def _answer_attempt(
@@ -285,31 +330,24 @@ class Ledger(Reads):
 
     def settle_batch(self, batch_id: int, state: StepState, answer: Answer) -> None:
         """Give a batch's steps their final state after its last attempt."""
+        _settles(SETTLE, state)
         stamp = now()
+        sets = (state, answer.http_status, answer.error_code, answer.error_message)
         with self._write() as db:
+            move(db, SETTLE, [((*sets, answer.request_id, stamp), (batch_id,))])
             db.execute(
-                "UPDATE steps SET state = ?, last_status = ?, error_code = ?, error_message = ?, "
-                "request_id = ?, finished_at = ? WHERE batch_id = ?",
-                (
-                    state,
-                    answer.http_status,
-                    answer.error_code,
-                    answer.error_message,
-                    answer.request_id,
-                    stamp,
-                    batch_id,
-                ),
+                "UPDATE batches SET state = ? WHERE batch_id = ?",
+                (BatchState(state.value), batch_id),
             )
-            db.execute("UPDATE batches SET state = ? WHERE batch_id = ?", (state, batch_id))
 
     def replan(self, keys: Sequence[Key]) -> None:
         """Failed steps Graph refused for a reason that was not theirs (a missing permission)
         go back to planned: the same command sends them once the cause is fixed."""
         with self._write() as db:
             db.executemany(
-                "UPDATE steps SET state = 'planned', finished_at = NULL "
-                "WHERE user_id = ? AND action = ? AND state = 'failed'",
-                keys,
+                "UPDATE steps SET state = ?, finished_at = NULL "
+                "WHERE user_id = ? AND action = ? AND state = ?",
+                [(PLANNED, *key, FAILED) for key in keys],
             )
 
     def reopen(self, keys: Sequence[Key]) -> None:
@@ -318,16 +356,18 @@ class Ledger(Reads):
         count them done. A fresh start: no longer sent, nor maybe applied."""
         with self._write() as db:
             db.executemany(
-                "UPDATE steps SET state = 'planned', finished_at = NULL, sent_at = NULL, "
+                "UPDATE steps SET state = ?, finished_at = NULL, sent_at = NULL, "
                 "maybe_applied = 0, in_flight = 0 WHERE user_id = ? AND action = ? "
-                "AND state = 'done'",
-                keys,
+                "AND state = ?",
+                [(PLANNED, *key, DONE) for key in keys],
             )
 
     def split_batch(self, batch_id: int) -> None:
         """A 400 split this batch in halves: its steps move on to new batches."""
         with self._write() as db:
-            db.execute("UPDATE batches SET state = 'split' WHERE batch_id = ?", (batch_id,))
+            db.execute(
+                "UPDATE batches SET state = ? WHERE batch_id = ?", (BatchState.SPLIT, batch_id)
+            )
 
     def release_batch(self, batch_id: int) -> int:
         """Stop trying a batch (out of retry time, or the run stops): each step is unknown
@@ -335,19 +375,19 @@ class Ledger(Reads):
         many became unknown."""
         with self._write() as db:
             db.execute(
-                "UPDATE steps SET in_flight = 0, state = CASE WHEN maybe_applied THEN 'unknown' "
-                "ELSE 'planned' END, finished_at = ? WHERE batch_id = ? AND state = 'sending'",
-                (now(), batch_id),
+                "UPDATE steps SET in_flight = 0, state = CASE WHEN maybe_applied THEN ? "
+                "ELSE ? END, finished_at = ? WHERE batch_id = ? AND state = ?",
+                (UNKNOWN, PLANNED, now(), batch_id, SENDING),
             )
             unknown = int(
                 db.execute(
-                    "SELECT COUNT(*) FROM steps WHERE batch_id = ? AND state = 'unknown'",
-                    (batch_id,),
+                    "SELECT COUNT(*) FROM steps WHERE batch_id = ? AND state = ?",
+                    (batch_id, UNKNOWN),
                 ).fetchone()[0]
             )
             db.execute(
                 "UPDATE batches SET state = ? WHERE batch_id = ?",
-                ("unknown" if unknown else "released", batch_id),
+                (BatchState.UNKNOWN if unknown else BatchState.RELEASED, batch_id),
             )
         return unknown
 
@@ -359,9 +399,9 @@ class Ledger(Reads):
         states: dict[Key, StepState] = {}
         with self._write() as db:
             db.executemany(
-                "UPDATE steps SET in_flight = 0, state = CASE WHEN maybe_applied THEN 'unknown' "
-                "ELSE 'planned' END WHERE user_id = ? AND action = ? AND state = 'sending'",
-                keys,
+                "UPDATE steps SET in_flight = 0, state = CASE WHEN maybe_applied THEN ? "
+                "ELSE ? END WHERE user_id = ? AND action = ? AND state = ?",
+                [(UNKNOWN, PLANNED, *key, SENDING) for key in keys],
             )
             for key in keys:
                 row = db.execute(
@@ -371,13 +411,10 @@ class Ledger(Reads):
         return states
 
 
-# An answer recorded on steps: no longer in flight, maybe applied (once maybe, always), the
-# last answer, and the final state when it settles them. Followed by the WHERE condition.
-ANSWERED = (
-    "UPDATE steps SET in_flight = 0, maybe_applied = maybe_applied OR ?, last_status = ?, "
-    "error_code = ?, error_message = ?, request_id = ?, state = COALESCE(?, state), "
-    "finished_at = CASE WHEN ? IS NULL THEN finished_at ELSE ? END WHERE "
-)
+def _settles(step: Move, to: StepState | None) -> None:
+    """An answer settles a step as done, failed or unknown (None: not yet)."""
+    if to is not None and to not in SETTLES_TO:
+        raise IllegalTransition(f"ledger: {step.name} cannot settle a step as {to.value!r}")
 
 
 def _answered(

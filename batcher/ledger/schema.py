@@ -133,6 +133,34 @@ MIGRATIONS: dict[int, str] = {
     DROP TABLE ids;
     DELETE FROM meta WHERE key = 'action';
     """,
+    # A step's state is one of StepState's (states.py; a test holds the two lists equal): the
+    # table again with a CHECK, since SQLite cannot add one to a table that exists.
+    4: """
+    CREATE TABLE steps_checked (
+        user_id TEXT NOT NULL REFERENCES users (user_id),
+        action TEXT NOT NULL,
+        state TEXT NOT NULL
+            CHECK (state IN ('planned', 'sending', 'done', 'failed', 'unknown', 'skipped')),
+        batch_id INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        in_flight INTEGER NOT NULL DEFAULT 0,
+        maybe_applied INTEGER NOT NULL DEFAULT 0,
+        last_status INTEGER, error_code TEXT, error_message TEXT, request_id TEXT,
+        client_request_id TEXT, sent_at TEXT, finished_at TEXT,
+        PRIMARY KEY (user_id, action)
+    );
+    INSERT INTO steps_checked (user_id, action, state, batch_id, attempts, in_flight,
+                               maybe_applied, last_status, error_code, error_message,
+                               request_id, client_request_id, sent_at, finished_at)
+        SELECT user_id, action, state, batch_id, attempts, in_flight, maybe_applied,
+               last_status, error_code, error_message, request_id, client_request_id,
+               sent_at, finished_at
+        FROM steps ORDER BY rowid;
+    DROP TABLE steps;
+    ALTER TABLE steps_checked RENAME TO steps;
+    CREATE INDEX steps_state ON steps (state, action);
+    CREATE INDEX steps_batch ON steps (batch_id);
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

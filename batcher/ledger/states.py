@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+
+from batcher.errors import LedgerError
 
 
 class StepState(StrEnum):
@@ -37,6 +41,63 @@ TO_SEND = frozenset({StepState.PLANNED, StepState.SENDING, StepState.UNKNOWN})
 REPLAYABLE = frozenset({StepState.FAILED, StepState.UNKNOWN, StepState.SENDING})
 UNDOABLE = frozenset({StepState.DONE, StepState.UNKNOWN})
 SETTLED = frozenset({StepState.DONE, StepState.FAILED, StepState.UNKNOWN, StepState.SKIPPED})
+
+SENDABLE = TO_SEND | REPLAYABLE  # a request may carry a step in these states (run or replay)
+IN_FLIGHT = frozenset({StepState.SENDING})  # only these take an attempt's answer
+
+
+class IllegalTransition(LedgerError):
+    """A named transition was asked of a step it may not move (a bug: nothing was written)."""
+
+
+@dataclass(frozen=True)
+class Move:
+    """One named transition of steps: ``UPDATE steps SET {sets} WHERE {where}``, allowed only
+    for steps in ``from_``; every step ``where`` names must be in one of them."""
+
+    name: str
+    sets: str
+    where: str
+    from_: frozenset[StepState]
+
+
+def move(
+    db: sqlite3.Connection,
+    step: Move,
+    rows: Sequence[tuple[Sequence[object], Sequence[object]]],
+    *,
+    expect: int | None = None,
+) -> int:
+    """Apply ``step`` to each (SET parameters, WHERE parameters) in ``rows``; returns how many
+    steps it changed, which must be every step ``where`` names (``expect`` of them when the
+    caller knows). Else IllegalTransition, and the transaction rolls back: it names a step in
+    a state it may not leave that way, or says how many steps were missing."""
+    allowed = sorted(step.from_)
+    marks = ", ".join("?" * len(allowed))
+    update = f"UPDATE steps SET {step.sets} WHERE ({step.where}) AND state IN ({marks})"
+    if expect is None:
+        count = f"SELECT COUNT(*) FROM steps WHERE {step.where}"
+        expect = sum(int(db.execute(count, where).fetchone()[0]) for _, where in rows)
+    db.execute("SAVEPOINT move")
+    changed = sum(db.execute(update, (*sets, *where, *allowed)).rowcount for sets, where in rows)
+    if changed == expect:
+        db.execute("RELEASE move")
+        return changed
+    db.execute("ROLLBACK TO move")  # to name a step as it was
+    db.execute("RELEASE move")
+    check = (
+        f"SELECT user_id, action, state FROM steps WHERE ({step.where}) AND state NOT IN ({marks})"
+    )
+    for _, where in rows:
+        wrong = db.execute(check, (*where, *allowed)).fetchone()
+        if wrong is not None:
+            user_id, action, state = wrong
+            raise IllegalTransition(
+                f"ledger: {step.name} cannot move the {action} step of {user_id} from "
+                f"{state!r} (only from {', '.join(allowed)})"
+            )
+    raise IllegalTransition(f"ledger: {step.name} found {changed} of its {expect} steps")
+
 
 # What each state means, in words (status prints these).
 MEANING = {
