@@ -188,9 +188,13 @@ def _user_status(
         return NOT_FOUND, "no such user"  # not "not as expected": nothing is there to see
     value: Any = user
     for part in check.field.split("."):  # a dotted field is a property inside another
-        value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, dict) or part not in value:
+            return NOT_READ, None  # the answer lacks the property: not read, never a guess
+        value = value[part]
     if check.expect == AFTER_SENT:
-        if not value or sent_at is None:
+        if value is None:
+            return NOT_READ, None  # no timestamp shown: nothing to compare, so not read
+        if sent_at is None:
             return check.no, str(value)
         seen = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         ok = seen >= datetime.fromisoformat(sent_at) - CLOCK_SKEW
