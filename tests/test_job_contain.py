@@ -355,3 +355,16 @@ def test_containment_of_the_same_users_in_another_ledger_after_an_undo_revokes_a
     assert sorted(w.user_id for w in sent if w.op == "revoke") == sorted(
         u.id for u in members[:-1]
     )
+
+
+def test_verify_says_not_read_when_the_answer_lacks_the_property_it_checks(tmp_path: Path) -> None:
+    rig, members, _, _ = _contained(tmp_path)
+    rig.sim.settings.omit_properties.append("signInSessionsValidFromDateTime")
+
+    result = rig.verify(rig.ledger_for())
+
+    counted = result.actions["revoke-sessions"]
+    assert (counted["checked"], counted["not_read"], counted["not_as_expected"]) == (40, 40, 0)
+    assert result.actions["disable"]["as_expected"] == 42  # the other reads are unaffected
+    frame = read_report(Path(result.report)).filter(pl.col("action") == "revoke-sessions")
+    assert set(frame["verify_status"]) == {"not_read"}
