@@ -134,12 +134,12 @@ def make_plan(
         return Plan(users, tuple(plans))
     known_users = known.select("user_id").unique()
     new_users = users.join(known_users, on="user_id", how="anti", maintain_order="left")
-    plans: dict[str, ActionPlan] = {}
+    planned: dict[str, ActionPlan] = {}
     for action in actions:  # the table's order: a step's ``after`` is planned before it
-        first = plans.get(action.after) if action.after else None
+        first = planned.get(action.after) if action.after else None
         resent = first.to_send if first is not None else None
-        plans[action.name] = action_plan(users, known, action, batch_size, elsewhere, resent)
-    return Plan(new_users, tuple(plans.values()))
+        planned[action.name] = action_plan(users, known, action, batch_size, elsewhere, resent)
+    return Plan(new_users, tuple(planned.values()))
 
 
 def action_plan(

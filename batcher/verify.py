@@ -103,6 +103,20 @@ class Verifier:
             reading.found[uid] = _risk_status(user, action)
         return reading
 
+    async def listed(
+        self, action: Action, user_ids: Sequence[str], reading: Reading | None = None
+    ) -> Reading:
+        """The ``user_ids`` that the list of users in the state ``action`` expects shows
+        (pages of 500), and nothing else: no per-user reads of the others."""
+        reading = reading if reading is not None else Reading(action)
+        listed = await self._list(str(action.check.expect))
+        wanted = set(user_ids)
+        for user in listed or []:
+            uid = str(user.get("id", "")).lower()
+            if uid in wanted:
+                reading.found[uid] = _risk_status(user, action)
+        return reading
+
     async def users(
         self, action: Action, sent: dict[str, str | None], reading: Reading | None = None
     ) -> Reading:

@@ -352,13 +352,11 @@ def test_containment_of_the_same_users_in_another_ledger_after_an_undo_revokes_a
     got = {a.name: (a.done, a.done_elsewhere) for a in again.actions}
     assert got == {"disable": (41, 1), "revoke-sessions": (39, 1), "confirm": (40, 0)}
     sent = rig.record.writes[writes:]
-    assert sorted(w.user_id for w in sent if w.op == "revoke") == sorted(
-        u.id for u in members[:-1]
-    )
+    assert sorted(w.user_id for w in sent if w.op == "revoke") == sorted(u.id for u in members[:-1])
 
 
 def test_verify_says_not_read_when_the_answer_lacks_the_property_it_checks(tmp_path: Path) -> None:
-    rig, members, _, _ = _contained(tmp_path)
+    rig, _, _, _ = _contained(tmp_path)
     rig.sim.settings.omit_properties.append("signInSessionsValidFromDateTime")
 
     result = rig.verify(rig.ledger_for())

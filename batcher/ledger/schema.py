@@ -133,6 +133,16 @@ MIGRATIONS: dict[int, str] = {
     DROP TABLE ids;
     DELETE FROM meta WHERE key = 'action';
     """,
+    # What a run found before it acted (e.g. already confirmed compromised): undo leaves it.
+    4: """
+    CREATE TABLE before (
+        user_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        value TEXT,
+        read_at TEXT NOT NULL,
+        PRIMARY KEY (user_id, action)
+    );
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
