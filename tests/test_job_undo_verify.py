@@ -105,20 +105,6 @@ def test_undo_after_a_run_every_confirm_of_which_failed_with_5xx_dismisses_nobod
     assert any("60 confirm steps in doubt were read" in n for n in done.notes)
 
 
-def test_undo_leaves_users_confirmed_before_the_run_confirmed(tmp_path: Path) -> None:
-    values = ids(40)
-    rig = Rig(tmp_path)
-    earlier = values[:5]
-    rig.record.apply(CONFIRM, earlier, "confirmedCompromised")  # confirmed before the run
-    rig.run(write_ids(tmp_path / "ids.csv", values))
-
-    done = rig.undo(rig.ledger_for())
-
-    assert sorted(rig.record.accepted["dismiss"]) == sorted(values[5:])
-    assert all(rig.record.risk_state[u] == "confirmedCompromised" for u in earlier)
-    assert any("5 users already read riskState confirmedCompromised" in n for n in done.notes)
-
-
 def _undo_stopped_after_2_requests(tmp_path: Path) -> tuple[Rig, list[str], Path, Summary]:
     """50 users confirmed, then an undo of them stopped once 2 of its requests of 10 left."""
     rig = Rig(tmp_path, send={"batch_size": 10, "max_in_flight": 1})

@@ -8,9 +8,7 @@ from pathlib import Path
 import anyio
 import polars as pl
 
-from batcher.actions import ACTIONS, Action, Read, Shape
-from batcher.before import already_so
-from batcher.calls import Control
+from batcher.actions import ACTIONS, Action, Shape
 from batcher.identities import GUEST, RESOLVED, estimate_requests
 from batcher.inputs import InputSet, read_inputs
 from batcher.job.execute import Facts, config_digest, execute, file_sha256, summarise
@@ -68,45 +66,9 @@ async def _run(job: Job, read: InputSet, options: RunOptions) -> Summary:
                 users, ledger.known_steps(), _actions(job), job.settings.send.batch_size, elsewhere
             )
             facts = _with_elsewhere(job, facts, elsewhere, plan)
-            facts = await _before(session, ledger, plan, facts)
             return await execute(session, ledger, plan, facts, record)
     finally:
         ledger.close()
-
-
-async def _before(session: Session, ledger: Ledger, plan: Plan, facts: Facts) -> Facts:
-    """Record, before the gate, the users whose risk already reads as an action to send leaves
-    it (confirmed compromised before the run): an undo of this run leaves them so."""
-    notes = []
-    for item in plan.actions:
-        if item.action.undo is None or item.action.check.read is not Read.RISKY_USER:
-            continue  # the directory's state before the run comes with the look-up
-        if not item.to_send.len():
-            continue
-        # its own quiet control: a read the run's events do not count (the send says
-        # what it meets: unreachable, refused)
-        client, send = await session.client(), session.job.settings.send
-        control = Control(
-            send.timeout_seconds + 5, unreachable_after=send.unreachable_after_seconds
-        )
-        found: set[str] = set()
-        with session.job.stop.attached(control), control.scope():
-            found = await already_so(
-                client, session.caller(control), item.action, item.to_send.to_list()
-            )
-        if control.tripped is not None or control.stopping:
-            notes.append(
-                f"which users already read {item.action.check.describe()} before this run "
-                "could not be read: an undo reads each user before reversing"
-            )
-        if not found:
-            continue
-        ledger.record_before(item.action.name, sorted(found), str(item.action.check.expect))
-        notes.append(
-            f"{len(found):,} users already read {item.action.check.describe()} before this run: "
-            f"an undo leaves them so"
-        )
-    return replace(facts, notes=(*facts.notes, *notes)) if notes else facts
 
 
 def _elsewhere(job: Job) -> pl.DataFrame:
