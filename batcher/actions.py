@@ -85,6 +85,9 @@ class Action:
     refused: str | None = None  # said on the user's report rows when Graph refused it for good
     cannot_undo: str | None = None  # undo None: what stays, said by undo ("... stay revoked")
     keeps_disabled: bool = False  # as an undo: an account disabled before the run stays so
+    # a later step of these actions (in any ledger) voids what this one did: another run's
+    # step done before it is not "done elsewhere" (a revoke before a later enable)
+    voided_by: tuple[str, ...] = ()
     # said after a run where it failed for some users while an action sent after it (its
     # ``after``) went ahead: "{accounts}" and "{stay}" are filled in
     warn_failed: str | None = None
@@ -169,6 +172,7 @@ ACTIONS: dict[str, Action] = {
             undo=None,
             cannot_undo="revoked sessions stay revoked",
             after="disable",  # revoking first lets the attacker sign in again before the block
+            voided_by=("enable",),  # sessions opened once enabled again are valid
             skips_guests="revoking sessions does not apply to external (guest) users; revoke "
             "them in their home tenant",
         ),

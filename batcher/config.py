@@ -235,6 +235,7 @@ class SimulatorSettings(_Section):
     directory_write_denied: bool = False
     caller_privileged: bool = False
     revoke_answers_204: bool = False
+    omit_properties: list[str] = Field(default_factory=list)  # user properties answers lack
     directory_reads_per_second: float = Field(default=300.0, gt=0)
     directory_reads_burst: int | None = Field(default=None, ge=1)  # None: one second's worth
     # Graph's write window: 3,000 per 150 s, i.e. a bucket of 3,000 refilling at 20/s

@@ -143,10 +143,12 @@ def make_plan(
         return Plan(users, tuple(plans))
     known_users = known.select("user_id").unique()
     new_users = users.join(known_users, on="user_id", how="anti", maintain_order="left")
-    return Plan(
-        new_users,
-        tuple(action_plan(users, known, a, batch_size, elsewhere) for a in actions),
-    )
+    planned: dict[str, ActionPlan] = {}
+    for action in actions:  # the table's order: a step's ``after`` is planned before it
+        first = planned.get(action.after) if action.after else None
+        resent = first.to_send if first is not None else None
+        planned[action.name] = action_plan(users, known, action, batch_size, elsewhere, resent)
+    return Plan(new_users, tuple(planned.values()))
 
 
 def action_plan(
@@ -155,8 +157,11 @@ def action_plan(
     action: Action,
     batch_size: int,
     elsewhere: pl.DataFrame | None = None,
+    resent: pl.Series | None = None,
 ) -> ActionPlan:
-    """One action's plan for ``users`` against the ledger's ``known`` steps."""
+    """One action's plan for ``users`` against the ledger's ``known`` steps. ``resent``: the
+    users whose ``after`` step this run sends: theirs is sent again after it, whatever other
+    ledgers did (a revoke is only as good as the moment it was sent)."""
     steps = known.filter(pl.col("action") == action.name).select("user_id", "state")
     joined = users.join(steps, on="user_id", how="left", maintain_order="left")
     if elsewhere is not None and elsewhere.height:
@@ -171,7 +176,8 @@ def action_plan(
     state = pl.col("state")
     open_ = state.is_null() | state.is_in(_TO_SEND)
     skip = _skips(action) & open_
-    there = open_ & ~skip & pl.col("elsewhere").fill_null(False)
+    again = pl.lit(False) if resent is None else pl.col("user_id").is_in(resent.implode())
+    there = open_ & ~skip & pl.col("elsewhere").fill_null(False) & ~again
     return ActionPlan(
         action,
         to_send=joined.filter(open_ & ~skip & ~there).get_column("user_id"),

@@ -103,6 +103,20 @@ class Verifier:
             reading.found[uid] = _risk_status(user, action)
         return reading
 
+    async def listed(
+        self, action: Action, user_ids: Sequence[str], reading: Reading | None = None
+    ) -> Reading:
+        """The ``user_ids`` that the list of users in the state ``action`` expects shows
+        (pages of 500), and nothing else: no per-user reads of the others."""
+        reading = reading if reading is not None else Reading(action)
+        listed = await self._list(str(action.check.expect))
+        wanted = set(user_ids)
+        for user in listed or []:
+            uid = str(user.get("id", "")).lower()
+            if uid in wanted:
+                reading.found[uid] = _risk_status(user, action)
+        return reading
+
     async def users(
         self, action: Action, sent: dict[str, str | None], reading: Reading | None = None
     ) -> Reading:
@@ -188,9 +202,13 @@ def _user_status(
         return NOT_FOUND, "no such user"  # not "not as expected": nothing is there to see
     value: Any = user
     for part in check.field.split("."):  # a dotted field is a property inside another
-        value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, dict) or part not in value:
+            return NOT_READ, None  # the answer lacks the property: not read, never a guess
+        value = value[part]
     if check.expect == AFTER_SENT:
-        if not value or sent_at is None:
+        if value is None:
+            return NOT_READ, None  # no timestamp shown: nothing to compare, so not read
+        if sent_at is None:
             return check.no, str(value)
         seen = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         ok = seen >= datetime.fromisoformat(sent_at) - CLOCK_SKEW

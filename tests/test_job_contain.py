@@ -231,11 +231,12 @@ def test_replay_of_one_action_sends_only_its_failed_steps(tmp_path: Path) -> Non
     assert counts(ledger)["disable"]["failed"] == 3 and counts(ledger)["confirm"]["failed"] == 1
 
 
-def test_the_same_containment_after_its_undo_disables_and_confirms_again_but_not_revokes(
+def test_the_same_containment_after_its_undo_disables_revokes_and_confirms_again(
     tmp_path: Path,
 ) -> None:
     """A responder who undid by mistake re-runs the command: what the undo reversed is sent
-    again; revoked sessions were never given back, so they are not revoked again."""
+    again, and each user disabled again is revoked again after it: sessions opened while the
+    account was enabled would stay valid otherwise."""
     rig, members, guests, _ = _contained(tmp_path)
     before = members[-1]  # disabled before the run: the undo left it disabled
     ledger, path = rig.ledger_for(), tmp_path / "ids.csv"
@@ -248,7 +249,7 @@ def test_the_same_containment_after_its_undo_disables_and_confirms_again_but_not
     plan = rig.run(path, actions=CONTAIN, dry_run=True)
     assert {a.name: (a.to_send, a.already_done) for a in plan.actions} == {
         "disable": (41, 1),
-        "revoke-sessions": (0, 40),
+        "revoke-sessions": (39, 1),
         "confirm": (40, 0),
     }
     assert (ledger.read_bytes(), ledger.stat().st_mtime_ns) == on_disk  # a dry run writes none
@@ -257,13 +258,15 @@ def test_the_same_containment_after_its_undo_disables_and_confirms_again_but_not
     again = rig.run(path, actions=CONTAIN)
     assert {a.name: (a.done, a.already_done) for a in again.actions} == {
         "disable": (41, 1),
-        "revoke-sessions": (0, 40),
+        "revoke-sessions": (39, 1),
         "confirm": (40, 0),
     }
     sent = record.writes[writes:]
     assert sorted((w.op, w.user_id) for w in sent) == sorted(
-        ("disable", u.id) for u in [*members[:-1], *guests]
+        [("disable", u.id) for u in [*members[:-1], *guests]]
+        + [("revoke", u.id) for u in members[:-1]]
     )
+    assert all(record.operations(u.id)[-2:] == ["disable", "revoke"] for u in members[:-1])
     assert before.id not in {w.user_id for w in sent}
     assert sorted(record.accepted[CONFIRM][confirmed:]) == sorted(u.id for u in members)
     assert not any(u.accountEnabled for u in members + guests)
@@ -332,3 +335,34 @@ def test_verify_json_keys_of_earlier_releases_count_the_identity_protection_acti
     assert {k: directory[k] for k in (*legacy, "action", "expected_state")} == dict.fromkeys(
         (*legacy, "action", "expected_state")
     )
+
+
+def test_containment_of_the_same_users_in_another_ledger_after_an_undo_revokes_again(
+    tmp_path: Path,
+) -> None:
+    """The list copied to another name after an undo: the disables the undo reversed are sent
+    again, and so is each of those users' revoke, whatever the first ledger says it did."""
+    rig, members, guests, _ = _contained(tmp_path)
+    rig.undo(rig.ledger_for())
+    writes = len(rig.record.writes)
+    copy = write_ids(tmp_path / "copy.csv", [u.id for u in members + guests])
+
+    again = rig.run(copy, actions=CONTAIN, ledger=rig.ledger_for("copy"))
+
+    got = {a.name: (a.done, a.done_elsewhere) for a in again.actions}
+    assert got == {"disable": (41, 1), "revoke-sessions": (39, 1), "confirm": (40, 0)}
+    sent = rig.record.writes[writes:]
+    assert sorted(w.user_id for w in sent if w.op == "revoke") == sorted(u.id for u in members[:-1])
+
+
+def test_verify_says_not_read_when_the_answer_lacks_the_property_it_checks(tmp_path: Path) -> None:
+    rig, _, _, _ = _contained(tmp_path)
+    rig.sim.settings.omit_properties.append("signInSessionsValidFromDateTime")
+
+    result = rig.verify(rig.ledger_for())
+
+    counted = result.actions["revoke-sessions"]
+    assert (counted["checked"], counted["not_read"], counted["not_as_expected"]) == (40, 40, 0)
+    assert result.actions["disable"]["as_expected"] == 42  # the other reads are unaffected
+    frame = read_report(Path(result.report)).filter(pl.col("action") == "revoke-sessions")
+    assert set(frame["verify_status"]) == {"not_read"}

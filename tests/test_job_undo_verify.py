@@ -78,11 +78,31 @@ def test_undo_also_dismisses_steps_whose_answer_was_lost(tmp_path: Path) -> None
     summary = lossy.run(write_ids(tmp_path / "ids.csv", values))
     assert summary.unknown == 30  # Graph applied them; the answers never came
     assert set(lossy.record.risk_state) == set(values)
-    rig = Rig(tmp_path)
-    plan = rig.undo(lossy.ledger_for(), dry_run=True)
+    lossy.sim.settings.faults.clear()  # Graph answers again
+    plan = lossy.undo(lossy.ledger_for(), dry_run=True)
     assert plan.to_send == 30
     assert any("30 unknown: Graph may have applied them" in n for n in plan.notes)
-    assert rig.undo(lossy.ledger_for()).actions[0].done == 30
+    assert any("will be read before reversing" in n for n in plan.notes)
+    assert lossy.undo(lossy.ledger_for()).actions[0].done == 30  # each read confirmed first
+    assert set(lossy.record.accepted["dismiss"]) == set(values)
+
+
+def test_undo_after_a_run_every_confirm_of_which_failed_with_5xx_dismisses_nobody(
+    tmp_path: Path,
+) -> None:
+    """Every confirm answered 500, 502 or a reset: the steps are unknown, and Graph applied
+    none. Undo reads each user's riskState before reversing and sends no dismiss."""
+    values = ids(60)
+    faults = {"500": 0.4, "502": 0.3, "reset": 0.3}
+    rig = Rig(tmp_path, sim=sim_settings(faults=faults, seed=3), send={"retry_for_seconds": 0})
+    summary = rig.run(write_ids(tmp_path / "ids.csv", values))
+    assert summary.unknown == 60 and rig.record.accepted[CONFIRM] == []
+    rig.sim.settings.faults.clear()
+
+    done = rig.undo(rig.ledger_for())
+
+    assert done.to_send == 0 and rig.record.accepted["dismiss"] == []
+    assert any("60 confirm steps in doubt were read" in n for n in done.notes)
 
 
 def _undo_stopped_after_2_requests(tmp_path: Path) -> tuple[Rig, list[str], Path, Summary]:

@@ -12,11 +12,12 @@ import polars as pl
 from batcher.actions import ACTIONS, CONTAIN, action_named, reverse
 from batcher.config import Settings
 from batcher.errors import LedgerError
-from batcher.ledger import Ledger, RunIdentity, StepState
+from batcher.ledger import TO_SEND, Ledger, RunIdentity, StepState
 from batcher.ledger.reads import Reads
 from batcher.report.files import sibling
 
 KEYS = {"user_id": pl.String, "action": pl.String}
+_TO_SEND = [s.value for s in TO_SEND]
 
 
 def default_path(settings: Settings, inputs: Sequence[Path], identity: RunIdentity) -> Path:
@@ -123,7 +124,7 @@ def done_elsewhere(
     reversed (an undo)."""
     since = (datetime.now(UTC) - timedelta(hours=hours)).isoformat(timespec="milliseconds")
     wanted = set(identity.actions)
-    reversing = {ACTIONS[a].undo for a in wanted if ACTIONS[a].undo}
+    reversing = {r for a in wanted for r in _reversers(a)}
     frames = []
     for path in _ledgers([own.parent, *([folder] if folder else [])], own):
         try:
@@ -149,17 +150,44 @@ def done_elsewhere(
     latest = every.sort("finished_at").group_by("user_id", "action").last()
     kept = []
     for action in sorted(wanted):
-        undo = ACTIONS[action].undo
         done = latest.filter(pl.col("action") == action)
-        if undo is not None:
-            undone = latest.filter(pl.col("action") == undo).select(
-                "user_id", pl.col("finished_at").alias("undone_at")
+        reversers = _reversers(action)
+        if reversers:
+            undone = (
+                latest.filter(pl.col("action").is_in(reversers))
+                .group_by("user_id")
+                .agg(pl.col("finished_at").max().alias("undone_at"))
             )
             done = done.join(undone, on="user_id", how="left").filter(
                 pl.col("undone_at").is_null() | (pl.col("undone_at") < pl.col("finished_at"))
             )
         kept.append(done.select("user_id", "action", "ledger"))
     return pl.concat(kept) if kept else pl.DataFrame(schema=schema)
+
+
+def _reversers(name: str) -> list[str]:
+    """The actions whose later step reverses or voids what ``name`` did (its undo, and what
+    the table says voids it)."""
+    action = ACTIONS[name]
+    return [*([action.undo] if action.undo else []), *action.voided_by]
+
+
+def again_after(known: pl.DataFrame) -> pl.DataFrame:
+    """(user_id, action) of the steps done in this ledger that must be sent again because the
+    step they follow (revoke after disable) is to be sent again: a revoke is only as good as
+    the moment it was sent, and the account was enabled in between."""
+    frames = []
+    for action in ACTIONS.values():
+        if action.after is None:
+            continue
+        first = known.filter(
+            (pl.col("action") == action.after) & pl.col("state").is_in(_TO_SEND)
+        ).select("user_id")
+        done = known.filter(
+            (pl.col("action") == action.name) & (pl.col("state") == StepState.DONE.value)
+        ).select("user_id")
+        frames.append(done.join(first, on="user_id").select("user_id", action=pl.lit(action.name)))
+    return pl.concat(frames) if frames else pl.DataFrame(schema=KEYS)
 
 
 def recorded_actions(path: Path) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from batcher.actions import ACTIONS, Action, Shape
 from batcher.identities import GUEST, RESOLVED, estimate_requests
 from batcher.inputs import InputSet, read_inputs
 from batcher.job.execute import Facts, config_digest, execute, file_sha256, summarise
-from batcher.job.ledgers import done_elsewhere, replanned, undone_later
+from batcher.job.ledgers import again_after, done_elsewhere, replanned, undone_later
 from batcher.job.lookup import look_up, split_cached, to_look_up
 from batcher.job.session import Route, Session, budget_specs
 from batcher.job.setup import Job
@@ -57,6 +57,7 @@ async def _run(job: Job, read: InputSet, options: RunOptions, route: Route | Non
     try:
         ledger.recover()  # what a killed run left 'sending'
         ledger.reopen(undone_later(ledger).rows())  # what an undo reversed since: send again
+        ledger.reopen(again_after(ledger.known_steps()).rows())  # revoke after a new disable
         job.observer("ledger", path=str(ledger.path), exists=existed)
         async with Session(job, route) as session:
             users, lookups, requests = await _identify(session, ledger, read)
@@ -222,6 +223,7 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
         reader = Ledger.open_existing(job.ledger, job.identity)
         try:
             known, cached = replanned(reader.known_steps(), undone_later(reader)), reader.lookups()
+            known = replanned(known, again_after(known))
         finally:
             reader.close()
     wanted = _needs_lookup(job, read)

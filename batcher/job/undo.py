@@ -9,6 +9,7 @@ import anyio
 import polars as pl
 
 from batcher.actions import ACTIONS, reverse
+from batcher.before import applied_now
 from batcher.errors import LedgerError
 from batcher.job.execute import Facts, config_digest, execute, summarise
 from batcher.job.ledgers import check_origin, replanned, reversed_later
@@ -84,12 +85,33 @@ async def _undo(job: Job, original: Ledger, route: Route | None) -> Summary:
         ledger.recover()
         ledger.reopen(_redone_later(ledger, original).rows())
         ledger.set_meta(UNDO_OF, str(original.path))
-        plan, facts = _plan(job, original, ledger.known_steps())
         record = RunRecord("undo", config_digest(job.settings), command_line=job.command_line)
         async with Session(job, route) as session:
+            seen = await _read_unknown(session, original)
+            plan, facts = _plan(job, original, ledger.known_steps(), seen)
             return await execute(session, ledger, plan, facts, record)
     finally:
         ledger.close()
+
+
+async def _read_unknown(session: Session, original: Ledger) -> dict[str, set[str]]:
+    """Per action undone, the users whose step is unknown (Graph may have applied it) that
+    read now as the action leaves them: read before anything is reversed."""
+    seen: dict[str, set[str]] = {}
+    for forward, _ in reverse(ACTIONS[a] for a in original.actions()):
+        steps = original.undoable(forward.name)
+        unknown = steps.filter(pl.col("state") == "unknown").get_column("user_id").to_list()
+        if not unknown:
+            seen[forward.name] = set()
+            continue
+        client, control = await session.client(), session.control()
+        with session.job.stop.attached(control), control.scope():
+            seen[forward.name] = await applied_now(
+                client, session.caller(control), forward, unknown
+            )
+        if control.tripped is not None:
+            raise control.tripped
+    return seen
 
 
 def _redone_later(undo: Ledger, original: Ledger) -> pl.DataFrame:
@@ -101,12 +123,44 @@ def _redone_later(undo: Ledger, original: Ledger) -> pl.DataFrame:
     return reversed_later(undo, original, pairs)
 
 
-def _plan(job: Job, original: Ledger, known: pl.DataFrame) -> tuple[Plan, Facts]:
-    """Each reversing action with the users whose step Graph applied or may have applied."""
+def _plan(
+    job: Job, original: Ledger, known: pl.DataFrame, seen: dict[str, set[str]] | None = None
+) -> tuple[Plan, Facts]:
+    """Each reversing action with the users whose step Graph applied, or may have applied and
+    reads now as applied (``seen``, per action; None: a dry run, which reads nothing and
+    says they will be read first). What the run found already so stays so."""
     notes, frames, plans = [], [], []
     for forward, back in reverse(ACTIONS[a] for a in original.actions()):
         steps = original.undoable(forward.name)
-        unknown = steps.filter(pl.col("state") == "unknown").height
+        already = original.already(forward.name)
+        if already:
+            stayed = steps.filter(pl.col("user_id").is_in(sorted(already))).height
+            steps = steps.filter(~pl.col("user_id").is_in(sorted(already)))
+            if stayed:
+                notes.append(
+                    f"{stayed:,} users already read {forward.check.describe()} before the run; "
+                    "they stay so"
+                )
+        in_doubt = steps.filter(pl.col("state") == "unknown")
+        unknown = in_doubt.height
+        if seen is not None and unknown:
+            applied = seen.get(forward.name, set())
+            steps = steps.filter(
+                (pl.col("state") != "unknown") | pl.col("user_id").is_in(sorted(applied))
+            )
+            left = unknown - steps.filter(pl.col("state") == "unknown").height
+            unknown -= left
+            if left:
+                notes.append(
+                    f"{left:,} {forward.name} steps in doubt were read before reversing and do "
+                    f"not show {forward.check.describe()} (or could not be read): {back.name} "
+                    "is not sent to them"
+                )
+        elif unknown:
+            notes.append(
+                f"{unknown:,} {forward.name} steps in doubt will be read before reversing: "
+                f"only those that show {forward.check.describe()} get {back.name}"
+            )
         if back.keeps_disabled:  # an account disabled before the run stays disabled
             before = steps.filter(pl.col("account_enabled").eq(False))
             if before.height:

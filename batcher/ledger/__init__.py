@@ -240,6 +240,19 @@ class Ledger(Reads):
                 ((*row, stamp) for row in _columns(outcomes, columns).iter_rows()),
             )
 
+    def record_before(self, action: str, user_ids: Sequence[str], value: str) -> None:
+        """Record that these users already read ``value`` (what ``action`` leaves) before the
+        run: an undo leaves them so. A fact first recorded is kept."""
+        if not user_ids:
+            return
+        stamp = now()
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO before (user_id, action, value, read_at) "
+                "VALUES (?, ?, ?, ?)",
+                ((uid, action, value, stamp) for uid in user_ids),
+            )
+
     # -- batches and attempts ------------------------------------------------------------------
     def start_batch(
         self, action: str | None, keys: Sequence[Key], client_request_id: str

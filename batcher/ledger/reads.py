@@ -134,6 +134,11 @@ class Reads(Store):
         schema = {"user_id": pl.String, "state": pl.String, "account_enabled": pl.Boolean}
         return pl.DataFrame(rows, schema=schema, orient="row")
 
+    def already(self, action: str) -> set[str]:
+        """The users that already read as ``action`` leaves them before the run."""
+        rows = self._conn.execute("SELECT user_id FROM before WHERE action = ?", (action,))
+        return {str(r[0]) for r in rows.fetchall()}
+
     def batch_states(self) -> dict[str, int]:
         rows = self._conn.execute("SELECT state, COUNT(*) FROM batches GROUP BY state")
         return dict(rows.fetchall())

@@ -161,6 +161,16 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX steps_state ON steps (state, action);
     CREATE INDEX steps_batch ON steps (batch_id);
     """,
+    # What a run found before it acted (e.g. already confirmed compromised): undo leaves it.
+    5: """
+    CREATE TABLE before (
+        user_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        value TEXT,
+        read_at TEXT NOT NULL,
+        PRIMARY KEY (user_id, action)
+    );
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -102,7 +102,7 @@ class DirectoryEndpoints:
         body: dict[str, Any] = {"@odata.context": odata_context(request, "users")}
         if count:
             body["@odata.count"] = len(users)
-        body["value"] = [project(user, select) for user in users]
+        body["value"] = [self._shown(user, select) for user in users]
         return self.ctx.json(request, body)
 
     async def _get(self, request: Request) -> Response:
@@ -116,8 +116,14 @@ class DirectoryEndpoints:
         user = self._target(request)
         if not isinstance(user, DirectoryUser):
             return user
-        body = {"@odata.context": odata_context(request, "users/$entity"), **project(user, select)}
+        shown = self._shown(user, select)
+        body = {"@odata.context": odata_context(request, "users/$entity"), **shown}
         return self.ctx.json(request, body)
+
+    def _shown(self, user: DirectoryUser, select: tuple[str, ...]) -> dict[str, Any]:
+        """The user's selected properties, less those the settings say answers lack."""
+        omitted = self.ctx.settings.omit_properties
+        return {k: v for k, v in project(user, select).items() if k not in omitted}
 
     def _key(self, request: Request) -> str:
         """The object ID or UPN a URL names: /users/{key} or /users('{key}') (quotes doubled)."""
