@@ -109,8 +109,8 @@ async def _read_unknown(session: Session, original: Ledger) -> dict[str, set[str
             seen[forward.name] = await applied_now(
                 client, session.caller(control), forward, unknown
             )
-        if control.tripped is not None:
-            raise control.tripped
+        if control.breaker.tripped is not None:
+            raise control.breaker.tripped
     return seen
 
 
