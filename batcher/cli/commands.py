@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,19 +12,21 @@ from batcher.actions import ACTIONS, CONTAIN, Action, action_named, choose
 from batcher.calls import StopSignal
 from batcher.cli.edge import (
     EXIT_AUTH,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SOME_FAILED,
     EXIT_UNREACHABLE,
+    Outcome,
     as_typed,
     console,
     device_code_prompt,
     exit_codes,
     gate,
     observers,
+    target_of,
     this_command,
 )
 from batcher.cli.help import Command, app
+from batcher.cli.schema import status_result
 from batcher.config import Settings, load_settings
 from batcher.eventlog import Observer
 from batcher.job import (
@@ -52,12 +52,17 @@ from batcher.job import (
 )
 from batcher.platform import on_stop_signals
 from batcher.report import render_status, render_summary, render_verify, say
-from batcher.report.files import check_report_path, step_report, write_report
+from batcher.report.files import check_out_folder, check_report_path, step_report, write_report
 from batcher.report.render import plural
 
 Config = Annotated[
     Path | None,
-    typer.Option("--config", "-c", metavar="FILE", help="TOML config (default: the simulator)."),
+    typer.Option(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="TOML config (default: ./config.toml when there is one, else the simulator).",
+    ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout at the end.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Plan only: no request, no file.")]
@@ -73,6 +78,9 @@ Column = Annotated[
 ]
 Sheet = Annotated[str | None, typer.Option(metavar="NAME", help="The workbook sheet to read.")]
 LedgerArg = Annotated[Path, typer.Argument(metavar="LEDGER", help="The ledger a run printed.")]
+
+
+CONFIG_HERE = "config.toml"  # used when present and no --config is given, as `make run` does
 
 
 def _yes(after: str) -> Any:
@@ -106,6 +114,7 @@ def run_command(
     """Act on the users in INPUT...; re-running the same command resumes."""
     options = RunOptions(tuple(inputs), column, sheet, dry_run, resend)
     _send(
+        "run",
         config,
         (as_json, log_file),
         lambda settings, watch: _job(
@@ -136,6 +145,7 @@ def replay_command(
     """Send again the failed and unknown steps of LEDGER, as new attempts in it."""
     chosen = action_named(action).name if action else None
     _send(
+        "replay",
         config,
         (as_json, log_file),
         lambda settings, watch: _job(
@@ -161,6 +171,7 @@ def undo_command(
 ) -> None:
     """Reverse what LEDGER did where it can be (disable -> enable, confirm -> dismiss)."""
     _send(
+        "undo",
         config,
         (as_json, log_file),
         lambda settings, watch: _job(
@@ -189,8 +200,11 @@ def verify_command(
     as_json: Json = False,
 ) -> None:
     """Read back every step LEDGER did: as expected, still processing, not, or not read."""
-    with exit_codes(as_json=as_json), observers(None) as watch:
-        settings = load_settings(config)
+    output = Outcome("verify", as_json)
+    with exit_codes(output), observers(None) as watch:
+        settings = _settings(config)
+        if out is not None:
+            check_out_folder(out)
         actions = tuple(ACTIONS[a] for a in recorded_actions(ledger))
         job = _job(settings, actions, ledger, (), watch, yes=True)
         if job.simulated:
@@ -201,12 +215,11 @@ def verify_command(
                 prefix="note: ",
                 style="yellow",
             )
-        with on_stop_signals(job.stop.ask):
+        with on_stop_signals(output.on_signal(job.stop.ask)):
             result = verify(job, VerifyOptions(out, unread))
-    if as_json:
-        sys.stdout.write(json.dumps(result.to_json()) + "\n")
     if result.nothing_to_verify:
         say(console, result.nothing_to_verify, prefix="batcher: ")
+        output.finish(EXIT_SOME_FAILED, result.result(), result.nothing_to_verify)
         raise typer.Exit(EXIT_SOME_FAILED)
     render_verify(result, console)
     if result.total("not_read"):
@@ -220,8 +233,10 @@ def verify_command(
         )
     if result.total("processing"):
         say(console, "Identity Protection applies feedback offline; verify again in a while")
-    good = result.total("as_expected") == result.total("checked")
-    raise typer.Exit(EXIT_OK if good else EXIT_SOME_FAILED)
+    bad = result.total("checked") - result.total("as_expected")
+    code = EXIT_SOME_FAILED if bad else EXIT_OK
+    output.finish(code, result.result(), f"{plural(bad, 'step')} not as expected" if bad else None)
+    raise typer.Exit(code)
 
 
 @app.command("resolve", cls=Command)
@@ -236,14 +251,16 @@ def resolve_command(
     as_json: Json = False,
 ) -> None:
     """Only look the users in INPUT... up in the directory and write the table; no writes."""
-    with exit_codes(as_json=as_json), observers(None) as watch:
-        settings = load_settings(config)
+    output = Outcome("resolve", as_json)
+    with exit_codes(output), observers(None) as watch:
+        settings = _settings(config)
+        if out is not None:
+            check_out_folder(out)
         job = _job(settings, (), None, inputs, watch, yes=True)
         target = out or settings.ledger.folder / f"{inputs[0].name.split('.')[0]}.resolved.csv"
-        with on_stop_signals(job.stop.ask):
+        with on_stop_signals(output.on_signal(job.stop.ask)):
             result = resolve(job, ResolveOptions(tuple(inputs), target, column, sheet))
-    if as_json:
-        sys.stdout.write(json.dumps(result.to_json()) + "\n")
+    output.finish(EXIT_OK, result.result())
     counts = result.inputs
     say(
         console,
@@ -261,12 +278,15 @@ def report_command(
     out: Annotated[
         Path, typer.Option("--out", "-o", metavar="FILE", help="Report: .csv, .parquet or .json.")
     ],
+    as_json: Json = False,
 ) -> None:
     """Write one row per user per action of LEDGER: state, attempts, Graph's answer, source."""
     from batcher.ledger import Ledger
 
-    with exit_codes():
+    output = Outcome("report", as_json)
+    with exit_codes(output):
         check_report_path(out)
+        check_out_folder(out)
         book = Ledger.open_existing(ledger)
         try:
             frame = step_report(book.report())
@@ -274,6 +294,10 @@ def report_command(
             book.close()
         write_report(frame, out)
     counts = frame.group_by("action", "state").len().sort("action", "state").rows()
+    per_action: dict[str, dict[str, int]] = {}
+    for action_name, state, n in counts:
+        per_action.setdefault(action_name, {})[state] = n
+    output.finish(EXIT_OK, {"out": str(out), "steps": frame.height, "counts": per_action})
     say(
         console,
         f"{out}: {frame.height:,} steps ("
@@ -283,11 +307,13 @@ def report_command(
 
 
 @app.command("status", cls=Command)
-def status_command(ledger: LedgerArg) -> None:
+def status_command(ledger: LedgerArg, as_json: Json = False) -> None:
     """Counts by action and state in LEDGER, what they mean, and how its last run ended."""
-    with exit_codes():
+    output = Outcome("status", as_json)
+    with exit_codes(output):
         result = status(ledger)
     render_status(result, console)
+    output.finish(EXIT_OK, status_result(result))
 
 
 @app.command(cls=Command)
@@ -304,8 +330,8 @@ def simulate(
     from batcher.auth import SIMULATOR_TOKEN
     from batcher.simulator import GraphSimulator, RunningSimulator
 
-    with exit_codes():
-        settings = load_settings(config).simulator
+    with exit_codes(Outcome("simulate")):
+        settings = load_settings(_config(config)).simulator
         changes = {"rate_per_second": rate, "burst": burst}
         settings = settings.model_copy(update={k: v for k, v in changes.items() if v is not None})
         server = RunningSimulator(GraphSimulator(settings), host=host, port=port)
@@ -317,7 +343,24 @@ def simulate(
     server.serve_forever()
 
 
+def _config(given: Path | None) -> Path | None:
+    """The config in force: --config, else ./config.toml when there is one (as make does)."""
+    if given is not None:
+        return given
+    here = Path(CONFIG_HERE)
+    return here if here.is_file() else None
+
+
+def _settings(given: Path | None) -> Settings:
+    """Load the config in force and say, first of all, which it is and where it sends."""
+    path = _config(given)
+    settings = load_settings(path)
+    say(console, f"config: {path if path else 'none'}; target: {target_of(settings)}")
+    return settings
+
+
 def _send(
+    name: str,
     config: Path | None,
     output: tuple[bool, Path | None],
     build: Callable[[Settings, Observer], Job],
@@ -326,13 +369,15 @@ def _send(
     """What run, replay and undo share: errors become exit codes; the console, the progress
     bar and the log file watch; Ctrl-C reaches the job; the summary is rendered."""
     as_json, log_file = output
+    out = Outcome(name, as_json)
     resume = this_command()  # it looks batcher up on PATH: once
-    with exit_codes(resume, as_json), observers(log_file) as watch:
-        job = build(load_settings(config), watch)
+    with exit_codes(out, resume), observers(log_file) as watch:
+        job = build(_settings(config), watch)
+        out.ledger = job.ledger
         job.command_line = resume  # what the ledger records, to resume it
-        with on_stop_signals(job.stop.ask):
+        with on_stop_signals(out.on_signal(job.stop.ask)):
             summary = work(job)
-    _finish(summary, as_json, config, resume)
+    _finish(summary, out, config, resume)
 
 
 def _job(
@@ -357,7 +402,7 @@ def _job(
     return job
 
 
-def _finish(summary: Summary, as_json: bool, config: Path | None, resume: str) -> None:
+def _finish(summary: Summary, out: Outcome, config: Path | None, resume: str) -> None:
     render_summary(summary, console)
     if summary.target == "simulator" and not summary.dry_run:
         say(
@@ -366,37 +411,41 @@ def _finish(summary: Summary, as_json: bool, config: Path | None, resume: str) -
             prefix="SIMULATOR: ",
             style="bold magenta",
         )
-    if as_json:
-        sys.stdout.write(json.dumps(summary.to_json()) + "\n")
-        sys.stdout.flush()
-    raise typer.Exit(_exit_code(summary, config, resume))
+    code, message = _exit_code(summary, out, config, resume)
+    out.finish(code, summary.result(), message)
+    raise typer.Exit(code)
 
 
-def _exit_code(summary: Summary, config: Path | None, resume: str) -> int:
+def _exit_code(
+    summary: Summary, out: Outcome, config: Path | None, resume: str
+) -> tuple[int, str | None]:
+    """The exit code, and what the console said of it (the JSON error's message)."""
     if summary.stopped:
         say(console, summary.stopped, prefix="batcher: error: ", style="red")
         say(console, f"to resume once fixed: {resume}")
-        return EXIT_UNREACHABLE if summary.unreachable else EXIT_AUTH
+        return (EXIT_UNREACHABLE if summary.unreachable else EXIT_AUTH), summary.stopped
     if summary.interrupted:
-        say(console, f"interrupted; everything done so far is in the ledger; to resume: {resume}")
-        return EXIT_INTERRUPTED
+        said = f"interrupted; everything done so far is in the ledger; to resume: {resume}"
+        say(console, said)
+        return out.stopped_code, said
     if summary.dry_run:
-        return EXIT_OK
+        return EXIT_OK, None
     pending = summary.unknown + summary.not_sent
     if pending or summary.inputs.not_looked_up:
         what = [plural(pending, "step") + " unknown or not sent"] if pending else []
         if summary.inputs.not_looked_up:
             what.append(plural(summary.inputs.not_looked_up, "identity") + " not looked up")
-        say(console, f"{' and '.join(what)}; to send them again: {resume}")
-        return EXIT_SOME_FAILED
+        said = f"{' and '.join(what)}; to send them again: {resume}"
+        say(console, said)
+        return EXIT_SOME_FAILED, said
     if summary.failed:
         replay_cmd = as_typed(
             "replay", summary.ledger or "LEDGER", *(["--config", str(config)] if config else [])
         )
-        say(
-            console,
+        said = (
             f"{plural(summary.failed, 'step')} failed; the report has Graph's error codes and "
-            f"why; once the cause is fixed: {replay_cmd}",
+            f"why; once the cause is fixed: {replay_cmd}"
         )
-        return EXIT_SOME_FAILED
-    return EXIT_OK
+        say(console, said)
+        return EXIT_SOME_FAILED, said
+    return EXIT_OK, None

@@ -170,6 +170,32 @@ class Summary:
         }
         return data
 
+    def result(self) -> dict[str, Any]:
+        """What --json prints of a run, replay or undo (batcher.cli.schema.SendResult): every
+        action's counts under ``actions``, nothing about one action beside them."""
+        return {
+            "target": self.target,
+            "tenant": self.tenant,
+            "cloud": self.cloud,
+            "api_version": self.api_version,
+            "dry_run": self.dry_run,
+            "inputs": asdict(self.inputs),
+            "actions": {a.name: a.to_json() for a in self.actions},
+            "users_to_act": self.users_to_act,
+            "requests": self.requests,
+            "throttled": self.throttled,
+            "estimated_seconds": round(self.estimated_seconds, 1),
+            "seconds": round(self.seconds, 1),
+            "ledger": self.ledger,
+            "ledger_exists": self.ledger_exists,
+            "rejects": self.rejects,
+            "report": self.report,
+            "stopped": self.stopped,
+            "unreachable": self.unreachable,
+            "interrupted": self.interrupted,
+            "notes": list(self.notes),
+        }
+
 
 @dataclass(frozen=True)
 class VerifySummary:
@@ -204,6 +230,10 @@ class VerifySummary:
         data["action"] = name
         data["expected_state"] = str(ACTIONS[name].check.expect) if name else None
         return data
+
+    def result(self) -> dict[str, Any]:
+        """What --json prints of a verify (batcher.cli.schema.VerifyResult)."""
+        return asdict(self)
 
 
 # The keys verify's JSON had before actions were data, and the count each one is now.
