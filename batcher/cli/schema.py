@@ -40,6 +40,7 @@ class InputsResult(_Strict):
     not_looked_up: int
     lookup_requests: int
     users: int
+    from_ledger: int
 
 
 class ActionResult(_Strict):

@@ -60,6 +60,7 @@ class Inputs:
     not_looked_up: int = 0  # Graph did not answer in time: the same command looks them up again
     lookup_requests: int = 0  # done, or (dry run) about how many it takes
     users: int = 0  # distinct users acted on
+    from_ledger: int = 0  # of looked_up: outcomes of the ledger's earlier look-up, no request
 
     @classmethod
     def of(cls, read: InputSet, lookups: pl.DataFrame, requests: int, users: int) -> Inputs:
