@@ -80,11 +80,12 @@ class RunProgress:
         per_second, requests = tally.rates()
         # tally.rates() measures with time.monotonic too: one clock for the span
         span = min(WINDOW, time.monotonic() - tally.started)
-        measured = span >= MEASURE_SECONDS and requests * span >= MEASURE_REQUESTS
+        long_enough = span >= MEASURE_SECONDS
+        measured = long_enough and requests * span >= MEASURE_REQUESTS
         left = max(0, self._total - tally.total())
         if not left:
             eta = "0s"
-        elif measured and per_second > 0:
+        elif long_enough and per_second * span >= MEASURE_REQUESTS:
             eta = format_duration(left / per_second)
         else:
             eta = "not known yet"

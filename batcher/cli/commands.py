@@ -17,12 +17,13 @@ from batcher.cli.edge import (
     EXIT_UNREACHABLE,
     Outcome,
     as_typed,
+    config_in_force,
     console,
     device_code_prompt,
     exit_codes,
     gate,
     observers,
-    target_of,
+    settings_in_force,
     this_command,
 )
 from batcher.cli.help import Command, app
@@ -78,9 +79,6 @@ Column = Annotated[
 ]
 Sheet = Annotated[str | None, typer.Option(metavar="NAME", help="The workbook sheet to read.")]
 LedgerArg = Annotated[Path, typer.Argument(metavar="LEDGER", help="The ledger a run printed.")]
-
-
-CONFIG_HERE = "config.toml"  # used when present and no --config is given, as `make run` does
 
 
 def _yes(after: str) -> Any:
@@ -202,7 +200,7 @@ def verify_command(
     """Read back every step LEDGER did: as expected, still processing, not, or not read."""
     output = Outcome("verify", as_json)
     with exit_codes(output), observers(None) as watch:
-        settings = _settings(config)
+        settings = settings_in_force(config)
         if out is not None:
             check_out_folder(out)
         actions = tuple(ACTIONS[a] for a in recorded_actions(ledger))
@@ -253,7 +251,7 @@ def resolve_command(
     """Only look the users in INPUT... up in the directory and write the table; no writes."""
     output = Outcome("resolve", as_json)
     with exit_codes(output), observers(None) as watch:
-        settings = _settings(config)
+        settings = settings_in_force(config)
         if out is not None:
             check_out_folder(out)
         job = _job(settings, (), None, inputs, watch, yes=True)
@@ -331,7 +329,7 @@ def simulate(
     from batcher.simulator import GraphSimulator, RunningSimulator
 
     with exit_codes(Outcome("simulate")):
-        settings = load_settings(_config(config)).simulator
+        settings = load_settings(config_in_force(config)).simulator
         changes = {"rate_per_second": rate, "burst": burst}
         settings = settings.model_copy(update={k: v for k, v in changes.items() if v is not None})
         server = RunningSimulator(GraphSimulator(settings), host=host, port=port)
@@ -341,22 +339,6 @@ def simulate(
         f"{settings.burst}); bearer token: {SIMULATOR_TOKEN}; Ctrl-C stops it",
     )
     server.serve_forever()
-
-
-def _config(given: Path | None) -> Path | None:
-    """The config in force: --config, else ./config.toml when there is one (as make does)."""
-    if given is not None:
-        return given
-    here = Path(CONFIG_HERE)
-    return here if here.is_file() else None
-
-
-def _settings(given: Path | None) -> Settings:
-    """Load the config in force and say, first of all, which it is and where it sends."""
-    path = _config(given)
-    settings = load_settings(path)
-    say(console, f"config: {path if path else 'none'}; target: {target_of(settings)}")
-    return settings
 
 
 def _send(
@@ -372,7 +354,7 @@ def _send(
     out = Outcome(name, as_json)
     resume = this_command()  # it looks batcher up on PATH: once
     with exit_codes(out, resume), observers(log_file) as watch:
-        job = build(_settings(config), watch)
+        job = build(settings_in_force(config), watch)
         out.ledger = job.ledger
         job.command_line = resume  # what the ledger records, to resume it
         with on_stop_signals(out.on_signal(job.stop.ask)):

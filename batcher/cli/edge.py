@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from batcher.cli.schema import ErrorInfo, envelope
-from batcher.config import Settings
+from batcher.config import Settings, load_settings
 from batcher.errors import AuthError, BatcherError, NotConfirmed, Unreachable, first_leaf
 from batcher.eventlog import EventLog, Fanout, Observer
 from batcher.job import Summary
@@ -41,6 +41,25 @@ _ERROR_NAMES: dict[int, Any] = {
 GATE_TRIES = 3
 
 console = Console(stderr=True, soft_wrap=True)
+
+
+CONFIG_HERE = "config.toml"  # used when present and no --config is given, as `make run` does
+
+
+def config_in_force(given: Path | None) -> Path | None:
+    """The config in force: --config, else ./config.toml when there is one (as make does)."""
+    if given is not None:
+        return given
+    here = Path(CONFIG_HERE)
+    return here if here.is_file() else None
+
+
+def settings_in_force(given: Path | None) -> Settings:
+    """Load the config in force and say, first of all, which it is and where it sends."""
+    path = config_in_force(given)
+    settings = load_settings(path)
+    say(console, f"config: {path if path else 'none'}; target: {target_of(settings)}")
+    return settings
 
 
 def target_of(settings: Settings) -> str:
