@@ -41,15 +41,15 @@ STOP_SIGNALS = (
 
 
 @contextlib.contextmanager
-def on_stop_signals(handler: Callable[[], None]) -> Iterator[None]:
-    """Call ``handler`` for Ctrl-C and termination requests until the block ends.
+def on_stop_signals(handler: Callable[[int], None]) -> Iterator[None]:
+    """Call ``handler(signum)`` for Ctrl-C and termination requests until the block ends.
 
     The handler runs in the main thread between two Python instructions, so it must only set
     flags or hand work to the event loop (``loop.call_soon_threadsafe``), or raise.
     """
 
     def on_signal(signum: int, frame: Any) -> None:
-        handler()
+        handler(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
     try:

@@ -12,8 +12,13 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from batcher.calls import Tally
+from batcher.calls import WINDOW, Tally
 from batcher.report.render import format_duration, say
+
+# A rate is shown once it rests on this much: a few requests over a few seconds. Before, one
+# request a few milliseconds after the start would read as hundreds a second.
+MEASURE_REQUESTS = 3
+MEASURE_SECONDS = 2.0
 
 
 class RunProgress:
@@ -73,14 +78,19 @@ class RunProgress:
             done, failed, unknown = (states.get(s, 0) for s in ("done", "failed", "unknown"))
             parts.append(f"{action} {done:,} done, {failed:,} failed, {unknown:,} unknown")
         per_second, requests = tally.rates()
+        # tally.rates() measures with time.monotonic too: one clock for the span
+        span = min(WINDOW, time.monotonic() - tally.started)
+        long_enough = span >= MEASURE_SECONDS
+        measured = long_enough and requests * span >= MEASURE_REQUESTS
         left = max(0, self._total - tally.total())
         if not left:
             eta = "0s"
-        elif per_second > 0:
+        elif long_enough and per_second * span >= MEASURE_REQUESTS:
             eta = format_duration(left / per_second)
         else:
             eta = "not known yet"
+        rate = f"{requests:.2f} req/s" if measured else "rate not measured yet"
         return (
             "; ".join(parts or ["nothing settled yet"])
-            + f"; {requests:.2f} req/s, {tally.throttled:,} throttled; ETA {eta}"
+            + f"; {rate}, {tally.throttled:,} throttled; ETA {eta}"
         )

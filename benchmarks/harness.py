@@ -64,6 +64,12 @@ def members(n: int, domain: str = "contoso.com") -> list[DirectoryUser]:
     return [DirectoryUser(userPrincipalName=f"user{i:06d}@{domain}") for i in range(n)]
 
 
+def result_of(line: str) -> dict[str, Any]:
+    """The --json envelope's result, its ``inputs`` counts beside the other keys."""
+    result: dict[str, Any] = json.loads(line).get("result") or {}
+    return {**result.get("inputs", {}), **result}
+
+
 @dataclass
 class Process:
     """One `batcher` process: its command, when it started, and where its output goes."""
@@ -78,7 +84,7 @@ class Process:
         wall = time.monotonic() - self.started
         out = (self.work / f"{self.name}.stdout").read_text(encoding="utf-8")
         err = (self.work / f"{self.name}.stderr").read_text(encoding="utf-8")
-        summary = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+        summary = result_of(out.strip().splitlines()[-1]) if out.strip() else {}
         return Finished(code, wall, summary, err)
 
     def kill(self) -> None:

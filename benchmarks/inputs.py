@@ -9,7 +9,6 @@ Polars, and the data is generated in a child of its own.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -17,6 +16,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.harness import result_of
 
 DATA = Path(__file__).resolve().parent / "data"
 ID_COLUMN = "User ID"
@@ -135,7 +136,7 @@ def main() -> None:
     rss = {name: max(r[1] for r in results) for name, results in runs.items()}
     floor, plain = wall["floor: Polars one column + unique()"], wall["plain Python csv + set"]
     ours = wall["batcher run --dry-run"]
-    summary = json.loads(runs["batcher run --dry-run"][0][2])
+    summary = result_of(runs["batcher run --dry-run"][0][2])
     print(
         f"{rows:,} rows, {path.stat().st_size / 1e6:,.0f} MB CSV, {os.cpu_count()} cores, "
         f"median of {repeats} runs; batcher: {summary['rows']:,} rows = {summary['valid']:,} "

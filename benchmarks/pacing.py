@@ -49,7 +49,7 @@ def run_batcher(rate: float, batches: list[list[str]], other_share: float) -> di
         record = sim.record
         return {
             "seconds": summary["seconds"],
-            "confirmed": summary["confirmed"],
+            "confirmed": summary["actions"]["confirm"]["done"],
             "requests": record.requests,
             "throttled": record.statuses[429],
             "other_app_served": sim.bucket.other_served,

@@ -792,7 +792,7 @@ def test_the_cli_signs_in_with_a_client_secret_and_sends_over_tls_trusting_ca_bu
     assert tenant.server.url.startswith("https://")
     assert result.code == 0, result.stderr
     assert tenant.sim.record.requests == 1  # confirmCompromised reached Graph over TLS
-    assert result.json()["confirmed"] == 45
+    assert result.json()["result"]["actions"]["confirm"]["done"] == 45
     assert [i.how for i in tenant.sim.issued] == ["secret"]
     for text in (result.stdout, result.stderr):
         assert SECRET not in text
@@ -816,7 +816,7 @@ def test_the_cli_stops_on_a_refused_sign_in_with_exit_3_and_stays_resumable(
     assert wrong not in refused.stderr + refused.stdout
     assert sent_while_refused == 0
     assert resumed.code == 0, resumed.stderr
-    assert resumed.json()["confirmed"] == 45
+    assert resumed.json()["result"]["actions"]["confirm"]["done"] == 45
 
 
 def test_device_code_without_anywhere_to_show_the_code_is_a_config_error(tenant: Tenant) -> None:

@@ -112,7 +112,8 @@ def test_small_operator_mistakes_exit_2_in_one_line(tmp_path: Path, simulator: A
     write_ids(tmp_path / "ids.csv", ["8db8df93-edd5-4cd5-86b3-bc355166765c"])
     missing = run_cli("run", "--yes", "missing.csv", "-c", config, cwd=tmp_path)
     assert missing.code == 2 and "missing.csv: no such file" in missing.stderr
-    assert len([ln for ln in missing.stderr.splitlines() if ln.strip()]) == 1
+    said = [ln for ln in missing.stderr.splitlines() if ln.strip()]
+    assert len(said) == 2 and said[0].startswith("config: ")  # which config, then one line
     folder = tmp_path / "ledgers"
     folder.mkdir()
     as_dir = run_cli("run", "--yes", "ids.csv", "-c", config, "--ledger", folder, cwd=tmp_path)
@@ -194,9 +195,11 @@ def test_resolve_looks_up_only_and_writes_the_table_it_is_asked_for(
     out = tmp_path / "table.parquet"
     result = run_cli("resolve", PHISHING, "-c", config, "--out", out, "--json", cwd=tmp_path)
     assert result.code == 0, result.stderr
-    found = result.json()
+    found = result.json()["result"]
     assert found["out"] == str(out)
-    assert {k: found[k] for k in ("looked_up", "resolved", "not_found", "ambiguous", "guests")} == {
+    assert {
+        k: found["inputs"][k] for k in ("looked_up", "resolved", "not_found", "ambiguous", "guests")
+    } == {
         "looked_up": 58,
         "resolved": 57,
         "not_found": 0,

@@ -48,11 +48,14 @@ def test_make_run_runs_the_sample_on_the_built_in_simulator_with_no_account(
         env=env,
     )
     assert result.code == 0, result.stderr
-    summary = result.json()
-    assert summary["confirmed"] == 131 and summary["target"] == "simulator"  # one UPN, resolved
+    summary = result.json()["result"]
+    assert summary["actions"]["confirm"]["done"] == 131 and summary["target"] == "simulator"
     assert "SIMULATOR: sending to the built-in Graph simulator" in result.stderr
     assert result.stderr.count("SIMULATOR: ") == 2  # the label at the start, and in the summary
-    looked = {k: summary[k] for k in ("looked_up", "resolved", "not_found", "ambiguous", "guests")}
+    looked = {
+        k: summary["inputs"][k]
+        for k in ("looked_up", "resolved", "not_found", "ambiguous", "guests")
+    }
     assert looked == {"looked_up": 1, "resolved": 1, "not_found": 0, "ambiguous": 0, "guests": 0}
     assert result.stderr.rstrip().endswith("no real tenant was touched")  # said again at the end
     ledger = Path(summary["ledger"])
@@ -63,14 +66,19 @@ def test_make_run_runs_the_sample_on_the_built_in_simulator_with_no_account(
 def test_json_puts_one_object_on_stdout_also_for_an_error(tmp_path: Path, simulator: Any) -> None:
     config = write_config(tmp_path / "config.toml", simulator.url)
     ok = run_cli("run", "--yes", SAMPLES / "analyst_list.csv", "-c", config, "--json", cwd=tmp_path)
-    assert ok.code == 0 and ok.stdout.count("\n") == 1 and ok.json()["valid"] == 45
+    inputs = ok.json()["result"]["inputs"]
+    assert ok.code == 0 and ok.stdout.count("\n") == 1 and inputs["valid"] == 45
     keys = ("looked_up", "resolved", "not_found", "ambiguous", "guests")
-    assert [ok.json()[k] for k in keys] == [0] * 5  # object IDs only: nothing looked up
+    assert [inputs[k] for k in keys] == [0] * 5  # object IDs only: nothing looked up
     missing = run_cli("run", "--yes", tmp_path / "nope.csv", "-c", config, "--json", cwd=tmp_path)
     assert missing.code == 2
+    said = missing.stderr.strip().splitlines()[-1]
     assert missing.json() == {
-        "error": missing.stderr.strip().removeprefix("batcher: "),
+        "command": "run",
+        "ok": False,
         "exit_code": 2,
+        "result": None,
+        "error": {"code": "usage", "message": said.removeprefix("batcher: error: ")},
     }
     assert "Traceback" not in missing.stderr
 
@@ -115,7 +123,7 @@ def test_containment_through_the_command_line(tmp_path: Path) -> None:
         )
         record = sim.simulator.record
     assert result.code == 0, result.stderr
-    actions = result.json()["actions"]
+    actions = result.json()["result"]["actions"]
     assert {a: c["done"] for a, c in actions.items()} == {
         "disable": 30,
         "revoke-sessions": 30,
@@ -211,9 +219,9 @@ def test_graph_lost_in_the_middle_of_a_run_is_said_and_stops_it(tmp_path: Path) 
     assert proc.returncode == 5, err
     assert "warning: cannot reach 127.0.0.1: the connection was refused" in err
     assert "stopping unless it answers within 1s" in err
-    summary = json.loads(out)
-    assert summary["confirmed"] >= 50 and summary["unsent"] > 0
-    assert summary["unknown"] <= 4 * 10  # at most what was in flight when it went away
+    confirm = json.loads(out)["result"]["actions"]["confirm"]
+    assert confirm["done"] >= 50 and confirm["not_sent"] > 0
+    assert confirm["unknown"] <= 4 * 10  # at most what was in flight when it went away
 
 
 class _Forwarder(http.server.BaseHTTPRequestHandler):
@@ -258,7 +266,7 @@ def test_graph_is_reached_through_the_proxy_the_environment_names(
         proxy.shutdown()
         proxy.server_close()
     assert result.code == 0, result.stderr
-    assert result.json()["confirmed"] == 30
+    assert result.json()["result"]["actions"]["confirm"]["done"] == 30
     assert _Forwarder.seen == [
         f"{simulator.url}/v1.0/identityProtection/riskyUsers/confirmCompromised"
     ]

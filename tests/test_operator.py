@@ -180,7 +180,7 @@ def test_log_file_has_a_line_per_request_and_per_state_change(
     assert result.code == 0, result.stderr
     events = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     requests = [e for e in events if e["event"] == "request"]
-    assert len(requests) == sim.simulator.record.requests == result.json()["requests"]
+    assert len(requests) == sim.simulator.record.requests == result.json()["result"]["requests"]
     for event in requests:
         assert {
             "batch",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -16,19 +14,22 @@ from batcher.actions import ACTIONS, CONTAIN, DEFAULT_ACTION, Action, action_nam
 from batcher.calls import StopSignal
 from batcher.cli.edge import (
     EXIT_AUTH,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SOME_FAILED,
     EXIT_UNREACHABLE,
+    Outcome,
     as_typed,
+    config_in_force,
     console,
     device_code_prompt,
     exit_codes,
     gate,
     observers,
+    settings_in_force,
     this_command,
 )
 from batcher.cli.help import Command, app
+from batcher.cli.schema import status_result
 from batcher.config import Settings, load_settings
 from batcher.eventlog import Observer
 from batcher.job import (
@@ -54,12 +55,17 @@ from batcher.job import (
 )
 from batcher.platform import on_stop_signals
 from batcher.report import render_status, render_summary, render_verify, say
-from batcher.report.files import check_report_path, step_report, write_report
+from batcher.report.files import check_out_folder, check_report_path, step_report, write_report
 from batcher.report.render import plural
 
 Config = Annotated[
     Path | None,
-    typer.Option("--config", "-c", metavar="FILE", help="TOML config (default: the simulator)."),
+    typer.Option(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="TOML config (default: ./config.toml when there is one, else the simulator).",
+    ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout at the end.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Plan only: no request, no file.")]
@@ -110,6 +116,7 @@ def run_command(
     """Act on the users in INPUT...; re-running the same command resumes."""
     options = RunOptions(tuple(inputs), column, sheet, dry_run, resend)
     _send(
+        "run",
         config,
         (as_json, log_file),
         lambda settings, watch: _job(
@@ -140,6 +147,7 @@ def replay_command(
     """Send again the failed and unknown steps of LEDGER, as new attempts in it."""
     chosen = action_named(action).name if action else None
     _send(
+        "replay",
         config,
         (as_json, log_file),
         lambda settings, watch: _job(
@@ -165,6 +173,7 @@ def undo_command(
 ) -> None:
     """Reverse what LEDGER did where it can be (disable -> enable, confirm -> dismiss)."""
     _send(
+        "undo",
         config,
         (as_json, log_file),
         lambda settings, watch: _job(
@@ -193,8 +202,11 @@ def verify_command(
     as_json: Json = False,
 ) -> None:
     """Read back every step LEDGER did: as expected, still processing, not, or not read."""
-    with exit_codes(as_json=as_json), observers(None) as watch:
-        settings = load_settings(config)
+    output = Outcome("verify", as_json)
+    with exit_codes(output), observers(None) as watch:
+        settings = settings_in_force(config)
+        if out is not None:
+            check_out_folder(out)
         actions = tuple(ACTIONS[a] for a in recorded_actions(ledger))
         job = _job(settings, actions, ledger, (), watch, yes=True)
         if job.simulated:
@@ -205,12 +217,11 @@ def verify_command(
                 prefix="note: ",
                 style="yellow",
             )
-        with _closing(job), on_stop_signals(job.stop.ask):
+        with _closing(job), on_stop_signals(output.on_signal(job.stop.ask)):
             result = verify(job, VerifyOptions(out, unread))
-    if as_json:
-        sys.stdout.write(json.dumps(result.to_json()) + "\n")
     if result.nothing_to_verify:
         say(console, result.nothing_to_verify, prefix="batcher: ")
+        output.finish(EXIT_SOME_FAILED, result.result(), result.nothing_to_verify)
         raise typer.Exit(EXIT_SOME_FAILED)
     render_verify(result, console)
     if result.total("not_read"):
@@ -224,8 +235,10 @@ def verify_command(
         )
     if result.total("processing"):
         say(console, "Identity Protection applies feedback offline; verify again in a while")
-    good = result.total("as_expected") == result.total("checked")
-    raise typer.Exit(EXIT_OK if good else EXIT_SOME_FAILED)
+    bad = result.total("checked") - result.total("as_expected")
+    code = EXIT_SOME_FAILED if bad else EXIT_OK
+    output.finish(code, result.result(), f"{plural(bad, 'step')} not as expected" if bad else None)
+    raise typer.Exit(code)
 
 
 @app.command("resolve", cls=Command)
@@ -240,14 +253,16 @@ def resolve_command(
     as_json: Json = False,
 ) -> None:
     """Only look the users in INPUT... up in the directory and write the table; no writes."""
-    with exit_codes(as_json=as_json), observers(None) as watch:
-        settings = load_settings(config)
+    output = Outcome("resolve", as_json)
+    with exit_codes(output), observers(None) as watch:
+        settings = settings_in_force(config)
+        if out is not None:
+            check_out_folder(out)
         job = _job(settings, (), None, inputs, watch, yes=True)
         target = out or settings.ledger.folder / f"{inputs[0].name.split('.')[0]}.resolved.csv"
-        with _closing(job), on_stop_signals(job.stop.ask):
+        with _closing(job), on_stop_signals(output.on_signal(job.stop.ask)):
             result = resolve(job, ResolveOptions(tuple(inputs), target, column, sheet))
-    if as_json:
-        sys.stdout.write(json.dumps(result.to_json()) + "\n")
+    output.finish(EXIT_OK, result.result())
     counts = result.inputs
     say(
         console,
@@ -265,12 +280,15 @@ def report_command(
     out: Annotated[
         Path, typer.Option("--out", "-o", metavar="FILE", help="Report: .csv, .parquet or .json.")
     ],
+    as_json: Json = False,
 ) -> None:
     """Write one row per user per action of LEDGER: state, attempts, Graph's answer, source."""
     from batcher.ledger import Ledger
 
-    with exit_codes():
+    output = Outcome("report", as_json)
+    with exit_codes(output):
         check_report_path(out)
+        check_out_folder(out)
         book = Ledger.open_existing(ledger)
         try:
             frame = step_report(book.report())
@@ -278,6 +296,10 @@ def report_command(
             book.close()
         write_report(frame, out)
     counts = frame.group_by("action", "state").len().sort("action", "state").rows()
+    per_action: dict[str, dict[str, int]] = {}
+    for action_name, state, n in counts:
+        per_action.setdefault(action_name, {})[state] = n
+    output.finish(EXIT_OK, {"out": str(out), "steps": frame.height, "counts": per_action})
     say(
         console,
         f"{out}: {frame.height:,} steps ("
@@ -287,11 +309,13 @@ def report_command(
 
 
 @app.command("status", cls=Command)
-def status_command(ledger: LedgerArg) -> None:
+def status_command(ledger: LedgerArg, as_json: Json = False) -> None:
     """Counts by action and state in LEDGER, what they mean, and how its last run ended."""
-    with exit_codes():
+    output = Outcome("status", as_json)
+    with exit_codes(output):
         result = status(ledger)
     render_status(result, console)
+    output.finish(EXIT_OK, status_result(result))
 
 
 @app.command(cls=Command)
@@ -308,8 +332,8 @@ def simulate(
     from batcher.auth import SIMULATOR_TOKEN
     from batcher.simulator import GraphSimulator, RunningSimulator
 
-    with exit_codes():
-        settings = load_settings(config).simulator
+    with exit_codes(Outcome("simulate")):
+        settings = load_settings(config_in_force(config)).simulator
         changes = {"rate_per_second": rate, "burst": burst}
         settings = settings.model_copy(update={k: v for k, v in changes.items() if v is not None})
         server = RunningSimulator(GraphSimulator(settings), host=host, port=port)
@@ -322,6 +346,7 @@ def simulate(
 
 
 def _send(
+    name: str,
     config: Path | None,
     output: tuple[bool, Path | None],
     build: Callable[[Settings, Observer], Job],
@@ -330,12 +355,14 @@ def _send(
     """What run, replay and undo share: errors become exit codes; the console, the progress
     bar and the log file watch; Ctrl-C reaches the job; the summary is rendered."""
     as_json, log_file = output
+    out = Outcome(name, as_json)
     resume = this_command()  # it looks batcher up on PATH: once
-    with exit_codes(resume, as_json), observers(log_file) as watch:
-        job = replace(build(load_settings(config), watch), command_line=resume)  # to resume it
-        with _closing(job), on_stop_signals(job.stop.ask):
+    with exit_codes(out, resume), observers(log_file) as watch:
+        job = replace(build(settings_in_force(config), watch), command_line=resume)  # to resume it
+        out.ledger = job.ledger
+        with _closing(job), on_stop_signals(out.on_signal(job.stop.ask)):
             summary = work(job)
-    _finish(summary, as_json, config, resume)
+    _finish(summary, out, config, resume)
 
 
 def _job(
@@ -369,7 +396,7 @@ def _closing(job: Job) -> Iterator[Job]:
             job.tokens.close()
 
 
-def _finish(summary: Summary, as_json: bool, config: Path | None, resume: str) -> None:
+def _finish(summary: Summary, out: Outcome, config: Path | None, resume: str) -> None:
     render_summary(summary, console)
     if summary.target == "simulator" and not summary.dry_run:
         say(
@@ -378,37 +405,41 @@ def _finish(summary: Summary, as_json: bool, config: Path | None, resume: str) -
             prefix="SIMULATOR: ",
             style="bold magenta",
         )
-    if as_json:
-        sys.stdout.write(json.dumps(summary.to_json()) + "\n")
-        sys.stdout.flush()
-    raise typer.Exit(_exit_code(summary, config, resume))
+    code, message = _exit_code(summary, out, config, resume)
+    out.finish(code, summary.result(), message)
+    raise typer.Exit(code)
 
 
-def _exit_code(summary: Summary, config: Path | None, resume: str) -> int:
+def _exit_code(
+    summary: Summary, out: Outcome, config: Path | None, resume: str
+) -> tuple[int, str | None]:
+    """The exit code, and what the console said of it (the JSON error's message)."""
     if summary.stopped:
         say(console, summary.stopped, prefix="batcher: error: ", style="red")
         say(console, f"to resume once fixed: {resume}")
-        return EXIT_UNREACHABLE if summary.unreachable else EXIT_AUTH
+        return (EXIT_UNREACHABLE if summary.unreachable else EXIT_AUTH), summary.stopped
     if summary.interrupted:
-        say(console, f"interrupted; everything done so far is in the ledger; to resume: {resume}")
-        return EXIT_INTERRUPTED
+        said = f"interrupted; everything done so far is in the ledger; to resume: {resume}"
+        say(console, said)
+        return out.stopped_code, said
     if summary.dry_run:
-        return EXIT_OK
+        return EXIT_OK, None
     pending = summary.unknown + summary.not_sent
     if pending or summary.inputs.not_looked_up:
         what = [plural(pending, "step") + " unknown or not sent"] if pending else []
         if summary.inputs.not_looked_up:
             what.append(plural(summary.inputs.not_looked_up, "identity") + " not looked up")
-        say(console, f"{' and '.join(what)}; to send them again: {resume}")
-        return EXIT_SOME_FAILED
+        said = f"{' and '.join(what)}; to send them again: {resume}"
+        say(console, said)
+        return EXIT_SOME_FAILED, said
     if summary.failed:
         replay_cmd = as_typed(
             "replay", summary.ledger or "LEDGER", *(["--config", str(config)] if config else [])
         )
-        say(
-            console,
+        said = (
             f"{plural(summary.failed, 'step')} failed; the report has Graph's error codes and "
-            f"why; once the cause is fixed: {replay_cmd}",
+            f"why; once the cause is fixed: {replay_cmd}"
         )
-        return EXIT_SOME_FAILED
-    return EXIT_OK
+        say(console, said)
+        return EXIT_SOME_FAILED, said
+    return EXIT_OK, None

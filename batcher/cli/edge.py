@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -12,6 +11,8 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from batcher.cli.schema import ErrorInfo, envelope
+from batcher.config import Settings, load_settings
 from batcher.errors import AuthError, BatcherError, NotConfirmed, Unreachable, first_leaf
 from batcher.eventlog import EventLog, Fanout, Observer
 from batcher.job import Summary
@@ -26,10 +27,48 @@ EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_INTERNAL = 4
 EXIT_UNREACHABLE = 5
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+_ERROR_NAMES: dict[int, Any] = {
+    1: "some_failed",
+    2: "usage",
+    3: "auth",
+    4: "internal",
+    5: "unreachable",
+    130: "interrupted",
+    143: "terminated",
+}  # any other 128 + N (a stop signal of Windows): "interrupted"
 GATE_TRIES = 3
 
 console = Console(stderr=True, soft_wrap=True)
+
+
+CONFIG_HERE = "config.toml"  # used when present and no --config is given, as `make run` does
+
+
+def config_in_force(given: Path | None) -> Path | None:
+    """The config in force: --config, else ./config.toml when there is one (as make does)."""
+    if given is not None:
+        return given
+    here = Path(CONFIG_HERE)
+    return here if here.is_file() else None
+
+
+def settings_in_force(given: Path | None) -> Settings:
+    """Load the config in force and say, first of all, which it is and where it sends."""
+    path = config_in_force(given)
+    settings = load_settings(path)
+    say(console, f"config: {path if path else 'none'}; target: {target_of(settings)}")
+    return settings
+
+
+def target_of(settings: Settings) -> str:
+    """Where a command with these settings sends, in words."""
+    graph = settings.graph
+    if graph.target == "simulator":
+        return "the built-in Graph simulator (no real tenant)"
+    where = graph.base_url or f"Microsoft Graph ({graph.cloud} cloud)"
+    return f"{where}, tenant {settings.auth.tenant_id}" if settings.auth.tenant_id else where
 
 
 def device_code_prompt(message: str) -> None:
@@ -46,37 +85,99 @@ def as_typed(*args: str) -> str:
     return command_line([*program(), *args])
 
 
+class Outcome:
+    """What one command tells at its end: the exit code and, with --json, the one JSON line
+    (batcher.cli.schema). It also keeps what the error path needs: the ledger once known (an
+    internal error says whether it holds any work) and the stop signal that came first."""
+
+    def __init__(self, command: str, as_json: bool = False) -> None:
+        self.command = command
+        self.as_json = as_json
+        self.ledger: Path | None = None
+        self.signal: int | None = None
+
+    def on_signal(self, ask: Callable[[], None]) -> Callable[[int], None]:
+        """A stop-signal handler: remembers the first signal, then asks the job to stop."""
+
+        def handler(signum: int) -> None:
+            if self.signal is None:
+                self.signal = signum
+            ask()
+
+        return handler
+
+    @property
+    def stopped_code(self) -> int:
+        """128 + the signal, as shells say it: 130 after Ctrl-C (SIGINT), 143 after a
+        termination request (SIGTERM)."""
+        return 128 + self.signal if self.signal else EXIT_INTERRUPTED
+
+    def finish(self, code: int, result: dict[str, Any] | None, message: str | None = None) -> None:
+        """Print the JSON line (with --json); ``message`` says why the code is not 0."""
+        if not self.as_json:
+            return
+        name = _ERROR_NAMES.get(code, "interrupted")
+        error = ErrorInfo(code=name, message=message or "") if code else None
+        sys.stdout.write(envelope(self.command, code, result, error) + "\n")
+        sys.stdout.flush()
+
+
 @contextmanager
-def exit_codes(resume: str | None = None, as_json: bool = False) -> Iterator[None]:
-    """The only place errors become exit codes and one-line messages (and, with --json, a
-    JSON object on stdout, so a script always gets one)."""
+def exit_codes(out: Outcome, resume: str | None = None) -> Iterator[None]:
+    """The only place errors become exit codes and one-line messages (and, with --json, the
+    JSON envelope on stdout, so a script always gets one)."""
     try:
         yield
     except BaseException as exc:
         if isinstance(exc, typer.Exit | SystemExit):
             raise
-        code, message = describe_error(first_leaf(exc), resume)
-        say(console, message, prefix="batcher: ", style="red" if code != EXIT_INTERRUPTED else "")
-        if as_json:
-            sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
+        code, message = describe_error(first_leaf(exc), resume, out.ledger)
+        stopped = code == EXIT_INTERRUPTED
+        code = out.stopped_code if stopped else code
+        label = "" if stopped else "internal error: " if code == EXIT_INTERNAL else "error: "
+        say(console, message, prefix=f"batcher: {label}", style="" if stopped else "red")
+        out.finish(code, None, message)
         raise typer.Exit(code) from None
 
 
-def describe_error(exc: BaseException, resume: str | None) -> tuple[int, str]:
+def describe_error(
+    exc: BaseException, resume: str | None, ledger: Path | None = None
+) -> tuple[int, str]:
+    """The exit code and the message (without its ``error:`` label) of an error."""
     if isinstance(exc, KeyboardInterrupt):
         hint = f"; to resume: {resume}" if resume else ""
         return EXIT_INTERRUPTED, f"interrupted; the ledger keeps everything done so far{hint}"
     if isinstance(exc, Unreachable):
-        return EXIT_UNREACHABLE, f"error: {exc}"
+        return EXIT_UNREACHABLE, str(exc)
     if isinstance(exc, BatcherError):
-        return (EXIT_AUTH if isinstance(exc, AuthError) else EXIT_USAGE), f"error: {exc}"
+        return (EXIT_AUTH if isinstance(exc, AuthError) else EXIT_USAGE), str(exc)
     if isinstance(exc, OSError):
         where_ = f"{exc.filename}: " if exc.filename else ""
-        return EXIT_USAGE, f"error: {where_}{exc.strerror or exc}"
-    return EXIT_INTERNAL, (  # a bug: still one line, no traceback
-        f"internal error: {type(exc).__name__}: {exc}; the ledger keeps what was done; "
-        "run the same command to resume, and please report this"
-    )
+        return EXIT_USAGE, f"{where_}{exc.strerror or exc}"
+    bug = f"{type(exc).__name__}: {exc}"  # a bug: still one line, no traceback
+    if ledger is not None and _holds_work(ledger):
+        return EXIT_INTERNAL, (
+            f"{bug}; the ledger {ledger} keeps what was done; run the same command to resume, "
+            "and please report this"
+        )
+    return EXIT_INTERNAL, f"{bug}; no step was recorded as sent; please report this"
+
+
+def _holds_work(ledger: Path) -> bool:
+    """Whether the ledger records any step past 'planned' (sent, settled or skipped)."""
+    from batcher.ledger import Ledger
+
+    try:
+        reader = Ledger.open_existing(ledger)
+    except Exception:  # unreadable: it shows no work
+        return False
+    try:
+        counts = reader.counts()
+    except Exception:
+        return False
+    finally:
+        reader.close()
+    return any(n for per in counts.values() for state, n in per.items() if state != "planned")
 
 
 def gate(simulated: bool, yes: bool) -> Callable[[Summary], bool]:

@@ -34,6 +34,9 @@ from batcher.inputs.table import (
 from batcher.inputs.values import GUID_INSIDE, kinds, looks_like_id
 
 HEAD_BYTES = 256 * 1024
+# A pasted list is often one line of any length: the csv module must read it whole, not stop at
+# its default field limit of 128 KiB (about 3,700 IDs). 2**31 - 1 fits a C long on every OS.
+csv.field_size_limit(2**31 - 1)
 _SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 _TABLE_RULE = re.compile(r"^ *-+( +-+)* *$")
 _FOREIGN = {

@@ -18,6 +18,9 @@ from batcher.report.files import sibling
 
 KEYS = {"user_id": pl.String, "action": pl.String}
 _TO_SEND = [s.value for s in TO_SEND]
+# The tenant the built-in simulator's ledgers name (batcher.job.setup.tenant). That simulator
+# starts empty in every process: what another run did to it is no tenant's state.
+BUILT_IN_SIMULATOR = "simulator"
 
 
 def default_path(settings: Settings, inputs: Sequence[Path], identity: RunIdentity) -> Path:
@@ -121,7 +124,11 @@ def done_elsewhere(
 ) -> pl.DataFrame:
     """(user_id, action, ledger): steps of this run's actions that another ledger of the same
     tenant (beside ``own``, or in ``folder``) did within ``hours``, and that no later run
-    reversed (an undo)."""
+    reversed (an undo). The built-in simulator has no memory across runs, so none is looked
+    for there (a resume of the same ledger still finds its own steps in it)."""
+    schema = {"user_id": pl.String, "action": pl.String, "ledger": pl.String}
+    if identity.tenant == BUILT_IN_SIMULATOR:
+        return pl.DataFrame(schema=schema)
     since = (datetime.now(UTC) - timedelta(hours=hours)).isoformat(timespec="milliseconds")
     wanted = set(identity.actions)
     reversing = {r for a in wanted for r in _reversers(a)}
@@ -143,7 +150,6 @@ def done_elsewhere(
                 )
         finally:
             other.close()
-    schema = {"user_id": pl.String, "action": pl.String, "ledger": pl.String}
     if not frames:
         return pl.DataFrame(schema=schema)
     every = pl.concat(frames, how="diagonal_relaxed")
@@ -188,6 +194,13 @@ def again_after(known: pl.DataFrame) -> pl.DataFrame:
         ).select("user_id")
         frames.append(done.join(first, on="user_id").select("user_id", action=pl.lit(action.name)))
     return pl.concat(frames) if frames else pl.DataFrame(schema=KEYS)
+
+
+def by_ledger(elsewhere: pl.DataFrame, users: pl.DataFrame) -> list[str]:
+    """The ledgers (of ``done_elsewhere``) that did a step for one of ``users``: the ones to
+    name, not every recent ledger of the tenant."""
+    ours = elsewhere.join(users.select("user_id").unique(), on="user_id", how="semi")
+    return sorted(set(ours.get_column("ledger").to_list()))
 
 
 def recorded_actions(path: Path) -> tuple[str, ...]:

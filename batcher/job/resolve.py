@@ -37,6 +37,10 @@ class Resolved:
     def to_json(self) -> dict[str, object]:
         return {"out": self.out, **asdict(self.inputs)}
 
+    def result(self) -> dict[str, object]:
+        """What --json prints of a resolve (batcher.cli.schema.ResolveResult)."""
+        return {"out": self.out, "inputs": asdict(self.inputs)}
+
 
 def resolve(job: Job, options: ResolveOptions, route: Route | None = None) -> Resolved:
     check_report_path(options.out)

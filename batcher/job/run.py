@@ -12,7 +12,7 @@ from batcher.actions import ACTIONS, Action, Shape
 from batcher.identities import GUEST, RESOLVED, estimate_requests
 from batcher.inputs import InputSet, read_inputs
 from batcher.job.execute import Facts, config_digest, execute, file_sha256, summarise
-from batcher.job.ledgers import again_after, done_elsewhere, replanned, undone_later
+from batcher.job.ledgers import again_after, by_ledger, done_elsewhere, replanned, undone_later
 from batcher.job.lookup import look_up, split_cached, to_look_up
 from batcher.job.session import Route, Session, budget_specs
 from batcher.job.setup import Job
@@ -60,13 +60,13 @@ async def _run(job: Job, read: InputSet, options: RunOptions, route: Route | Non
         ledger.reopen(again_after(ledger.known_steps()).rows())  # revoke after a new disable
         job.observer("ledger", path=str(ledger.path), exists=existed)
         async with Session(job, route) as session:
-            users, lookups, requests = await _identify(session, ledger, read)
-            facts = _facts(job, read, lookups, requests, len(users))
+            users, lookups, requests, cached = await _identify(session, ledger, read)
+            facts = _from_ledger(_facts(job, read, lookups, requests, len(users)), cached)
             elsewhere = None if options.resend else _elsewhere(job)
             plan = make_plan(
                 users, ledger.known_steps(), _actions(job), job.settings.send.batch_size, elsewhere
             )
-            facts = _with_elsewhere(job, facts, elsewhere, plan)
+            facts = _with_elsewhere(job, facts, elsewhere, plan, users)
             return await execute(session, ledger, plan, facts, record)
     finally:
         ledger.close()
@@ -93,9 +93,10 @@ def _needs_lookup(job: Job, read: InputSet) -> pl.DataFrame:
 
 async def _identify(
     session: Session, ledger: Ledger, read: InputSet
-) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """The users to act on (USER_COLUMNS, input order), every look-up outcome, and how many
-    look-up requests it took. A resume takes outcomes from the ledger, not from Graph."""
+) -> tuple[pl.DataFrame, pl.DataFrame, int, int]:
+    """The users to act on (USER_COLUMNS, input order), every look-up outcome, how many
+    look-up requests it took, and how many outcomes came from the ledger. A resume takes
+    outcomes from the ledger, not from Graph."""
     wanted = _needs_lookup(session.job, read)
     cached, todo = split_cached(wanted, ledger.lookups())
     requests = 0
@@ -104,7 +105,7 @@ async def _identify(
         found, requests = await look_up(session, todo, record=ledger.record_lookups, announce=True)
         outcomes = pl.concat([cached, found])
     users = _users(read, wanted, outcomes)
-    return users, outcomes, requests
+    return users, outcomes, requests, cached.height
 
 
 def _users(read: InputSet, wanted: pl.DataFrame, outcomes: pl.DataFrame) -> pl.DataFrame:
@@ -195,15 +196,29 @@ def _notes(read: InputSet, inputs: Inputs, rejects: Path | None) -> tuple[str, .
     return tuple(notes)
 
 
+def _from_ledger(facts: Facts, cached: int) -> Facts:
+    """Say which look-up outcomes came from the ledger (an earlier run's look-up), not Graph."""
+    if not cached:
+        return facts
+    inputs = replace(facts.inputs, from_ledger=cached)
+    note = (
+        f"{_identities(cached)} of those looked up in the directory were looked up by an earlier "
+        "run of this ledger: their outcomes come from the ledger, without a look-up request"
+    )
+    return replace(facts, inputs=inputs, notes=(*facts.notes, note))
+
+
 def _identities(n: int) -> str:
     return f"{n:,} {'identity' if n == 1 else 'identities'}"
 
 
-def _with_elsewhere(job: Job, facts: Facts, elsewhere: pl.DataFrame | None, plan: Plan) -> Facts:
+def _with_elsewhere(
+    job: Job, facts: Facts, elsewhere: pl.DataFrame | None, plan: Plan, users: pl.DataFrame
+) -> Facts:
     done = sum(p.done_elsewhere for p in plan.actions)
     if not done or elsewhere is None:
         return facts
-    ledgers = sorted(set(elsewhere.get_column("ledger").to_list()))
+    ledgers = by_ledger(elsewhere, users)
     shown = ", ".join(ledgers[:2]) + (f" and {len(ledgers) - 2} more" if len(ledgers) > 2 else "")
     hours = f"{job.settings.ledger.recent_hours:g}"
     note = (
@@ -234,7 +249,7 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
     elsewhere = None if options.resend or job.ledger is None else _elsewhere(job)
     plan = make_plan(users, known, _actions(job), job.settings.send.batch_size, elsewhere)
     facts = _facts(job, read, cached, estimate, users.height, dry_run=True)
-    facts = replace(facts, ledger_exists=exists)
+    facts = replace(_from_ledger(facts, cached.height), ledger_exists=exists)
     if todo.height:
         reads = job.settings.directory.reads_per_second
         note = (
@@ -246,4 +261,4 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
         )
         facts = replace(facts, notes=(*facts.notes, note))
     specs = budget_specs(job.settings)
-    return summarise(job, plan, _with_elsewhere(job, facts, elsewhere, plan), specs)
+    return summarise(job, plan, _with_elsewhere(job, facts, elsewhere, plan, users), specs)

@@ -61,6 +61,7 @@ class Inputs:
     not_looked_up: int = 0  # Graph did not answer in time: the same command looks them up again
     lookup_requests: int = 0  # done, or (dry run) about how many it takes
     users: int = 0  # distinct users acted on
+    from_ledger: int = 0  # of looked_up: outcomes of the ledger's earlier look-up, no request
 
     @classmethod
     def of(cls, read: InputSet, lookups: pl.DataFrame, requests: int, users: int) -> Inputs:
@@ -172,6 +173,32 @@ class Summary:
         }
         return data
 
+    def result(self) -> dict[str, Any]:
+        """What --json prints of a run, replay or undo (batcher.cli.schema.SendResult): every
+        action's counts under ``actions``, nothing about one action beside them."""
+        return {
+            "target": self.target,
+            "tenant": self.tenant,
+            "cloud": self.cloud,
+            "api_version": self.api_version,
+            "dry_run": self.dry_run,
+            "inputs": asdict(self.inputs),
+            "actions": {a.name: a.to_json() for a in self.actions},
+            "users_to_act": self.users_to_act,
+            "requests": self.requests,
+            "throttled": self.throttled,
+            "estimated_seconds": round(self.estimated_seconds, 1),
+            "seconds": round(self.seconds, 1),
+            "ledger": self.ledger,
+            "ledger_exists": self.ledger_exists,
+            "rejects": self.rejects,
+            "report": self.report,
+            "stopped": self.stopped,
+            "unreachable": self.unreachable,
+            "interrupted": self.interrupted,
+            "notes": list(self.notes),
+        }
+
 
 @dataclass(frozen=True)
 class VerifySummary:
@@ -205,6 +232,10 @@ class VerifySummary:
         data["action"] = name
         data["expected_state"] = str(ACTIONS[name].check.expect) if name else None
         return data
+
+    def result(self) -> dict[str, Any]:
+        """What --json prints of a verify (batcher.cli.schema.VerifyResult)."""
+        return asdict(self)
 
 
 # The keys verify's JSON had before actions were data, and the count each one is now.

@@ -32,6 +32,17 @@ def check_report_path(path: Path) -> Path:
     return path
 
 
+def check_out_folder(path: Path) -> Path:
+    """Refuse an --out whose folder does not exist, as cp does, rather than make it up."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(
+            f"--out {path}: the folder {folder} does not exist; create it first, or write the "
+            "report somewhere that exists"
+        )
+    return path
+
+
 def excel_safe_expr(column: pl.Expr) -> pl.Expr:
     """Defuse text cells a spreadsheet would run as a formula (=, +, -, @, tab, CR first)."""
     risky = column.str.contains(r"^[=+\-@\t\r]")
