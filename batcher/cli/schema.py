@@ -58,6 +58,7 @@ class ActionResult(_Strict):
     failed: int
     unknown: int
     not_sent: int
+    estimated_seconds: float  # when its sends end at the least, from the start
 
 
 class SendResult(_Strict):
