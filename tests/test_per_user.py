@@ -19,8 +19,8 @@ from batcher.calls import Caller, StopSignal
 from batcher.errors import AuthError
 from batcher.eventlog import Observer
 from batcher.ledger import TO_SEND, Ledger, RunRecord, StepState
-from batcher.sender import FORBIDDEN_IN_A_ROW, Lanes, SendOutcome, Work, send
 from batcher.simulator import DirectoryUser, GraphSimulator
+from batcher.workers.send import FORBIDDEN_IN_A_ROW, Lanes, SendOutcome, Work, send
 from tests.helpers import (
     TEST_TOKEN,
     counts,

@@ -16,8 +16,8 @@ from batcher.actions import ACTIONS, Budget
 from batcher.auth import StaticToken
 from batcher.errors import AuthError
 from batcher.graph import GraphClient, http_client
-from batcher.sender import Lanes, SendOutcome, Work, send
 from batcher.simulator import GraphSimulator
+from batcher.workers.send import Lanes, SendOutcome, Work, send
 from tests.helpers import (
     GRAPH,
     TEST_TOKEN,

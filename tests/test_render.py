@@ -12,10 +12,10 @@ from rich.console import Console
 
 from batcher.actions import CONTAIN
 from batcher.calls import WINDOW, Tally
+from batcher.cli.progress import RunProgress
+from batcher.cli.render import render_plan, render_status, render_summary, render_verify
 from batcher.job import Summary, status, undo_ledger
 from batcher.ledger.states import MEANING
-from batcher.progress import RunProgress
-from batcher.report import render_plan, render_status, render_summary, render_verify
 from tests.helpers import SAMPLES, Rig, ids, write_ids
 
 WIDE = 250  # no wrapping: each line is read whole

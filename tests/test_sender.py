@@ -17,8 +17,8 @@ from batcher.calls import Caller, StopSignal
 from batcher.errors import AuthError
 from batcher.eventlog import Observer
 from batcher.ledger import StepState
-from batcher.sender import HOPELESS_AFTER, Lanes, SendOutcome, Work, send
 from batcher.simulator import GraphSimulator
+from batcher.workers.send import HOPELESS_AFTER, Lanes, SendOutcome, Work, send
 from tests.helpers import TEST_TOKEN, graph_client, ids, paced_caller, sim_settings, step_ledger
 
 pytestmark = pytest.mark.anyio

@@ -27,6 +27,7 @@ from batcher.cli.edge import (
     this_command,
 )
 from batcher.cli.help import Command, app
+from batcher.cli.render import plural, render_status, render_summary, render_verify, say
 from batcher.config import Settings, load_settings
 from batcher.eventlog import Observer
 from batcher.job import (
@@ -51,9 +52,7 @@ from batcher.job import (
     verify,
 )
 from batcher.platform import on_stop_signals
-from batcher.report import render_status, render_summary, render_verify, say
 from batcher.report.files import check_report_path, step_report, write_report
-from batcher.report.render import plural
 
 Config = Annotated[
     Path | None,

@@ -12,13 +12,12 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from batcher.cli.progress import RunProgress
+from batcher.cli.render import plural, render_plan, say, what_each_does, where
 from batcher.errors import AuthError, BatcherError, NotConfirmed, Unreachable, first_leaf
 from batcher.eventlog import EventLog, Fanout, Observer
 from batcher.job import Summary
 from batcher.platform import command_line, program, read_line
-from batcher.progress import RunProgress
-from batcher.report import render_plan, say
-from batcher.report.render import plural, what_each_does, where
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1

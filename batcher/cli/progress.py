@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from batcher.calls import Tally
-from batcher.report.render import format_duration, say
+from batcher.cli.render import format_duration, say
 
 
 class RunProgress:

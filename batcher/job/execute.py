@@ -17,7 +17,7 @@ from batcher.job.summary import ActionSummary, Inputs, Summary
 from batcher.ledger import Ledger, RunRecord, StepState
 from batcher.plan import Plan
 from batcher.report.files import sibling, step_report, write_report
-from batcher.sender import Lanes, SendOutcome, Work, send
+from batcher.workers.send import Lanes, SendOutcome, Work, send
 
 
 @dataclass(frozen=True)

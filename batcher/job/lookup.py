@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import polars as pl
 
-from batcher.identities import Resolver
 from batcher.inputs import InputSet
 from batcher.job.session import Session
+from batcher.workers.resolver import Resolver
 
 _KEY = ["kind", "input_value"]  # one identity
 

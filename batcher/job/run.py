@@ -9,7 +9,6 @@ import anyio
 import polars as pl
 
 from batcher.actions import ACTIONS, Action, Shape
-from batcher.identities import GUEST, RESOLVED, estimate_requests
 from batcher.inputs import InputSet, read_inputs
 from batcher.job.execute import Facts, config_digest, execute, file_sha256, summarise
 from batcher.job.ledgers import done_elsewhere, replanned, undone_later
@@ -20,6 +19,7 @@ from batcher.job.summary import Inputs, Summary
 from batcher.ledger import LOOKUP_COLUMNS, Ledger, RunRecord
 from batcher.plan import USER_COLUMNS, Plan, direct_users, make_plan
 from batcher.report.files import sibling, write_rejects
+from batcher.workers.resolver import GUEST, RESOLVED, estimate_requests
 
 # A share of invalid rows worth saying prominently, not only as a count in the table.
 NOTABLE_INVALID = 0.05

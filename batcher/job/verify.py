@@ -16,7 +16,7 @@ from batcher.job.setup import Job
 from batcher.job.summary import VerifySummary
 from batcher.ledger import Ledger, StepState
 from batcher.report.files import check_report_path, read_report, sibling, write_report
-from batcher.verify import NOT_READ, VERIFY_COLUMNS, Reading, Verifier
+from batcher.workers.readback import NOT_READ, VERIFY_COLUMNS, Reading, Verifier
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from batcher.errors import AuthError, BadRequest, GraphError
 from batcher.graph import answer_of
 from batcher.ledger import Answer, StepState
 from batcher.retries import RETRYABLE
-from batcher.sender.lanes import Lanes
+from batcher.workers.lanes import Lanes
 
 # After this many batches were split down to single IDs and every one was refused, a 400 is
 # taken to be about the request, not the IDs: later batches fail whole instead of costing

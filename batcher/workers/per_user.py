@@ -34,7 +34,7 @@ from batcher.errors import (
 from batcher.graph import MAX_BATCH, BatchAnswer, action_request, answer_of
 from batcher.ledger import Answer, StepResult, StepState
 from batcher.retries import RETRYABLE
-from batcher.sender.lanes import Lanes, Work
+from batcher.workers.lanes import Lanes, Work
 
 # 403s in a row for one action, with no success yet: the permission is missing. Fewer may be
 # administrators (Graph answers both the same), so each of those fails alone.

@@ -41,7 +41,7 @@ from batcher.graph import (
 )
 from batcher.inputs import KIND_SID, KIND_UPN
 from batcher.ledger import LOOKUP_COLUMNS
-from batcher.sender import halves
+from batcher.workers.lists import halves
 
 LOOKUP = READS[Read.USER]  # look-ups read users where verify reads them: same budget, permission
 READ_PERMISSION = LOOKUP.permission

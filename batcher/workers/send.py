@@ -13,9 +13,9 @@ from batcher.actions import Shape
 from batcher.calls import StopSignal
 from batcher.errors import BatcherError, LedgerError, first_leaf
 from batcher.ledger import StepState
-from batcher.sender.lanes import Lanes, Work
-from batcher.sender.lists import HOPELESS_AFTER, ListLane, halves
-from batcher.sender.per_user import FORBIDDEN_IN_A_ROW, PerUserLane
+from batcher.workers.lanes import Lanes, Work
+from batcher.workers.lists import HOPELESS_AFTER, ListLane, halves
+from batcher.workers.per_user import FORBIDDEN_IN_A_ROW, PerUserLane
 
 __all__ = [
     "FORBIDDEN_IN_A_ROW",
