@@ -25,15 +25,14 @@ from batcher.ledger.states import (
     SETTLED,
     TO_SEND,
     UNDOABLE,
-    Answer,
     BatchState,
-    Outcome,
     RunIdentity,
     RunRecord,
     StepState,
     now,
 )
 from batcher.ledger.store import WriterLock
+from batcher.outcomes import Answer, Outcome
 
 __all__ = [
     "APPLICATION_ID",
