@@ -12,6 +12,7 @@ import pytest
 
 from batcher.actions import choose
 from batcher.calls import StopSignal
+from batcher.cli.edge import built_in_simulator
 from batcher.errors import AuthError, ConfigError, LedgerError
 from batcher.job import Job, RunOptions, identity, run, signing_in, status
 from batcher.simulator import GraphSimulator
@@ -281,6 +282,7 @@ def test_simulator_settings_reach_the_built_in_simulator(
     tokens = signing_in(simulated)
     events = Hooked()
     job = Job(simulated, identity(simulated, tokens, choose(["confirm"])), tokens, None, events)
+    job.start_simulator = built_in_simulator  # as the CLI does: the library never imports it
     job.ledger = tmp_path / "l.sqlite"
     assert job.simulated
     summary = run(job, RunOptions((write_ids(tmp_path / "ids.csv", values),)))

@@ -19,6 +19,7 @@ from batcher.cli.edge import (
     EXIT_SOME_FAILED,
     EXIT_UNREACHABLE,
     as_typed,
+    built_in_simulator,
     console,
     device_code_prompt,
     exit_codes,
@@ -354,6 +355,7 @@ def _job(
         if not ledger.exists() and old is not None and old.exists():
             ledger = old  # where batcher 0.1 put it: resume it there
     job = Job(settings, who, tokens, ledger, observer, stop=StopSignal())
+    job.start_simulator = built_in_simulator
     job.confirm = gate(job.simulated, yes)
     return job
 

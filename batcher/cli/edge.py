@@ -14,6 +14,7 @@ from rich.console import Console
 
 from batcher.cli.progress import RunProgress
 from batcher.cli.render import plural, render_plan, say, what_each_does, where
+from batcher.config import SimulatorSettings
 from batcher.errors import AuthError, BatcherError, NotConfirmed, Unreachable, first_leaf
 from batcher.eventlog import EventLog, Fanout, Observer
 from batcher.job import Summary
@@ -34,6 +35,15 @@ console = Console(stderr=True, soft_wrap=True)
 def device_code_prompt(message: str) -> None:
     """Where to sign in with the device code: on stderr (stdout may carry JSON)."""
     say(console, message, prefix="batcher: ", style="bold")
+
+
+@contextmanager
+def built_in_simulator(settings: SimulatorSettings) -> Iterator[str]:
+    """The built-in Graph simulator on a loopback port while a command runs; yields its URL."""
+    from batcher.simulator import GraphSimulator, RunningSimulator
+
+    with RunningSimulator(GraphSimulator(settings)) as sim:
+        yield sim.url
 
 
 def this_command() -> str:

@@ -66,11 +66,10 @@ class Session:
         if job.transport is not None:
             base_url, transport = job.transport
         elif job.simulated:
-            from batcher.simulator import GraphSimulator, RunningSimulator
-
-            sim = self._stack.enter_context(RunningSimulator(GraphSimulator(settings.simulator)))
-            job.observer("simulator", url=sim.url)
-            base_url = sim.url
+            if job.start_simulator is None:
+                raise RuntimeError("this job names the simulator but was given none to start")
+            base_url = self._stack.enter_context(job.start_simulator(settings.simulator))
+            job.observer("simulator", url=base_url)
         else:
             base_url = settings.graph.base_url or CLOUDS[settings.graph.cloud].graph_url
         http = await self._stack.enter_async_context(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 from batcher.actions import Action
 from batcher.auth import StaticToken, TokenSource, ca_bundle_path, tenant_of, token_source
 from batcher.calls import StopSignal
-from batcher.config import Settings
+from batcher.config import Settings, SimulatorSettings
 from batcher.errors import AuthError, ConfigError
 from batcher.eventlog import Observer, no_events
 from batcher.inputs import GUID
@@ -41,6 +42,9 @@ class Job:
     command_line: str = "batcher"
     # Tests: Graph through this transport at this base URL instead of the network.
     transport: tuple[str, httpx.AsyncBaseTransport] | None = None
+    # Starts the built-in simulator and gives its URL (the CLI passes one: the library never
+    # imports the simulator).
+    start_simulator: Callable[[SimulatorSettings], AbstractContextManager[str]] | None = None
 
     @property
     def simulated(self) -> bool:
