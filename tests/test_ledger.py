@@ -28,8 +28,8 @@ from batcher.ledger import (
     Answer,
     Ledger,
     Outcome,
-    RunIdentity,
     RunRecord,
+    RunScope,
     StepResult,
     StepState,
     WriterLock,
@@ -39,7 +39,7 @@ from batcher.ledger.schema import statements
 from batcher.plan import USER_COLUMNS
 from tests.helpers import ids
 
-CONFIRM = RunIdentity(actions=("confirm",), tenant="tenant-a", cloud="global", api_version="v1.0")
+CONFIRM = RunScope(actions=("confirm",), tenant="tenant-a", cloud="global", api_version="v1.0")
 DIRECTORY = dataclasses.replace(CONFIRM, actions=("disable", "revoke-sessions"))
 IDS = ids(8)
 ZERO = {state.value: 0 for state in StepState}

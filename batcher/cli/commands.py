@@ -39,14 +39,14 @@ from batcher.job import (
     Summary,
     VerifyOptions,
     default_path,
-    identity,
     legacy_path,
     recorded_actions,
     replay,
     resolve,
     run,
-    signing_in,
+    run_scope,
     status,
+    tokens_for,
     undo,
     undo_actions,
     undo_ledger,
@@ -347,8 +347,8 @@ def _job(
     yes: bool,
     offline: bool = False,
 ) -> Job:
-    tokens = signing_in(settings, offline=offline, prompt=device_code_prompt)
-    who = identity(settings, tokens, actions)
+    tokens = tokens_for(settings, offline=offline, prompt=device_code_prompt)
+    who = run_scope(settings, tokens, actions)
     if ledger is None and inputs and who.tenant:
         ledger = default_path(settings, inputs, who)
         old = legacy_path(inputs, who)

@@ -17,7 +17,7 @@ from batcher.job.summary import ActionSummary, Inputs, Summary
 from batcher.ledger import Ledger, RunRecord, StepState
 from batcher.plan import Plan
 from batcher.report.files import sibling, step_report, write_report
-from batcher.workers.send import Lanes, SendOutcome, Work, send
+from batcher.workers.send import LaneContext, SendOutcome, Work, send
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,9 @@ def summarise(
     return Summary(
         command=facts.command,
         target=job.settings.graph.target,
-        tenant=job.identity.tenant or "(known once signed in)",
-        cloud=job.identity.cloud,
-        api_version=job.identity.api_version,
+        tenant=job.scope.tenant or "(known once signed in)",
+        cloud=job.scope.cloud,
+        api_version=job.scope.api_version,
         dry_run=facts.dry_run,
         inputs=facts.inputs,
         actions=actions,
@@ -107,7 +107,9 @@ async def execute(
     outcome = None
     if client is not None:
         control = session.control()
-        lanes = Lanes(ledger, client, session.caller(control), job.settings.send.max_in_flight)
+        lanes = LaneContext(
+            ledger, client, session.caller(control), job.settings.send.max_in_flight
+        )
         works = [Work(p.action, p.to_send.to_list()) for p in plan.actions]
         job.observer(
             "sending", total=plan.to_send, actions={w.action.name: len(w.user_ids) for w in works}

@@ -11,7 +11,7 @@ import polars as pl
 from batcher.actions import ACTIONS, Action, Shape
 from batcher.inputs import InputSet, read_inputs
 from batcher.job.execute import Facts, config_digest, execute, file_sha256, summarise
-from batcher.job.ledgers import done_elsewhere, replanned, undone_later
+from batcher.job.ledgers import plan_again, steps_done_elsewhere, steps_undone_since
 from batcher.job.lookup import look_up, split_cached, to_look_up
 from batcher.job.session import Session, budget_pacers, paced_rates
 from batcher.job.setup import Job
@@ -52,10 +52,10 @@ async def _run(job: Job, read: InputSet, options: RunOptions) -> Summary:
         job.command_line,
     )
     existed = job.ledger.exists()
-    ledger = Ledger.open(job.ledger, job.identity)
+    ledger = Ledger.open(job.ledger, job.scope)
     try:
         ledger.recover()  # what a killed run left 'sending'
-        ledger.reopen(undone_later(ledger).rows())  # what an undo reversed since: send again
+        ledger.reopen(steps_undone_since(ledger).rows())  # what an undo reversed since: send again
         job.observer("ledger", path=str(ledger.path), exists=existed)
         async with Session(job) as session:
             users, lookups, requests = await _identify(session, ledger, read)
@@ -75,7 +75,7 @@ def _elsewhere(job: Job) -> pl.DataFrame:
     configured one)."""
     assert job.ledger is not None
     settings = job.settings.ledger
-    return done_elsewhere(job.ledger, job.identity, settings.recent_hours, settings.folder)
+    return steps_done_elsewhere(job.ledger, job.scope, settings.recent_hours, settings.folder)
 
 
 def _actions(job: Job) -> tuple[Action, ...]:
@@ -218,9 +218,12 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
     cached = pl.DataFrame(schema=LOOKUP_COLUMNS)
     if exists:
         assert job.ledger is not None
-        reader = Ledger.open_existing(job.ledger, job.identity)
+        reader = Ledger.open_existing(job.ledger, job.scope)
         try:
-            known, cached = replanned(reader.known_steps(), undone_later(reader)), reader.lookups()
+            known, cached = (
+                plan_again(reader.known_steps(), steps_undone_since(reader)),
+                reader.lookups(),
+            )
         finally:
             reader.close()
     wanted = _needs_lookup(job, read)

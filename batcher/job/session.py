@@ -81,7 +81,7 @@ class Session:
             )
         )
         client = GraphClient(http, base_url, settings.graph.api_version)
-        check_tenant(await job.tokens.token(), job.identity.tenant)  # sign in first
+        check_tenant(await job.tokens.token(), job.scope.tenant)  # sign in first
         self._client = client
         return client
 

@@ -15,7 +15,7 @@ from batcher.config import Settings, SimulatorSettings
 from batcher.errors import AuthError, ConfigError
 from batcher.eventlog import Observer, no_events
 from batcher.inputs import GUID
-from batcher.ledger import RunIdentity
+from batcher.ledger import RunScope
 
 if TYPE_CHECKING:
     import httpx
@@ -33,7 +33,7 @@ class Job:
     for an offline dry run), its ledger, who watches (the observer) and who agrees (the gate)."""
 
     settings: Settings
-    identity: RunIdentity
+    scope: RunScope
     tokens: TokenSource | None
     ledger: Path | None  # None: the tenant is not known before signing in (offline dry run)
     observer: Observer = no_events
@@ -52,10 +52,10 @@ class Job:
 
     @property
     def actions(self) -> tuple[str, ...]:
-        return self.identity.actions
+        return self.scope.actions
 
 
-def signing_in(
+def tokens_for(
     settings: Settings, *, offline: bool = False, prompt: Callable[[str], None] | None = None
 ) -> TokenSource | None:
     """How this command signs in (nothing is fetched yet); None when ``offline`` and the
@@ -76,11 +76,11 @@ def signing_in(
         raise
 
 
-def identity(
+def run_scope(
     settings: Settings, tokens: TokenSource | None, actions: tuple[Action, ...]
-) -> RunIdentity:
+) -> RunScope:
     """What the ledger is about: the actions and the tenant (named before anything signs in)."""
-    return RunIdentity(
+    return RunScope(
         actions=tuple(a.name for a in actions),
         tenant=tenant(settings, tokens) or "",
         cloud=settings.graph.cloud,

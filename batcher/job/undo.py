@@ -11,7 +11,7 @@ import polars as pl
 from batcher.actions import ACTIONS, reverse
 from batcher.errors import LedgerError
 from batcher.job.execute import Facts, config_digest, execute, summarise
-from batcher.job.ledgers import check_origin, replanned, reversed_later
+from batcher.job.ledgers import check_origin, plan_again, steps_reversed_since
 from batcher.job.session import Session, budget_pacers, paced_rates
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
@@ -48,7 +48,7 @@ def undo(job: Job, original: Path, *, dry_run: bool = False) -> Summary:
     cannot go on while the undo reverses it; a dry run only reads it (it changes nothing)."""
     reader = Ledger.open_existing(original)  # read before anything is written, even a lock
     try:
-        check_origin(original, reader.meta(), job.identity, "undo")
+        check_origin(original, reader.meta(), job.scope, "undo")
         if dry_run:
             return _dry_run(job, reader)
     finally:
@@ -69,7 +69,7 @@ def _dry_run(job: Job, original: Ledger) -> Summary:
         assert job.ledger is not None
         reader = Ledger.open_existing(job.ledger)
         try:
-            known = replanned(reader.known_steps(), _redone_later(reader, original))
+            known = plan_again(reader.known_steps(), _redone_later(reader, original))
         finally:
             reader.close()
     plan, facts = _plan(job, original, known)
@@ -79,7 +79,7 @@ def _dry_run(job: Job, original: Ledger) -> Summary:
 
 async def _undo(job: Job, original: Ledger) -> Summary:
     assert job.ledger is not None
-    ledger = Ledger.open(job.ledger, job.identity)
+    ledger = Ledger.open(job.ledger, job.scope)
     try:
         ledger.recover()
         ledger.reopen(_redone_later(ledger, original).rows())
@@ -98,7 +98,7 @@ def _redone_later(undo: Ledger, original: Ledger) -> pl.DataFrame:
     pairs = {
         back.name: forward.name for forward, back in reverse(ACTIONS[a] for a in original.actions())
     }
-    return reversed_later(undo, original, pairs)
+    return steps_reversed_since(undo, original, pairs)
 
 
 def _plan(job: Job, original: Ledger, known: pl.DataFrame) -> tuple[Plan, Facts]:

@@ -31,7 +31,7 @@ def verify(job: Job, options: VerifyOptions) -> VerifySummary:
         check_report_path(options.out)
     reader = Ledger.open_existing(job.ledger)
     try:
-        check_origin(job.ledger, reader.meta(), job.identity, "verify")
+        check_origin(job.ledger, reader.meta(), job.scope, "verify")
         actions = reader.actions()
         applied = {a: reader.applied(a) for a in actions}  # done, and unknown: in doubt
         counts = reader.counts()

@@ -52,7 +52,7 @@ MEANING = {
 
 
 @dataclass(frozen=True)
-class RunIdentity:
+class RunScope:
     """What a ledger is about; a ledger refuses a run for other actions or another tenant."""
 
     actions: tuple[str, ...]

@@ -20,7 +20,7 @@ class Work:
 
 
 @dataclass(frozen=True)
-class Lanes:
+class LaneContext:
     """The parts every lane of a run uses; each lane sends through ``max_in_flight`` workers."""
 
     ledger: Ledger
