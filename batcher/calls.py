@@ -29,7 +29,7 @@ from batcher.errors import (
     Unauthorized,
     Unreachable,
 )
-from batcher.eventlog import Observer, no_events
+from batcher.eventlog import Event, Observer, no_events
 from batcher.graph import answer_of
 from batcher.ledger import Answer
 from batcher.pacer import Pacer
@@ -113,7 +113,7 @@ class Control:
     def stop(self) -> None:
         first = not self.stopping
         self.stopping = True
-        self.observer("stopping", first=first, in_flight=self.in_flight, grace=self.grace)
+        self.observer(Event.STOPPING, first=first, in_flight=self.in_flight, grace=self.grace)
         if self._scope is None:
             return
         if not first or self.in_flight == 0:
@@ -149,7 +149,7 @@ class Control:
         if self._unreached_since is None:
             self._unreached_since = now
             self.observer(
-                "unreachable",
+                Event.UNREACHABLE,
                 host=exc.host,
                 cause=exc.cause,
                 advice=_advice(exc),
@@ -345,7 +345,7 @@ class Caller:
         self, call: Call[T], pacer: Pacer, crid: str, answer: Answer, started: float
     ) -> None:
         self.control.observer(
-            "request",
+            Event.REQUEST,
             **call.fields,
             budget=call.budget.value,
             outcome=answer.outcome.value,

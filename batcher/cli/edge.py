@@ -16,7 +16,7 @@ from batcher.cli.progress import RunProgress
 from batcher.cli.render import plural, render_plan, say, what_each_does, where
 from batcher.config import SimulatorSettings
 from batcher.errors import AuthError, BatcherError, NotConfirmed, Unreachable, first_leaf
-from batcher.eventlog import EventLog, Fanout, Observer
+from batcher.eventlog import Event, EventLog, Fanout, Observer
 from batcher.job import Summary
 from batcher.platform import command_line, program, read_line
 
@@ -124,10 +124,36 @@ def gate(simulated: bool, yes: bool) -> Callable[[Summary], bool]:
 class ConsoleEvents:
     """What the console shows of a command's events (the library never prints)."""
 
-    def __call__(self, event: str, **fields: Any) -> None:
-        show = getattr(self, f"_{event}", None)
-        if show is not None:
-            show(**fields)
+    # Left to others: the progress bar (sending, progress, sent), the --log-file (requests,
+    # states, look-ups, the run's start and end), the exit message (declined).
+    IGNORED = frozenset(
+        {
+            Event.SENDING,
+            Event.PROGRESS,
+            Event.SENT,
+            Event.REQUEST,
+            Event.STATE,
+            Event.LOOKUP,
+            Event.RUN_STARTED,
+            Event.RUN_FINISHED,
+            Event.DECLINED,
+        }
+    )
+
+    def __init__(self) -> None:
+        self.shows: dict[Event, Callable[..., None]] = {
+            Event.INPUTS: self._inputs,
+            Event.LEDGER: self._ledger,
+            Event.SIMULATOR: self._simulator,
+            Event.LOOKING_UP: self._looking_up,
+            Event.UNREACHABLE: self._unreachable,
+            Event.STOPPING: self._stopping,
+        }
+
+    def __call__(self, event: Event, **fields: Any) -> None:
+        event = Event(event)  # a name that is no event is refused, not dropped
+        if event not in self.IGNORED:
+            self.shows[event](**fields)
 
     def _inputs(self, files: Any, warnings: Any) -> None:
         for item in files:

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from batcher.calls import Tally
 from batcher.cli.render import format_duration, say
+from batcher.eventlog import Event
 
 
 class RunProgress:
@@ -25,12 +26,12 @@ class RunProgress:
         self._bar: Progress | None = None
         self._task: TaskID | None = None
 
-    def __call__(self, event: str, **fields: Any) -> None:
-        if event == "sending":
+    def __call__(self, event: Event, **fields: Any) -> None:
+        if event is Event.SENDING:
             self._start(int(fields["total"]))
-        elif event == "progress" and self._total:
+        elif event is Event.PROGRESS and self._total:
             self._update(fields["tally"])
-        elif event == "sent":
+        elif event is Event.SENT:
             self._stop()
 
     def _start(self, total: int) -> None:

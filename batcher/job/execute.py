@@ -11,6 +11,7 @@ from pathlib import Path
 from batcher.actions import Budget
 from batcher.config import Settings
 from batcher.errors import NotConfirmed, Unreachable
+from batcher.eventlog import Event
 from batcher.job.session import Session
 from batcher.job.setup import Job
 from batcher.job.summary import ActionSummary, Inputs, Summary
@@ -92,13 +93,13 @@ async def execute(
     job = session.job
     preview = summarise(job, plan, facts, session.rates)
     if plan.to_send and not job.confirm(preview):
-        job.observer("declined", command=facts.command, to_send=plan.to_send)
+        job.observer(Event.DECLINED, command=facts.command, to_send=plan.to_send)
         raise NotConfirmed("not confirmed: nothing was sent; run the same command to start again")
     # Sign in (and check the tenant) before recording anything: a refused sign-in leaves the
     # ledger with no run and no new step, as if the command had not been given.
     client = await session.client() if plan.to_send else None
     run_id = ledger.begin_run(record)
-    job.observer("run_started", run=run_id, ledger=str(ledger.path), **_counts(preview))
+    job.observer(Event.RUN_STARTED, run=run_id, ledger=str(ledger.path), **_counts(preview))
     ledger.add_users(plan.new_users)
     for item in plan.actions:
         ledger.add_steps(item.action.name, item.to_send)
@@ -112,19 +113,21 @@ async def execute(
         )
         works = [Work(p.action, p.to_send.to_list()) for p in plan.actions]
         job.observer(
-            "sending", total=plan.to_send, actions={w.action.name: len(w.user_ids) for w in works}
+            Event.SENDING,
+            total=plan.to_send,
+            actions={w.action.name: len(w.user_ids) for w in works},
         )
         try:
             outcome = await send(lanes, works, job.settings.send.batch_size, job.stop)
         finally:
-            job.observer("sent")
+            job.observer(Event.SENT)
     result = summarise(job, plan, facts, session.rates, outcome)
     report = sibling(ledger.path, ".replay.report.csv" if facts.report_keys else ".report.csv")
     keys = _sent_keys(plan) if facts.report_keys else None
     write_report(step_report(ledger.report(keys)), report)
     result = replace(result, report=str(report))
     ledger.end_run(_counts(result))
-    job.observer("run_finished", run=run_id, **_counts(result))
+    job.observer(Event.RUN_FINISHED, run=run_id, **_counts(result))
     return result
 
 

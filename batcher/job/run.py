@@ -9,6 +9,7 @@ import anyio
 import polars as pl
 
 from batcher.actions import ACTIONS, Action, Shape
+from batcher.eventlog import Event
 from batcher.inputs import InputSet, read_inputs
 from batcher.job.execute import Facts, config_digest, execute, file_sha256, summarise
 from batcher.job.ledgers import plan_again, steps_done_elsewhere, steps_undone_since
@@ -37,7 +38,7 @@ class RunOptions:
 def run(job: Job, options: RunOptions) -> Summary:
     """Read, resolve, plan, ask ``job.confirm``, record and send. A failed batch is data."""
     read = read_inputs(options.inputs, options.column, options.sheet)
-    job.observer("inputs", files=read.files, warnings=read.warnings)
+    job.observer(Event.INPUTS, files=read.files, warnings=read.warnings)
     if options.dry_run:
         return _dry_run(job, read, options)
     return anyio.run(_run, job, read, options)
@@ -56,7 +57,7 @@ async def _run(job: Job, read: InputSet, options: RunOptions) -> Summary:
     try:
         ledger.recover()  # what a killed run left 'sending'
         ledger.reopen(steps_undone_since(ledger).rows())  # what an undo reversed since: send again
-        job.observer("ledger", path=str(ledger.path), exists=existed)
+        job.observer(Event.LEDGER, path=str(ledger.path), exists=existed)
         async with Session(job) as session:
             users, lookups, requests = await _identify(session, ledger, read)
             facts = _facts(job, read, lookups, requests, len(users))

@@ -10,6 +10,7 @@ from batcher.auth import ssl_context
 from batcher.calls import Caller, Control, RetrySettings
 from batcher.clouds import CLOUDS
 from batcher.config import Settings
+from batcher.eventlog import Event
 from batcher.graph import GraphClient, http_client
 from batcher.job.setup import Job, check_tenant
 from batcher.pacer import Pacer
@@ -69,7 +70,7 @@ class Session:
             if job.start_simulator is None:
                 raise RuntimeError("this job names the simulator but was given none to start")
             base_url = self._stack.enter_context(job.start_simulator(settings.simulator))
-            job.observer("simulator", url=base_url)
+            job.observer(Event.SIMULATOR, url=base_url)
         else:
             base_url = settings.graph.base_url or CLOUDS[settings.graph.cloud].graph_url
         http = await self._stack.enter_async_context(

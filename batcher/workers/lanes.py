@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from batcher.actions import Action
 from batcher.calls import Caller, Control
+from batcher.eventlog import Event
 from batcher.graph import GraphClient
 from batcher.ledger import Ledger, StepState
 
@@ -35,10 +36,10 @@ class LaneContext:
     def settled(self, action: str, state: StepState, n: int, batch: int | None = None) -> None:
         """Count settled steps, and tell the observer (a state change, then progress)."""
         self.control.tally.count(action, state.value, n)
-        self.control.observer("state", batch=batch, action=action, ids=n, state=state.value)
-        self.control.observer("progress", tally=self.control.tally)
+        self.control.observer(Event.STATE, batch=batch, action=action, ids=n, state=state.value)
+        self.control.observer(Event.PROGRESS, tally=self.control.tally)
 
     def sending(self, action: str | None, n: int, batch: int) -> None:
         self.control.observer(
-            "state", batch=batch, action=action, ids=n, state=StepState.SENDING.value
+            Event.STATE, batch=batch, action=action, ids=n, state=StepState.SENDING.value
         )

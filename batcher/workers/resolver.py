@@ -29,6 +29,7 @@ from batcher.errors import (
     Throttled,
     Unauthorized,
 )
+from batcher.eventlog import Event
 from batcher.graph import (
     MAX_BATCH,
     MAX_FILTER,
@@ -323,7 +324,7 @@ class Resolver:
             self.outcomes[(item["kind"], item["input_value"])] = item
         if cache:
             self.record(pl.DataFrame(done, schema=LOOKUP_COLUMNS, orient="row"))
-        self.caller.control.observer("lookup", settled=len(done), total=len(self.outcomes))
+        self.caller.control.observer(Event.LOOKUP, settled=len(done), total=len(self.outcomes))
 
 
 def _refused(exc: GraphError) -> str:
