@@ -3,6 +3,7 @@ violating import planted in a copy of the package."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -102,3 +103,20 @@ def test_every_module_outside_the_cli_is_barred_from_typer_and_rich() -> None:
     assert set(_contracts()["console"]["source_modules"]) == tops - {"batcher.cli"}
     started = set(_contracts()["simulator-started-by-cli"]["source_modules"])
     assert started == tops - {"batcher.cli", "batcher.simulator"}
+
+
+def test_no_module_imports_a_dependency_s_private_module() -> None:
+    found = []
+    for path in sorted((ROOT / "batcher").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] != "batcher" and any(p.startswith("_") for p in parts[1:]):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
+    assert found == []
