@@ -39,7 +39,6 @@ from batcher.job import (
     Summary,
     VerifyOptions,
     default_path,
-    legacy_path,
     recorded_actions,
     replay,
     resolve,
@@ -351,9 +350,6 @@ def _job(
     who = run_scope(settings, tokens, actions)
     if ledger is None and inputs and who.tenant:
         ledger = default_path(settings, inputs, who)
-        old = legacy_path(inputs, who)
-        if not ledger.exists() and old is not None and old.exists():
-            ledger = old  # where batcher 0.1 put it: resume it there
     job = Job(settings, who, tokens, ledger, observer, stop=StopSignal())
     job.start_simulator = built_in_simulator
     job.confirm = gate(job.simulated, yes)

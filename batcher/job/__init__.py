@@ -4,7 +4,7 @@ Each builds a Plan directly and returns data; the CLI renders it. The library ne
 """
 
 from batcher.job.execute import config_digest
-from batcher.job.ledgers import default_path, legacy_path, recorded_actions, undo_ledger
+from batcher.job.ledgers import default_path, recorded_actions, undo_ledger
 from batcher.job.replay import ReplayOptions, replay
 from batcher.job.resolve import Resolved, ResolveOptions, resolve
 from batcher.job.run import RunOptions, run
@@ -28,7 +28,6 @@ __all__ = [
     "VerifySummary",
     "config_digest",
     "default_path",
-    "legacy_path",
     "recorded_actions",
     "replay",
     "resolve",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from batcher.actions import ACTIONS, CONTAIN, action_named, reverse
+from batcher.actions import ACTIONS, CONTAIN, reverse
 from batcher.config import Settings
 from batcher.errors import LedgerError
 from batcher.ledger import Ledger, RunScope, StepState
@@ -24,14 +24,6 @@ def default_path(settings: Settings, inputs: Sequence[Path], scope: RunScope) ->
     directory): re-running the same command finds it again from anywhere."""
     label = "contain" if set(scope.actions) == set(CONTAIN) else "+".join(scope.actions)
     return settings.ledger.folder / _name(inputs, label, scope.tenant)
-
-
-def legacy_path(inputs: Sequence[Path], scope: RunScope) -> Path | None:
-    """Where batcher 0.1 put this run's ledger (runs/ under the current directory)."""
-    if len(scope.actions) != 1:
-        return None
-    legacy = action_named(scope.actions[0]).legacy
-    return Path("runs") / _name(inputs, legacy, scope.tenant) if legacy else None
 
 
 def undo_ledger(original: Path) -> Path:
