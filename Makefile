@@ -18,7 +18,7 @@ help:
 	@echo "make run INPUT=file [CONFIG=file] [ARGS=\"--dry-run\"]   send the IDs in INPUT (simulator by default)"
 	@echo "make test                                              run the test suite (both tiers)"
 	@echo "make test-fast                                         the in-process tier only"
-	@echo "make lint                                              ruff + mypy"
+	@echo "make lint                                              ruff, mypy, the import contracts"
 	@echo "make bench                                             long measurements (not part of make test)"
 	@echo "make simulate [ARGS=\"--port 8765\"]                     run the Graph simulator in the foreground"
 	@echo "make status LEDGER=file                                counts by state in a ledger"
@@ -78,6 +78,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check batcher tests benchmarks
 	$(BIN)/ruff format --check batcher tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 # the bench extra (the msgraph-sdk baseline) on top of the dev install
 $(BENCH_STAMP): $(STAMP) pyproject.toml
@@ -88,4 +89,4 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

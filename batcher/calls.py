@@ -25,7 +25,7 @@ from batcher.errors import (
     Unauthorized,
     Unreachable,
 )
-from batcher.eventlog import Observer, no_events
+from batcher.eventlog import Event, Observer, no_events
 from batcher.graph import answer_of
 from batcher.ledger import Answer
 from batcher.pacer import Pacer
@@ -116,7 +116,7 @@ class Stopping:
     def ask(self, in_flight: int) -> None:
         first = not self.asked
         self.asked = True
-        self._observer("stopping", first=first, in_flight=in_flight, grace=self.grace)
+        self._observer(Event.STOPPING, first=first, in_flight=in_flight, grace=self.grace)
         if not first or in_flight == 0:
             self._cancel.now()
         else:
@@ -193,7 +193,7 @@ class Reachability:
             self._unreached_since = now
             stop_after = 0.0 if tls else self.after
             self._observer(
-                "unreachable",
+                Event.UNREACHABLE,
                 host=exc.host,
                 cause=exc.cause,
                 advice=_advice(exc),
@@ -437,7 +437,7 @@ class Caller:
         self, call: Call[T], pacer: Pacer, crid: str, answer: Answer, started: float
     ) -> None:
         self.control.observer(
-            "request",
+            Event.REQUEST,
             **call.fields,
             budget=call.budget.value,
             outcome=answer.outcome.value,

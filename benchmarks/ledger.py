@@ -20,11 +20,11 @@ from pathlib import Path
 import polars as pl
 
 from batcher.config import SimulatorSettings
-from batcher.ledger import Answer, Ledger, Outcome, RunIdentity, StepState
+from batcher.ledger import Answer, Ledger, Outcome, RunScope, StepState
 from batcher.simulator import GraphSimulator, RunningSimulator
 from benchmarks.harness import TOKEN, start, write_column, write_config
 
-IDENTITY = RunIdentity(("confirm",), "token-tenant", "global", "v1.0")
+IDENTITY = RunScope(("confirm",), "token-tenant", "global", "v1.0")
 
 
 def _ids(n: int) -> list[str]:

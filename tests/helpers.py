@@ -29,16 +29,16 @@ from batcher.job import (
     Summary,
     VerifyOptions,
     VerifySummary,
-    identity,
     replay,
     run,
+    run_scope,
     undo,
     undo_actions,
     undo_ledger,
     verify,
 )
 from batcher.job.session import Route
-from batcher.ledger import Ledger, RunIdentity, RunRecord
+from batcher.ledger import Ledger, RunRecord, RunScope
 from batcher.pacer import Pacer
 from batcher.simulator import DirectoryUser, GraphSimulator
 
@@ -155,7 +155,7 @@ class Rig:
         tokens = StaticToken(token)
         return Job(
             self.settings,
-            identity(self.settings, tokens, chosen),
+            run_scope(self.settings, tokens, chosen),
             tokens,
             ledger,
             self.events,
@@ -316,7 +316,7 @@ async def graph_client(
 
 def step_ledger(path: Path, steps: Mapping[str, Sequence[str]]) -> Ledger:
     """A new ledger (one run begun) with ``steps`` (action -> user IDs) planned."""
-    ledger = Ledger.open(path, RunIdentity(tuple(steps), "t", "global", "v1.0"))
+    ledger = Ledger.open(path, RunScope(tuple(steps), "t", "global", "v1.0"))
     ledger.begin_run(RunRecord("run", "digest"))
     users = list(dict.fromkeys(uid for uids in steps.values() for uid in uids))
     ledger.add_users(

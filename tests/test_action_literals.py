@@ -91,7 +91,7 @@ def test_no_action_name_or_budget_is_spelt_outside_the_table() -> None:
 
 def test_the_check_reads_the_whole_package_but_the_table_and_the_simulator() -> None:
     read = dict(_modules())
-    assert "sender/per_user.py" in read and "report/render.py" in read and "job/undo.py" in read
+    assert "workers/per_user.py" in read and "cli/render.py" in read and "job/undo.py" in read
     assert not [m for m in read if m == "actions.py" or m.startswith("simulator/")]
 
 
@@ -110,10 +110,10 @@ def test_the_check_reads_the_whole_package_but_the_table_and_the_simulator() -> 
     ],
 )
 def test_a_name_or_budget_planted_in_a_real_module_is_found(planted: str) -> None:
-    source = (PACKAGE / "report" / "render.py").read_text(encoding="utf-8")
-    assert spelt_by_hand(source, "report/render.py") == []
-    found = spelt_by_hand(source + "\n" + planted, "report/render.py")
-    assert len(found) == 1 and found[0].startswith("report/render.py:")
+    source = (PACKAGE / "cli" / "render.py").read_text(encoding="utf-8")
+    assert spelt_by_hand(source, "cli/render.py") == []
+    found = spelt_by_hand(source + "\n" + planted, "cli/render.py")
+    assert len(found) == 1 and found[0].startswith("cli/render.py:")
 
 
 @pytest.mark.parametrize(

@@ -46,13 +46,13 @@ from batcher.errors import (
     Unreachable,
 )
 from batcher.graph import Accepted, GraphClient, http_client
-from batcher.ledger import Answer, Ledger, Outcome, RunIdentity, StepState
+from batcher.ledger import Answer, Ledger, Outcome, RunScope, StepState
 from batcher.pacer import Pacer
 from batcher.simulator import GraphSimulator
 from tests.helpers import FAST, GRAPH, TEST_TOKEN, Events, ids
 
 CONFIRM = ACTIONS["confirm"]
-IDENTITY = RunIdentity(actions=("confirm",), tenant="tenant-a", cloud="global", api_version="v1.0")
+IDENTITY = RunScope(actions=("confirm",), tenant="tenant-a", cloud="global", api_version="v1.0")
 
 
 @pytest.fixture(autouse=True)

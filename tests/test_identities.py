@@ -15,8 +15,8 @@ import pytest
 
 from batcher.calls import Caller, StopSignal
 from batcher.errors import AuthError
-from batcher.identities import NO_ANSWER_REASON, NOT_FOUND_REASON, Resolver
 from batcher.simulator import DirectoryUser, GraphSimulator
+from batcher.workers.resolver import NO_ANSWER_REASON, NOT_FOUND_REASON, Resolver
 from tests.helpers import TEST_TOKEN, graph_client, ids, paced_caller, sim_settings
 
 pytestmark = pytest.mark.anyio

@@ -12,9 +12,9 @@ import pytest
 from rich.console import Console
 
 from batcher.actions import CONTAIN
+from batcher.cli.render import render_summary, render_verify
 from batcher.errors import LedgerError
 from batcher.job import Summary, undo_actions, undo_ledger
-from batcher.report import render_summary, render_verify
 from batcher.report.files import read_report
 from batcher.simulator import DirectoryUser
 from tests.helpers import Hooked, Rig, counts, ids, report_frame, sim_settings, states, write_ids

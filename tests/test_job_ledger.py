@@ -17,7 +17,7 @@ import pytest
 
 from batcher.calls import StopSignal
 from batcher.errors import ConfigError, LedgerError
-from batcher.job import ResolveOptions, Status, default_path, legacy_path, resolve, status
+from batcher.job import ResolveOptions, Status, default_path, resolve, status
 from batcher.ledger import APPLICATION_ID, MIGRATIONS, REPORT_COLUMNS
 from batcher.report.files import step_report, write_report
 from batcher.simulator import GraphSimulator
@@ -269,7 +269,7 @@ def test_an_old_v1_ledger_is_migrated_and_resumes(tmp_path: Path) -> None:
 
 # -- where ledgers live, and what other recent runs did -------------------------------------------
 def _default(rig: Rig, *inputs: Path) -> Path:
-    return default_path(rig.settings, inputs, rig.job().identity)
+    return default_path(rig.settings, inputs, rig.job().scope)
 
 
 def test_the_default_ledger_is_absolute_under_the_ledger_dir_from_any_folder(
@@ -286,7 +286,7 @@ def test_the_default_ledger_is_absolute_under_the_ledger_dir_from_any_folder(
     monkeypatch.chdir(tmp_path)
     assert _default(rig, Path("case/ids.csv")) == ledger
     contain = default_path(
-        rig.settings, [path], rig.job(("disable", "revoke-sessions", "confirm")).identity
+        rig.settings, [path], rig.job(("disable", "revoke-sessions", "confirm")).scope
     )
     assert contain.name.startswith("ids-contain-") and contain.parent == ledger.parent
 
@@ -356,12 +356,3 @@ def test_recent_hours_zero_turns_the_check_off(tmp_path: Path) -> None:
     again = rig.run(second, ledger=_default(rig, second))
     assert again.actions[0].done == 20 and again.actions[0].done_elsewhere == 0
     assert not any("already done" in n for n in again.notes)
-
-
-def test_the_legacy_ledger_path_is_where_batcher_0_1_put_a_confirm_run(tmp_path: Path) -> None:
-    rig = Rig(tmp_path)
-    path = write_ids(tmp_path / "ids.csv", ids(3))
-    old = legacy_path([path], rig.job().identity)
-    assert old is not None and old.parent == Path("runs")  # under the current directory
-    assert old.name.startswith("ids-confirmCompromised-token-tenant-")
-    assert legacy_path([path], rig.job(("disable",)).identity) is None  # no such release

@@ -14,8 +14,9 @@ import pytest
 from batcher.actions import choose
 from batcher.auth import StaticToken
 from batcher.calls import StopSignal
+from batcher.cli.edge import built_in_simulator
 from batcher.errors import AuthError, ConfigError, LedgerError
-from batcher.job import Job, RunOptions, identity, run, signing_in, status
+from batcher.job import Job, RunOptions, run, run_scope, status, tokens_for
 from batcher.job.session import Route
 from batcher.simulator import GraphSimulator
 from batcher.simulator.directory import derived_id
@@ -62,7 +63,7 @@ def offline_job(rig: Rig, ledger: Path | None) -> Job:
     """A dry run's job as the CLI builds it without credentials: no token source."""
     return Job(
         rig.settings,
-        identity(rig.settings, None, choose(["confirm"])),
+        run_scope(rig.settings, None, choose(["confirm"])),
         None,
         ledger,
         rig.events,
@@ -248,7 +249,7 @@ def test_methods_that_cannot_name_the_tenant_offline_need_tenant_id(
 ) -> None:
     chosen = settings(tmp_path, auth={"method": method})
     with pytest.raises(ConfigError, match=f"method = '{method}' needs tenant_id"):
-        identity(chosen, signing_in(chosen, offline=True), choose(["confirm"]))
+        run_scope(chosen, tokens_for(chosen, offline=True), choose(["confirm"]))
 
 
 def test_a_missing_token_is_a_config_error_naming_the_variable(
@@ -256,8 +257,8 @@ def test_a_missing_token_is_a_config_error_naming_the_variable(
 ) -> None:
     monkeypatch.delenv("BATCHER_ACCESS_TOKEN", raising=False)
     with pytest.raises(ConfigError, match="BATCHER_ACCESS_TOKEN"):
-        signing_in(settings(tmp_path))
-    assert signing_in(settings(tmp_path), offline=True) is None  # a dry run needs none
+        tokens_for(settings(tmp_path))
+    assert tokens_for(settings(tmp_path), offline=True) is None  # a dry run needs none
 
 
 def test_a_directory_given_as_ledger_is_refused(tmp_path: Path) -> None:
@@ -281,10 +282,11 @@ def test_simulator_settings_reach_the_built_in_simulator(
         simulator={"rate_per_second": 100.0, "burst": 2, "latency_min_seconds": 0.0}
         | {"latency_max_seconds": 0.01, "bad_ids": [bad]},
     )
-    tokens = signing_in(simulated)
+    tokens = tokens_for(simulated)
     events = Hooked()
-    who = identity(simulated, tokens, choose(["confirm"]))
+    who = run_scope(simulated, tokens, choose(["confirm"]))
     job = Job(simulated, who, tokens, tmp_path / "l.sqlite", events)
+    job = replace(job, start_simulator=built_in_simulator)  # as the CLI does
     assert job.simulated
     summary = run(job, RunOptions((write_ids(tmp_path / "ids.csv", values),)))
     assert summary.target == "simulator" and summary.tenant == "simulator"

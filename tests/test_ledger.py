@@ -29,8 +29,8 @@ from batcher.ledger import (
     IllegalTransition,
     Ledger,
     Outcome,
-    RunIdentity,
     RunRecord,
+    RunScope,
     StepResult,
     StepState,
     WriterLock,
@@ -40,7 +40,7 @@ from batcher.ledger.schema import statements
 from batcher.plan import USER_COLUMNS
 from tests.helpers import ids
 
-CONFIRM = RunIdentity(actions=("confirm",), tenant="tenant-a", cloud="global", api_version="v1.0")
+CONFIRM = RunScope(actions=("confirm",), tenant="tenant-a", cloud="global", api_version="v1.0")
 DIRECTORY = dataclasses.replace(CONFIRM, actions=("disable", "revoke-sessions"))
 IDS = ids(8)
 ZERO = {state.value: 0 for state in StepState}

@@ -19,8 +19,8 @@ from batcher.calls import Caller, StopSignal
 from batcher.errors import AuthError
 from batcher.eventlog import Observer
 from batcher.ledger import TO_SEND, Ledger, RunRecord, StepState
-from batcher.sender import FORBIDDEN_IN_A_ROW, Lanes, SendOutcome, Work, send
 from batcher.simulator import DirectoryUser, GraphSimulator
+from batcher.workers.send import FORBIDDEN_IN_A_ROW, LaneContext, SendOutcome, Work, send
 from tests.helpers import (
     TEST_TOKEN,
     counts,
@@ -102,7 +102,9 @@ async def _send(
     started = time.monotonic()
     try:
         async with graph_client(sim) as client:
-            outcome = await send(Lanes(ledger, client, caller, max_in_flight), works, 60, stop)
+            outcome = await send(
+                LaneContext(ledger, client, caller, max_in_flight), works, 60, stop
+            )
     finally:
         ledger.close()
     return Sent(outcome, sim, path, caller, time.monotonic() - started)

@@ -16,8 +16,8 @@ from batcher.actions import ACTIONS, Budget
 from batcher.auth import StaticToken
 from batcher.errors import AuthError
 from batcher.graph import GraphClient, http_client
-from batcher.sender import Lanes, SendOutcome, Work, send
 from batcher.simulator import GraphSimulator
+from batcher.workers.send import LaneContext, SendOutcome, Work, send
 from tests.helpers import (
     GRAPH,
     TEST_TOKEN,
@@ -53,7 +53,7 @@ async def _send(
     caller = paced_caller(observer=observer, **rates)
     ledger = step_ledger(tmp_path / "ledger.sqlite", {w.action.name: w.user_ids for w in works})
     try:
-        outcome = await send(Lanes(ledger, client, caller, 1), works, 60)
+        outcome = await send(LaneContext(ledger, client, caller, 1), works, 60)
     finally:
         ledger.close()
     return outcome, timed

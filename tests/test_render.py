@@ -12,10 +12,11 @@ from rich.console import Console
 
 from batcher.actions import CONTAIN
 from batcher.calls import WINDOW, Tally
+from batcher.cli.progress import RunProgress
+from batcher.cli.render import render_plan, render_status, render_summary, render_verify
+from batcher.eventlog import Event
 from batcher.job import Summary, status, undo_ledger
 from batcher.ledger.states import MEANING
-from batcher.progress import RunProgress
-from batcher.report import render_plan, render_status, render_summary, render_verify
 from tests.helpers import SAMPLES, Rig, ids, write_ids
 
 WIDE = 250  # no wrapping: each line is read whole
@@ -99,7 +100,7 @@ def test_status_says_in_words_what_each_state_means(tmp_path: Path) -> None:
 
 def test_the_eta_comes_from_what_graph_accepted_over_the_last_minute() -> None:
     progress = RunProgress(Console(file=io.StringIO(), width=WIDE))
-    progress("sending", total=1020)
+    progress(Event.SENDING, total=1020)
     tally = Tally(started=time.monotonic() - 2 * WINDOW)
     tally.count("confirm", "done", int(WINDOW))  # one a second over the last minute
     line = progress.describe(tally)

@@ -12,11 +12,11 @@ from typing import IO
 import polars as pl
 import pytest
 
+from batcher.cli.render import format_duration
 from batcher.platform import write_private
 from batcher.report import (
     REPORT_FORMATS,
     excel_safe_expr,
-    format_duration,
     sibling,
     write_rejects,
     write_report,

@@ -17,8 +17,8 @@ from batcher.calls import Caller, StopSignal
 from batcher.errors import AuthError
 from batcher.eventlog import Observer
 from batcher.ledger import StepState
-from batcher.sender import HOPELESS_AFTER, Lanes, SendOutcome, Work, send
 from batcher.simulator import GraphSimulator
+from batcher.workers.send import HOPELESS_AFTER, LaneContext, SendOutcome, Work, send
 from tests.helpers import TEST_TOKEN, graph_client, ids, paced_caller, sim_settings, step_ledger
 
 pytestmark = pytest.mark.anyio
@@ -71,7 +71,7 @@ async def _send(
     ledger = step_ledger(path, {"confirm": user_ids})
     try:
         async with graph_client(sim, tokens, timeout) as client:
-            lanes = Lanes(ledger, client, caller, max_in_flight)
+            lanes = LaneContext(ledger, client, caller, max_in_flight)
             outcome = await send(lanes, [Work(CONFIRM, user_ids)], batch_size, stop)
     finally:
         ledger.close()

@@ -19,6 +19,7 @@ from batcher.cli.edge import (
     EXIT_UNREACHABLE,
     Outcome,
     as_typed,
+    built_in_simulator,
     config_in_force,
     console,
     device_code_prompt,
@@ -29,6 +30,7 @@ from batcher.cli.edge import (
     this_command,
 )
 from batcher.cli.help import Command, app
+from batcher.cli.render import plural, render_status, render_summary, render_verify, say
 from batcher.cli.schema import status_result
 from batcher.config import Settings, load_settings
 from batcher.eventlog import Observer
@@ -40,23 +42,20 @@ from batcher.job import (
     Summary,
     VerifyOptions,
     default_path,
-    identity,
-    legacy_path,
     recorded_actions,
     replay,
     resolve,
     run,
-    signing_in,
+    run_scope,
     status,
+    tokens_for,
     undo,
     undo_actions,
     undo_ledger,
     verify,
 )
 from batcher.platform import on_stop_signals
-from batcher.report import render_status, render_summary, render_verify, say
 from batcher.report.files import check_out_folder, check_report_path, step_report, write_report
-from batcher.report.render import plural
 
 Config = Annotated[
     Path | None,
@@ -375,14 +374,12 @@ def _job(
     yes: bool,
     offline: bool = False,
 ) -> Job:
-    tokens = signing_in(settings, offline=offline, prompt=device_code_prompt)
-    who = identity(settings, tokens, actions)
+    tokens = tokens_for(settings, offline=offline, prompt=device_code_prompt)
+    who = run_scope(settings, tokens, actions)
     if ledger is None and inputs and who.tenant:
         ledger = default_path(settings, inputs, who)
-        old = legacy_path(inputs, who)
-        if not ledger.exists() and old is not None and old.exists():
-            ledger = old  # where batcher 0.1 put it: resume it there
     job = Job(settings, who, tokens, ledger, observer, stop=StopSignal())
+    job = replace(job, start_simulator=built_in_simulator)
     return replace(job, confirm=gate(job.simulated, yes))
 
 

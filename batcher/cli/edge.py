@@ -11,15 +11,14 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from batcher.cli.progress import RunProgress
+from batcher.cli.render import plural, render_plan, say, what_each_does, where
 from batcher.cli.schema import ErrorInfo, envelope
-from batcher.config import Settings, load_settings
+from batcher.config import Settings, SimulatorSettings, load_settings
 from batcher.errors import AuthError, BatcherError, NotConfirmed, Unreachable, first_leaf
-from batcher.eventlog import EventLog, Fanout, Observer
+from batcher.eventlog import Event, EventLog, Fanout, Observer
 from batcher.job import Summary
 from batcher.platform import command_line, program, read_line
-from batcher.progress import RunProgress
-from batcher.report import render_plan, say
-from batcher.report.render import plural, what_each_does, where
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -74,6 +73,15 @@ def target_of(settings: Settings) -> str:
 def device_code_prompt(message: str) -> None:
     """Where to sign in with the device code: on stderr (stdout may carry JSON)."""
     say(console, message, prefix="batcher: ", style="bold")
+
+
+@contextmanager
+def built_in_simulator(settings: SimulatorSettings) -> Iterator[str]:
+    """The built-in Graph simulator on a loopback port while a command runs; yields its URL."""
+    from batcher.simulator import GraphSimulator, RunningSimulator
+
+    with RunningSimulator(GraphSimulator(settings)) as sim:
+        yield sim.url
 
 
 def this_command() -> str:
@@ -216,10 +224,37 @@ def gate(simulated: bool, yes: bool) -> Callable[[Summary], bool]:
 class ConsoleEvents:
     """What the console shows of a command's events (the library never prints)."""
 
-    def __call__(self, event: str, **fields: Any) -> None:
-        show = getattr(self, f"_{event}", None)
-        if show is not None:
-            show(**fields)
+    # Left to others: the progress bar (sending, progress, sent), the --log-file (requests,
+    # states, look-ups, the run's start and end), the exit message (declined).
+    IGNORED = frozenset(
+        {
+            Event.SENDING,
+            Event.PROGRESS,
+            Event.SENT,
+            Event.REQUEST,
+            Event.STATE,
+            Event.LOOKUP,
+            Event.RUN_STARTED,
+            Event.RUN_FINISHED,
+            Event.REPORT_NOT_WRITTEN,
+            Event.DECLINED,
+        }
+    )
+
+    def __init__(self) -> None:
+        self.shows: dict[Event, Callable[..., None]] = {
+            Event.INPUTS: self._inputs,
+            Event.LEDGER: self._ledger,
+            Event.SIMULATOR: self._simulator,
+            Event.LOOKING_UP: self._looking_up,
+            Event.UNREACHABLE: self._unreachable,
+            Event.STOPPING: self._stopping,
+        }
+
+    def __call__(self, event: Event, **fields: Any) -> None:
+        event = Event(event)  # a name that is no event is refused, not dropped
+        if event not in self.IGNORED:
+            self.shows[event](**fields)
 
     def _inputs(self, files: Any, warnings: Any) -> None:
         for item in files:

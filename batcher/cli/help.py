@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
 import typer
-from typer import _click as click  # typer 0.29 vendors click; its help is built on this one
 from typer.core import TyperCommand
 
 from batcher import __version__
 
 
-class Command(TyperCommand):
-    """Help as people read it: arguments by name, options by their metavar, no `<type>`."""
+class Formatter(Protocol):
+    """What the help uses of typer's (vendored click's) help formatter: public methods only."""
 
-    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+    def section(self, name: str) -> AbstractContextManager[None]: ...
+
+    def write_dl(self, rows: list[tuple[str, str]]) -> None: ...
+
+
+class Command(TyperCommand):
+    """Help as people read it: arguments by name, options by their metavar, no `<type>`.
+    (``ctx`` is typer's vendored click Context, whose type typer does not export.)"""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = ["[OPTIONS]"]
         for param in self.get_params(ctx):
             if param.param_type_name == "argument":
@@ -20,7 +31,7 @@ class Command(TyperCommand):
                 pieces.append(name + ("..." if param.nargs != 1 else ""))
         return pieces
 
-    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_options(self, ctx: Any, formatter: Formatter) -> None:
         args: list[tuple[str, str]] = []
         opts: list[tuple[str, str]] = []
         for param in self.get_params(ctx):

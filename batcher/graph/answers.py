@@ -26,7 +26,7 @@ from batcher.errors import (
     Throttled,
     Unauthorized,
 )
-from batcher.ledger import Answer, Outcome
+from batcher.outcomes import Answer, Outcome
 
 _OUTCOMES: dict[type[GraphError], Outcome] = {
     Throttled: Outcome.THROTTLED,

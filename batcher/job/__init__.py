@@ -4,11 +4,11 @@ Each builds a Plan directly and returns data; the CLI renders it. The library ne
 """
 
 from batcher.job.execute import config_digest
-from batcher.job.ledgers import default_path, legacy_path, recorded_actions, undo_ledger
+from batcher.job.ledgers import default_path, recorded_actions, undo_ledger
 from batcher.job.replay import ReplayOptions, replay
 from batcher.job.resolve import Resolved, ResolveOptions, resolve
 from batcher.job.run import RunOptions, run
-from batcher.job.setup import Job, identity, signing_in, tenant
+from batcher.job.setup import Job, run_scope, tenant, tokens_for
 from batcher.job.status import Status, status
 from batcher.job.summary import ActionSummary, Inputs, Summary, VerifySummary
 from batcher.job.undo import undo, undo_actions
@@ -28,15 +28,14 @@ __all__ = [
     "VerifySummary",
     "config_digest",
     "default_path",
-    "identity",
-    "legacy_path",
     "recorded_actions",
     "replay",
     "resolve",
     "run",
-    "signing_in",
+    "run_scope",
     "status",
     "tenant",
+    "tokens_for",
     "undo",
     "undo_actions",
     "undo_ledger",

@@ -13,6 +13,7 @@ import polars as pl
 from batcher.actions import Budget
 from batcher.config import Settings
 from batcher.errors import NotConfirmed, Unreachable
+from batcher.eventlog import Event
 from batcher.job.session import Session
 from batcher.job.setup import Job
 from batcher.job.summary import ActionSummary, Inputs, Summary
@@ -21,7 +22,7 @@ from batcher.pacer import BudgetSpec
 from batcher.plan import Plan
 from batcher.platform import command_line
 from batcher.report.files import sibling, step_report, write_report
-from batcher.sender import Lanes, SendOutcome, Work, send
+from batcher.workers.send import LaneContext, SendOutcome, Work, send
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,9 @@ def summarise(
     return Summary(
         command=facts.command,
         target=job.settings.graph.target,
-        tenant=job.identity.tenant or "(known once signed in)",
-        cloud=job.identity.cloud,
-        api_version=job.identity.api_version,
+        tenant=job.scope.tenant or "(known once signed in)",
+        cloud=job.scope.cloud,
+        api_version=job.scope.api_version,
         dry_run=facts.dry_run,
         inputs=facts.inputs,
         actions=actions,
@@ -98,13 +99,13 @@ async def execute(
     job = session.job
     preview = summarise(job, plan, facts, session.specs)
     if plan.to_send and not job.confirm(preview):
-        job.observer("declined", command=facts.command, to_send=plan.to_send)
+        job.observer(Event.DECLINED, command=facts.command, to_send=plan.to_send)
         raise NotConfirmed("not confirmed: nothing was sent; run the same command to start again")
     # Sign in (and check the tenant) before recording anything: a refused sign-in leaves the
     # ledger with no run and no new step, as if the command had not been given.
     client = await session.client() if plan.to_send else None
     run_id = ledger.begin_run(record)
-    job.observer("run_started", run=run_id, ledger=str(ledger.path), **_counts(preview))
+    job.observer(Event.RUN_STARTED, run=run_id, ledger=str(ledger.path), **_counts(preview))
     ledger.add_users(plan.new_users)
     for item in plan.actions:
         ledger.add_steps(item.action.name, item.to_send)
@@ -113,15 +114,19 @@ async def execute(
     outcome = None
     if client is not None:
         control = session.control()
-        lanes = Lanes(ledger, client, session.caller(control), job.settings.send.max_in_flight)
+        lanes = LaneContext(
+            ledger, client, session.caller(control), job.settings.send.max_in_flight
+        )
         works = [Work(p.action, p.to_send.to_list()) for p in plan.actions]
         job.observer(
-            "sending", total=plan.to_send, actions={w.action.name: len(w.user_ids) for w in works}
+            Event.SENDING,
+            total=plan.to_send,
+            actions={w.action.name: len(w.user_ids) for w in works},
         )
         try:
             outcome = await send(lanes, works, job.settings.send.batch_size, job.stop)
         finally:
-            job.observer("sent")
+            job.observer(Event.SENT)
     result = summarise(job, plan, facts, session.specs, outcome)
     # The end of the run first: a report that cannot be written must not leave it unfinished.
     ledger.end_run(_counts(result))
@@ -130,11 +135,11 @@ async def execute(
     try:
         write_report(step_report(ledger.report(keys)), report)
     except (OSError, pl.exceptions.PolarsError) as exc:
-        job.observer("report_not_written", path=str(report), reason=_reason(exc))
+        job.observer(Event.REPORT_NOT_WRITTEN, path=str(report), reason=_reason(exc))
         result = replace(result, notes=(*result.notes, _not_written(report, ledger.path, exc)))
     else:
         result = replace(result, report=str(report))
-    job.observer("run_finished", run=run_id, **_counts(result))
+    job.observer(Event.RUN_FINISHED, run=run_id, **_counts(result))
     return result
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import polars as pl
 
-from batcher.actions import ACTIONS, CONTAIN, action_named, reverse
+from batcher.actions import ACTIONS, CONTAIN, reverse
 from batcher.config import Settings
 from batcher.errors import LedgerError
-from batcher.ledger import TO_SEND, Ledger, RunIdentity, StepState
+from batcher.ledger import TO_SEND, Ledger, RunScope, StepState
 from batcher.ledger.reads import Reads
 from batcher.report.files import sibling
 
@@ -23,19 +23,11 @@ _TO_SEND = [s.value for s in TO_SEND]
 BUILT_IN_SIMULATOR = "simulator"
 
 
-def default_path(settings: Settings, inputs: Sequence[Path], identity: RunIdentity) -> Path:
+def default_path(settings: Settings, inputs: Sequence[Path], scope: RunScope) -> Path:
     """One ledger per (input files, actions, tenant), in the ledger folder (never the current
     directory): re-running the same command finds it again from anywhere."""
-    label = "contain" if set(identity.actions) == set(CONTAIN) else "+".join(identity.actions)
-    return settings.ledger.folder / _name(inputs, label, identity.tenant)
-
-
-def legacy_path(inputs: Sequence[Path], identity: RunIdentity) -> Path | None:
-    """Where batcher 0.1 put this run's ledger (runs/ under the current directory)."""
-    if len(identity.actions) != 1:
-        return None
-    legacy = action_named(identity.actions[0]).legacy
-    return Path("runs") / _name(inputs, legacy, identity.tenant) if legacy else None
+    label = "contain" if set(scope.actions) == set(CONTAIN) else "+".join(scope.actions)
+    return settings.ledger.folder / _name(inputs, label, scope.tenant)
 
 
 def undo_ledger(original: Path) -> Path:
@@ -43,21 +35,21 @@ def undo_ledger(original: Path) -> Path:
     return sibling(original, ".undo.sqlite")
 
 
-def check_origin(path: Path, meta: Mapping[str, str], identity: RunIdentity, command: str) -> None:
+def check_origin(path: Path, meta: Mapping[str, str], scope: RunScope, command: str) -> None:
     """Refuse to act on a ledger written for another tenant or cloud than the config signs in
     to (an undo of a rehearsal must not reach the real tenant); an offline dry run, whose
     tenant only signing in would tell, is not refused."""
-    if not identity.tenant:
+    if not scope.tenant:
         return
     tenant, cloud = meta.get("tenant"), meta.get("cloud")
-    if tenant != identity.tenant or (cloud is not None and cloud != identity.cloud):
+    if tenant != scope.tenant or (cloud is not None and cloud != scope.cloud):
         raise LedgerError(
             f"{path}: written for tenant {tenant} ({cloud} cloud), but the config signs in to "
-            f"{identity.tenant} ({identity.cloud} cloud); {command} with the config of that run"
+            f"{scope.tenant} ({scope.cloud} cloud); {command} with the config of that run"
         )
 
 
-def undone_later(ledger: Reads) -> pl.DataFrame:
+def steps_undone_since(ledger: Reads) -> pl.DataFrame:
     """(user_id, action) of the steps ``ledger`` did that its undo ledger reversed afterwards:
     the same command sends them again."""
     path = undo_ledger(ledger.path)
@@ -66,12 +58,12 @@ def undone_later(ledger: Reads) -> pl.DataFrame:
         return pl.DataFrame(schema=KEYS)
     undo = Ledger.open_existing(path)
     try:
-        return reversed_later(ledger, undo, pairs)
+        return steps_reversed_since(ledger, undo, pairs)
     finally:
         undo.close()
 
 
-def reversed_later(steps: Reads, by: Reads, pairs: Mapping[str, str]) -> pl.DataFrame:
+def steps_reversed_since(steps: Reads, by: Reads, pairs: Mapping[str, str]) -> pl.DataFrame:
     """(user_id, action) of the steps ``steps`` did that ``by`` reversed afterwards: the step
     of the reversing action (``pairs``: action -> it) done later than the step itself."""
     frames = []
@@ -89,7 +81,7 @@ def reversed_later(steps: Reads, by: Reads, pairs: Mapping[str, str]) -> pl.Data
     return pl.concat(frames) if frames else pl.DataFrame(schema=KEYS)
 
 
-def replanned(known: pl.DataFrame, undone: pl.DataFrame) -> pl.DataFrame:
+def plan_again(known: pl.DataFrame, undone: pl.DataFrame) -> pl.DataFrame:
     """``known`` (user_id, action, state) with the ``undone`` steps planned again: what
     ``Ledger.reopen`` would make of them, for a dry run that changes nothing."""
     if undone.height == 0:
@@ -119,18 +111,18 @@ def _ledgers(folders: Sequence[Path], own: Path) -> list[Path]:
     return sorted(found - {own.resolve()})
 
 
-def done_elsewhere(
-    own: Path, identity: RunIdentity, hours: float, folder: Path | None = None
+def steps_done_elsewhere(
+    own: Path, scope: RunScope, hours: float, folder: Path | None = None
 ) -> pl.DataFrame:
     """(user_id, action, ledger): steps of this run's actions that another ledger of the same
     tenant (beside ``own``, or in ``folder``) did within ``hours``, and that no later run
     reversed (an undo). The built-in simulator has no memory across runs, so none is looked
     for there (a resume of the same ledger still finds its own steps in it)."""
     schema = {"user_id": pl.String, "action": pl.String, "ledger": pl.String}
-    if identity.tenant == BUILT_IN_SIMULATOR:
+    if scope.tenant == BUILT_IN_SIMULATOR:
         return pl.DataFrame(schema=schema)
     since = (datetime.now(UTC) - timedelta(hours=hours)).isoformat(timespec="milliseconds")
-    wanted = set(identity.actions)
+    wanted = set(scope.actions)
     reversing = {r for a in wanted for r in _reversers(a)}
     frames = []
     for path in _ledgers([own.parent, *([folder] if folder else [])], own):
@@ -139,7 +131,7 @@ def done_elsewhere(
         except LedgerError:
             continue  # not a ledger of ours, or damaged: nothing to learn from it
         try:
-            if other.meta().get("tenant") != identity.tenant:
+            if other.meta().get("tenant") != scope.tenant:
                 continue
             for action in set(other.actions()) & (wanted | reversing):
                 done = other.done(action, since)

@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 import polars as pl
 
-from batcher.identities import Resolver
+from batcher.eventlog import Event
 from batcher.inputs import InputSet
 from batcher.job.session import Session
+from batcher.workers.resolver import Resolver
 
 _KEY = ["kind", "input_value"]  # one identity
 
@@ -59,7 +60,7 @@ async def look_up(
         max_in_flight=job.settings.send.max_in_flight,
     )
     if announce:
-        job.observer("looking_up", identities=todo.height)
+        job.observer(Event.LOOKING_UP, identities=todo.height)
     with control.scope():  # a breaker (403, unreachable) ends the look-up at once
         found = await resolver.resolve(todo)
     if control.breaker.tripped is not None:

@@ -29,7 +29,7 @@ def replay(job: Job, options: ReplayOptions, route: Route | None = None) -> Summ
 
 async def _replay(job: Job, options: ReplayOptions, route: Route | None) -> Summary:
     assert job.ledger is not None
-    ledger = Ledger.open(job.ledger, job.identity)
+    ledger = Ledger.open(job.ledger, job.scope)
     try:
         ledger.recover()
         plan, facts = _plan(job, ledger, options)

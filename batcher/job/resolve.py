@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 import polars as pl
 
+from batcher.eventlog import Event
 from batcher.inputs import read_inputs
 from batcher.job.lookup import look_up, to_look_up
 from batcher.job.session import Route, Session
@@ -45,7 +46,7 @@ class Resolved:
 def resolve(job: Job, options: ResolveOptions, route: Route | None = None) -> Resolved:
     check_report_path(options.out)
     read = read_inputs(options.inputs, options.column, options.sheet)
-    job.observer("inputs", files=read.files, warnings=read.warnings)
+    job.observer(Event.INPUTS, files=read.files, warnings=read.warnings)
     wanted = to_look_up(read, object_ids=True)
     table, requests = anyio.run(_look_up, job, wanted, route)
     write_report(table, options.out)

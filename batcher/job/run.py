@@ -9,10 +9,16 @@ import anyio
 import polars as pl
 
 from batcher.actions import ACTIONS, Action, Shape
-from batcher.identities import GUEST, RESOLVED, estimate_requests
+from batcher.eventlog import Event
 from batcher.inputs import InputSet, read_inputs
 from batcher.job.execute import Facts, config_digest, execute, file_sha256, summarise
-from batcher.job.ledgers import again_after, by_ledger, done_elsewhere, replanned, undone_later
+from batcher.job.ledgers import (
+    again_after,
+    by_ledger,
+    plan_again,
+    steps_done_elsewhere,
+    steps_undone_since,
+)
 from batcher.job.lookup import look_up, split_cached, to_look_up
 from batcher.job.session import Route, Session, budget_specs
 from batcher.job.setup import Job
@@ -20,6 +26,7 @@ from batcher.job.summary import Inputs, Summary
 from batcher.ledger import LOOKUP_COLUMNS, Ledger, RunRecord
 from batcher.plan import USER_COLUMNS, Plan, direct_users, make_plan
 from batcher.report.files import sibling, write_rejects
+from batcher.workers.resolver import GUEST, RESOLVED, estimate_requests
 
 # A share of invalid rows worth saying prominently, not only as a count in the table.
 NOTABLE_INVALID = 0.05
@@ -38,7 +45,7 @@ def run(job: Job, options: RunOptions, route: Route | None = None) -> Summary:
     """Read, resolve, plan, ask ``job.confirm``, record and send. A failed batch is data.
     ``route``: Graph through a transport instead of the network."""
     read = read_inputs(options.inputs, options.column, options.sheet)
-    job.observer("inputs", files=read.files, warnings=read.warnings)
+    job.observer(Event.INPUTS, files=read.files, warnings=read.warnings)
     if options.dry_run:
         return _dry_run(job, read, options)
     return anyio.run(_run, job, read, options, route)
@@ -53,12 +60,12 @@ async def _run(job: Job, read: InputSet, options: RunOptions, route: Route | Non
         job.command_line,
     )
     existed = job.ledger.exists()
-    ledger = Ledger.open(job.ledger, job.identity)
+    ledger = Ledger.open(job.ledger, job.scope)
     try:
         ledger.recover()  # what a killed run left 'sending'
-        ledger.reopen(undone_later(ledger).rows())  # what an undo reversed since: send again
+        ledger.reopen(steps_undone_since(ledger).rows())  # what an undo reversed since: send again
         ledger.reopen(again_after(ledger.known_steps()).rows())  # revoke after a new disable
-        job.observer("ledger", path=str(ledger.path), exists=existed)
+        job.observer(Event.LEDGER, path=str(ledger.path), exists=existed)
         async with Session(job, route) as session:
             users, lookups, requests, cached = await _identify(session, ledger, read)
             facts = _from_ledger(_facts(job, read, lookups, requests, len(users)), cached)
@@ -77,7 +84,7 @@ def _elsewhere(job: Job) -> pl.DataFrame:
     configured one)."""
     assert job.ledger is not None
     settings = job.settings.ledger
-    return done_elsewhere(job.ledger, job.identity, settings.recent_hours, settings.folder)
+    return steps_done_elsewhere(job.ledger, job.scope, settings.recent_hours, settings.folder)
 
 
 def _actions(job: Job) -> tuple[Action, ...]:
@@ -235,10 +242,11 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
     cached = pl.DataFrame(schema=LOOKUP_COLUMNS)
     if exists:
         assert job.ledger is not None
-        reader = Ledger.open_existing(job.ledger, job.identity)
+        reader = Ledger.open_existing(job.ledger, job.scope)
         try:
-            known, cached = replanned(reader.known_steps(), undone_later(reader)), reader.lookups()
-            known = replanned(known, again_after(known))
+            known = plan_again(reader.known_steps(), steps_undone_since(reader))
+            cached = reader.lookups()
+            known = plan_again(known, again_after(known))
         finally:
             reader.close()
     wanted = _needs_lookup(job, read)

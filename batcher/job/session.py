@@ -13,6 +13,7 @@ from batcher.auth import ssl_context
 from batcher.calls import Caller, Control, RetrySettings
 from batcher.clouds import CLOUDS
 from batcher.config import Settings
+from batcher.eventlog import Event
 from batcher.graph import GraphClient, http_client
 from batcher.job.setup import Job, check_tenant
 from batcher.pacer import BudgetSpec, Limit, Pacer
@@ -91,11 +92,10 @@ class Session:
         if self.route is not None:
             base_url, transport = self.route.base_url, self.route.transport
         elif job.simulated:
-            from batcher.simulator import GraphSimulator, RunningSimulator
-
-            sim = self._stack.enter_context(RunningSimulator(GraphSimulator(settings.simulator)))
-            job.observer("simulator", url=sim.url)
-            base_url = sim.url
+            if job.start_simulator is None:
+                raise RuntimeError("this job names the simulator but was given none to start")
+            base_url = self._stack.enter_context(job.start_simulator(settings.simulator))
+            job.observer(Event.SIMULATOR, url=base_url)
         else:
             base_url = settings.graph.base_url or CLOUDS[settings.graph.cloud].graph_url
         http = await self._stack.enter_async_context(
@@ -107,7 +107,7 @@ class Session:
             )
         )
         client = GraphClient(http, base_url, settings.graph.api_version)
-        check_tenant(await job.tokens.token(), job.identity.tenant)  # sign in first
+        check_tenant(await job.tokens.token(), job.scope.tenant)  # sign in first
         self._client = client
         return client
 

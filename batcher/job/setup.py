@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,11 +11,11 @@ from typing import TYPE_CHECKING
 from batcher.actions import Action
 from batcher.auth import StaticToken, TokenSource, ca_bundle_path, tenant_of, token_source
 from batcher.calls import StopSignal
-from batcher.config import Settings
+from batcher.config import Settings, SimulatorSettings
 from batcher.errors import AuthError, ConfigError
 from batcher.eventlog import Observer, no_events
 from batcher.inputs import GUID
-from batcher.ledger import RunIdentity
+from batcher.ledger import RunScope
 
 if TYPE_CHECKING:
     from batcher.job.summary import Summary
@@ -30,13 +31,16 @@ class Job:
     for an offline dry run), its ledger, who watches (the observer) and who agrees (the gate)."""
 
     settings: Settings
-    identity: RunIdentity
+    scope: RunScope
     tokens: TokenSource | None
     ledger: Path | None  # None: the tenant is not known before signing in (offline dry run)
     observer: Observer = no_events
     confirm: Callable[[Summary], bool] = _always
     stop: StopSignal = field(default_factory=StopSignal)
     command_line: str = "batcher"
+    # Starts the built-in simulator and gives its URL (the CLI passes one: the library never
+    # imports the simulator).
+    start_simulator: Callable[[SimulatorSettings], AbstractContextManager[str]] | None = None
 
     @property
     def simulated(self) -> bool:
@@ -44,10 +48,10 @@ class Job:
 
     @property
     def actions(self) -> tuple[str, ...]:
-        return self.identity.actions
+        return self.scope.actions
 
 
-def signing_in(
+def tokens_for(
     settings: Settings, *, offline: bool = False, prompt: Callable[[str], None] | None = None
 ) -> TokenSource | None:
     """How this command signs in (nothing is fetched yet); None when ``offline`` and the
@@ -68,11 +72,11 @@ def signing_in(
         raise
 
 
-def identity(
+def run_scope(
     settings: Settings, tokens: TokenSource | None, actions: tuple[Action, ...]
-) -> RunIdentity:
+) -> RunScope:
     """What the ledger is about: the actions and the tenant (named before anything signs in)."""
-    return RunIdentity(
+    return RunScope(
         actions=tuple(a.name for a in actions),
         tenant=tenant(settings, tokens) or "",
         cloud=settings.graph.cloud,

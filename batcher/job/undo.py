@@ -9,15 +9,15 @@ import anyio
 import polars as pl
 
 from batcher.actions import ACTIONS, reverse
-from batcher.before import applied_now
 from batcher.errors import LedgerError
 from batcher.job.execute import Facts, config_digest, execute, summarise
-from batcher.job.ledgers import check_origin, replanned, reversed_later
+from batcher.job.ledgers import check_origin, plan_again, steps_reversed_since
 from batcher.job.session import Route, Session, budget_specs
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import Ledger, RunRecord
 from batcher.plan import USER_COLUMNS, Plan, action_plan, direct_users
+from batcher.workers.before import applied_now
 
 UNDO_OF = "undo_of"
 NO_STEPS = pl.DataFrame(schema={"user_id": pl.String, "action": pl.String, "state": pl.String})
@@ -49,7 +49,7 @@ def undo(job: Job, original: Path, *, dry_run: bool = False, route: Route | None
     cannot go on while the undo reverses it; a dry run only reads it (it changes nothing)."""
     reader = Ledger.open_existing(original)  # read before anything is written, even a lock
     try:
-        check_origin(original, reader.meta(), job.identity, "undo")
+        check_origin(original, reader.meta(), job.scope, "undo")
         if dry_run:
             return _dry_run(job, reader)
     finally:
@@ -70,7 +70,7 @@ def _dry_run(job: Job, original: Ledger) -> Summary:
         assert job.ledger is not None
         reader = Ledger.open_existing(job.ledger)
         try:
-            known = replanned(reader.known_steps(), _redone_later(reader, original))
+            known = plan_again(reader.known_steps(), _redone_later(reader, original))
         finally:
             reader.close()
     plan, facts = _plan(job, original, known)
@@ -80,7 +80,7 @@ def _dry_run(job: Job, original: Ledger) -> Summary:
 
 async def _undo(job: Job, original: Ledger, route: Route | None) -> Summary:
     assert job.ledger is not None
-    ledger = Ledger.open(job.ledger, job.identity)
+    ledger = Ledger.open(job.ledger, job.scope)
     try:
         ledger.recover()
         ledger.reopen(_redone_later(ledger, original).rows())
@@ -120,7 +120,7 @@ def _redone_later(undo: Ledger, original: Ledger) -> pl.DataFrame:
     pairs = {
         back.name: forward.name for forward, back in reverse(ACTIONS[a] for a in original.actions())
     }
-    return reversed_later(undo, original, pairs)
+    return steps_reversed_since(undo, original, pairs)
 
 
 def _plan(

@@ -16,7 +16,7 @@ from batcher.job.setup import Job
 from batcher.job.summary import VerifySummary
 from batcher.ledger import Ledger, StepState
 from batcher.report.files import check_report_path, read_report, sibling, write_report
-from batcher.verify import NOT_READ, VERIFY_COLUMNS, Reading, Verifier
+from batcher.workers.readback import NOT_READ, VERIFY_COLUMNS, Reading, Verifier
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def verify(job: Job, options: VerifyOptions, route: Route | None = None) -> Veri
         check_report_path(options.out)
     reader = Ledger.open_existing(job.ledger)
     try:
-        check_origin(job.ledger, reader.meta(), job.identity, "verify")
+        check_origin(job.ledger, reader.meta(), job.scope, "verify")
         actions = reader.actions()
         applied = {a: reader.applied(a) for a in actions}  # done, and unknown: in doubt
         counts = reader.counts()

@@ -27,18 +27,17 @@ from batcher.ledger.states import (
     SETTLED,
     TO_SEND,
     UNDOABLE,
-    Answer,
     BatchState,
     IllegalTransition,
     Move,
-    Outcome,
-    RunIdentity,
     RunRecord,
+    RunScope,
     StepState,
     move,
     now,
 )
 from batcher.ledger.store import WriterLock
+from batcher.outcomes import Answer, Outcome
 
 __all__ = [
     "APPLICATION_ID",
@@ -59,8 +58,8 @@ __all__ = [
     "IllegalTransition",
     "Ledger",
     "Outcome",
-    "RunIdentity",
     "RunRecord",
+    "RunScope",
     "StepResult",
     "StepState",
     "WriterLock",

@@ -13,7 +13,7 @@ from batcher import __version__, failpoints
 from batcher.actions import ACTIONS
 from batcher.errors import LedgerError
 from batcher.ledger.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, statements
-from batcher.ledger.states import RunIdentity, now
+from batcher.ledger.states import RunScope, now
 from batcher.platform import FileLock, create_private
 
 NOT_OURS = "it was left untouched; give the path of a batcher ledger (each run prints its own)"
@@ -36,11 +36,11 @@ class Store:
         self.run_id: int | None = None
 
     @classmethod
-    def open(cls, path: Path, identity: RunIdentity | None = None) -> Self:
-        """Open or create the ledger as its only writer (``identity``: what it must be about).
+    def open(cls, path: Path, scope: RunScope | None = None) -> Self:
+        """Open or create the ledger as its only writer (``scope``: what it must be about).
 
         Refuses a foreign or mismatched file, leaving it untouched, and a ledger that another
-        batcher is writing. A new ledger needs ``identity``.
+        batcher is writing. A new ledger needs ``scope``.
         """
         if path.is_dir():
             raise LedgerError(
@@ -48,7 +48,7 @@ class Store:
             )
         fresh = not path.exists() or path.stat().st_size == 0
         if fresh:
-            if identity is None:
+            if scope is None:
                 raise LedgerError(f"{path}: no such ledger; the run prints its ledger path")
             try:
                 create_private(path)
@@ -59,7 +59,7 @@ class Store:
                 ) from None
         ledger = cls(path, _connect(path))
         if not fresh:
-            ledger._check(identity)  # reads only: a refused file is left as it was
+            ledger._check(scope)  # reads only: a refused file is left as it was
         try:
             lock = WriterLock.acquire(path)
         except LedgerError:
@@ -67,7 +67,7 @@ class Store:
             raise
         try:
             ledger._use_wal()
-            ledger._migrate(identity if fresh else None)
+            ledger._migrate(scope if fresh else None)
         except BaseException:
             lock.release()
             raise
@@ -75,12 +75,12 @@ class Store:
         return ledger
 
     @classmethod
-    def open_existing(cls, path: Path, identity: RunIdentity | None = None) -> Self:
+    def open_existing(cls, path: Path, scope: RunScope | None = None) -> Self:
         """Open a ledger that must already exist, to read it."""
         if not path.is_file():
             raise LedgerError(f"{path}: no such ledger; the run prints its ledger path")
         ledger = cls(path, _connect(path))
-        ledger._check(identity)
+        ledger._check(scope)
         if ledger.schema_version() < SCHEMA_VERSION:
             ledger._read_migrated()
         return ledger
@@ -107,8 +107,8 @@ class Store:
             self.close()
             raise _ledger_error(self.path, exc) from None
 
-    def _migrate(self, identity: RunIdentity | None) -> None:
-        """Bring the schema to SCHEMA_VERSION; a new ledger also gets its identity."""
+    def _migrate(self, scope: RunScope | None) -> None:
+        """Bring the schema to SCHEMA_VERSION; a new ledger also gets its scope."""
         version = self.schema_version()
         if version == SCHEMA_VERSION:
             return
@@ -117,14 +117,14 @@ class Store:
                 if version == 0:
                     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 _upgrade(db, version)
-                if identity is not None:
+                if scope is not None:
                     db.executemany(
                         "INSERT INTO meta (key, value) VALUES (?, ?)",
                         [
-                            ("actions", ",".join(identity.actions)),
-                            ("tenant", identity.tenant),
-                            ("cloud", identity.cloud),
-                            ("api_version", identity.api_version),
+                            ("actions", ",".join(scope.actions)),
+                            ("tenant", scope.tenant),
+                            ("cloud", scope.cloud),
+                            ("api_version", scope.api_version),
                             ("tool_version", __version__),
                             ("created_at", now()),
                         ],
@@ -136,7 +136,7 @@ class Store:
     def schema_version(self) -> int:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
-    def _check(self, identity: RunIdentity | None) -> None:
+    def _check(self, scope: RunScope | None) -> None:
         try:
             app_id = self._conn.execute("PRAGMA application_id").fetchone()[0]
             version = self.schema_version()
@@ -154,23 +154,23 @@ class Store:
             raise LedgerError(
                 f"{self.path}: written by a newer batcher (schema {version}); upgrade batcher"
             )
-        if identity is not None:
-            self._check_identity(meta, identity)
+        if scope is not None:
+            self._check_scope(meta, scope)
 
-    def _check_identity(self, meta: dict[str, str], identity: RunIdentity) -> None:
+    def _check_scope(self, meta: dict[str, str], scope: RunScope) -> None:
         actions = meta.get("actions") or _legacy_action(meta.get("action"))
-        if actions != ",".join(identity.actions):
+        if actions != ",".join(scope.actions):
             self.close()
             raise LedgerError(
                 f"{self.path}: this ledger records the actions {actions!r}, not "
-                f"{','.join(identity.actions)!r}; run the same actions on it, or use another "
+                f"{','.join(scope.actions)!r}; run the same actions on it, or use another "
                 "--ledger path for these"
             )
-        if meta.get("tenant") != identity.tenant:
+        if meta.get("tenant") != scope.tenant:
             self.close()
             raise LedgerError(
                 f"{self.path}: this ledger is for tenant {meta.get('tenant')!r}, not "
-                f"{identity.tenant!r}; use another --ledger path for this run"
+                f"{scope.tenant!r}; use another --ledger path for this run"
             )
 
     @property

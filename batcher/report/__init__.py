@@ -1,4 +1,4 @@
-"""What a command did, told to people (tables on stderr) and to files (report, rejects)."""
+"""What a command did, written to files: the report, the rejects, the verify table."""
 
 from batcher.report.files import (
     REPORT_FORMATS,
@@ -7,24 +7,10 @@ from batcher.report.files import (
     write_rejects,
     write_report,
 )
-from batcher.report.render import (
-    format_duration,
-    render_plan,
-    render_status,
-    render_summary,
-    render_verify,
-    say,
-)
 
 __all__ = [
     "REPORT_FORMATS",
     "excel_safe_expr",
-    "format_duration",
-    "render_plan",
-    "render_status",
-    "render_summary",
-    "render_verify",
-    "say",
     "sibling",
     "write_rejects",
     "write_report",

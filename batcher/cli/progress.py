@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from batcher.calls import WINDOW, Tally
-from batcher.report.render import format_duration, say
+from batcher.cli.render import format_duration, say
+from batcher.eventlog import Event
 
 # A rate is shown once it rests on this much: a few requests over a few seconds. Before, one
 # request a few milliseconds after the start would read as hundreds a second.
@@ -30,12 +31,12 @@ class RunProgress:
         self._bar: Progress | None = None
         self._task: TaskID | None = None
 
-    def __call__(self, event: str, **fields: Any) -> None:
-        if event == "sending":
+    def __call__(self, event: Event, **fields: Any) -> None:
+        if event is Event.SENDING:
             self._start(int(fields["total"]))
-        elif event == "progress" and self._total:
+        elif event is Event.PROGRESS and self._total:
             self._update(fields["tally"])
-        elif event == "sent":
+        elif event is Event.SENT:
             self._stop()
 
     def _start(self, total: int) -> None:

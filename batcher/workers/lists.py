@@ -15,7 +15,7 @@ from batcher.errors import AuthError, BadRequest, GraphError
 from batcher.graph import answer_of
 from batcher.ledger import Answer, StepState
 from batcher.retries import RETRYABLE
-from batcher.sender.lanes import Lanes
+from batcher.workers.lanes import LaneContext
 
 # After this many batches were split down to single IDs and every one was refused, a 400 is
 # taken to be about the request, not the IDs: later batches fail whole instead of costing
@@ -42,7 +42,7 @@ class _Batch:
 class ListLane:
     """Sends one action to lists of IDs; a 400 halves the batch until the refused IDs are found."""
 
-    def __init__(self, lanes: Lanes, action: Action, batch_size: int) -> None:
+    def __init__(self, lanes: LaneContext, action: Action, batch_size: int) -> None:
         self.lanes = lanes
         self.action = action
         self.size = min(batch_size, action.max_ids)

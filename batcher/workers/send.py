@@ -13,14 +13,14 @@ from batcher.actions import Shape
 from batcher.calls import StopSignal
 from batcher.errors import BatcherError, LedgerError, first_leaf
 from batcher.ledger import StepState
-from batcher.sender.lanes import Lanes, Work
-from batcher.sender.lists import HOPELESS_AFTER, ListLane, halves
-from batcher.sender.per_user import FORBIDDEN_IN_A_ROW, PerUserLane
+from batcher.workers.lanes import LaneContext, Work
+from batcher.workers.lists import HOPELESS_AFTER, ListLane, halves
+from batcher.workers.per_user import FORBIDDEN_IN_A_ROW, PerUserLane
 
 __all__ = [
     "FORBIDDEN_IN_A_ROW",
     "HOPELESS_AFTER",
-    "Lanes",
+    "LaneContext",
     "SendOutcome",
     "Work",
     "halves",
@@ -44,7 +44,7 @@ class SendOutcome:
 
 
 async def send(
-    lanes: Lanes, works: Sequence[Work], batch_size: int, stop: StopSignal | None = None
+    lanes: LaneContext, works: Sequence[Work], batch_size: int, stop: StopSignal | None = None
 ) -> SendOutcome:
     """Send every work item: the Identity Protection lane and the directory lane run at the
     same time, each paced on its own budget. A failed request is data in the ledger."""

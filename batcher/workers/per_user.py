@@ -34,7 +34,7 @@ from batcher.errors import (
 from batcher.graph import MAX_BATCH, BatchAnswer, action_request, answer_of
 from batcher.ledger import Answer, StepResult, StepState
 from batcher.retries import RETRYABLE
-from batcher.sender.lanes import Lanes, Work
+from batcher.workers.lanes import LaneContext, Work
 
 # 403s in a row for one action, with no success yet: the permission is missing. Fewer may be
 # administrators (Graph answers both the same), so each of those fails alone.
@@ -77,7 +77,7 @@ class _Chunk:
 class PerUserLane:
     """Sends per-user actions through JSON batches, each paced on its actions' own budget."""
 
-    def __init__(self, lanes: Lanes, works: Sequence[Work]) -> None:
+    def __init__(self, lanes: LaneContext, works: Sequence[Work]) -> None:
         self.lanes = lanes
         self.ready: deque[_Step] = deque()
         self.later: list[tuple[float, int, _Step]] = []  # (not before, order, step) to retry

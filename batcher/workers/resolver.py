@@ -29,6 +29,7 @@ from batcher.errors import (
     Throttled,
     Unauthorized,
 )
+from batcher.eventlog import Event
 from batcher.graph import (
     MAX_BATCH,
     MAX_FILTER,
@@ -41,7 +42,7 @@ from batcher.graph import (
 )
 from batcher.inputs import KIND_SID, KIND_UPN
 from batcher.ledger import LOOKUP_COLUMNS
-from batcher.sender import halves
+from batcher.workers.lists import halves
 
 LOOKUP = READS[Read.USER]  # look-ups read users where verify reads them: same budget, permission
 READ_PERMISSION = LOOKUP.permission
@@ -323,7 +324,7 @@ class Resolver:
             self.outcomes[(item["kind"], item["input_value"])] = item
         if cache:
             self.record(pl.DataFrame(done, schema=LOOKUP_COLUMNS, orient="row"))
-        self.caller.control.observer("lookup", settled=len(done), total=len(self.outcomes))
+        self.caller.control.observer(Event.LOOKUP, settled=len(done), total=len(self.outcomes))
 
 
 def _refused(exc: GraphError) -> str:

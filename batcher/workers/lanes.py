@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from batcher.actions import Action
 from batcher.calls import Caller, Control
 from batcher.errors import BatcherError
+from batcher.eventlog import Event
 from batcher.graph import GraphClient
 from batcher.ledger import Ledger, StepState
 
@@ -21,7 +22,7 @@ class Work:
 
 
 @dataclass(frozen=True)
-class Lanes:
+class LaneContext:
     """The parts every lane of a run uses; each lane sends through ``max_in_flight`` workers."""
 
     ledger: Ledger
@@ -51,10 +52,10 @@ class Lanes:
     def settled(self, action: str, state: StepState, n: int, batch: int | None = None) -> None:
         """Count settled steps, and tell the observer (a state change, then progress)."""
         self.control.tally.count(action, state.value, n)
-        self.control.observer("state", batch=batch, action=action, ids=n, state=state.value)
-        self.control.observer("progress", tally=self.control.tally)
+        self.control.observer(Event.STATE, batch=batch, action=action, ids=n, state=state.value)
+        self.control.observer(Event.PROGRESS, tally=self.control.tally)
 
     def sending(self, action: str | None, n: int, batch: int) -> None:
         self.control.observer(
-            "state", batch=batch, action=action, ids=n, state=StepState.SENDING.value
+            Event.STATE, batch=batch, action=action, ids=n, state=StepState.SENDING.value
         )

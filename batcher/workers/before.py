@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from batcher.actions import Action, Read
 from batcher.calls import Caller
 from batcher.graph import GraphClient
-from batcher.verify import Reading, Verifier
+from batcher.workers.readback import Reading, Verifier
 
 # Fewer users than this are read one by one; more, from the list of users in the state.
 PER_USER_UP_TO = 25

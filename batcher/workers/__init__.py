@@ -1,0 +1,1 @@
+"""Graph workloads: sending in lanes, looking users up, reading back what Graph shows."""
