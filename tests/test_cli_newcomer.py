@@ -14,8 +14,9 @@ import pytest
 from rich.console import Console
 
 from batcher.calls import Tally
+from batcher.cli.progress import RunProgress
 from batcher.cli.schema import Envelope
-from batcher.progress import RunProgress
+from batcher.eventlog import Event
 from tests.helpers import (
     BATCHER,
     FAST,
@@ -114,7 +115,7 @@ def test_the_recent_runs_note_names_only_ledgers_that_did_this_runs_users(
 
 def test_the_live_rate_is_not_shown_until_there_is_enough_to_measure() -> None:
     progress = RunProgress(Console(file=io.StringIO()))
-    progress("sending", total=10)
+    progress(Event.SENDING, total=10)
     tally = Tally()
     tally.requested()  # one request, milliseconds after the start
     described = progress.describe(tally)
@@ -169,6 +170,7 @@ def test_the_json_section_of_the_readme_names_every_command() -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.posix  # a real SIGTERM to the process
 def test_sigterm_stops_like_ctrl_c_and_exits_143(tmp_path: Path, simulator_factory: Any) -> None:
     sim = simulator_factory(
         FAST.model_copy(update={"latency_min_seconds": 0.05, "latency_max_seconds": 0.1})

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "batcher"
 
 def _told() -> list[tuple[str, ast.expr]]:
     """(module:line, first argument) of every ``...observer(...)`` call in the package (but
-    eventlog.py's fan-out, which passes each event on)."""
+    eventlog.py's fan-out, which passes each event on; ``_observer`` is a part's own copy)."""
     calls = []
     for path in sorted(set(PACKAGE.rglob("*.py")) - {PACKAGE / "eventlog.py"}):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -26,7 +26,7 @@ def _told() -> list[tuple[str, ast.expr]]:
                 continue
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            if name == "observer":
+            if name in ("observer", "_observer"):
                 calls.append((f"{path.relative_to(PACKAGE)}:{node.lineno}", node.args[0]))
     return calls
 

@@ -75,7 +75,7 @@ def test_a_report_held_open_says_in_one_line_which_file_and_what_to_do(tmp_path:
         write_report(pl.DataFrame({"user_id": ["u1"]}), report, wait)
     code, message = describe_error(refused.value, None)
     assert code == EXIT_USAGE and "\n" not in message
-    assert message.startswith(f"error: {report}: cannot replace this file ({SHARING_VIOLATION})")
+    assert message.startswith(f"{report}: cannot replace this file ({SHARING_VIOLATION})")
     assert "close it there and run the command again, or choose another file name" in message
 
 

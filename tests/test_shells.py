@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from batcher.job import status
-from batcher.ledger import Ledger, RunIdentity, RunRecord
+from batcher.ledger import Ledger, RunRecord, RunScope
 from batcher.platform import shell
 from batcher.shells import Shell, command_line, in_folder, quote
 
@@ -233,7 +233,7 @@ def test_status_says_how_to_resume_in_the_users_shell(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ledger = tmp_path / "incident.sqlite"
-    identity = RunIdentity(actions=("confirm",), tenant="t", cloud="global", api_version="v1.0")
+    identity = RunScope(actions=("confirm",), tenant="t", cloud="global", api_version="v1.0")
     book = Ledger.open(ledger, identity)
     book.begin_run(
         RunRecord("run", "d" * 64, command_line="batcher run ids.csv", cwd="C:\\it's here")

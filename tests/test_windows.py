@@ -25,8 +25,8 @@ from batcher.auth import StaticToken
 from batcher.calls import Caller, Control, RetrySettings
 from batcher.graph import GraphClient, http_client
 from batcher.pacer import Limit, Pacer
-from batcher.sender import Lanes, SendOutcome, Work, send
 from batcher.simulator import DirectoryUser, GraphSimulator
+from batcher.workers.send import LaneContext, SendOutcome, Work, send
 from tests.helpers import GRAPH, TEST_TOKEN, ids, sim_settings, step_ledger
 
 pytestmark = pytest.mark.anyio
@@ -138,7 +138,7 @@ async def _contain(
     try:
         async with _client(wire) as client:
             works = [Work(ACTIONS[a], steps[a]) for a in actions]
-            outcome = await send(Lanes(ledger, client, caller, 4), works, 60)
+            outcome = await send(LaneContext(ledger, client, caller, 4), works, 60)
     finally:
         ledger.close()
     return Contained(outcome, sim, wire, time)

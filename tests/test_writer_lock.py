@@ -18,19 +18,19 @@ import pytest
 
 from batcher.errors import LedgerError
 from batcher.job import status
-from batcher.ledger import Ledger, RunIdentity, WriterLock
+from batcher.ledger import Ledger, RunScope, WriterLock
 from batcher.platform import HOLDER_BYTES, LOCKED_BYTE, OS_LOCK, FileLock, LockCalls
 from tests.helpers import REPO, cli_env, run_cli
 
-IDENTITY = RunIdentity(actions=("confirm",), tenant="tenant-a", cloud="global", api_version="v1.0")
+IDENTITY = RunScope(actions=("confirm",), tenant="tenant-a", cloud="global", api_version="v1.0")
 
 # A writer in its own process: opens the ledger (taking its lock), starts a run, says "held",
 # then on a line "release" closes the ledger cleanly and says "released"; killed, it just dies.
 WRITER = """
 import sys
 from pathlib import Path
-from batcher.ledger import Ledger, RunIdentity, RunRecord
-identity = RunIdentity(actions=("confirm",), tenant="tenant-a", cloud="global", api_version="v1.0")
+from batcher.ledger import Ledger, RunScope, RunRecord
+identity = RunScope(actions=("confirm",), tenant="tenant-a", cloud="global", api_version="v1.0")
 book = Ledger.open(Path(sys.argv[1]), identity)
 book.begin_run(RunRecord("run", "d" * 64, command_line="batcher run ids.csv"))
 print("held", flush=True)
