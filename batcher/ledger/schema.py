@@ -133,6 +133,11 @@ MIGRATIONS: dict[int, str] = {
     DROP TABLE ids;
     DELETE FROM meta WHERE key = 'action';
     """,
+    # What the look-up read of whether a user is synced from on-premises (reset-password skips
+    # them); NULL in older rows: not read.
+    4: """
+    ALTER TABLE lookups ADD COLUMN on_premises_sync INTEGER;
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
