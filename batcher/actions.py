@@ -6,12 +6,13 @@ ledger, the gate, replay, report, undo and verify all read this table.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from batcher.errors import ConfigError
+from batcher.passwords import new_password
 
 
 class Budget(StrEnum):
@@ -64,6 +65,18 @@ AFTER_SENT = "after-sent"
 
 
 @dataclass(frozen=True)
+class Skip:
+    """Users an action does not apply to, by a property the look-up read: ``column`` (of the
+    plan's users, e.g. on_premises_sync) equal to ``equals``; ``who`` names them in a count,
+    ``reason`` is recorded on their step and said in the summary."""
+
+    column: str
+    equals: Any
+    who: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Action:
     """One Graph action. ``path`` is relative to the API version; ``{id}`` is the user."""
 
@@ -78,7 +91,9 @@ class Action:
     check: Check
     undo: str | None  # the action that reverses it; None: it cannot be undone
     body: Mapping[str, Any] | None = None  # PER_USER: the JSON body of each request
-    after: str | None = None  # PER_USER: per user, sent once this action has settled
+    # PER_USER: per user, sent once this action has settled; when the user has no such step
+    # in the run, once the one it comes after has (a chain: disable, reset-password, revoke)
+    after: str | None = None
     skips_guests: str | None = None  # why guests are skipped, when they are
     clashes: tuple[str, ...] = ()  # refused in one run together with this one
     legacy: str | None = None  # its name in ledgers written before actions were data
@@ -91,6 +106,9 @@ class Action:
     # said after a run where it failed for some users while an action sent after it (its
     # ``after``) went ahead: "{accounts}" and "{stay}" are filled in
     warn_failed: str | None = None
+    skips: tuple[Skip, ...] = ()  # users it does not apply to, besides guests
+    # PER_USER: a body made for each user (it holds a Secret): never written to the ledger
+    secret_body: Callable[[], Mapping[str, Any]] | None = None
 
 
 RISK_PERMISSION = (
@@ -100,6 +118,16 @@ RISK_PERMISSION = (
 USER_READ_PERMISSION = (
     "User.Read.All (an application permission; for a delegated sign-in, a directory-reader "
     "role such as Directory Readers)"
+)
+PASSWORD_PERMISSION = (
+    "User-PasswordProfile.ReadWrite.All (an application also needs the User Administrator "
+    "role; an administrator's password needs Privileged Authentication Administrator)"
+)
+SYNCED = Skip(
+    "on_premises_sync",
+    True,
+    "synced from on-premises",
+    "reset it on-premises (or through password writeback)",
 )
 GUEST_RISK = (
     "a guest's risk is evaluated in their home tenant: Identity Protection cannot remediate "
@@ -157,6 +185,30 @@ ACTIONS: dict[str, Action] = {
             keeps_disabled=True,
         ),
         Action(
+            name="reset-password",
+            method="PATCH",
+            path="/users/{id}",
+            shape=Shape.PER_USER,
+            max_ids=1,
+            budget=Budget.DIRECTORY_WRITES,
+            secret_body=lambda: {
+                "passwordProfile": {
+                    "password": new_password(),
+                    # alone, it lets whoever knows the current password choose the next one
+                    "forceChangePasswordNextSignIn": True,
+                }
+            },
+            permission=PASSWORD_PERMISSION,
+            does="will get a new random password nobody is told (written nowhere but "
+            "--passwords-out); the help desk sets the next one, changed at next sign-in",
+            check=Check(Read.USER, "lastPasswordChangeDateTime", AFTER_SENT, "reset", "not_reset"),
+            undo=None,
+            cannot_undo="the old password is gone: a reset password stays reset",
+            after="disable",
+            skips=(SYNCED,),
+            refused="the password was not reset: Graph refused it",
+        ),
+        Action(
             name="revoke-sessions",
             method="POST",
             path="/users/{id}/revokeSignInSessions",
@@ -171,7 +223,8 @@ ACTIONS: dict[str, Action] = {
             ),
             undo=None,
             cannot_undo="revoked sessions stay revoked",
-            after="disable",  # revoking first lets the attacker sign in again before the block
+            # revoking first lets the attacker sign in again before the block (and the reset)
+            after="reset-password",
             voided_by=("enable",),  # sessions opened once enabled again are valid
             skips_guests="revoking sessions does not apply to external (guest) users; revoke "
             "them in their home tenant",
@@ -244,9 +297,20 @@ def reverse(actions: Iterable[Action]) -> tuple[tuple[Action, Action], ...]:
     return tuple((a, ACTIONS[a.undo]) for a in actions if a.undo is not None)
 
 
+def comes_after(action: Action) -> tuple[str, ...]:
+    """The actions ``action`` waits for, nearest first (revoke-sessions: reset-password, then
+    disable): per user, it waits for the first of them the user has in the run."""
+    chain: list[str] = []
+    name = action.after
+    while name is not None and name not in chain:
+        chain.append(name)
+        name = ACTIONS[name].after
+    return tuple(chain)
+
+
 def sent_after(name: str) -> tuple[Action, ...]:
     """The actions a user gets only once their ``name`` step settled (revoke after disable)."""
-    return tuple(a for a in ACTIONS.values() if a.after == name)
+    return tuple(a for a in ACTIONS.values() if name in comes_after(a))
 
 
 def permission_for(actions: Iterable[Action]) -> str:

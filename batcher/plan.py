@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from batcher.actions import Action, Budget, Shape
+from batcher.actions import Action, Budget, Shape, comes_after
 from batcher.graph import MAX_BATCH
 from batcher.ledger import TO_SEND, StepState
 from batcher.pacer import BudgetSpec
@@ -22,13 +22,51 @@ USER_COLUMNS = {
     "user_type": pl.String,
     "account_enabled": pl.Boolean,
 }
+# what look-ups also read of each user, for an action's ``skips`` (absent: not known, no skip)
+USER_PROPERTIES = {"on_premises_sync": pl.Boolean}
 _TO_SEND = [s.value for s in TO_SEND]
 _GUEST = pl.col("user_type").fill_null("") == "Guest"
 
 
+def _rules(action: Action) -> list[tuple[str, pl.Expr]]:
+    """Why ``action`` does not apply to some users, and which: guests, for an action that
+    skips them, and each of its ``skips`` (a property the look-up read)."""
+    rules = [(action.skips_guests, _GUEST)] if action.skips_guests else []
+    return rules + [(s.reason, pl.col(s.column).eq_missing(s.equals)) for s in action.skips]
+
+
 def _skips(action: Action) -> pl.Expr:
-    """The users ``action`` does not apply to: guests, for an action that skips them."""
-    return _GUEST if action.skips_guests else pl.lit(False)
+    """The users ``action`` does not apply to."""
+    return pl.any_horizontal(pl.lit(False), *(rule for _, rule in _rules(action)))
+
+
+def with_properties(users: pl.DataFrame) -> pl.DataFrame:
+    """``users`` with every USER_PROPERTIES column (null where the look-up did not read it)."""
+    missing = [pl.lit(None, t).alias(c) for c, t in USER_PROPERTIES.items() if c not in users]
+    return users.with_columns(missing) if missing else users
+
+
+def skipped_by(action: Action, users: pl.DataFrame, skipped: pl.Series) -> tuple[Skipped, ...]:
+    """The ``skipped`` users (user_id) of ``action``, grouped by the reason each is skipped
+    (the first rule that applies), for the ledger to record."""
+    if not skipped.len():
+        return ()
+    frame = with_properties(users).filter(pl.col("user_id").is_in(skipped.implode()))
+    out: list[Skipped] = []
+    for reason, rule in _rules(action):
+        hit = frame.filter(rule)
+        frame = frame.filter(~rule)
+        if hit.height:
+            out.append(Skipped(reason, hit.get_column("user_id")))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Users an action does not apply to, and why (recorded on each one's step)."""
+
+    reason: str
+    user_ids: pl.Series
 
 
 def direct_users(ids: pl.DataFrame) -> pl.DataFrame:
@@ -57,6 +95,7 @@ class ActionPlan:
     failed_before: int  # failed for good earlier: left for `batcher replay`
     batch_size: int  # users per request (ID lists)
     not_selected: int = 0  # a replay: failed or unknown, left out by --only / --action
+    skipped_by: tuple[Skipped, ...] = ()  # the users newly skipped in this plan, by reason
 
     @property
     def requests(self) -> int:
@@ -124,29 +163,32 @@ def make_plan(
 ) -> Plan:
     """``users`` (USER_COLUMNS, input order) against the ledger's ``known`` steps (user_id,
     action, state) and ``elsewhere``: (user_id, action) done by other recent runs."""
+    users = with_properties(users)
     if known.height == 0 and (elsewhere is None or elsewhere.height == 0):
         # A first run: everything is new (and the joins would cost seconds on big inputs).
         plans = []
         for action in actions:
             skip = _skips(action)
+            skipped = users.filter(skip).get_column("user_id")
             plans.append(
                 ActionPlan(
                     action,
                     to_send=users.filter(~skip).get_column("user_id"),
-                    skipped=users.filter(skip).get_column("user_id"),
+                    skipped=skipped,
                     already_done=0,
                     done_elsewhere=0,
                     failed_before=0,
                     batch_size=batch_size,
+                    skipped_by=skipped_by(action, users, skipped),
                 )
             )
         return Plan(users, tuple(plans))
     known_users = known.select("user_id").unique()
     new_users = users.join(known_users, on="user_id", how="anti", maintain_order="left")
     planned: dict[str, ActionPlan] = {}
-    for action in actions:  # the table's order: a step's ``after`` is planned before it
-        first = planned.get(action.after) if action.after else None
-        resent = first.to_send if first is not None else None
+    for action in actions:  # the table's order: the steps it comes after are planned before it
+        firsts = [planned[name].to_send for name in comes_after(action) if name in planned]
+        resent = pl.concat(firsts).unique() if firsts else None
         planned[action.name] = action_plan(users, known, action, batch_size, elsewhere, resent)
     return Plan(new_users, tuple(planned.values()))
 
@@ -162,6 +204,7 @@ def action_plan(
     """One action's plan for ``users`` against the ledger's ``known`` steps. ``resent``: the
     users whose ``after`` step this run sends: theirs is sent again after it, whatever other
     ledgers did (a revoke is only as good as the moment it was sent)."""
+    users = with_properties(users)
     steps = known.filter(pl.col("action") == action.name).select("user_id", "state")
     joined = users.join(steps, on="user_id", how="left", maintain_order="left")
     if elsewhere is not None and elsewhere.height:
@@ -186,4 +229,5 @@ def action_plan(
         done_elsewhere=joined.filter(there).height,
         failed_before=joined.filter(state == StepState.FAILED).height,
         batch_size=batch_size,
+        skipped_by=skipped_by(action, users, joined.filter(skip).get_column("user_id")),
     )

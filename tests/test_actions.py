@@ -17,6 +17,7 @@ from batcher.actions import (
     Shape,
     action_named,
     choose,
+    comes_after,
     names,
     of_earlier_releases,
     permission_for,
@@ -33,8 +34,15 @@ def chosen(*wanted: str) -> list[str]:
 
 
 # -- the table -----------------------------------------------------------------------------------
-def test_the_table_holds_the_five_actions_under_their_own_names() -> None:
-    assert set(ACTIONS) == {"confirm", "dismiss", "disable", "enable", "revoke-sessions"}
+def test_the_table_holds_the_six_actions_under_their_own_names() -> None:
+    assert set(ACTIONS) == {
+        "confirm",
+        "dismiss",
+        "disable",
+        "enable",
+        "reset-password",
+        "revoke-sessions",
+    }
     assert all(name == action.name for name, action in ACTIONS.items())
     assert DEFAULT_ACTION == "confirm"
     assert set(CONTAIN) <= set(ACTIONS)
@@ -98,7 +106,9 @@ def test_the_details_of_each_action() -> None:
     assert (disable.check.field, disable.check.expect) == ("accountEnabled", False)
     revoke = ACTIONS["revoke-sessions"]
     assert revoke.path == "/users/{id}/revokeSignInSessions"
-    assert revoke.after == "disable"  # revoking first would let the attacker back in
+    # revoking first would let the attacker back in: after the reset, else after the block
+    assert revoke.after == "reset-password"
+    assert comes_after(revoke) == ("reset-password", "disable")
     assert revoke.check.expect == AFTER_SENT
     assert revoke.undo is None
     confirm = ACTIONS["confirm"]
@@ -117,7 +127,7 @@ def test_what_the_table_says_instead_of_names_spelt_elsewhere() -> None:
     assert [a.name for a in EVERY if a.keeps_disabled] == ["enable"]
     assert [a.name for a in EVERY if a.warn_failed] == ["disable"]
     assert ACTIONS["revoke-sessions"].cannot_undo == "revoked sessions stay revoked"
-    assert [a.name for a in sent_after("disable")] == ["revoke-sessions"]
+    assert [a.name for a in sent_after("disable")] == ["reset-password", "revoke-sessions"]
     assert sent_after("revoke-sessions") == ()
     warning = ACTIONS["disable"].warn_failed or ""
     assert warning.format(accounts="2 accounts", stay="they stay") == (

@@ -84,6 +84,6 @@ def test_an_unknown_action_is_refused_listing_them() -> None:
     )
     assert result.exit_code == 2
     assert (
-        "unknown action 'wipe'; choose from disable, enable, revoke-sessions, confirm, dismiss"
-        in result.output
+        "unknown action 'wipe'; choose from disable, enable, reset-password, revoke-sessions, "
+        "confirm, dismiss" in result.output
     )

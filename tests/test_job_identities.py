@@ -155,6 +155,7 @@ def test_resolve_writes_the_table_and_changes_nothing(tmp_path: Path) -> None:
         "source_row",
         "user_type",
         "account_enabled",
+        "on_premises_sync",
     ]
     by_value = {row["input_value"]: row for row in table}
     assert by_value["old.m3@contoso.com"]["matched_by"] == "proxy_address"

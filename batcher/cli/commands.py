@@ -109,11 +109,28 @@ def run_command(
     resend: Annotated[
         bool, typer.Option("--resend", help="Send what another recent run already did.")
     ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            metavar="WHEN",
+            help="Start of the incident window: 7d, 36h, 90m or an ISO time (no zone: UTC).",
+        ),
+    ] = None,
+    passwords_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--passwords-out",
+            metavar="FILE",
+            help="Write the new passwords to this owner-only CSV for the help desk.",
+        ),
+    ] = None,
     as_json: Json = False,
     log_file: LogFile = None,
 ) -> None:
     """Act on the users in INPUT...; re-running the same command resumes."""
-    options = RunOptions(tuple(inputs), column, sheet, dry_run, resend)
+    options = RunOptions(
+        tuple(inputs), column, sheet, dry_run, resend, since=since, passwords_out=passwords_out
+    )
     _send(
         "run",
         config,

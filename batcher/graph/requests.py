@@ -21,6 +21,7 @@ USER_FIELDS = (
     "onPremisesSecurityIdentifier",
     "userType",
     "accountEnabled",
+    "onPremisesSyncEnabled",
 )
 
 
@@ -66,10 +67,13 @@ class InnerAnswer:
         return lowered.get("request-id")
 
 
-def action_request(action: Action, user_id: str, ref: str) -> InnerRequest:
-    """A per-user action (PATCH /users/{id}, POST /users/{id}/revokeSignInSessions)."""
+def action_request(
+    action: Action, user_id: str, ref: str, body: Mapping[str, Any] | None = None
+) -> InnerRequest:
+    """A per-user action (PATCH /users/{id}, POST /users/{id}/revokeSignInSessions); ``body``:
+    the one made for this user (its secret_body), else the table's."""
     url = action.path.replace("{id}", quote(user_id, safe=""))
-    return InnerRequest(ref, action.method, url, action.body)
+    return InnerRequest(ref, action.method, url, body if body is not None else action.body)
 
 
 def literal(value: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,9 +19,11 @@ from batcher.job.setup import Job
 from batcher.job.summary import ActionSummary, Inputs, Summary
 from batcher.ledger import Ledger, RunRecord, StepState
 from batcher.pacer import BudgetSpec
+from batcher.passwords import PasswordSheet, Secret
 from batcher.plan import Plan
 from batcher.platform import command_line
 from batcher.report.files import sibling, step_report, write_report
+from batcher.window import Window
 from batcher.workers.send import LaneContext, SendOutcome, Work, send
 
 
@@ -36,6 +38,8 @@ class Facts:
     dry_run: bool = False
     ledger_exists: bool = True
     report_keys: bool = False  # the per-run report lists only the steps sent (a replay)
+    passwords_out: Path | None = None  # the help desk's owner-only CSV of passwords set
+    window: Window | None = None  # --since: recorded in the ledger once the run begins
 
 
 def summarise(
@@ -106,16 +110,23 @@ async def execute(
     client = await session.client() if plan.to_send else None
     run_id = ledger.begin_run(record)
     job.observer(Event.RUN_STARTED, run=run_id, ledger=str(ledger.path), **_counts(preview))
+    if facts.window is not None:
+        facts.window.record(ledger.set_meta)
     ledger.add_users(plan.new_users)
     for item in plan.actions:
         ledger.add_steps(item.action.name, item.to_send)
-        if item.skipped.len() and item.action.skips_guests:
-            ledger.skip_steps(item.action.name, item.skipped, item.action.skips_guests)
+        for skipped in item.skipped_by:
+            ledger.skip_steps(item.action.name, skipped.user_ids, skipped.reason)
     outcome = None
     if client is not None:
         control = session.control()
+        sheet = PasswordSheet(facts.passwords_out) if facts.passwords_out else None
         lanes = LaneContext(
-            ledger, client, session.caller(control), job.settings.send.max_in_flight
+            ledger,
+            client,
+            session.caller(control),
+            job.settings.send.max_in_flight,
+            keep_secret=_sheet_writer(sheet, ledger) if sheet else None,
         )
         works = [Work(p.action, p.to_send.to_list()) for p in plan.actions]
         job.observer(
@@ -126,6 +137,8 @@ async def execute(
         try:
             outcome = await send(lanes, works, job.settings.send.batch_size, job.stop)
         finally:
+            if sheet is not None:
+                sheet.close()
             job.observer(Event.SENT)
     result = summarise(job, plan, facts, session.specs, outcome)
     # The end of the run first: a report that cannot be written must not leave it unfinished.
@@ -153,6 +166,20 @@ def _not_written(report: Path, ledger: Path, exc: BaseException) -> str:
     """One line: why the report was not written, and the command that writes it again."""
     again = command_line(["batcher", "report", str(ledger), "--out", str(report)])
     return f"the report {report} was not written ({_reason(exc)}); write it with: {again}"
+
+
+def _sheet_writer(
+    sheet: PasswordSheet, ledger: Ledger
+) -> Callable[[str, str, StepState, Secret], None]:
+    """Write each password a request set (or may have set) to the help desk's sheet, with the
+    user's UPN as the look-up read it."""
+    lookups = ledger.lookups().drop_nulls("user_id")
+    upns = dict(lookups.select("user_id", "user_principal_name").iter_rows())
+
+    def write(user_id: str, action: str, state: StepState, secret: Secret) -> None:
+        sheet.write(user_id, upns.get(user_id), action, state.value, secret)
+
+    return write
 
 
 def _sent_keys(plan: Plan) -> Iterable[tuple[str, str]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from batcher.actions import ACTIONS, CONTAIN, reverse
+from batcher.actions import ACTIONS, CONTAIN, comes_after, reverse
 from batcher.config import Settings
 from batcher.errors import LedgerError
 from batcher.ledger import TO_SEND, Ledger, RunScope, StepState
@@ -176,11 +176,14 @@ def again_after(known: pl.DataFrame) -> pl.DataFrame:
     the moment it was sent, and the account was enabled in between."""
     frames = []
     for action in ACTIONS.values():
-        if action.after is None:
+        chain = comes_after(action)
+        if not chain:
             continue
-        first = known.filter(
-            (pl.col("action") == action.after) & pl.col("state").is_in(_TO_SEND)
-        ).select("user_id")
+        first = (
+            known.filter(pl.col("action").is_in(chain) & pl.col("state").is_in(_TO_SEND))
+            .select("user_id")
+            .unique()
+        )
         done = known.filter(
             (pl.col("action") == action.name) & (pl.col("state") == StepState.DONE.value)
         ).select("user_id")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
 import polars as pl
 
 from batcher.actions import ACTIONS, Action, Shape
+from batcher.errors import ConfigError
 from batcher.eventlog import Event
 from batcher.inputs import InputSet, read_inputs
 from batcher.job.execute import Facts, config_digest, execute, file_sha256, summarise
@@ -24,8 +26,10 @@ from batcher.job.session import Route, Session, budget_specs
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import LOOKUP_COLUMNS, Ledger, RunRecord
-from batcher.plan import USER_COLUMNS, Plan, direct_users, make_plan
+from batcher.passwords import check_sheet_path
+from batcher.plan import USER_COLUMNS, USER_PROPERTIES, Plan, direct_users, make_plan
 from batcher.report.files import sibling, write_rejects
+from batcher.window import Window, parse_since, recorded_window, settle_window
 from batcher.workers.resolver import GUEST, RESOLVED, estimate_requests
 
 # A share of invalid rows worth saying prominently, not only as a count in the table.
@@ -39,19 +43,59 @@ class RunOptions:
     sheet: str | None = None
     dry_run: bool = False
     resend: bool = False  # send again what another recent run on the tenant already did
+    since: str | None = None  # --since as typed: the start of the incident window
+    passwords_out: Path | None = None  # the help desk's owner-only CSV of the passwords set
 
 
 def run(job: Job, options: RunOptions, route: Route | None = None) -> Summary:
     """Read, resolve, plan, ask ``job.confirm``, record and send. A failed batch is data.
     ``route``: Graph through a transport instead of the network."""
+    _check_passwords_out(job, options.passwords_out)
+    since = parse_since(options.since, datetime.now(UTC)) if options.since else None
     read = read_inputs(options.inputs, options.column, options.sheet)
     job.observer(Event.INPUTS, files=read.files, warnings=read.warnings)
     if options.dry_run:
-        return _dry_run(job, read, options)
-    return anyio.run(_run, job, read, options, route)
+        return _dry_run(job, read, options, since)
+    return anyio.run(_run, job, read, options, route, since)
 
 
-async def _run(job: Job, read: InputSet, options: RunOptions, route: Route | None) -> Summary:
+def _check_passwords_out(job: Job, path: Path | None) -> None:
+    """--passwords-out only with an action that sets a secret, into a folder that exists."""
+    if path is None:
+        return
+    if not any(a.secret_body for a in _actions(job)):
+        setting = [a.name for a in ACTIONS.values() if a.secret_body]
+        raise ConfigError(
+            f"--passwords-out is for {', '.join(setting)}, which this run does not do; leave "
+            "it out, or add the action"
+        )
+    check_sheet_path(path)
+
+
+def _with_run_facts(
+    facts: Facts, plan: Plan, window: Window | None, passwords_out: Path | None
+) -> Facts:
+    """The plan's and the gate's lines: the incident window, who is skipped (and why, besides
+    guests), and where passwords are written."""
+    notes = [window.line()] if window is not None else []
+    for item in plan.actions:
+        for skip in item.action.skips:
+            n = sum(s.user_ids.len() for s in item.skipped_by if s.reason == skip.reason)
+            if n:
+                users = f"{n:,} user{'s' * (n != 1)}"
+                notes.append(f"{users} {skip.who}: {item.action.name} skipped: {skip.reason}")
+    if passwords_out is not None:
+        notes.append(
+            f"--passwords-out {passwords_out}: each new password is written there in clear "
+            "(owner-only file); hand it to the help desk over a safe channel and delete it "
+            "once the users have theirs"
+        )
+    return replace(facts, notes=(*facts.notes, *notes), window=window, passwords_out=passwords_out)
+
+
+async def _run(
+    job: Job, read: InputSet, options: RunOptions, route: Route | None, since: Window | None
+) -> Summary:
     assert job.ledger is not None
     record = RunRecord(
         "run",
@@ -74,6 +118,8 @@ async def _run(job: Job, read: InputSet, options: RunOptions, route: Route | Non
                 users, ledger.known_steps(), _actions(job), job.settings.send.batch_size, elsewhere
             )
             facts = _with_elsewhere(job, facts, elsewhere, plan, users)
+            window = settle_window(since, recorded_window(ledger.meta()))
+            facts = _with_run_facts(facts, plan, window, options.passwords_out)
             return await execute(session, ledger, plan, facts, record)
     finally:
         ledger.close()
@@ -125,7 +171,8 @@ def _users(read: InputSet, wanted: pl.DataFrame, outcomes: pl.DataFrame) -> pl.D
     users = direct_users(direct)
     if not found.height:
         return users
-    return pl.concat([users, found.select(list(USER_COLUMNS))], how="vertical_relaxed").unique(
+    looked_up = found.select(*USER_COLUMNS, *USER_PROPERTIES)
+    return pl.concat([users, looked_up], how="diagonal_relaxed").unique(
         "user_id", keep="first", maintain_order=True
     )
 
@@ -235,11 +282,12 @@ def _with_elsewhere(
     return replace(facts, notes=(*facts.notes, note))
 
 
-def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
+def _dry_run(job: Job, read: InputSet, options: RunOptions, since: Window | None) -> Summary:
     """The plan without a single request, and without creating or changing anything."""
     exists = job.ledger is not None and job.ledger.exists()
     known = pl.DataFrame(schema={"user_id": pl.String, "action": pl.String, "state": pl.String})
     cached = pl.DataFrame(schema=LOOKUP_COLUMNS)
+    recorded = None
     if exists:
         assert job.ledger is not None
         reader = Ledger.open_existing(job.ledger, job.scope)
@@ -247,8 +295,10 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
             known = plan_again(reader.known_steps(), steps_undone_since(reader))
             cached = reader.lookups()
             known = plan_again(known, again_after(known))
+            recorded = recorded_window(reader.meta())
         finally:
             reader.close()
+    window = settle_window(since, recorded)
     wanted = _needs_lookup(job, read)
     cached, todo = split_cached(wanted, cached)
     # object IDs count as users before their look-up (it checks they exist and who is a guest)
@@ -269,4 +319,5 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions) -> Summary:
         )
         facts = replace(facts, notes=(*facts.notes, note))
     specs = budget_specs(job.settings)
+    facts = _with_run_facts(facts, plan, window, options.passwords_out)
     return summarise(job, plan, _with_elsewhere(job, facts, elsewhere, plan, users), specs)

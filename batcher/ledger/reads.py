@@ -46,6 +46,7 @@ LOOKUP_COLUMNS = {
     "source_row": pl.Int64,
     "user_type": pl.String,
     "account_enabled": pl.Boolean,
+    "on_premises_sync": pl.Boolean,
 }
 _USER_FIELDS = ("input_value", "matched_by", "source_file", "source_row")  # users', not steps'
 _STEP_COLUMNS = {"step_row": pl.Int64} | {

@@ -171,6 +171,11 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (user_id, action)
     );
     """,
+    # What the look-up read of whether a user is synced from on-premises (reset-password skips
+    # them); NULL in older rows: not read.
+    6: """
+    ALTER TABLE lookups ADD COLUMN on_premises_sync INTEGER;
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

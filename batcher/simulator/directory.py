@@ -49,6 +49,8 @@ class DirectoryUser:
     accountEnabled: bool = True
     signInSessionsValidFromDateTime: str | None = None
     displayName: str | None = None
+    onPremisesSyncEnabled: bool | None = None  # True: mastered on-premises (AD Connect)
+    lastPasswordChangeDateTime: str | None = None
     privileged: bool = False
 
     def __post_init__(self) -> None:
@@ -71,6 +73,12 @@ def derived_id(value: str) -> str:
     """The open directory's object ID for an address or SID."""
     key = value.upper() if SID.match(value) else value.lower()
     return str(uuid.uuid5(NAMESPACE, key))
+
+
+def synced(user_id: str) -> bool | None:
+    """The open directory is a hybrid tenant: about one user in 16 (those whose object ID ends
+    in 0) is synced from on-premises, so the sample inputs hold a few."""
+    return True if user_id.endswith("0") else None
 
 
 class Directory:
@@ -160,6 +168,7 @@ class Directory:
             return None
         return DirectoryUser(
             id=derived_id(address),
+            onPremisesSyncEnabled=synced(derived_id(address)),
             userPrincipalName=address,
             mail=address,
             proxyAddresses=[f"SMTP:{address}"],
@@ -169,7 +178,11 @@ class Directory:
 
 
 def _user_for_id(user_id: str) -> DirectoryUser:
-    return DirectoryUser(id=user_id, userPrincipalName=f"{user_id.lower()}@simulator.invalid")
+    return DirectoryUser(
+        id=user_id,
+        userPrincipalName=f"{user_id.lower()}@simulator.invalid",
+        onPremisesSyncEnabled=synced(user_id.lower()),
+    )
 
 
 def _user_for_sid(sid: str) -> DirectoryUser:
@@ -178,6 +191,7 @@ def _user_for_sid(sid: str) -> DirectoryUser:
         id=uid,
         userPrincipalName=f"{uid}@simulator.invalid",
         onPremisesSecurityIdentifier=sid.upper(),
+        onPremisesSyncEnabled=True,  # an on-premises SID: synced from Active Directory
     )
 
 

@@ -22,7 +22,7 @@ ACTIONS = {
 class Write(NamedTuple):
     """One directory write the simulator received, with the status it answered."""
 
-    op: str  # "disable", "enable" or "revoke"
+    op: str  # "disable", "enable", "reset" or "revoke"
     user_id: str  # the object ID (lower case), or the key in the URL when no user matched
     at: float  # time.monotonic() when it was answered
     status: int
@@ -51,6 +51,9 @@ class Record:
     filters: list[str] = field(default_factory=list)  # every $filter received, decoded
     writes: list[Write] = field(default_factory=list)
     revoked_guests: list[str] = field(default_factory=list)  # guests asked to revoke sessions
+    # (user_id, password, forceChangePasswordNextSignIn) of each reset, in memory only: tests
+    # search every file and stream for them; never in to_json or an answer
+    passwords: list[tuple[str, str, bool]] = field(default_factory=list, repr=False)
     changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     def apply(self, action: str, ids: list[str], state: str) -> None:
@@ -64,6 +67,11 @@ class Record:
     def wrote(self, op: str, user_id: str, status: int) -> None:
         with self.changed:
             self.writes.append(Write(op, user_id, time.monotonic(), status))
+            self.changed.notify_all()
+
+    def set_password(self, user_id: str, password: str, force: bool) -> None:
+        with self.changed:
+            self.passwords.append((user_id, password, force))
             self.changed.notify_all()
 
     def read(self) -> None:

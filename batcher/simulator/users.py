@@ -1,4 +1,4 @@
-"""The directory's endpoints: look users up, block their sign-in, revoke their sessions."""
+"""The directory's endpoints: look users up, block sign-in, reset passwords, revoke sessions."""
 
 from __future__ import annotations
 
@@ -19,6 +19,21 @@ from batcher.simulator.query import QueryError, parse_filter, parse_select, proj
 from batcher.simulator.replies import DENIED, Context, odata_context
 
 _ONE = ("/{version}/users/{key}", "/{version}/users('{quoted}')")
+SYNCED_REFUSED = (
+    "Unable to update the specified properties for on-premises mastered Directory Sync objects "
+    "or objects currently undergoing migration."
+)
+TOO_SIMPLE = (
+    "The specified password does not comply with password complexity requirements. Please "
+    "provide a different password."
+)
+KINDS = (str.islower, str.isupper, str.isdigit, lambda c: not c.isalnum())
+
+
+def complex_enough(password: str) -> bool:
+    """Entra's rules: 8 to 256 characters, of at least 3 of the 4 kinds."""
+    kinds = sum(any(kind(c) for c in password) for kind in KINDS)
+    return 8 <= len(password) <= 256 and kinds >= 3
 
 
 class DirectoryEndpoints:
@@ -165,6 +180,10 @@ class DirectoryEndpoints:
             body = json.loads(await request.body())
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = None
+        if isinstance(body, dict) and "passwordProfile" in body:
+            response = self._reset_password(request, body)
+            self._wrote(request, "reset", response.status_code)
+            return response
         enabled = body.get("accountEnabled") if isinstance(body, dict) else None
         response = await self._set_enabled(request, body, enabled)
         if isinstance(enabled, bool):
@@ -193,6 +212,35 @@ class DirectoryEndpoints:
         if user.privileged and not ctx.settings.caller_privileged:
             return ctx.error(request, 403, "Authorization_RequestDenied", DENIED)
         user.accountEnabled = enabled
+        return ctx.empty(request, 204)
+
+    def _reset_password(self, request: Request, body: dict[str, Any]) -> Response:
+        """PATCH passwordProfile: Entra's complexity rules, synced users refused (their password
+        is mastered on-premises), an administrator's only by a privileged caller. The password
+        is kept only in memory (``record.passwords``), for tests; never in an answer."""
+        ctx = self.ctx
+        refused = self._gate(request, write=True)
+        if refused is not None:
+            return refused
+        profile = body.get("passwordProfile")
+        others = sorted(set(body) - {"passwordProfile"})
+        password = profile.get("password") if isinstance(profile, dict) else None
+        if others or not isinstance(password, str):
+            message = "Invalid value specified for property 'passwordProfile' of resource 'User'."
+            return ctx.error(request, 400, "Request_BadRequest", message)
+        user = self._target(request)
+        if not isinstance(user, DirectoryUser):
+            return user
+        if user.onPremisesSyncEnabled:
+            return ctx.error(request, 400, "Request_BadRequest", SYNCED_REFUSED)
+        if user.privileged and not ctx.settings.caller_privileged:
+            return ctx.error(request, 403, "Authorization_RequestDenied", DENIED)
+        if not complex_enough(password):
+            return ctx.error(request, 400, "Request_BadRequest", TOO_SIMPLE)
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        user.lastPasswordChangeDateTime = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        force = bool(profile.get("forceChangePasswordNextSignIn")) if profile else False
+        ctx.record.set_password(user.id, password, force)
         return ctx.empty(request, 204)
 
     async def _revoke(self, request: Request) -> Response:

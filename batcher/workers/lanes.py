@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from batcher.actions import Action
 from batcher.calls import Caller, Control
@@ -11,6 +12,10 @@ from batcher.errors import BatcherError
 from batcher.eventlog import Event
 from batcher.graph import GraphClient
 from batcher.ledger import Ledger, StepState
+from batcher.passwords import Secret, secrets_in
+
+# (user_id, action, state, secret): a step whose request carried a secret was done or unknown
+SecretSink = Callable[[str, str, StepState, Secret], None]
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,16 @@ class LaneContext:
     client: GraphClient
     caller: Caller
     max_in_flight: int
+    keep_secret: SecretSink | None = None  # --passwords-out; None: secrets are dropped
+
+    def secret_set(
+        self, user_id: str, action: str, state: StepState, body: Mapping[str, Any]
+    ) -> None:
+        """A request carrying ``body`` was applied (or may have been): hand its secret over."""
+        if self.keep_secret is None:
+            return
+        for secret in secrets_in(body):
+            self.keep_secret(user_id, action, state, secret)
 
     @property
     def control(self) -> Control:

@@ -15,13 +15,13 @@ import heapq
 import math
 import time
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
-from batcher.actions import Action, Budget, permission_for
+from batcher.actions import Action, Budget, comes_after, permission_for
 from batcher.calls import Call, NotSent, refused
 from batcher.errors import (
     AuthError,
@@ -49,6 +49,7 @@ class _Step:
     action: Action
     first_sent: float | None = None
     tries: int = 0
+    body: Mapping[str, Any] | None = None  # made for this user (a secret_body), kept for retries
 
     @property
     def key(self) -> tuple[str, str]:
@@ -91,10 +92,11 @@ class PerUserLane:
         self._budgets = {w.action.budget for w in works}
         pending = {w.action.name: set(w.user_ids) for w in works}
         for work in works:  # in the action table's order: disable before revoke-sessions
-            first = work.action.after
+            chain = comes_after(work.action)
             for uid in work.user_ids:
                 step = _Step(uid, work.action)
-                if first is not None and uid in pending.get(first, ()):
+                first = next((name for name in chain if uid in pending.get(name, ())), None)
+                if first is not None:
                     self.blocked[(uid, first)].append(step)
                 else:
                     self.ready.append(step)
@@ -146,7 +148,12 @@ class PerUserLane:
         self._changed = anyio.Event()
 
     async def _send(self, chunk: _Chunk) -> None:
-        requests = [action_request(s.action, s.user_id, str(n)) for n, s in enumerate(chunk.steps)]
+        for step in chunk.steps:  # one secret per user per run: every retry sends the same
+            if step.body is None and step.action.secret_body is not None:
+                step.body = step.action.secret_body()
+        requests = [
+            action_request(s.action, s.user_id, str(n), s.body) for n, s in enumerate(chunk.steps)
+        ]
         chunk.fields.update(
             action="+".join(sorted({s.action.name for s in chunk.steps})), ids=len(chunk.steps)
         )
@@ -285,6 +292,8 @@ class PerUserLane:
 
     def _settle(self, step: _Step, state: StepState, batch_id: int | None) -> None:
         self.lanes.settled(step.action.name, state, 1, batch_id)
+        if step.body is not None and state in (StepState.DONE, StepState.UNKNOWN):
+            self.lanes.secret_set(step.user_id, step.action.name, state, step.body)
         if state in (StepState.DONE, StepState.FAILED):
             self._unblock(step)
         else:  # unknown: it may not have applied, so what follows it stays planned
@@ -296,8 +305,10 @@ class PerUserLane:
         self._notify()
 
     def _hold_back(self, step: _Step) -> None:
-        """The steps waiting for ``step`` are not sent in this run: they stay planned."""
-        self.blocked.pop(step.key, None)
+        """The steps waiting for ``step`` are not sent in this run: they stay planned, and so
+        do the steps waiting for them (revoke-sessions after reset-password after disable)."""
+        for waiting in self.blocked.pop(step.key, []):
+            self._hold_back(waiting)
         self._notify()
 
     def _release_waiting(self) -> None:

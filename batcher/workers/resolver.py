@@ -313,6 +313,7 @@ class Resolver:
             "source_row": row.get("source_row"),
             "user_type": user.get("userType") or ("Guest" if outcome == GUEST else None),
             "account_enabled": user.get("accountEnabled"),
+            "on_premises_sync": user.get("onPremisesSyncEnabled"),
         }
 
     def _settle(self, done: list[dict[str, Any]], *, cache: bool = True) -> None:
