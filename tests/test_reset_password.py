@@ -75,7 +75,7 @@ def test_synced_users_are_skipped_and_counted(tmp_path: Path, simulator_factory:
     ledger = tmp_path / "l.sqlite"
     ran = _run(tmp_path, people, "-c", config, "--ledger", ledger, "--action", ACTION, "--json")
     summary = ran.json()
-    reset = summary["actions"][ACTION]
+    reset = summary["result"]["actions"][ACTION]
     assert (reset["skipped"], reset["done"], reset["failed"]) == (1, 2, 1)
     assert "1 user synced from on-premises: reset-password skipped: reset it on-premises " in (
         ran.stderr
@@ -100,7 +100,7 @@ def test_each_user_is_disabled_then_reset_then_revoked_and_an_administrator_fail
     for user in (ANN, BEN):
         assert record.operations(user.id) == ["disable", "reset", "revoke"]
     assert record.operations(SAM.id) == ["disable", "revoke"]  # no reset: after the block
-    reset = ran.json()["actions"][ACTION]
+    reset = ran.json()["result"]["actions"][ACTION]
     assert reset["failed"] == 1  # ada: resetting an administrator needs a privileged role
     assert all(force for _, _, force in record.passwords)  # the user changes it next sign-in
 
@@ -145,7 +145,11 @@ def test_passwords_out_is_refused_without_its_folder_or_without_reset_password(
     assert no_reset.code == 2
     assert "--passwords-out is for reset-password, which this run does not do" in no_reset.stderr
     for refused in (no_folder, no_reset):
-        assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+        said = refused.stderr.strip().splitlines()
+        # which config and target are in force, then the one-line refusal
+        assert (
+            len(said) == 2 and said[0].startswith("config: ") and "Traceback" not in refused.stderr
+        )
     assert not (tmp_path / "p.csv").exists() and not (tmp_path / "runs").exists()
 
 
@@ -161,7 +165,7 @@ def test_undo_says_reset_password_cannot_be_undone_and_verify_reads_the_change_t
         undone.stderr
     )
     verified = run_cli("verify", ledger, "-c", config, "--json", cwd=tmp_path)
-    reset = verified.json()["actions"][ACTION]
+    reset = verified.json()["result"]["actions"][ACTION]
     assert (reset["checked"], reset["as_expected"]) == (2, 2)  # ada's failed: nothing to read
     out = tmp_path / "verify.csv"
     run_cli("verify", ledger, "-c", config, "-o", out, cwd=tmp_path)
