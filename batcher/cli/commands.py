@@ -2,53 +2,38 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from batcher.actions import ACTIONS, CONTAIN, DEFAULT_ACTION, Action, action_named, choose
-from batcher.calls import StopSignal
+from batcher.actions import ACTIONS, CONTAIN, DEFAULT_ACTION, action_named, choose
 from batcher.cli.edge import (
-    EXIT_AUTH,
     EXIT_OK,
     EXIT_SOME_FAILED,
-    EXIT_UNREACHABLE,
     Outcome,
     as_typed,
-    built_in_simulator,
     config_in_force,
     console,
-    device_code_prompt,
     exit_codes,
-    gate,
     observers,
     settings_in_force,
-    this_command,
 )
 from batcher.cli.help import Command, app
-from batcher.cli.render import plural, render_status, render_summary, render_verify, say
+from batcher.cli.jobs import build_job, closing, send_job
+from batcher.cli.render import plural, render_status, render_verify, say
 from batcher.cli.schema import status_result
-from batcher.config import Settings, load_settings
-from batcher.eventlog import Observer
+from batcher.config import load_settings
 from batcher.job import (
-    Job,
     ReplayOptions,
     ResolveOptions,
     RunOptions,
-    Summary,
     VerifyOptions,
-    default_path,
     recorded_actions,
     replay,
     resolve,
     run,
-    run_scope,
     status,
-    tokens_for,
     undo,
     undo_actions,
     undo_ledger,
@@ -131,11 +116,11 @@ def run_command(
     options = RunOptions(
         tuple(inputs), column, sheet, dry_run, resend, since=since, passwords_out=passwords_out
     )
-    _send(
+    send_job(
         "run",
         config,
         (as_json, log_file),
-        lambda settings, watch: _job(
+        lambda settings, watch: build_job(
             settings,
             choose([*(action or []), *(CONTAIN if contain else ())]),
             ledger,
@@ -162,11 +147,11 @@ def replay_command(
 ) -> None:
     """Send again the failed and unknown steps of LEDGER, as new attempts in it."""
     chosen = action_named(action).name if action else None
-    _send(
+    send_job(
         "replay",
         config,
         (as_json, log_file),
-        lambda settings, watch: _job(
+        lambda settings, watch: build_job(
             settings,
             tuple(ACTIONS[a] for a in recorded_actions(ledger)),
             ledger,
@@ -188,11 +173,11 @@ def undo_command(
     log_file: LogFile = None,
 ) -> None:
     """Reverse what LEDGER did where it can be (disable -> enable, confirm -> dismiss)."""
-    _send(
+    send_job(
         "undo",
         config,
         (as_json, log_file),
-        lambda settings, watch: _job(
+        lambda settings, watch: build_job(
             settings,
             tuple(ACTIONS[a] for a in undo_actions(ledger)),
             undo_ledger(ledger),
@@ -224,7 +209,7 @@ def verify_command(
         if out is not None:
             check_out_folder(out)
         actions = tuple(ACTIONS[a] for a in recorded_actions(ledger))
-        job = _job(settings, actions, ledger, (), watch, yes=True)
+        job = build_job(settings, actions, ledger, (), watch, yes=True)
         if job.simulated:
             say(
                 console,
@@ -233,7 +218,7 @@ def verify_command(
                 prefix="note: ",
                 style="yellow",
             )
-        with _closing(job), on_stop_signals(output.on_signal(job.stop.ask)):
+        with closing(job), on_stop_signals(output.on_signal(job.stop.ask)):
             result = verify(job, VerifyOptions(out, unread))
     if result.nothing_to_verify:
         say(console, result.nothing_to_verify, prefix="batcher: ")
@@ -274,9 +259,9 @@ def resolve_command(
         settings = settings_in_force(config)
         if out is not None:
             check_out_folder(out)
-        job = _job(settings, (), None, inputs, watch, yes=True)
+        job = build_job(settings, (), None, inputs, watch, yes=True)
         target = out or settings.ledger.folder / f"{inputs[0].name.split('.')[0]}.resolved.csv"
-        with _closing(job), on_stop_signals(output.on_signal(job.stop.ask)):
+        with closing(job), on_stop_signals(output.on_signal(job.stop.ask)):
             result = resolve(job, ResolveOptions(tuple(inputs), target, column, sheet))
     output.finish(EXIT_OK, result.result())
     counts = result.inputs
@@ -359,101 +344,3 @@ def simulate(
         f"{settings.burst}); bearer token: {SIMULATOR_TOKEN}; Ctrl-C stops it",
     )
     server.serve_forever()
-
-
-def _send(
-    name: str,
-    config: Path | None,
-    output: tuple[bool, Path | None],
-    build: Callable[[Settings, Observer], Job],
-    work: Callable[[Job], Summary],
-) -> None:
-    """What run, replay and undo share: errors become exit codes; the console, the progress
-    bar and the log file watch; Ctrl-C reaches the job; the summary is rendered."""
-    as_json, log_file = output
-    out = Outcome(name, as_json)
-    resume = this_command()  # it looks batcher up on PATH: once
-    with exit_codes(out, resume), observers(log_file) as watch:
-        job = replace(build(settings_in_force(config), watch), command_line=resume)  # to resume it
-        out.ledger = job.ledger
-        with _closing(job), on_stop_signals(out.on_signal(job.stop.ask)):
-            summary = work(job)
-    _finish(summary, out, config, resume)
-
-
-def _job(
-    settings: Settings,
-    actions: tuple[Action, ...],
-    ledger: Path | None,
-    inputs: Sequence[Path],
-    observer: Observer,
-    *,
-    yes: bool,
-    offline: bool = False,
-) -> Job:
-    tokens = tokens_for(settings, offline=offline, prompt=device_code_prompt)
-    who = run_scope(settings, tokens, actions)
-    if ledger is None and inputs and who.tenant:
-        ledger = default_path(settings, inputs, who)
-    job = Job(settings, who, tokens, ledger, observer, stop=StopSignal())
-    job = replace(job, start_simulator=built_in_simulator)
-    return replace(job, confirm=gate(job.simulated, yes))
-
-
-@contextlib.contextmanager
-def _closing(job: Job) -> Iterator[Job]:
-    """The job, its token source (which ``_job`` signed in with) closed at the end."""
-    try:
-        yield job
-    finally:
-        if job.tokens is not None:
-            job.tokens.close()
-
-
-def _finish(summary: Summary, out: Outcome, config: Path | None, resume: str) -> None:
-    render_summary(summary, console)
-    if summary.target == "simulator" and not summary.dry_run:
-        say(
-            console,
-            "this was the built-in simulator; no real tenant was touched",
-            prefix="SIMULATOR: ",
-            style="bold magenta",
-        )
-    code, message = _exit_code(summary, out, config, resume)
-    out.finish(code, summary.result(), message)
-    raise typer.Exit(code)
-
-
-def _exit_code(
-    summary: Summary, out: Outcome, config: Path | None, resume: str
-) -> tuple[int, str | None]:
-    """The exit code, and what the console said of it (the JSON error's message)."""
-    if summary.stopped:
-        say(console, summary.stopped, prefix="batcher: error: ", style="red")
-        say(console, f"to resume once fixed: {resume}")
-        return (EXIT_UNREACHABLE if summary.unreachable else EXIT_AUTH), summary.stopped
-    if summary.interrupted:
-        said = f"interrupted; everything done so far is in the ledger; to resume: {resume}"
-        say(console, said)
-        return out.stopped_code, said
-    if summary.dry_run:
-        return EXIT_OK, None
-    pending = summary.unknown + summary.not_sent
-    if pending or summary.inputs.not_looked_up:
-        what = [plural(pending, "step") + " unknown or not sent"] if pending else []
-        if summary.inputs.not_looked_up:
-            what.append(plural(summary.inputs.not_looked_up, "identity") + " not looked up")
-        said = f"{' and '.join(what)}; to send them again: {resume}"
-        say(console, said)
-        return EXIT_SOME_FAILED, said
-    if summary.failed:
-        replay_cmd = as_typed(
-            "replay", summary.ledger or "LEDGER", *(["--config", str(config)] if config else [])
-        )
-        said = (
-            f"{plural(summary.failed, 'step')} failed; the report has Graph's error codes and "
-            f"why; once the cause is fixed: {replay_cmd}"
-        )
-        say(console, said)
-        return EXIT_SOME_FAILED, said
-    return EXIT_OK, None

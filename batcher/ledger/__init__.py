@@ -17,6 +17,21 @@ from dataclasses import dataclass
 import polars as pl
 
 from batcher import __version__
+from batcher.ledger.moves import (
+    ANSWER,
+    ANSWER_EACH,
+    DONE,
+    FAILED,
+    PLANNED,
+    RETRY,
+    SENDING,
+    SETTLE,
+    SETTLES_TO,
+    SKIPPED,
+    START,
+    UNKNOWN,
+    Key,
+)
 from batcher.ledger.reads import EFFECTIVE_STATE, LOOKUP_COLUMNS, REPORT_COLUMNS, Reads
 from batcher.ledger.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from batcher.ledger.states import (
@@ -65,43 +80,6 @@ __all__ = [
     "WriterLock",
     "now",
 ]
-
-Key = tuple[str, str]  # (user_id, action): one step
-PLANNED, SENDING, DONE = StepState.PLANNED, StepState.SENDING, StepState.DONE
-FAILED, UNKNOWN, SKIPPED = StepState.FAILED, StepState.UNKNOWN, StepState.SKIPPED
-BY_KEY, BY_BATCH = "user_id = ? AND action = ?", "batch_id = ?"
-
-# The guarded transitions: which steps each may move, from which states (``move`` checks).
-START = Move(
-    "start_batch",
-    "state = ?, batch_id = ?, attempts = attempts + 1, in_flight = 1, client_request_id = ?, "
-    "sent_at = COALESCE(sent_at, ?)",
-    BY_KEY,
-    SENDABLE,
-)
-RETRY = Move(
-    "start_attempt",
-    "attempts = attempts + 1, in_flight = 1, client_request_id = ?",
-    BY_BATCH,
-    IN_FLIGHT,
-)
-# An answer recorded on steps: no longer in flight, maybe applied (once maybe, always), the
-# last answer, and the final state when it settles them (None: still 'sending').
-ANSWERED = (
-    "in_flight = 0, maybe_applied = maybe_applied OR ?, last_status = ?, error_code = ?, "
-    "error_message = ?, request_id = ?, state = COALESCE(?, state), "
-    "finished_at = CASE WHEN ? IS NULL THEN finished_at ELSE ? END"
-)
-ANSWER = Move("finish_attempt", ANSWERED, BY_BATCH, IN_FLIGHT)
-ANSWER_EACH = Move("finish_steps", ANSWERED, BY_KEY, IN_FLIGHT)
-SETTLE = Move(
-    "settle_batch",
-    "state = ?, last_status = ?, error_code = ?, error_message = ?, request_id = ?, "
-    "finished_at = ?",
-    BY_BATCH,
-    IN_FLIGHT,
-)
-SETTLES_TO = frozenset({DONE, FAILED, UNKNOWN})  # what an answer may settle a step (a batch) as
 
 
 @dataclass(frozen=True)
