@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from batcher.calls import Tally
+from batcher.control import Tally
 from batcher.report.render import format_duration, say
 
 

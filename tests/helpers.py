@@ -18,8 +18,9 @@ import polars as pl
 
 from batcher.actions import ACTIONS, Budget, choose
 from batcher.auth import StaticToken, TokenSource
-from batcher.calls import Caller, Control, RetrySettings, StopSignal
+from batcher.calls import Caller, RetrySettings, StopSignal
 from batcher.config import Settings, SimulatorSettings
+from batcher.control import Control
 from batcher.eventlog import Observer, no_events
 from batcher.graph import GraphClient, http_client
 from batcher.job import (

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from batcher.actions import CONTAIN
-from batcher.calls import WINDOW, Tally
+from batcher.control import WINDOW, Tally
 from batcher.job import Summary, status, undo_ledger
 from batcher.ledger.states import MEANING
 from batcher.progress import RunProgress

@@ -10,9 +10,10 @@ import httpx
 
 from batcher.actions import Budget
 from batcher.auth import ssl_context
-from batcher.calls import Caller, Control, RetrySettings
+from batcher.calls import Caller, RetrySettings
 from batcher.clouds import CLOUDS
 from batcher.config import Settings
+from batcher.control import Control
 from batcher.graph import GraphClient, http_client
 from batcher.job.setup import Job, check_tenant
 from batcher.pacer import BudgetSpec, Limit, Pacer
@@ -41,10 +42,7 @@ def budget_specs(settings: Settings) -> dict[Budget, BudgetSpec]:
 
 def budget_pacers(settings: Settings) -> dict[Budget, Pacer]:
     """One pacer per budget, within its documented limits."""
-    return {
-        budget: Pacer(spec.limits, at_once=spec.at_once)
-        for budget, spec in budget_specs(settings).items()
-    }
+    return {budget: Pacer(spec) for budget, spec in budget_specs(settings).items()}
 
 
 @dataclass(frozen=True)

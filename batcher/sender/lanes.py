@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from batcher.actions import Action
-from batcher.calls import Caller, Control
+from batcher.calls import Caller
+from batcher.control import Control
 from batcher.errors import BatcherError
 from batcher.graph import GraphClient
 from batcher.ledger import Ledger, StepState
