@@ -71,8 +71,9 @@ SEND: dict[str, Any] = {
     "backoff_initial_seconds": 0.01,
     "backoff_max_seconds": 0.1,
 }
-DIRECTORY: dict[str, Any] = {  # writes: 1,000 a second, one JSON batch at once
-    "reads_per_second": 1000.0,
+DIRECTORY: dict[str, Any] = {  # reads and writes: 1,000 a second, one JSON batch at once
+    "read_units_per_window": 20,
+    "read_window_seconds": 0.02,
     "writes_per_window": 20,
     "writes_window_seconds": 0.02,
 }

@@ -8,7 +8,7 @@ from types import TracebackType
 
 import httpx
 
-from batcher.actions import Budget
+from batcher.actions import READ_UNITS, Budget
 from batcher.auth import ssl_context
 from batcher.calls import Caller, RetrySettings
 from batcher.clouds import CLOUDS
@@ -27,8 +27,9 @@ def budget_specs(settings: Settings) -> dict[Budget, BudgetSpec]:
         Budget.IDENTITY_PROTECTION: BudgetSpec(
             (Limit.steady(send.rate_per_second),), send.max_in_flight
         ),
-        Budget.DIRECTORY_READS: BudgetSpec(
-            (Limit.steady(directory.reads_per_second),), send.max_in_flight
+        Budget.DIRECTORY_READS: BudgetSpec(  # reads a window, of resource units
+            (Limit(directory.read_units_per_window / READ_UNITS, directory.read_window_seconds),),
+            send.max_in_flight,
         ),
         Budget.DIRECTORY_WRITES: BudgetSpec(
             (
