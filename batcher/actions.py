@@ -23,6 +23,13 @@ class Budget(StrEnum):
     DIRECTORY_WRITES = "directory_writes"  # 3,000 per 150 s per app per tenant
 
 
+# What one read costs of the directory's resource units (Graph's throttling-limits table): a
+# look-up, GET /users?$filter=...&$select=..., costs 2 (the user list) less 1 ($select); a read
+# of one user, GET /users/{id}?$select=..., costs 1 (never less). Each request inside a JSON
+# batch is costed on its own.
+READ_UNITS = 1
+
+
 class Shape(StrEnum):
     """How users ride in requests."""
 

@@ -170,11 +170,14 @@ class SendSettings(_Section):
 
 
 class DirectorySettings(_Section):
-    """Budgets of the directory (users): look-ups and writes, each paced on its own. Writes
-    are Graph's documented windows (3,000 per 150 s per app per tenant, 18,000 per 300 s per
-    tenant for all apps): a window may go at once, then refills at its average rate."""
+    """Budgets of the directory (users): look-ups and writes, each paced on its own, each one
+    of Graph's documented windows (a window may go at once, then refills at its average rate).
+    Reads: resource units (RU) per app per tenant, 3,500 / 5,000 / 8,000 per 10 s for tenants
+    of under 50 / 50-500 / over 500 users; the default is the smallest. Writes: 3,000 per 150 s
+    per app per tenant, and 18,000 per 300 s per tenant for all apps."""
 
-    reads_per_second: float = Field(default=100.0, gt=0, le=2000)
+    read_units_per_window: int = Field(default=3500, ge=1, le=100_000)
+    read_window_seconds: float = Field(default=10.0, gt=0, le=3600)
     writes_per_window: int = Field(default=3000, ge=1, le=100_000)
     writes_window_seconds: float = Field(default=150.0, gt=0, le=3600)
     tenant_writes_per_window: int = Field(default=18_000, ge=1, le=1_000_000)
@@ -185,13 +188,19 @@ class DirectorySettings(_Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_steady_write_rate(cls, data: Any) -> Any:
+    def _no_steady_rates(cls, data: Any) -> Any:
         if isinstance(data, dict) and "writes_per_second" in data:
             raise ValueError(
                 "writes_per_second is no longer a setting: Graph's write quota is a window; "
                 "write writes_per_window = 3000 and writes_window_seconds = 150 (the defaults), "
                 "or e.g. writes_per_window = 20 and writes_window_seconds = 1 for at most 20 a "
                 "second"
+            )
+        if isinstance(data, dict) and "reads_per_second" in data:
+            raise ValueError(
+                "reads_per_second is no longer a setting: Graph's read quota is a window of "
+                "resource units; write read_units_per_window = 3500 and read_window_seconds = 10 "
+                "(the defaults, a tenant under 50 users; 5000 for 50-500 users, 8000 above)"
             )
         return data
 
@@ -236,8 +245,9 @@ class SimulatorSettings(_Section):
     caller_privileged: bool = False
     revoke_answers_204: bool = False
     omit_properties: list[str] = Field(default_factory=list)  # user properties answers lack
-    directory_reads_per_second: float = Field(default=300.0, gt=0)
-    directory_reads_burst: int | None = Field(default=None, ge=1)  # None: one second's worth
+    # Graph's resource units for the smallest tenant: 3,500 per 10 s (a look-up costs 1)
+    directory_reads_per_second: float = Field(default=350.0, gt=0)
+    directory_reads_burst: int | None = Field(default=3500, ge=1)  # None: one second's worth
     # Graph's write window: 3,000 per 150 s, i.e. a bucket of 3,000 refilling at 20/s
     directory_writes_per_second: float = Field(default=20.0, gt=0)
     directory_writes_burst: int = Field(default=3000, ge=1)

@@ -48,6 +48,23 @@ class BudgetSpec:
         return max((limit.seconds_for(cost) for limit in self.limits), default=0.0)
 
 
+DEFAULT_AT_ONCE = 4  # requests in flight at most, for a budget given as bare limits
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How a pacer keeps clear of Graph's limits and answers a 429 (see ``Pacer``)."""
+
+    margin: float = 0.02  # a burst-1 limit: starts spaced this much further apart
+    reserve: float = 0.01  # a window: this much of it kept unused
+    slowdown: float = 1.1  # a 429: the refill this much slower
+    recovery: float = 0.1  # an answer not throttled: this much of the target rate won back
+    max_interval: float = 60.0  # never slower than one start in this many seconds
+
+
+DEFAULT_TUNING = Tuning()
+
+
 class _Window:
     """One limit's GCRA state: ``tat`` is when the window would be whole again."""
 
@@ -75,9 +92,10 @@ class _Window:
 class Pacer:
     """One pacer per budget, shared by every worker on it: no start beyond any of its limits.
 
-    - ``limits``: the budget's documented limits (``Limit``), or a steady rate a second. A
-      window lets up to its size go at once: idle time refills it, at its rate.
-    - ``at_once``: requests in flight at most on this budget (``slot``).
+    - ``budget``: the budget's documented limits and its cap in flight (``BudgetSpec``); or
+      bare limits, or a steady rate a second, with ``DEFAULT_AT_ONCE``. A window lets up to
+      its size go at once: idle time refills it, at its rate. ``slot`` holds a place in flight.
+    - ``tuning``: the margins and the answer to a 429 (``Tuning``).
     - A 429 (``throttled``) says Graph's window is spent: every window counts as full (no
       burst until it refills), and the refill slows by ``slowdown`` (down to one start per
       ``max_interval``). Only a 429 for a request started after the last slow-down counts:
@@ -96,28 +114,27 @@ class Pacer:
 
     def __init__(
         self,
-        limits: Sequence[Limit] | float,
+        budget: BudgetSpec | Sequence[Limit] | float,
         *,
-        at_once: int = 4,
-        margin: float = 0.02,
-        reserve: float = 0.01,
-        slowdown: float = 1.1,
-        recovery: float = 0.1,
-        max_interval: float = 60.0,
+        tuning: Tuning = DEFAULT_TUNING,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
-        if isinstance(limits, int | float):
-            limits = (Limit.steady(limits),)
-        self.limits = tuple(limits)
-        self.at_once = at_once
+        if isinstance(budget, int | float):
+            budget = (Limit.steady(budget),)
+        if not isinstance(budget, BudgetSpec):
+            budget = BudgetSpec(tuple(budget), DEFAULT_AT_ONCE)
+        self.limits = budget.limits
+        self.at_once = budget.at_once
         now = clock()
-        self._windows = [_Window(limit, margin, reserve, now) for limit in self.limits]
+        self._windows = [
+            _Window(limit, tuning.margin, tuning.reserve, now) for limit in self.limits
+        ]
         self.base_interval = max(w.interval for w in self._windows)
         self.factor = 1.0  # how much slower than the limits' refill, after 429s
-        self.max_factor = max(1.0, max_interval / self.base_interval)
-        self.slowdown = slowdown
-        self.recovery = recovery
+        self.max_factor = max(1.0, tuning.max_interval / self.base_interval)
+        self.slowdown = tuning.slowdown
+        self.recovery = tuning.recovery
         self._clock = clock
         self._sleep = sleep
         self._held_until = now

@@ -18,8 +18,9 @@ import polars as pl
 
 from batcher.actions import ACTIONS, Budget, choose
 from batcher.auth import StaticToken, TokenSource
-from batcher.calls import Caller, Control, RetrySettings, StopSignal
+from batcher.calls import Caller, RetrySettings, StopSignal
 from batcher.config import Settings, SimulatorSettings
+from batcher.control import Control
 from batcher.eventlog import Observer, no_events
 from batcher.graph import GraphClient, http_client
 from batcher.job import (
@@ -70,8 +71,9 @@ SEND: dict[str, Any] = {
     "backoff_initial_seconds": 0.01,
     "backoff_max_seconds": 0.1,
 }
-DIRECTORY: dict[str, Any] = {  # writes: 1,000 a second, one JSON batch at once
-    "reads_per_second": 1000.0,
+DIRECTORY: dict[str, Any] = {  # reads and writes: 1,000 a second, one JSON batch at once
+    "read_units_per_window": 20,
+    "read_window_seconds": 0.02,
     "writes_per_window": 20,
     "writes_window_seconds": 0.02,
 }

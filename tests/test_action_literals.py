@@ -131,8 +131,8 @@ def test_prose_and_types_are_not_taken_for_a_name(prose: str) -> None:
 
 
 def test_the_allowed_places_are_allowed_only_there() -> None:
-    pacers = "def budget_specs(s):\n    return {Budget.DIRECTORY_READS: 1}\n"
-    assert spelt_by_hand(pacers, "job/session.py") == []
-    assert spelt_by_hand(pacers, "job/run.py") == ["job/run.py:2 Budget.DIRECTORY_READS"]
+    specs = "def budget_specs(s):\n    return {Budget.DIRECTORY_READS: 1}\n"
+    assert spelt_by_hand(specs, "job/session.py") == []
+    assert spelt_by_hand(specs, "job/run.py") == ["job/run.py:2 Budget.DIRECTORY_READS"]
     elsewhere = "def caller(s):\n    return Budget.DIRECTORY_READS\n"
     assert spelt_by_hand(elsewhere, "job/session.py") == ["job/session.py:2 Budget.DIRECTORY_READS"]

@@ -24,17 +24,8 @@ import pytest
 
 from batcher.actions import ACTIONS, Budget
 from batcher.auth import StaticToken
-from batcher.calls import (
-    UNREACHABLE_AFTER,
-    WINDOW,
-    Call,
-    Caller,
-    Control,
-    NotSent,
-    RetrySettings,
-    StopSignal,
-    Tally,
-)
+from batcher.calls import Call, Caller, NotSent, RetrySettings, StopSignal
+from batcher.control import UNREACHABLE_AFTER, WINDOW, Control, Tally
 from batcher.errors import (
     AuthError,
     Forbidden,
@@ -47,7 +38,7 @@ from batcher.errors import (
 )
 from batcher.graph import Accepted, GraphClient, http_client
 from batcher.ledger import Answer, Ledger, Outcome, RunScope, StepState
-from batcher.pacer import Pacer
+from batcher.pacer import Pacer, Tuning
 from batcher.simulator import GraphSimulator
 from tests.helpers import FAST, GRAPH, TEST_TOKEN, Events, ids
 
@@ -101,7 +92,7 @@ def make_caller(
     control: Control, clock: FakeTime, *, retry_for: float = 30.0
 ) -> tuple[Caller, RecordingSleep]:
     pacers = {
-        budget: Pacer(rate, margin=0.0, clock=clock.clock, sleep=clock.sleep)
+        budget: Pacer(rate, tuning=Tuning(margin=0.0), clock=clock.clock, sleep=clock.sleep)
         for budget, rate in RATES.items()
     }
     waits = RecordingSleep()

@@ -29,9 +29,9 @@ def test_no_config_means_defaults() -> None:
     assert load_settings(None) == Settings()
 
 
-def test_the_directory_writes_default_to_graphs_documented_windows(tmp_path: Path) -> None:
+def test_the_directory_budgets_default_to_graphs_documented_windows(tmp_path: Path) -> None:
     directory = load_settings(None).directory
-    assert directory.reads_per_second == 100.0
+    assert (directory.read_units_per_window, directory.read_window_seconds) == (3500, 10.0)
     assert (directory.writes_per_window, directory.writes_window_seconds) == (3000, 150.0)
     assert (directory.tenant_writes_per_window, directory.tenant_writes_window_seconds) == (
         18_000,
@@ -51,6 +51,25 @@ def test_the_old_steady_write_rate_is_refused_saying_what_to_write_instead(
     assert "\n" not in message
     assert "[directory]" in message and "writes_per_second" in message
     assert "writes_per_window = 3000" in message and "writes_window_seconds = 150" in message
+
+
+def test_the_old_steady_read_rate_is_refused_saying_what_to_write_instead(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, "[directory]\nreads_per_second = 100\n")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "[directory]" in message and "reads_per_second" in message
+    assert "read_units_per_window = 3500" in message and "read_window_seconds = 10" in message
+
+
+def test_a_larger_tenants_read_window_is_a_setting(tmp_path: Path) -> None:
+    tuned = _load(tmp_path, "[directory]\nread_units_per_window = 8000\n")
+    assert (tuned.directory.read_units_per_window, tuned.directory.read_window_seconds) == (
+        8000,
+        10.0,
+    )
 
 
 def test_a_write_window_of_nothing_is_refused_naming_the_setting(tmp_path: Path) -> None:

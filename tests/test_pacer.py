@@ -12,7 +12,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from batcher.pacer import Limit, Pacer
+from batcher.pacer import Limit, Pacer, Tuning
 
 START = 1000.0
 
@@ -38,7 +38,7 @@ class FakeTime:
 
 
 def make_pacer(time: FakeTime, rate: float = 1.0, **kwargs: float) -> Pacer:
-    return Pacer(rate, clock=time.clock, sleep=time.sleep, **kwargs)
+    return Pacer(rate, tuning=Tuning(**kwargs), clock=time.clock, sleep=time.sleep)
 
 
 async def start_times(pacer: Pacer, time: FakeTime, callers: int) -> list[float]:
@@ -244,7 +244,7 @@ async def test_a_request_that_leaves_late_pushes_the_next_start_a_whole_interval
 
 # -- windows: Graph's "N per T seconds" (GCRA: up to N at once, then N/T a second) ------------
 def make_window(time: FakeTime, *limits: Limit, **kwargs: float) -> Pacer:
-    return Pacer(limits, clock=time.clock, sleep=time.sleep, **kwargs)
+    return Pacer(limits, tuning=Tuning(**kwargs), clock=time.clock, sleep=time.sleep)
 
 
 @pytest.mark.anyio

@@ -9,15 +9,18 @@ import polars as pl
 import pytest
 
 from batcher.actions import Budget, choose
+from batcher.pacer import BudgetSpec, Limit
 from batcher.plan import USER_COLUMNS, make_plan
 from tests.helpers import ids
 
 KNOWN = {"user_id": pl.String, "action": pl.String, "state": pl.String}
 NOTHING_KNOWN = pl.DataFrame(schema=KNOWN)
-RATES = {
-    Budget.IDENTITY_PROTECTION: 1.0,
-    Budget.DIRECTORY_WRITES: 20.0,
-    Budget.DIRECTORY_READS: 300.0,
+# Identity Protection: one a second, no burst (the first goes at once, each next a second on).
+# Directory writes: a window of 200 that goes at once, then 20 a second (small, to show both).
+SPECS = {
+    Budget.IDENTITY_PROTECTION: BudgetSpec((Limit.steady(1.0),), at_once=1),
+    Budget.DIRECTORY_WRITES: BudgetSpec((Limit(200, 10.0),), at_once=20),
+    Budget.DIRECTORY_READS: BudgetSpec((Limit.steady(300.0),), at_once=20),
 }
 
 
@@ -70,7 +73,7 @@ def test_plan_skips_done_and_failed_and_resends_the_rest() -> None:
     assert confirm.requests == 2
     assert plan.to_send == 4
     assert plan.users_to_act == 4
-    assert plan.seconds_at(RATES) == 2.0
+    assert plan.seconds_at(SPECS) == 1.0  # 2 requests at 1/s: the second a second after
 
 
 def test_a_first_run_sends_everything_and_records_every_user() -> None:
@@ -141,7 +144,7 @@ def test_a_guest_already_settled_is_not_skipped_again() -> None:
     assert confirm.skipped.to_list() == [uids[1]]
     assert confirm.to_send.len() == 0
     assert plan.users_to_act == 0
-    assert plan.seconds_at(RATES) == 0.0
+    assert plan.seconds_at(SPECS) == 0.0
 
 
 def test_steps_done_by_another_recent_run_are_left_out() -> None:
@@ -190,7 +193,7 @@ def test_requests_never_carry_more_than_the_batch_size(batch_size: int, requests
     [confirm] = plan.actions
     assert confirm.requests == requests  # never more than 60 IDs, whatever was asked
     assert confirm.cost == requests
-    assert plan.seconds_at(RATES) == float(requests)
+    assert plan.seconds_at(SPECS) == float(requests - 1)  # one a second after the first
 
 
 def test_per_user_actions_go_twenty_to_a_json_batch_and_cost_one_each() -> None:
@@ -198,7 +201,9 @@ def test_per_user_actions_go_twenty_to_a_json_batch_and_cost_one_each() -> None:
     [disable] = plan.actions
     assert disable.requests == 3  # 20 + 20 + 5
     assert disable.cost == 45  # each inner request spends the directory-writes budget
-    assert plan.seconds_at(RATES) == pytest.approx(45 / 20)
+    assert plan.seconds_at(SPECS) == 0.0  # 45 fit in the window of 200: all at once
+    window_of_20 = {**SPECS, Budget.DIRECTORY_WRITES: BudgetSpec((Limit(20, 1.0),), 20)}
+    assert plan.seconds_at(window_of_20) == pytest.approx((45 - 20) / 20)
 
 
 def test_seconds_at_is_the_slowest_budget_as_budgets_are_spent_together() -> None:
@@ -208,11 +213,15 @@ def test_seconds_at_is_the_slowest_budget_as_budgets_are_spent_together() -> Non
         choose(["disable", "revoke-sessions", "confirm"]),
         batch_size=60,
     )
-    # Identity Protection: 2 requests at 1/s = 2 s. Directory writes: 240 at 20/s = 12 s,
-    # both directory actions drawing on the same budget; the lanes run at the same time.
-    assert plan.seconds_at(RATES) == pytest.approx(12.0)
-    slow_risk = {**RATES, Budget.IDENTITY_PROTECTION: 0.1}
-    assert plan.seconds_at(slow_risk) == pytest.approx(20.0)
+    # Identity Protection: 2 requests at 1/s = 1 s. Directory writes: disable's 120 fit in
+    # the window of 200; revoke's 120 come after them on the same budget: 40 past the window
+    # at 20/s = 2 s. The lanes run at the same time: the slowest decides.
+    assert plan.seconds_by_action(SPECS) == pytest.approx(
+        {"disable": 0.0, "revoke-sessions": 2.0, "confirm": 1.0}
+    )
+    assert plan.seconds_at(SPECS) == pytest.approx(2.0)
+    slow_risk = {**SPECS, Budget.IDENTITY_PROTECTION: BudgetSpec((Limit.steady(0.1),), 1)}
+    assert plan.seconds_at(slow_risk) == pytest.approx(10.0)
 
 
 def test_users_to_act_counts_each_user_once() -> None:
@@ -230,4 +239,4 @@ def test_users_to_act_counts_each_user_once() -> None:
     assert plan.to_send == 4 + 5
     assert plan.users_to_act == 5  # uids[1] for confirm only, uids[0] for nothing
     empty = make_plan(users([]), NOTHING_KNOWN, choose(["confirm"]), batch_size=60)
-    assert (empty.to_send, empty.users_to_act, empty.seconds_at(RATES)) == (0, 0, 0.0)
+    assert (empty.to_send, empty.users_to_act, empty.seconds_at(SPECS)) == (0, 0, 0.0)

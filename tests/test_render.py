@@ -11,9 +11,9 @@ from pathlib import Path
 from rich.console import Console
 
 from batcher.actions import CONTAIN
-from batcher.calls import WINDOW, Tally
 from batcher.cli.progress import RunProgress
 from batcher.cli.render import render_plan, render_status, render_summary, render_verify
+from batcher.control import WINDOW, Tally
 from batcher.eventlog import Event
 from batcher.job import Summary, status, undo_ledger
 from batcher.ledger.states import MEANING

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import httpx
@@ -49,6 +50,13 @@ def test_disable_and_enable_answer_204_and_flip_account_enabled() -> None:
     assert disable(graph, "mia@contoso.com", enabled=True).status_code == 204
     assert user(graph, MEMBER).accountEnabled is True
     assert graph.sim.record.operations(MEMBER.id) == ["disable", "enable"]
+
+
+def test_a_patch_of_its_own_takes_graphs_latency() -> None:
+    graph = tenant(latency_min_seconds=0.05, latency_max_seconds=0.05)
+    started = time.monotonic()
+    assert disable(graph, MEMBER.id).status_code == 204
+    assert time.monotonic() - started >= 0.05  # as a $batch does, and a plain script meets
 
 
 def test_disabling_an_administrator_needs_a_privileged_caller() -> None:

@@ -22,9 +22,10 @@ import pytest
 
 from batcher.actions import ACTIONS, Budget
 from batcher.auth import StaticToken
-from batcher.calls import Caller, Control, RetrySettings
+from batcher.calls import Caller, RetrySettings
+from batcher.control import Control
 from batcher.graph import GraphClient, http_client
-from batcher.pacer import Limit, Pacer
+from batcher.pacer import BudgetSpec, Limit, Pacer
 from batcher.simulator import DirectoryUser, GraphSimulator
 from batcher.workers.send import LaneContext, SendOutcome, Work, send
 from tests.helpers import GRAPH, TEST_TOKEN, ids, sim_settings, step_ledger
@@ -117,7 +118,7 @@ async def _contain(
     """Send ``actions`` for ``users`` members through the real lanes: the writes pacer has
     ``window``; the simulator's write budget is a bucket of ``graph_burst`` at ``graph_rate``."""
     time = FakeTime()
-    writes = Pacer([window], at_once=at_once, clock=time.clock, sleep=time.sleep)
+    writes = Pacer(BudgetSpec((window,), at_once), clock=time.clock, sleep=time.sleep)
     pacers = {
         Budget.IDENTITY_PROTECTION: Pacer(1000.0),
         Budget.DIRECTORY_READS: Pacer(1000.0),

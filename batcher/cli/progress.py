@@ -12,8 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from batcher.calls import WINDOW, Tally
 from batcher.cli.render import format_duration, say
+from batcher.control import WINDOW, Tally
 from batcher.eventlog import Event
 
 # A rate is shown once it rests on this much: a few requests over a few seconds. Before, one

@@ -309,13 +309,13 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions, since: Window | None
     facts = _facts(job, read, cached, estimate, users.height, dry_run=True)
     facts = replace(_from_ledger(facts, cached.height), ledger_exists=exists)
     if todo.height:
-        reads = job.settings.directory.reads_per_second
+        directory = job.settings.directory
         note = (
             f"{_identities(todo.height)} need{'s' * (todo.height == 1)} a directory look-up "
             "before the plan is exact: "
             f"about {estimate:,} request{'s' * (estimate != 1)} (JSON batches of 20 x 15 "
-            f"values) at {reads:g} "
-            "look-ups a second; the run does them before it asks you to go on"
+            f"values) within {directory.read_units_per_window:,} resource units per "
+            f"{directory.read_window_seconds:g} s; the run does them before it asks you to go on"
         )
         facts = replace(facts, notes=(*facts.notes, note))
     specs = budget_specs(job.settings)

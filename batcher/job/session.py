@@ -8,11 +8,12 @@ from types import TracebackType
 
 import httpx
 
-from batcher.actions import Budget
+from batcher.actions import READ_UNITS, Budget
 from batcher.auth import ssl_context
-from batcher.calls import Caller, Control, RetrySettings
+from batcher.calls import Caller, RetrySettings
 from batcher.clouds import CLOUDS
 from batcher.config import Settings
+from batcher.control import Control
 from batcher.eventlog import Event
 from batcher.graph import GraphClient, http_client
 from batcher.job.setup import Job, check_tenant
@@ -27,8 +28,9 @@ def budget_specs(settings: Settings) -> dict[Budget, BudgetSpec]:
         Budget.IDENTITY_PROTECTION: BudgetSpec(
             (Limit.steady(send.rate_per_second),), send.max_in_flight
         ),
-        Budget.DIRECTORY_READS: BudgetSpec(
-            (Limit.steady(directory.reads_per_second),), send.max_in_flight
+        Budget.DIRECTORY_READS: BudgetSpec(  # reads a window, of resource units
+            (Limit(directory.read_units_per_window / READ_UNITS, directory.read_window_seconds),),
+            send.max_in_flight,
         ),
         Budget.DIRECTORY_WRITES: BudgetSpec(
             (
@@ -42,10 +44,7 @@ def budget_specs(settings: Settings) -> dict[Budget, BudgetSpec]:
 
 def budget_pacers(settings: Settings) -> dict[Budget, Pacer]:
     """One pacer per budget, within its documented limits."""
-    return {
-        budget: Pacer(spec.limits, at_once=spec.at_once)
-        for budget, spec in budget_specs(settings).items()
-    }
+    return {budget: Pacer(spec) for budget, spec in budget_specs(settings).items()}
 
 
 @dataclass(frozen=True)

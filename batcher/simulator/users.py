@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,7 +17,9 @@ from batcher.simulator.budget import TokenBucket
 from batcher.simulator.directory import Directory, DirectoryUser
 from batcher.simulator.faults import directory_fault, throttled
 from batcher.simulator.query import QueryError, parse_filter, parse_select, project
-from batcher.simulator.replies import DENIED, Context, odata_context
+from batcher.simulator.replies import DENIED, Context, is_inner, odata_context
+
+Handler = Callable[[Request], Awaitable[Response]]
 
 _ONE = ("/{version}/users/{key}", "/{version}/users('{quoted}')")
 SYNCED_REFUSED = (
@@ -64,15 +67,31 @@ class DirectoryEndpoints:
         )
 
     def routes(self) -> list[Route]:
+        timed = self._timed
         return [
-            Route("/{version}/users", self._list, methods=["GET"]),
-            *(Route(path, self._get, methods=["GET"]) for path in _ONE),
-            *(Route(path, self._update, methods=["PATCH"]) for path in _ONE),
+            Route("/{version}/users", timed(self._list), methods=["GET"]),
+            *(Route(path, timed(self._get), methods=["GET"]) for path in _ONE),
+            *(Route(path, timed(self._update), methods=["PATCH"]) for path in _ONE),
             *(
-                Route(f"{path}/revokeSignInSessions", self._revoke, methods=["POST"])
+                Route(f"{path}/revokeSignInSessions", timed(self._revoke), methods=["POST"])
                 for path in _ONE
             ),
         ]
+
+    def _timed(self, handler: Handler) -> Handler:
+        """A request of its own takes Graph's latency (latency_min/max_seconds); one inside
+        a $batch does not: the batch took it once for all of them."""
+
+        async def answer(request: Request) -> Response:
+            if not is_inner(request):
+                low, high = (
+                    self.ctx.settings.latency_min_seconds,
+                    self.ctx.settings.latency_max_seconds,
+                )
+                await anyio.sleep(self.ctx.random.uniform(low, high))
+            return await handler(request)
+
+        return answer
 
     def _gate(self, request: Request, *, write: bool) -> Response | None:
         """Version, bearer token, permission, budget and faults, in Graph's order."""

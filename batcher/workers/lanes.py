@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from batcher.actions import Action
-from batcher.calls import Caller, Control
+from batcher.calls import Caller
+from batcher.control import Control
 from batcher.errors import BatcherError
 from batcher.eventlog import Event
 from batcher.graph import GraphClient
