@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from batcher.calls import Tally
 from batcher.cli.progress import RunProgress
 from batcher.cli.schema import Envelope
+from batcher.control import Tally
 from batcher.eventlog import Event
 from tests.helpers import (
     BATCHER,
