@@ -20,7 +20,7 @@ from batcher.cli.edge import (
     observers,
     settings_in_force,
 )
-from batcher.cli.evidence import comment_on, commented
+from batcher.cli.evidence import comment_on, commented, evidence_report
 from batcher.cli.help import Command, app
 from batcher.cli.jobs import build_job, closing, send_job
 from batcher.cli.render import plural, render_status, render_verify, say
@@ -45,7 +45,14 @@ from batcher.job import (
     verify,
 )
 from batcher.platform import on_stop_signals
-from batcher.report.files import check_out_folder, check_report_path, step_report, write_report
+from batcher.report.files import (
+    PAGE_FORMAT,
+    REPORT_FORMATS,
+    check_out_folder,
+    check_report_path,
+    step_report,
+    write_report,
+)
 
 Config = Annotated[
     Path | None,
@@ -299,7 +306,8 @@ def resolve_command(
 def report_command(
     ledger: LedgerArg,
     out: Annotated[
-        Path, typer.Option("--out", "-o", metavar="FILE", help="Report: .csv, .parquet or .json.")
+        Path,
+        typer.Option("--out", "-o", metavar="FILE", help="Report: .csv, .parquet, .json or .html."),
     ],
     as_json: Json = False,
 ) -> None:
@@ -307,8 +315,11 @@ def report_command(
     from batcher.ledger import Ledger
 
     output = Outcome("report", as_json)
+    if out.suffix.lower() == PAGE_FORMAT:
+        evidence_report(ledger, out, output)
+        return
     with exit_codes(output):
-        check_report_path(out)
+        check_report_path(out, (*REPORT_FORMATS, PAGE_FORMAT))
         check_out_folder(out)
         book = Ledger.open_existing(ledger)
         try:

@@ -25,6 +25,9 @@ from batcher.cli.render import say
 from batcher.errors import ConfigError
 from batcher.job import Job, recorded_actions
 from batcher.job.comment import Commented, CommentFailed, check_incident, comment
+from batcher.job.evidence import evidence_page
+from batcher.report.files import check_out_folder, write_report
+from batcher.report.html import render_html
 
 Config = Annotated[
     Path | None,
@@ -91,3 +94,17 @@ def _said(done: Commented) -> str:
         return f"incident {done.incident}: comment posted (run {done.run_id}{ids})"
     where = "the ledger records it" if done.already == "ledger" else "found on the incident"
     return f"incident {done.incident}: the comment of run {done.run_id} is already there ({where})"
+
+
+def evidence_report(ledger: Path, out: Path, output: Outcome) -> None:
+    """`batcher report LEDGER --out report.html`: the evidence page, and its counts said."""
+    with exit_codes(output):
+        check_out_folder(out)
+        page = evidence_page(ledger)
+        write_report(render_html(page), out)
+    counts = {a: {k: n for k, n in per.items() if n} for a, per in page.counts.items()}
+    output.finish(EXIT_OK, {"out": str(out), "steps": page.users.height, "counts": counts})
+    said = "; ".join(
+        f"{a}: " + ", ".join(f"{k} {n:,}" for k, n in per.items()) for a, per in counts.items()
+    )
+    say(console, f"{out}: {page.users.height:,} steps ({said})")
