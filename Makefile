@@ -23,7 +23,7 @@ help:
 	@echo "make simulate [ARGS=\"--port 8765\"]                     run the Graph simulator in the foreground"
 	@echo "make status LEDGER=file                                counts by state in a ledger"
 	@echo "make replay LEDGER=file [ARGS=\"--only CODE\"]            send failed and unknown steps again"
-	@echo "make report LEDGER=file OUT=report.csv                 one row per ID (.csv, .parquet, .json)"
+	@echo "make report LEDGER=file OUT=report.csv                 one row per ID (.csv, .parquet, .json; .html: the page)"
 	@echo "make undo LEDGER=file                                  reverse what LEDGER did (where it can be)"
 	@echo "make verify LEDGER=file                                read back what LEDGER did, per user"
 	@echo "make resolve INPUT=file [OUT=table.csv]                look users up in the directory only"
@@ -65,7 +65,7 @@ resolve: $(STAMP)
 	$(BIN)/batcher resolve "$(INPUT)" --config "$(CONFIG)" $(if $(OUT),--out "$(OUT)") $(ARGS)
 
 report: $(STAMP)
-	@if [ -z "$(LEDGER)" ] || [ -z "$(OUT)" ]; then echo "usage: make report LEDGER=path/to/ledger.sqlite OUT=report.csv|.parquet|.json" >&2; exit 2; fi
+	@if [ -z "$(LEDGER)" ] || [ -z "$(OUT)" ]; then echo "usage: make report LEDGER=path/to/ledger.sqlite OUT=report.csv|.parquet|.json|.html" >&2; exit 2; fi
 	$(BIN)/batcher report "$(LEDGER)" --out "$(OUT)"
 
 test: $(STAMP)

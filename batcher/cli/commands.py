@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,15 +20,19 @@ from batcher.cli.edge import (
     observers,
     settings_in_force,
 )
+from batcher.cli.evidence import comment_on, commented, evidence_report
 from batcher.cli.help import Command, app
 from batcher.cli.jobs import build_job, closing, send_job
 from batcher.cli.render import plural, render_status, render_verify, say
 from batcher.cli.schema import status_result
-from batcher.config import load_settings
+from batcher.config import Settings, load_settings
+from batcher.eventlog import Observer
 from batcher.job import (
+    Job,
     ReplayOptions,
     ResolveOptions,
     RunOptions,
+    Summary,
     VerifyOptions,
     recorded_actions,
     replay,
@@ -40,7 +45,14 @@ from batcher.job import (
     verify,
 )
 from batcher.platform import on_stop_signals
-from batcher.report.files import check_out_folder, check_report_path, step_report, write_report
+from batcher.report.files import (
+    PAGE_FORMAT,
+    REPORT_FORMATS,
+    check_out_folder,
+    check_report_path,
+    step_report,
+    write_report,
+)
 
 Config = Annotated[
     Path | None,
@@ -109,6 +121,13 @@ def run_command(
             help="Write the new passwords to this owner-only CSV for the help desk.",
         ),
     ] = None,
+    incident: Annotated[
+        str | None, typer.Option(metavar="ID", help="The Defender XDR incident (see --comment).")
+    ] = None,
+    post_comment: Annotated[
+        bool,
+        typer.Option("--comment", help="After the run, comment on --incident: counts, run ID."),
+    ] = False,
     as_json: Json = False,
     log_file: LogFile = None,
 ) -> None:
@@ -116,11 +135,10 @@ def run_command(
     options = RunOptions(
         tuple(inputs), column, sheet, dry_run, resend, since=since, passwords_out=passwords_out
     )
-    send_job(
-        "run",
-        config,
-        (as_json, log_file),
-        lambda settings, watch: build_job(
+
+    def build(settings: Settings, watch: Observer) -> Job:
+        comment_on(post_comment, incident)  # refused before anything is sent
+        return build_job(
             settings,
             choose([*(action or []), *(CONTAIN if contain else ())]),
             ledger,
@@ -128,9 +146,18 @@ def run_command(
             watch,
             yes=yes,
             offline=dry_run,
-        ),
-        lambda job: run(job, options),
-    )
+        )
+
+    def work(job: Job) -> Summary:
+        summary = run(job, options)
+        target = comment_on(post_comment, incident)
+        if target is None or job.ledger is None:
+            return summary
+        if summary.dry_run or summary.interrupted or summary.stopped:
+            return summary
+        return replace(summary, notes=(*summary.notes, commented(job, job.ledger, target)))
+
+    send_job("run", config, (as_json, log_file), build, work)
 
 
 @app.command("replay", cls=Command)
@@ -279,7 +306,8 @@ def resolve_command(
 def report_command(
     ledger: LedgerArg,
     out: Annotated[
-        Path, typer.Option("--out", "-o", metavar="FILE", help="Report: .csv, .parquet or .json.")
+        Path,
+        typer.Option("--out", "-o", metavar="FILE", help="Report: .csv, .parquet, .json or .html."),
     ],
     as_json: Json = False,
 ) -> None:
@@ -287,8 +315,11 @@ def report_command(
     from batcher.ledger import Ledger
 
     output = Outcome("report", as_json)
+    if out.suffix.lower() == PAGE_FORMAT:
+        evidence_report(ledger, out, output)
+        return
     with exit_codes(output):
-        check_report_path(out)
+        check_report_path(out, (*REPORT_FORMATS, PAGE_FORMAT))
         check_out_folder(out)
         book = Ledger.open_existing(ledger)
         try:

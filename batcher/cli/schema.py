@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 if TYPE_CHECKING:
     from batcher.job.status import Status
 
-CommandName = Literal["run", "replay", "undo", "verify", "resolve", "report", "status"]
+CommandName = Literal["run", "replay", "undo", "verify", "resolve", "report", "status", "comment"]
 
 
 class _Strict(BaseModel):
@@ -107,6 +107,15 @@ class ReportResult(_Strict):
     counts: dict[str, dict[str, int]]  # action -> state -> steps
 
 
+class CommentResult(_Strict):
+    incident: str
+    run_id: str
+    ledger: str
+    posted: bool  # this command posted it
+    already: str | None  # "ledger" or "incident": it was there before
+    request_id: str | None
+
+
 class StatusResult(_Strict):
     ledger: str
     tenant: str | None
@@ -130,6 +139,7 @@ RESULTS: dict[str, type[_Strict]] = {
     "resolve": ResolveResult,
     "report": ReportResult,
     "status": StatusResult,
+    "comment": CommentResult,
 }
 
 

@@ -145,6 +145,25 @@ class GraphClient:
         user = _body(response)
         return user or None
 
+    async def incident_comments(self, incident_id: str, client_request_id: str) -> list[str]:
+        """The text of every comment on a Defender XDR incident (they are part of the
+        incident resource, ``GET /security/incidents/{id}``)."""
+        url = f"{self.root}/security/incidents/{incident_id}"
+        comments = _body(await self._send("GET", url, client_request_id)).get("comments")
+        if not isinstance(comments, list):
+            return []
+        return [str(c.get("comment", "")) for c in comments if isinstance(c, dict)]
+
+    async def comment_incident(
+        self, incident_id: str, text: str, client_request_id: str
+    ) -> str | None:
+        """POST one comment on a Defender XDR incident; Graph's request-id of the answer."""
+        url = f"{self.root}/security/incidents/{incident_id}/comments"
+        body = {"@odata.type": "microsoft.graph.security.alertComment", "comment": text}
+        response = await self._send("POST", url, client_request_id, body)
+        request_id: str | None = response.headers.get("request-id")
+        return request_id
+
     async def _send(
         self, method: str, url: str, client_request_id: str, body: Any = None
     ) -> httpx.Response:

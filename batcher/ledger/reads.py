@@ -236,6 +236,30 @@ class Reads(Store):
         ).fetchall()
         return pl.DataFrame(rows, schema=LOOKUP_COLUMNS, orient="row")
 
+    def attempt_times(self) -> pl.DataFrame:
+        """(started_at, action, outcome) of every request sent for this ledger's steps: the
+        HTML report's timeline (outcome null: no answer was recorded, e.g. a kill). A JSON
+        batch of per-user requests names no action: one of its steps' (they share a budget)."""
+        rows = self._conn.execute(
+            "SELECT a.started_at, COALESCE(b.action, (SELECT s.action FROM steps s "
+            "WHERE s.batch_id = a.batch_id LIMIT 1)), a.outcome FROM attempts a "
+            "JOIN batches b USING (batch_id) ORDER BY a.attempt_id"
+        ).fetchall()
+        schema = {"started_at": pl.String, "action": pl.String, "outcome": pl.String}
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    def before_images(self) -> pl.DataFrame:
+        """(user_id, before): what was read of each user before the run acted (the account
+        enabled or not, and per action what it already was), as one line of text."""
+        rows = self._conn.execute(
+            "SELECT u.user_id, CASE u.account_enabled WHEN 1 THEN 'accountEnabled: true' "
+            "WHEN 0 THEN 'accountEnabled: false' END, (SELECT group_concat(b.action || ': ' || "
+            "COALESCE(b.value, '?'), '; ') FROM before b WHERE b.user_id = u.user_id) "
+            "FROM users u ORDER BY u.rowid"
+        ).fetchall()
+        said = [(uid, "; ".join(p for p in parts if p) or None) for uid, *parts in rows]
+        return pl.DataFrame(said, schema={"user_id": pl.String, "before": pl.String}, orient="row")
+
     def runs(self) -> list[dict[str, object]]:
         cur = self._conn.execute("SELECT * FROM runs ORDER BY run_id")
         names = [d[0] for d in cur.description]

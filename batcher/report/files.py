@@ -14,6 +14,7 @@ from batcher.ledger.states import StepState
 from batcher.platform import PATIENCE, HeldOpen, Patience, write_private
 
 REPORT_FORMATS = (".csv", ".parquet", ".json")
+PAGE_FORMAT = ".html"  # `batcher report` only: the evidence page (report/html.py)
 REJECT_COLUMNS = {
     "source_file": pl.String,
     "row": pl.Int64,
@@ -22,12 +23,12 @@ REJECT_COLUMNS = {
 }
 
 
-def check_report_path(path: Path) -> Path:
+def check_report_path(path: Path, formats: tuple[str, ...] = REPORT_FORMATS) -> Path:
     """Refuse a report name no format matches, before any work is done for it."""
-    if path.suffix.lower() not in REPORT_FORMATS:
+    if path.suffix.lower() not in formats:
         raise ConfigError(
             f"--out {path}: unknown report format {path.suffix or '(none)'!r}; "
-            f"end the name with {', '.join(REPORT_FORMATS)}"
+            f"end the name with {', '.join(formats)}"
         )
     return path
 
@@ -69,15 +70,18 @@ def write_rejects(rejects: pl.DataFrame, path: Path) -> None:
     write_report(frame, path)
 
 
-def write_report(frame: pl.DataFrame, path: Path, patience: Patience = PATIENCE) -> None:
-    """Write a report as CSV (Excel-safe), Parquet or JSON, atomically, owner-readable only.
-    A report another program holds open is waited for briefly (``patience``), then refused."""
+def write_report(frame: pl.DataFrame | str, path: Path, patience: Patience = PATIENCE) -> None:
+    """Write a report as CSV (Excel-safe), Parquet or JSON, or (``frame`` a page's text) HTML,
+    atomically, owner-readable only. A report another program holds open is waited for
+    briefly (``patience``), then refused."""
     suffix = path.suffix.lower()
-    if suffix not in REPORT_FORMATS:
+    if suffix not in ((PAGE_FORMAT,) if isinstance(frame, str) else REPORT_FORMATS):
         raise ValueError(f"unsupported report format {suffix!r}")
 
     def write(fh: IO[bytes]) -> None:
-        if suffix == ".parquet":
+        if isinstance(frame, str):
+            fh.write(frame.encode("utf-8"))
+        elif suffix == ".parquet":
             frame.write_parquet(fh)
         elif suffix == ".json":
             fh.write(json.dumps(frame.to_dicts(), indent=1, default=str).encode("utf-8"))

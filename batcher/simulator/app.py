@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from batcher.config import SimulatorSettings
 from batcher.simulator.batch import Batch
 from batcher.simulator.budget import TokenBucket
+from batcher.simulator.comments import IncidentComments
 from batcher.simulator.directory import Directory, DirectoryUser, load_directory
 from batcher.simulator.record import Record
 from batcher.simulator.replies import Context
@@ -59,11 +60,13 @@ class GraphSimulator:
         self.risky_users = RiskyUsers(self.ctx, self.bucket)
         self.users = DirectoryEndpoints(self.ctx, self.directory, clock, budget_clock)
         self.batch = Batch(self.ctx, self._serve)
+        self.incidents = IncidentComments(self.ctx)
         self.app = Starlette(
             routes=[
                 *self.risky_users.routes(),
                 *self.users.routes(),
                 *self.batch.routes(),
+                *self.incidents.routes(),
                 *self.sign_in.routes(),
                 Route("/_simulator/record", self._record, methods=["GET"]),
                 # Anything else under a Graph version: Graph's JSON 404, also inside a $batch.
