@@ -28,6 +28,7 @@ from batcher.job import (
     ReplayOptions,
     ResolveOptions,
     RunOptions,
+    SourceOptions,
     VerifyOptions,
     recorded_actions,
     replay,
@@ -73,7 +74,9 @@ def _yes(after: str) -> Any:
 
 @app.command("run", cls=Command)
 def run_command(
-    inputs: Annotated[list[Path], typer.Argument(metavar="INPUT", help="Exports listing users.")],
+    inputs: Annotated[
+        list[Path] | None, typer.Argument(metavar="[INPUT]...", help="Exports listing users.")
+    ] = None,
     config: Config = None,
     ledger: Annotated[
         Path | None, typer.Option(metavar="FILE", help="Ledger file (default: one per inputs).")
@@ -109,12 +112,44 @@ def run_command(
             help="Write the new passwords to this owner-only CSV for the help desk.",
         ),
     ] = None,
+    incident: Annotated[
+        str | None,
+        typer.Option(metavar="ID", help="Users in a Defender XDR incident's alerts' evidence."),
+    ] = None,
+    evidence: Annotated[
+        str | None,
+        typer.Option(metavar="KINDS", help="With --incident: user,mailbox,recipient."),
+    ] = None,
+    risky: Annotated[
+        str | None,
+        typer.Option(metavar="LEVEL[,LEVEL]", help="Risky users at risk at these levels."),
+    ] = None,
+    signed_in_from: Annotated[
+        str | None,
+        typer.Option(
+            "--signed-in-from",
+            metavar="ADDR[,ADDR]",
+            help="Users who signed in from these (--since).",
+        ),
+    ] = None,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Read the sources again; say what changed.")
+    ] = False,
     as_json: Json = False,
     log_file: LogFile = None,
 ) -> None:
-    """Act on the users in INPUT...; re-running the same command resumes."""
+    """Act on the users in INPUT... and the sources; re-running the same command resumes."""
+    sources = SourceOptions(incident, evidence, risky, signed_in_from, refresh)
+    files = tuple(inputs or ())
     options = RunOptions(
-        tuple(inputs), column, sheet, dry_run, resend, since=since, passwords_out=passwords_out
+        files,
+        column,
+        sheet,
+        dry_run,
+        resend,
+        since=since,
+        passwords_out=passwords_out,
+        sources=sources,
     )
     send_job(
         "run",
@@ -124,10 +159,11 @@ def run_command(
             settings,
             choose([*(action or []), *(CONTAIN if contain else ())]),
             ledger,
-            inputs,
+            files,
             watch,
             yes=yes,
             offline=dry_run,
+            sources=sources.names(),
         ),
         lambda job: run(job, options),
     )

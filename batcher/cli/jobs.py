@@ -63,11 +63,12 @@ def build_job(
     *,
     yes: bool,
     offline: bool = False,
+    sources: Sequence[str] = (),
 ) -> Job:
     tokens = tokens_for(settings, offline=offline, prompt=device_code_prompt)
     who = run_scope(settings, tokens, actions)
-    if ledger is None and inputs and who.tenant:
-        ledger = default_path(settings, inputs, who)
+    if ledger is None and (inputs or sources) and who.tenant:
+        ledger = default_path(settings, inputs, who, sources)
     job = Job(settings, who, tokens, ledger, observer, stop=StopSignal())
     job = replace(job, start_simulator=built_in_simulator)
     return replace(job, confirm=gate(job.simulated, yes))

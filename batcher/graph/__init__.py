@@ -145,6 +145,11 @@ class GraphClient:
         user = _body(response)
         return user or None
 
+    async def get_json(self, path: str, client_request_id: str) -> dict[str, Any]:
+        """GET ``path`` (under the version, or a whole @odata.nextLink): the JSON body."""
+        url = path if path.startswith("http") else self.root + path
+        return _body(await self._send("GET", url, client_request_id))
+
     async def _send(
         self, method: str, url: str, client_request_id: str, body: Any = None
     ) -> httpx.Response:

@@ -20,6 +20,7 @@ from batcher.simulator.directory import Directory, DirectoryUser, load_directory
 from batcher.simulator.record import Record
 from batcher.simulator.replies import Context
 from batcher.simulator.risky import RiskyUsers
+from batcher.simulator.security import Security
 from batcher.simulator.signin import Issued, SimulatedSignIn
 from batcher.simulator.transport import InProcessTransport
 from batcher.simulator.users import DirectoryEndpoints
@@ -57,6 +58,10 @@ class GraphSimulator:
             users = load_directory(settings.directory_file)
         self.directory = Directory(users)
         self.risky_users = RiskyUsers(self.ctx, self.bucket)
+        self.reports = TokenBucket(
+            settings.reports_per_second, settings.reports_burst, clock=budget_clock
+        )
+        self.security = Security(self.ctx, self.reports)
         self.users = DirectoryEndpoints(self.ctx, self.directory, clock, budget_clock)
         self.batch = Batch(self.ctx, self._serve)
         self.app = Starlette(
@@ -64,6 +69,7 @@ class GraphSimulator:
                 *self.risky_users.routes(),
                 *self.users.routes(),
                 *self.batch.routes(),
+                *self.security.routes(),
                 *self.sign_in.routes(),
                 Route("/_simulator/record", self._record, methods=["GET"]),
                 # Anything else under a Graph version: Graph's JSON 404, also inside a $batch.
