@@ -266,7 +266,7 @@ class SimulatorSettings(_Section):
     # Sources read straight from Graph (batcher.simulator.security): sample incidents by ID,
     # risky users at risk per level, successful sign-ins per address (users each), the reports
     # budget (5 per 10 s: a bucket of 5 refilling at 0.5/s), and which reads answer 403.
-    incidents: list[int] = Field(default_factory=list)
+    incidents: list[int] = Field(default_factory=lambda: [42])
     risky_users: dict[Literal["low", "medium", "high"], int] = Field(default_factory=dict)
     sign_ins: dict[str, int] = Field(default_factory=dict)
     sign_ins_page_size: int = Field(default=1000, ge=1, le=1000)
