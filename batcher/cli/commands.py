@@ -75,7 +75,7 @@ def _yes(after: str) -> Any:
 @app.command("run", cls=Command)
 def run_command(
     inputs: Annotated[
-        list[Path] | None, typer.Argument(metavar="[INPUT]...", help="Exports listing users.")
+        list[Path] | None, typer.Argument(metavar="INPUT", help="Exports listing users.")
     ] = None,
     config: Config = None,
     ledger: Annotated[
@@ -159,11 +159,10 @@ def run_command(
             settings,
             choose([*(action or []), *(CONTAIN if contain else ())]),
             ledger,
-            files,
+            (*files, *sources.names()),
             watch,
             yes=yes,
             offline=dry_run,
-            sources=sources.names(),
         ),
         lambda job: run(job, options),
     )

@@ -16,8 +16,11 @@ from batcher.errors import GraphError, NoAnswer, NotFound
 from batcher.graph.answers import answer_of, error_for, no_answer, parse_retry_after, response_error
 from batcher.graph.bearer import BearerAuth
 from batcher.graph.requests import (
+    INCIDENT_WITH_ALERTS,
     MAX_BATCH,
     MAX_FILTER,
+    RISKY_USERS_WHERE,
+    SIGN_INS_WHERE,
     USER_FIELDS,
     InnerAnswer,
     InnerRequest,
@@ -29,8 +32,11 @@ from batcher.graph.requests import (
 )
 
 __all__ = [
+    "INCIDENT_WITH_ALERTS",
     "MAX_BATCH",
     "MAX_FILTER",
+    "RISKY_USERS_WHERE",
+    "SIGN_INS_WHERE",
     "USER_FIELDS",
     "Accepted",
     "BatchAnswer",

@@ -21,7 +21,13 @@ from batcher.actions import FEEDS, Feed
 from batcher.calls import Call, Caller, NotSent
 from batcher.control import Control
 from batcher.errors import AuthError, ConfigError, GraphError, InputError, NotFound
-from batcher.graph import GraphClient, literal
+from batcher.graph import (
+    INCIDENT_WITH_ALERTS,
+    RISKY_USERS_WHERE,
+    SIGN_INS_WHERE,
+    GraphClient,
+    literal,
+)
 from batcher.inputs import GUID, KIND_SID, KIND_UPN
 from batcher.inputs.values import KIND_GUID
 
@@ -194,7 +200,7 @@ class SourceReader:
         """The users in incident ``number``'s alerts' evidence of ``kinds``."""
         source = f"incident {number}"
         try:
-            body = await self._get(Feed.INCIDENT, f"/security/incidents/{number}?$expand=alerts")
+            body = await self._get(Feed.INCIDENT, INCIDENT_WITH_ALERTS.format(number))
         except NotFound:
             raise InputError(
                 f"--incident {number}: Defender XDR has no such incident in this tenant (404); "
@@ -243,7 +249,7 @@ class SourceReader:
             if len(levels) > 1
             else f"{either} and riskState eq 'atRisk'"
         )
-        link: str | None = f"/identityProtection/riskyUsers?$filter={query}&$top={RISKY_PAGE}"
+        link: str | None = RISKY_USERS_WHERE.format(query, RISKY_PAGE)
         found, pages = Found(), 0
         while link:
             body = await self._get(Feed.RISKY, link)
@@ -271,10 +277,8 @@ class SourceReader:
         first = last = ""
         for start in range(0, len(clauses), CLAUSES_PER_QUERY):
             group = " or ".join(clauses[start : start + CLAUSES_PER_QUERY])
-            link: str | None = (
-                f"/auditLogs/signIns?$filter=({group}) and createdDateTime ge {stamp} "
-                f"and status/errorCode eq 0&$top={SIGN_IN_PAGE}"
-            )
+            where = f"({group}) and createdDateTime ge {stamp} and status/errorCode eq 0"
+            link: str | None = SIGN_INS_WHERE.format(where, SIGN_IN_PAGE)
             while link:
                 body = await self._get(Feed.SIGN_INS, link)
                 pages += 1
