@@ -31,7 +31,7 @@ def test_run_help_names_every_action_and_the_contain_shortcut() -> None:
     result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"}, prog_name="batcher")
     for name in ("confirm", "dismiss", "disable", "enable", "revoke-sessions", "--contain"):
         assert name in result.output
-    assert "Usage: batcher run [OPTIONS] [INPUT]..." in " ".join(result.output.split())
+    assert "Usage: batcher run [OPTIONS] INPUT..." in " ".join(result.output.split())
 
 
 @pytest.mark.parametrize(
