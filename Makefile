@@ -37,9 +37,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# INPUT may be left out when ARGS names a source read from Graph (--incident, --risky, --signed-in-from)
 run: $(STAMP)
-	@if [ -z "$(INPUT)" ]; then echo "usage: make run INPUT=path/to/ids.csv [CONFIG=config.toml] [ARGS=\"--dry-run\"]" >&2; exit 2; fi
-	$(BIN)/batcher run "$(INPUT)" --config "$(CONFIG)" $(ARGS)
+	@if [ -z "$(INPUT)" ] && ! echo "$(ARGS)" | grep -Eq -- '--(incident|risky|signed-in-from)'; then echo "usage: make run INPUT=path/to/ids.csv [CONFIG=config.toml] [ARGS=\"--dry-run\"]  (or ARGS=\"--incident 42 --contain\" without INPUT)" >&2; exit 2; fi
+	$(BIN)/batcher run $(if $(INPUT),"$(INPUT)") --config "$(CONFIG)" $(ARGS)
 
 simulate: $(STAMP)
 	$(BIN)/batcher simulate $(ARGS)

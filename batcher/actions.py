@@ -21,6 +21,8 @@ class Budget(StrEnum):
     IDENTITY_PROTECTION = "identity_protection"  # 1 request/s per tenant, shared by all apps
     DIRECTORY_READS = "directory_reads"  # per app per tenant; 429s carry Retry-After
     DIRECTORY_WRITES = "directory_writes"  # 3,000 per 150 s per app per tenant
+    REPORTS = "reports"  # identity and access reports (sign-ins): 5 per 10 s per app per tenant
+    SECURITY = "security"  # incidents and alerts: 150 per minute per app per tenant
 
 
 # What one read costs of the directory's resource units (Graph's throttling-limits table): a
@@ -154,6 +156,25 @@ class Source:
 READS: dict[Read, Source] = {
     Read.RISKY_USER: Source(Budget.IDENTITY_PROTECTION, "IdentityRiskyUser.Read.All"),
     Read.USER: Source(Budget.DIRECTORY_READS, USER_READ_PERMISSION),
+}
+
+
+class Feed(StrEnum):
+    """Where run reads its users straight from Graph, beside files."""
+
+    INCIDENT = "incident"  # GET /security/incidents/{id}?$expand=alerts
+    RISKY = "risky"  # GET /identityProtection/riskyUsers?$filter=riskLevel ... atRisk
+    SIGN_INS = "sign_ins"  # GET /auditLogs/signIns?$filter=ipAddress ... createdDateTime
+
+
+# each source's budget and permission; risky users spend Identity Protection's 1 request/s, as
+# confirm does
+FEEDS: dict[Feed, Source] = {
+    Feed.INCIDENT: Source(
+        Budget.SECURITY, "SecurityIncident.Read.All (and SecurityAlert.Read.All)"
+    ),
+    Feed.RISKY: Source(Budget.IDENTITY_PROTECTION, "IdentityRiskyUser.Read.All"),
+    Feed.SIGN_INS: Source(Budget.REPORTS, "AuditLog.Read.All (and an Entra ID P1 licence)"),
 }
 
 ACTIONS: dict[str, Action] = {

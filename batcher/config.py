@@ -205,6 +205,17 @@ class DirectorySettings(_Section):
         return data
 
 
+class BudgetsSettings(_Section):
+    """Budgets of Graph's other workloads, each as Microsoft documents it per app per tenant:
+    the identity and access reports (sign-in logs, authentication methods), 5 requests per
+    10 s; the security API (incidents, alerts), 150 requests per minute."""
+
+    reports_per_window: int = Field(default=5, ge=1, le=10_000)
+    reports_window_seconds: float = Field(default=10.0, gt=0, le=3600)
+    security_per_window: int = Field(default=150, ge=1, le=100_000)
+    security_window_seconds: float = Field(default=60.0, gt=0, le=3600)
+
+
 class LedgerSettings(_Section):
     # Empty: the per-user data folder; a relative path is relative to the config file.
     dir: Path = Field(default=Path(), strict=False)
@@ -252,6 +263,18 @@ class SimulatorSettings(_Section):
     directory_writes_per_second: float = Field(default=20.0, gt=0)
     directory_writes_burst: int = Field(default=3000, ge=1)
     directory_faults: dict[Literal["429", "500", "503", "504"], float] = Field(default_factory=dict)
+    # Sources read straight from Graph (batcher.simulator.security): sample incidents by ID,
+    # risky users at risk per level, successful sign-ins per address (users each), the reports
+    # budget (5 per 10 s: a bucket of 5 refilling at 0.5/s), and which reads answer 403.
+    incidents: list[int] = Field(default_factory=lambda: [42])
+    risky_users: dict[Literal["low", "medium", "high"], int] = Field(default_factory=dict)
+    sign_ins: dict[str, int] = Field(default_factory=dict)
+    sign_ins_page_size: int = Field(default=1000, ge=1, le=1000)
+    reports_per_second: float = Field(default=0.5, gt=0)
+    reports_burst: int = Field(default=5, ge=1)
+    sources_denied: list[Literal["incidents", "risky_users", "sign_ins"]] = Field(
+        default_factory=list
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SimulatorSettings:
@@ -270,6 +293,7 @@ class Settings(_Section):
     auth: AuthSettings = AuthSettings()
     send: SendSettings = SendSettings()
     directory: DirectorySettings = DirectorySettings()
+    budgets: BudgetsSettings = BudgetsSettings()
     ledger: LedgerSettings = LedgerSettings()
     simulator: SimulatorSettings = SimulatorSettings()
 

@@ -32,6 +32,7 @@ from batcher.job import (
     ReplayOptions,
     ResolveOptions,
     RunOptions,
+    SourceOptions,
     Summary,
     VerifyOptions,
     recorded_actions,
@@ -85,7 +86,9 @@ def _yes(after: str) -> Any:
 
 @app.command("run", cls=Command)
 def run_command(
-    inputs: Annotated[list[Path], typer.Argument(metavar="INPUT", help="Exports listing users.")],
+    inputs: Annotated[
+        list[Path] | None, typer.Argument(metavar="INPUT", help="Exports listing users.")
+    ] = None,
     config: Config = None,
     ledger: Annotated[
         Path | None, typer.Option(metavar="FILE", help="Ledger file (default: one per inputs).")
@@ -122,8 +125,31 @@ def run_command(
         ),
     ] = None,
     incident: Annotated[
-        str | None, typer.Option(metavar="ID", help="The Defender XDR incident (see --comment).")
+        str | None,
+        typer.Option(
+            metavar="ID",
+            help="Users in a Defender XDR incident's alerts' evidence (see --comment).",
+        ),
     ] = None,
+    evidence: Annotated[
+        str | None,
+        typer.Option(metavar="KINDS", help="With --incident: user,mailbox,recipient."),
+    ] = None,
+    risky: Annotated[
+        str | None,
+        typer.Option(metavar="LEVEL[,LEVEL]", help="Risky users at risk at these levels."),
+    ] = None,
+    signed_in_from: Annotated[
+        str | None,
+        typer.Option(
+            "--signed-in-from",
+            metavar="ADDR[,ADDR]",
+            help="Users who signed in from these (--since).",
+        ),
+    ] = None,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Read the sources again; say what changed.")
+    ] = False,
     post_comment: Annotated[
         bool,
         typer.Option("--comment", help="After the run, comment on --incident: counts, run ID."),
@@ -131,9 +157,18 @@ def run_command(
     as_json: Json = False,
     log_file: LogFile = None,
 ) -> None:
-    """Act on the users in INPUT...; re-running the same command resumes."""
+    """Act on the users in INPUT... and the sources; re-running the same command resumes."""
+    sources = SourceOptions(incident, evidence, risky, signed_in_from, refresh)
+    files = tuple(inputs or ())
     options = RunOptions(
-        tuple(inputs), column, sheet, dry_run, resend, since=since, passwords_out=passwords_out
+        files,
+        column,
+        sheet,
+        dry_run,
+        resend,
+        since=since,
+        passwords_out=passwords_out,
+        sources=sources,
     )
 
     def build(settings: Settings, watch: Observer) -> Job:
@@ -142,7 +177,7 @@ def run_command(
             settings,
             choose([*(action or []), *(CONTAIN if contain else ())]),
             ledger,
-            inputs,
+            (*files, *sources.names()),
             watch,
             yes=yes,
             offline=dry_run,

@@ -58,16 +58,20 @@ def build_job(
     settings: Settings,
     actions: tuple[Action, ...],
     ledger: Path | None,
-    inputs: Sequence[Path],
+    inputs: Sequence[Path | str],
     observer: Observer,
     *,
     yes: bool,
     offline: bool = False,
 ) -> Job:
+    """``inputs``: the files, and (as text) the sources read from Graph: the default ledger
+    is named after them."""
     tokens = tokens_for(settings, offline=offline, prompt=device_code_prompt)
     who = run_scope(settings, tokens, actions)
     if ledger is None and inputs and who.tenant:
-        ledger = default_path(settings, inputs, who)
+        files = [p for p in inputs if isinstance(p, Path)]
+        sources = [s for s in inputs if isinstance(s, str)]
+        ledger = default_path(settings, files, who, sources)
     job = Job(settings, who, tokens, ledger, observer, stop=StopSignal())
     job = replace(job, start_simulator=built_in_simulator)
     return replace(job, confirm=gate(job.simulated, yes))

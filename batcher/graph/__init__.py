@@ -16,8 +16,11 @@ from batcher.errors import GraphError, NoAnswer, NotFound
 from batcher.graph.answers import answer_of, error_for, no_answer, parse_retry_after, response_error
 from batcher.graph.bearer import BearerAuth
 from batcher.graph.requests import (
+    INCIDENT_WITH_ALERTS,
     MAX_BATCH,
     MAX_FILTER,
+    RISKY_USERS_WHERE,
+    SIGN_INS_WHERE,
     USER_FIELDS,
     InnerAnswer,
     InnerRequest,
@@ -29,8 +32,11 @@ from batcher.graph.requests import (
 )
 
 __all__ = [
+    "INCIDENT_WITH_ALERTS",
     "MAX_BATCH",
     "MAX_FILTER",
+    "RISKY_USERS_WHERE",
+    "SIGN_INS_WHERE",
     "USER_FIELDS",
     "Accepted",
     "BatchAnswer",
@@ -163,6 +169,11 @@ class GraphClient:
         response = await self._send("POST", url, client_request_id, body)
         request_id: str | None = response.headers.get("request-id")
         return request_id
+
+    async def get_json(self, path: str, client_request_id: str) -> dict[str, Any]:
+        """GET ``path`` (under the version, or a whole @odata.nextLink): the JSON body."""
+        url = path if path.startswith("http") else self.root + path
+        return _body(await self._send("GET", url, client_request_id))
 
     async def _send(
         self, method: str, url: str, client_request_id: str, body: Any = None

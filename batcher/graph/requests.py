@@ -97,3 +97,10 @@ def users_query(odata_filter: str, ref: str, select: Sequence[str] = USER_FIELDS
     """``GET /users?$filter=...&$select=...``, every reserved character encoded (``#``, ``+``)."""
     url = f"/users?$filter={quote(odata_filter, safe='')}&$select={','.join(select)}"
     return InnerRequest(ref, "GET", url)
+
+
+# Where run reads users straight from Graph (batcher.workers.sources): format with the
+# incident's number, or the $filter and the page size.
+INCIDENT_WITH_ALERTS = "/security/incidents/{}?$expand=alerts"
+RISKY_USERS_WHERE = "/identityProtection/riskyUsers?$filter={}&$top={}"
+SIGN_INS_WHERE = "/auditLogs/signIns?$filter={}&$top={}"

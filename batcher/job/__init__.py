@@ -9,6 +9,7 @@ from batcher.job.replay import ReplayOptions, replay
 from batcher.job.resolve import Resolved, ResolveOptions, resolve
 from batcher.job.run import RunOptions, run
 from batcher.job.setup import Job, run_scope, tenant, tokens_for
+from batcher.job.sources import SourceOptions
 from batcher.job.status import Status, status
 from batcher.job.summary import ActionSummary, Inputs, Summary, VerifySummary
 from batcher.job.undo import undo, undo_actions
@@ -22,6 +23,7 @@ __all__ = [
     "ResolveOptions",
     "Resolved",
     "RunOptions",
+    "SourceOptions",
     "Status",
     "Summary",
     "VerifyOptions",

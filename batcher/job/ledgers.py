@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,11 +24,13 @@ _TO_SEND = [s.value for s in TO_SEND]
 BUILT_IN_SIMULATOR = "simulator"
 
 
-def default_path(settings: Settings, inputs: Sequence[Path], scope: RunScope) -> Path:
+def default_path(
+    settings: Settings, inputs: Sequence[Path], scope: RunScope, sources: Sequence[str] = ()
+) -> Path:
     """One ledger per (input files, actions, tenant), in the ledger folder (never the current
     directory): re-running the same command finds it again from anywhere."""
     label = "contain" if set(scope.actions) == set(CONTAIN) else "+".join(scope.actions)
-    return settings.ledger.folder / _name(inputs, label, scope.tenant)
+    return settings.ledger.folder / _name(inputs, label, scope.tenant, sources)
 
 
 def undo_ledger(original: Path) -> Path:
@@ -98,10 +101,12 @@ def plan_again(known: pl.DataFrame, undone: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _name(inputs: Sequence[Path], label: str, tenant: str) -> str:
-    key = "\n".join([*sorted(str(p.resolve()) for p in inputs), label, tenant])
+def _name(inputs: Sequence[Path], label: str, tenant: str, sources: Sequence[str] = ()) -> str:
+    key = "\n".join([*sorted(str(p.resolve()) for p in inputs), label, tenant, *sources])
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     stem = inputs[0].name.split(".")[0][:40] if inputs else "ids"
+    if not inputs and sources:  # e.g. incident-42
+        stem = re.sub(r"[^0-9A-Za-z]+", "-", sources[0]).strip("-")[:40]
     short = tenant if len(tenant) <= 12 else tenant[:8]
     return f"{stem}-{label}-{short}-{digest}.sqlite"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import anyio
 import polars as pl
 
 from batcher.actions import ACTIONS, Action, Shape
-from batcher.errors import ConfigError
+from batcher.errors import ConfigError, InputError
 from batcher.eventlog import Event
 from batcher.inputs import InputSet, read_inputs
 from batcher.job.execute import Facts, config_digest, execute, file_sha256, summarise
@@ -24,6 +24,8 @@ from batcher.job.ledgers import (
 from batcher.job.lookup import look_up, split_cached, to_look_up
 from batcher.job.session import Route, Session, budget_specs
 from batcher.job.setup import Job
+from batcher.job.sources import Plan as SourcePlan
+from batcher.job.sources import SourceOptions, check_sources, merged, no_files, read_sources
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import LOOKUP_COLUMNS, Ledger, RunRecord
 from batcher.passwords import check_sheet_path
@@ -45,6 +47,7 @@ class RunOptions:
     resend: bool = False  # send again what another recent run on the tenant already did
     since: str | None = None  # --since as typed: the start of the incident window
     passwords_out: Path | None = None  # the help desk's owner-only CSV of the passwords set
+    sources: SourceOptions = field(default_factory=SourceOptions)  # read from Graph, beside files
 
 
 def run(job: Job, options: RunOptions, route: Route | None = None) -> Summary:
@@ -52,11 +55,22 @@ def run(job: Job, options: RunOptions, route: Route | None = None) -> Summary:
     ``route``: Graph through a transport instead of the network."""
     _check_passwords_out(job, options.passwords_out)
     since = parse_since(options.since, datetime.now(UTC)) if options.since else None
-    read = read_inputs(options.inputs, options.column, options.sheet)
+    sources = None
+    if options.sources.given():  # checked before any file is read or request made
+        sources = check_sources(options.sources, options.since, datetime.now(UTC))
+        since = sources.since or since  # one window for the sign-ins and the run
+    elif not options.inputs:
+        raise InputError(
+            "no input given; pass one or more files (batcher run FILE) or a source: "
+            "--incident ID, --risky LEVEL or --signed-in-from ADDR --since 7d"
+        )
+    read = (
+        read_inputs(options.inputs, options.column, options.sheet) if options.inputs else no_files()
+    )
     job.observer(Event.INPUTS, files=read.files, warnings=read.warnings)
     if options.dry_run:
         return _dry_run(job, read, options, since)
-    return anyio.run(_run, job, read, options, route, since)
+    return anyio.run(_run, job, read, (options, sources), route, since)
 
 
 def _check_passwords_out(job: Job, path: Path | None) -> None:
@@ -94,8 +108,13 @@ def _with_run_facts(
 
 
 async def _run(
-    job: Job, read: InputSet, options: RunOptions, route: Route | None, since: Window | None
+    job: Job,
+    read: InputSet,
+    given: tuple[RunOptions, SourcePlan | None],
+    route: Route | None,
+    since: Window | None,
 ) -> Summary:
+    options, sources = given
     assert job.ledger is not None
     record = RunRecord(
         "run",
@@ -111,8 +130,13 @@ async def _run(
         ledger.reopen(again_after(ledger.known_steps()).rows())  # revoke after a new disable
         job.observer(Event.LEDGER, path=str(ledger.path), exists=existed)
         async with Session(job, route) as session:
+            said: list[str] = []
+            if sources is not None:
+                rows, said = await read_sources(session, ledger, sources)
+                read = merged(read, rows)
             users, lookups, requests, cached = await _identify(session, ledger, read)
             facts = _from_ledger(_facts(job, read, lookups, requests, len(users)), cached)
+            facts = replace(facts, notes=(*said, *facts.notes))
             elsewhere = None if options.resend else _elsewhere(job)
             plan = make_plan(
                 users, ledger.known_steps(), _actions(job), job.settings.send.batch_size, elsewhere
@@ -288,10 +312,13 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions, since: Window | None
     known = pl.DataFrame(schema={"user_id": pl.String, "action": pl.String, "state": pl.String})
     cached = pl.DataFrame(schema=LOOKUP_COLUMNS)
     recorded = None
+    snapshot = {}
     if exists:
         assert job.ledger is not None
         reader = Ledger.open_existing(job.ledger, job.scope)
         try:
+            rows = reader.source_rows()
+            snapshot = {n: rows.filter(pl.col("source") == n) for n in reader.sources_read()}
             known = plan_again(reader.known_steps(), steps_undone_since(reader))
             cached = reader.lookups()
             known = plan_again(known, again_after(known))
@@ -299,6 +326,10 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions, since: Window | None
         finally:
             reader.close()
     window = settle_window(since, recorded)
+    names = options.sources.names()
+    if names:
+        kept = [snapshot[n] for n in names if n in snapshot]
+        read = merged(read, pl.concat(kept)) if kept else read
     wanted = _needs_lookup(job, read)
     cached, todo = split_cached(wanted, cached)
     # object IDs count as users before their look-up (it checks they exist and who is a guest)
@@ -320,4 +351,8 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions, since: Window | None
         facts = replace(facts, notes=(*facts.notes, note))
     specs = budget_specs(job.settings)
     facts = _with_run_facts(facts, plan, window, options.passwords_out)
+    unread = [n for n in names if n not in snapshot]
+    if unread:
+        note = f"{', '.join(unread)}: read from Graph when the run starts (a dry run sends nothing)"
+        facts = replace(facts, notes=(note, *facts.notes))
     return summarise(job, plan, _with_elsewhere(job, facts, elsewhere, plan, users), specs)

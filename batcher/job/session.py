@@ -23,7 +23,7 @@ from batcher.pacer import BudgetSpec, Limit, Pacer
 def budget_specs(settings: Settings) -> dict[Budget, BudgetSpec]:
     """Each budget as Graph documents it (the settings' figures): its limits, and requests in
     flight at most."""
-    send, directory = settings.send, settings.directory
+    send, directory, budgets = settings.send, settings.directory, settings.budgets
     return {
         Budget.IDENTITY_PROTECTION: BudgetSpec(
             (Limit.steady(send.rate_per_second),), send.max_in_flight
@@ -38,6 +38,12 @@ def budget_specs(settings: Settings) -> dict[Budget, BudgetSpec]:
                 Limit(directory.tenant_writes_per_window, directory.tenant_writes_window_seconds),
             ),
             directory.writes_at_once,
+        ),
+        Budget.REPORTS: BudgetSpec(
+            (Limit(budgets.reports_per_window, budgets.reports_window_seconds),), 1
+        ),
+        Budget.SECURITY: BudgetSpec(
+            (Limit(budgets.security_per_window, budgets.security_window_seconds),), 1
         ),
     }
 

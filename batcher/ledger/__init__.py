@@ -34,6 +34,7 @@ from batcher.ledger.moves import (
 )
 from batcher.ledger.reads import EFFECTIVE_STATE, LOOKUP_COLUMNS, REPORT_COLUMNS, Reads
 from batcher.ledger.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from batcher.ledger.snapshot import SNAPSHOT_COLUMNS, Snapshots
 from batcher.ledger.states import (
     IN_FLIGHT,
     MEANING,
@@ -66,6 +67,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SENDABLE",
     "SETTLED",
+    "SNAPSHOT_COLUMNS",
     "TO_SEND",
     "UNDOABLE",
     "Answer",
@@ -92,7 +94,7 @@ class StepResult:
     settle: StepState | None
 
 
-class Ledger(Reads):
+class Ledger(Reads, Snapshots):
     """A run's durable state: the named transitions of the step state machine."""
 
     # -- runs ----------------------------------------------------------------------------------

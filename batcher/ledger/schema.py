@@ -176,6 +176,21 @@ MIGRATIONS: dict[int, str] = {
     6: """
     ALTER TABLE lookups ADD COLUMN on_premises_sync INTEGER;
     """,
+    # (7 and 8 are other branches' migrations.) What each source read straight from Graph
+    # returned (an incident's evidence, risky users, sign-ins): a resume acts on this snapshot,
+    # --refresh reads the sources again.
+    9: """
+    CREATE TABLE source_rows (
+        source TEXT NOT NULL,
+        source_row INTEGER NOT NULL,
+        input_value TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        source_file TEXT NOT NULL,
+        evidence TEXT NOT NULL,
+        read_at TEXT NOT NULL,
+        PRIMARY KEY (source, source_row)
+    );
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

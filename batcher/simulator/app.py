@@ -16,11 +16,12 @@ from starlette.types import Receive, Scope, Send
 from batcher.config import SimulatorSettings
 from batcher.simulator.batch import Batch
 from batcher.simulator.budget import TokenBucket
-from batcher.simulator.comments import IncidentComments
+from batcher.simulator.comments import INCIDENTS, IncidentComments
 from batcher.simulator.directory import Directory, DirectoryUser, load_directory
 from batcher.simulator.record import Record
 from batcher.simulator.replies import Context
 from batcher.simulator.risky import RiskyUsers
+from batcher.simulator.security import Security
 from batcher.simulator.signin import Issued, SimulatedSignIn
 from batcher.simulator.transport import InProcessTransport
 from batcher.simulator.users import DirectoryEndpoints
@@ -58,15 +59,22 @@ class GraphSimulator:
             users = load_directory(settings.directory_file)
         self.directory = Directory(users)
         self.risky_users = RiskyUsers(self.ctx, self.bucket)
+        self.reports = TokenBucket(
+            settings.reports_per_second, settings.reports_burst, clock=budget_clock
+        )
+        self.incidents = IncidentComments(
+            self.ctx, (*INCIDENTS, *(str(n) for n in settings.incidents))
+        )
+        self.security = Security(self.ctx, self.reports, self.incidents.comments)
         self.users = DirectoryEndpoints(self.ctx, self.directory, clock, budget_clock)
         self.batch = Batch(self.ctx, self._serve)
-        self.incidents = IncidentComments(self.ctx)
         self.app = Starlette(
             routes=[
                 *self.risky_users.routes(),
                 *self.users.routes(),
                 *self.batch.routes(),
                 *self.incidents.routes(),
+                *self.security.routes(),
                 *self.sign_in.routes(),
                 Route("/_simulator/record", self._record, methods=["GET"]),
                 # Anything else under a Graph version: Graph's JSON 404, also inside a $batch.

@@ -1,4 +1,4 @@
-"""Defender XDR incidents' comments: GET an incident (its ``comments``), POST a comment."""
+"""Defender XDR incidents' comments: kept per incident (shown on the incident), POST adds one."""
 
 from __future__ import annotations
 
@@ -18,29 +18,20 @@ COMMENT_TYPE = "microsoft.graph.security.alertComment"
 
 
 class IncidentComments:
-    """``GET /security/incidents/{id}`` answers the incident with its comments (Graph keeps
-    them on the incident resource); ``POST .../comments`` adds one and answers the list."""
+    """The comments of each incident the tenant has (Graph keeps them on the incident resource:
+    ``GET /security/incidents/{id}``, served by ``Security``, shows them); ``POST
+    .../comments`` adds one and answers the list."""
 
     def __init__(self, ctx: Context, incidents: tuple[str, ...] = INCIDENTS) -> None:
         self.ctx = ctx
         self.comments: dict[str, list[dict[str, Any]]] = {i: [] for i in incidents}
 
     def routes(self) -> list[Route]:
-        base = "/{version}/security/incidents/{incident_id}"
         return [
-            Route(base, self._get, methods=["GET"]),
-            Route(base + "/comments", self._post, methods=["POST"]),
+            Route(
+                "/{version}/security/incidents/{incident_id}/comments", self._post, methods=["POST"]
+            )
         ]
-
-    async def _get(self, request: Request) -> Response:
-        refused = self.ctx.check(request)
-        if refused is not None:
-            return refused
-        incident_id = request.path_params["incident_id"]
-        if incident_id not in self.comments:
-            return self.ctx.not_found(request)
-        body = {"id": incident_id, "status": "active", "comments": self.comments[incident_id]}
-        return self.ctx.json(request, body)
 
     async def _post(self, request: Request) -> Response:
         refused = self.ctx.check(request)

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from batcher.inputs import GUID
 from batcher.simulator.budget import TokenBucket
+from batcher.simulator.directory import derived_id
 from batcher.simulator.faults import answer_fault, draw, dropped, throttled
 from batcher.simulator.record import ACTIONS
 from batcher.simulator.replies import DENIED, Context, is_inner
@@ -25,6 +26,11 @@ _RISK_DETAIL = {
     "confirmedCompromised": "adminConfirmedUserCompromised",
     "dismissed": "adminDismissedAllRiskForUser",
 }
+
+
+def risky_upns(level: str, count: int) -> list[str]:
+    """The UPNs of the ``count`` users seeded at risk at ``level``."""
+    return [f"risky-{level}-{n:05d}@contoso.com" for n in range(count)]
 
 
 class RiskyUsers:
@@ -37,6 +43,12 @@ class RiskyUsers:
         self.ctx = ctx
         self.bucket = bucket
         self._bad_ids = {i.lower() for i in ctx.settings.bad_ids}
+        # users Identity Protection holds at risk before any feedback: id -> riskLevel
+        self.seeded = {
+            derived_id(upn): level
+            for level, count in ctx.settings.risky_users.items()
+            for upn in risky_upns(level, count)
+        }
 
     def routes(self) -> list[Route]:
         base = "/{version}/identityProtection/riskyUsers"
@@ -85,6 +97,17 @@ class RiskyUsers:
         """The user as Identity Protection shows it: feedback applies after processing_seconds."""
         record = self.ctx.record
         state = record.risk_state.get(user_id)
+        level = self.seeded.get(user_id)
+        if state is None and level is not None:
+            return {
+                "id": user_id,
+                "isDeleted": False,
+                "isProcessing": False,
+                "riskLevel": level,
+                "riskState": "atRisk",
+                "riskDetail": "none",
+                "userPrincipalName": None,
+            }
         if state is None:
             return None
         waited = time.monotonic() - record.applied_at.get(user_id, 0.0)
@@ -94,7 +117,7 @@ class RiskyUsers:
             "id": user_id,
             "isDeleted": False,
             "isProcessing": processing,
-            "riskLevel": "high" if shown == ACTIONS["confirmCompromised"] else "none",
+            "riskLevel": "high" if shown == ACTIONS["confirmCompromised"] else level or "none",
             "riskState": shown,
             "riskDetail": _RISK_DETAIL.get(shown, "none"),
             "riskLastUpdatedDateTime": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -121,18 +144,25 @@ class RiskyUsers:
         return refused
 
     async def _list(self, request: Request) -> Response:
+        if "risky_users" in self.ctx.settings.sources_denied:
+            return self.ctx.check(request) or self.ctx.error(
+                request, 403, "Authorization_RequestDenied", DENIED
+            )
         refused = self._read_gate(request)
         if refused is not None:
             return refused
-        wanted = re.fullmatch(
-            r"\s*riskState\s+eq\s+'(\w+)'\s*", request.query_params.get("$filter", "")
-        )
+        text = request.query_params.get("$filter", "")
+        states = re.findall(r"riskState\s+eq\s+'(\w+)'", text)
+        levels = set(re.findall(r"riskLevel\s+eq\s+'(\w+)'", text))
         top = min(500, max(1, int(request.query_params.get("$top", "20") or 20)))
         skip = int(request.query_params.get("$skiptoken", "0") or 0)
         record = self.ctx.record
-        users = [u for uid in sorted(record.risk_state) if (u := self._risky_user(uid))]
-        if wanted:
-            users = [u for u in users if u["riskState"] == wanted.group(1)]
+        known = sorted(set(record.risk_state) | set(self.seeded))
+        users = [u for uid in known if (u := self._risky_user(uid))]
+        if states:
+            users = [u for u in users if u["riskState"] in states]
+        if levels:
+            users = [u for u in users if u["riskLevel"] in levels]
         page = users[skip : skip + top]
         body: dict[str, Any] = {"value": page}
         if skip + top < len(users):
