@@ -90,7 +90,8 @@ def test_a_comment_on_an_incident_graph_does_not_have_says_what_to_check(
 ) -> None:
     write_ids(tmp_path / "ids.csv", ids(2))
     config = write_config(tmp_path / "config.toml", simulator.url)
-    ran = run_cli(
+    # the incident is also where the run reads users: an unknown one stops it before any write
+    unknown = run_cli(
         "run",
         "ids.csv",
         "--config",
@@ -103,9 +104,13 @@ def test_a_comment_on_an_incident_graph_does_not_have_says_what_to_check(
         "999",
         cwd=tmp_path,
     )
-    said = ran.stdout + ran.stderr
-    assert ran.code == 0, said  # the run itself went well: the note says the comment did not
+    assert unknown.code == 2 and "--incident 999" in unknown.stderr
+    assert all(not got for got in simulator.simulator.record.accepted.values())
+    ran = run_cli("run", "ids.csv", "--config", config, "-y", "--ledger", "l.sqlite", cwd=tmp_path)
+    assert ran.code == 0, ran.stderr
+    later = run_cli("comment", "l.sqlite", "--incident", "999", "--config", config, cwd=tmp_path)
+    said = later.stdout + later.stderr
     assert "Graph has no incident 999" in said
-    assert "batcher comment l.sqlite --incident 999" in said
+    assert later.code != 0 and "Traceback" not in said
     refused = run_cli("run", "ids.csv", "--config", config, "--comment", cwd=tmp_path)
     assert refused.code == 2 and "--comment needs --incident ID" in refused.stdout + refused.stderr
