@@ -220,6 +220,16 @@ class LedgerSettings(_Section):
         return self.dir.expanduser().absolute()
 
 
+class SafetySettings(_Section):
+    """How far a send may reach before the gate asks for more than a count."""
+
+    # Above this many users a directory action asks for the count and the tenant's primary
+    # domain; in scripts --yes alone is refused (--max-users N agrees to at most N).
+    confirm_over: int = Field(default=100, ge=0, le=10_000_000)
+    # `batcher apply` refuses a plan older than this.
+    plan_max_age_hours: float = Field(default=24.0, gt=0, le=24 * 365)
+
+
 FaultKind = Literal["429", "500", "502", "503", "504", "reset", "lost", "hang"]
 
 
@@ -252,6 +262,7 @@ class SimulatorSettings(_Section):
     directory_writes_per_second: float = Field(default=20.0, gt=0)
     directory_writes_burst: int = Field(default=3000, ge=1)
     directory_faults: dict[Literal["429", "500", "503", "504"], float] = Field(default_factory=dict)
+    primary_domain: str = "contoso.onmicrosoft.com"  # GET /organization: the default domain
 
     @model_validator(mode="after")
     def _check(self) -> SimulatorSettings:
@@ -271,6 +282,7 @@ class Settings(_Section):
     send: SendSettings = SendSettings()
     directory: DirectorySettings = DirectorySettings()
     ledger: LedgerSettings = LedgerSettings()
+    safety: SafetySettings = SafetySettings()
     simulator: SimulatorSettings = SimulatorSettings()
 
 

@@ -64,6 +64,16 @@ Column = Annotated[
     ),
 ]
 Sheet = Annotated[str | None, typer.Option(metavar="NAME", help="The workbook sheet to read.")]
+MaxUsers = Annotated[
+    int | None,
+    typer.Option(
+        "--max-users",
+        min=0,
+        metavar="N",
+        help="Send only if the plan holds at most N users; --yes alone is refused above "
+        "[safety] confirm_over (100) users.",
+    ),
+]
 LedgerArg = Annotated[Path, typer.Argument(metavar="LEDGER", help="The ledger a run printed.")]
 
 
@@ -91,6 +101,7 @@ def run_command(
     ] = False,
     dry_run: DryRun = False,
     yes: Annotated[bool, _yes("after a --dry-run")] = False,
+    max_users: MaxUsers = None,
     resend: Annotated[
         bool, typer.Option("--resend", help="Send what another recent run already did.")
     ] = False,
@@ -128,6 +139,7 @@ def run_command(
             watch,
             yes=yes,
             offline=dry_run,
+            max_users=max_users,
         ),
         lambda job: run(job, options),
     )
@@ -142,6 +154,7 @@ def replay_command(
     ] = None,
     action: Annotated[str | None, typer.Option(metavar="NAME", help="Only this action.")] = None,
     yes: Annotated[bool, _yes("for scripts")] = False,
+    max_users: MaxUsers = None,
     as_json: Json = False,
     log_file: LogFile = None,
 ) -> None:
@@ -158,6 +171,7 @@ def replay_command(
             (),
             watch,
             yes=yes,
+            max_users=max_users,
         ),
         lambda job: replay(job, ReplayOptions(only, chosen)),
     )
@@ -169,6 +183,7 @@ def undo_command(
     config: Config = None,
     dry_run: DryRun = False,
     yes: Annotated[bool, _yes("after a --dry-run")] = False,
+    max_users: MaxUsers = None,
     as_json: Json = False,
     log_file: LogFile = None,
 ) -> None:
@@ -185,6 +200,7 @@ def undo_command(
             watch,
             yes=yes,
             offline=dry_run,
+            max_users=max_users,
         ),
         lambda job: undo(job, ledger, dry_run=dry_run),
     )

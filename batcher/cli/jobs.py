@@ -63,6 +63,7 @@ def build_job(
     *,
     yes: bool,
     offline: bool = False,
+    max_users: int | None = None,
 ) -> Job:
     tokens = tokens_for(settings, offline=offline, prompt=device_code_prompt)
     who = run_scope(settings, tokens, actions)
@@ -70,7 +71,10 @@ def build_job(
         ledger = default_path(settings, inputs, who)
     job = Job(settings, who, tokens, ledger, observer, stop=StopSignal())
     job = replace(job, start_simulator=built_in_simulator)
-    return replace(job, confirm=gate(job.simulated, yes))
+    over = settings.safety.confirm_over
+    asks = None if job.simulated or yes else over  # the gate asks the domain above it
+    confirm = gate(job.simulated, yes, over, max_users)
+    return replace(job, confirm=confirm, asks_domain_over=asks)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 if TYPE_CHECKING:
     from batcher.job.status import Status
 
-CommandName = Literal["run", "replay", "undo", "verify", "resolve", "report", "status"]
+CommandName = Literal["run", "replay", "undo", "verify", "resolve", "report", "status", "apply"]
 
 
 class _Strict(BaseModel):
@@ -126,6 +126,7 @@ RESULTS: dict[str, type[_Strict]] = {
     "run": SendResult,
     "replay": SendResult,
     "undo": SendResult,
+    "apply": SendResult,
     "verify": VerifyResult,
     "resolve": ResolveResult,
     "report": ReportResult,
