@@ -20,7 +20,7 @@ from batcher.cli.edge import (
     settings_in_force,
 )
 from batcher.cli.help import Command, app
-from batcher.cli.jobs import build_job, closing, send_job
+from batcher.cli.jobs import Consent, build_job, closing, send_job
 from batcher.cli.render import plural, render_status, render_verify, say
 from batcher.cli.schema import status_result
 from batcher.config import load_settings
@@ -137,9 +137,8 @@ def run_command(
             ledger,
             inputs,
             watch,
-            yes=yes,
+            yes=Consent(yes, max_users),
             offline=dry_run,
-            max_users=max_users,
         ),
         lambda job: run(job, options),
     )
@@ -170,8 +169,7 @@ def replay_command(
             ledger,
             (),
             watch,
-            yes=yes,
-            max_users=max_users,
+            yes=Consent(yes, max_users),
         ),
         lambda job: replay(job, ReplayOptions(only, chosen)),
     )
@@ -198,9 +196,8 @@ def undo_command(
             undo_ledger(ledger),
             (),
             watch,
-            yes=yes,
+            yes=Consent(yes, max_users),
             offline=dry_run,
-            max_users=max_users,
         ),
         lambda job: undo(job, ledger, dry_run=dry_run),
     )

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import typer
 
@@ -54,6 +55,13 @@ def send_job(
     finish(summary, out, config, resume)
 
 
+class Consent(NamedTuple):
+    """What the operator agreed to on the command line: --yes, and --max-users N."""
+
+    yes: bool
+    max_users: int | None = None
+
+
 def build_job(
     settings: Settings,
     actions: tuple[Action, ...],
@@ -61,9 +69,8 @@ def build_job(
     inputs: Sequence[Path],
     observer: Observer,
     *,
-    yes: bool,
+    yes: bool | Consent,
     offline: bool = False,
-    max_users: int | None = None,
 ) -> Job:
     tokens = tokens_for(settings, offline=offline, prompt=device_code_prompt)
     who = run_scope(settings, tokens, actions)
@@ -71,9 +78,10 @@ def build_job(
         ledger = default_path(settings, inputs, who)
     job = Job(settings, who, tokens, ledger, observer, stop=StopSignal())
     job = replace(job, start_simulator=built_in_simulator)
+    consent = yes if isinstance(yes, Consent) else Consent(yes)
     over = settings.safety.confirm_over
-    asks = None if job.simulated or yes else over  # the gate asks the domain above it
-    confirm = gate(job.simulated, yes, over, max_users)
+    asks = None if job.simulated or consent.yes else over  # the gate asks the domain above it
+    confirm = gate(job.simulated, consent.yes, over, consent.max_users)
     return replace(job, confirm=confirm, asks_domain_over=asks)
 
 

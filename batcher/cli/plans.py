@@ -21,7 +21,7 @@ from batcher.cli.edge import (
     settings_in_force,
 )
 from batcher.cli.help import Command, app
-from batcher.cli.jobs import build_job, closing, send_job
+from batcher.cli.jobs import Consent, build_job, closing, send_job
 from batcher.cli.render import plural, render_plan, say
 from batcher.config import Settings
 from batcher.eventlog import Observer
@@ -128,6 +128,6 @@ def apply_command(
         loaded = planfile.load(plan_file)  # an edited plan is refused before any request
         actions = tuple(ACTIONS[a] for a in loaded.actions)
         ledger = ledger_of(plan_file)
-        return build_job(settings, actions, ledger, (), watch, yes=yes, max_users=max_users)
+        return build_job(settings, actions, ledger, (), watch, yes=Consent(yes, max_users))
 
     send_job("apply", config, (as_json, log_file), build, lambda job: apply(job, loaded))
