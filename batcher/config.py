@@ -231,6 +231,16 @@ class LedgerSettings(_Section):
         return self.dir.expanduser().absolute()
 
 
+class SafetySettings(_Section):
+    """How far a send may reach before the gate asks for more than a count."""
+
+    # Above this many users a directory action asks for the count and the tenant's primary
+    # domain; in scripts --yes alone is refused (--max-users N agrees to at most N).
+    confirm_over: int = Field(default=100, ge=0, le=10_000_000)
+    # `batcher apply` refuses a plan older than this.
+    plan_max_age_hours: float = Field(default=24.0, gt=0, le=24 * 365)
+
+
 FaultKind = Literal["429", "500", "502", "503", "504", "reset", "lost", "hang"]
 
 
@@ -275,6 +285,7 @@ class SimulatorSettings(_Section):
     sources_denied: list[Literal["incidents", "risky_users", "sign_ins"]] = Field(
         default_factory=list
     )
+    primary_domain: str = "contoso.onmicrosoft.com"  # GET /organization: the default domain
 
     @model_validator(mode="after")
     def _check(self) -> SimulatorSettings:
@@ -295,6 +306,7 @@ class Settings(_Section):
     directory: DirectorySettings = DirectorySettings()
     budgets: BudgetsSettings = BudgetsSettings()
     ledger: LedgerSettings = LedgerSettings()
+    safety: SafetySettings = SafetySettings()
     simulator: SimulatorSettings = SimulatorSettings()
 
 

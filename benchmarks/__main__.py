@@ -15,6 +15,7 @@ BENCHMARKS = {
     "msgraph_sdk": "benchmarks.msgraph_sdk",
     "pacing": "benchmarks.pacing",
     "sources": "benchmarks.sources",
+    "staged": "benchmarks.staged",
     "window": "benchmarks.window",
 }
 

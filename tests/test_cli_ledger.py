@@ -32,6 +32,8 @@ def test_disk_full_stops_before_sending_anything_unrecorded(tmp_path: Path, simu
     proc = run_cli(
         "run",
         "--yes",
+        "--max-users",
+        "100000",
         "ids.csv",
         "--config",
         config,
@@ -49,6 +51,17 @@ def test_disk_full_stops_before_sending_anything_unrecorded(tmp_path: Path, simu
     recorded = {uid for uid, state in states(ledger).items() if state in ("unknown", "done")}
     assert sent <= recorded  # nothing reached Graph that the ledger does not show as sent
     # with space again, the same command finishes the job
-    again = run_cli("run", "--yes", "ids.csv", "--config", config, "--ledger", ledger, cwd=tmp_path)
+    again = run_cli(
+        "run",
+        "--yes",
+        "--max-users",
+        "100000",
+        "ids.csv",
+        "-c",
+        config,
+        "--ledger",
+        ledger,
+        cwd=tmp_path,
+    )
     assert again.code == 0, again.stderr
     assert set(states(ledger).values()) == {"done"}

@@ -178,7 +178,17 @@ def test_sigterm_stops_like_ctrl_c_and_exits_143(tmp_path: Path, simulator_facto
     config = write_config(tmp_path / "config.toml", sim.url)
     write_ids(tmp_path / "ids.csv", ids(400))
     proc = subprocess.Popen(
-        [BATCHER, "run", "--yes", "ids.csv", "--config", str(config), "--json"],
+        [
+            BATCHER,
+            "run",
+            "--yes",
+            "--max-users",
+            "100000",
+            "ids.csv",
+            "--config",
+            str(config),
+            "--json",
+        ],
         cwd=tmp_path,
         env=cli_env(),
         stdin=subprocess.DEVNULL,

@@ -170,6 +170,8 @@ def test_a_403_for_every_user_on_disable_exits_3_naming_its_permission(
     result = run_cli(
         "run",
         "--yes",
+        "--max-users",
+        "100000",
         "ids.csv",
         "-c",
         config,

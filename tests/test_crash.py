@@ -51,7 +51,18 @@ def _setup(tmp_path: Path, url: str, n_ids: int) -> tuple[list[str], Path, list[
         send={"batch_size": BATCH_SIZE, "max_in_flight": MAX_IN_FLIGHT, "rate_per_second": 60.0},
     )
     ledger = tmp_path / "ledger.sqlite"
-    command = [BATCHER, "run", "--yes", "ids.csv", "--config", str(config), "--ledger", str(ledger)]
+    command = [
+        BATCHER,
+        "run",
+        "--yes",
+        "--max-users",
+        "100000",
+        "ids.csv",
+        "--config",
+        str(config),
+        "--ledger",
+        str(ledger),
+    ]
     return ids, ledger, command
 
 
@@ -167,7 +178,7 @@ def test_first_signal_finishes_requests_in_flight_then_resume_resends_nothing(
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum, err  # 130 for SIGINT, 143 for SIGTERM
     assert "stopping: no new requests" in err
-    assert "to resume: " in err and "run --yes ids.csv" in err
+    assert "to resume: " in err and "run --yes --max-users 100000 ids.csv" in err
     assert "Traceback" not in err
     sent_before = len(accepted)
     assert sent_before < len(ids)  # it really stopped early
@@ -205,7 +216,18 @@ def test_second_signal_stops_at_once_and_stays_resumable(
         fast.url,
         send={"batch_size": BATCH_SIZE, "max_in_flight": MAX_IN_FLIGHT},
     )
-    done = run_cli("run", "--yes", "ids.csv", "--config", config, "--ledger", ledger, cwd=tmp_path)
+    done = run_cli(
+        "run",
+        "--yes",
+        "--max-users",
+        "100000",
+        "ids.csv",
+        "--config",
+        config,
+        "--ledger",
+        ledger,
+        cwd=tmp_path,
+    )
     assert done.code == 0, done.stderr
     assert set(accepted) | set(fast.simulator.record.accepted[ACTION]) == set(ids)
     assert _states(ledger) == {"done": len(ids)}
@@ -249,6 +271,8 @@ def test_sigkill_during_a_containment_loses_no_user_and_keeps_each_users_order(
             BATCHER,
             "run",
             "--yes",
+            "--max-users",
+            "100000",
             "ids.csv",
             "--contain",
             "--config",
@@ -265,7 +289,10 @@ def test_sigkill_during_a_containment_loses_no_user_and_keeps_each_users_order(
             proc.communicate(timeout=60)
         status = run_cli("status", ledger, cwd=tmp_path)  # after the last kill
         assert "ended without finishing (killed" in status.stderr, status.stderr
-        assert "to resume: " in status.stderr and "run --yes ids.csv --contain" in status.stderr
+        assert (
+            "to resume: " in status.stderr
+            and "run --yes --max-users 100000 ids.csv --contain" in status.stderr
+        )
         done = _start(command, tmp_path)
         _, err = done.communicate(timeout=120)
         assert done.returncode == 0, err
@@ -303,6 +330,8 @@ def test_sigkill_during_the_look_up_resumes_without_looking_up_again(
         BATCHER,
         "run",
         "--yes",
+        "--max-users",
+        "100000",
         "list.csv",
         "--config",
         str(config),

@@ -205,7 +205,17 @@ def test_graph_lost_in_the_middle_of_a_run_is_said_and_stops_it(tmp_path: Path) 
         send={"batch_size": 10, "rate_per_second": 20.0, "unreachable_after_seconds": 1.0},
     )
     proc = subprocess.Popen(
-        [BATCHER, "run", "--yes", "ids.csv", "--config", str(config), "--json"],
+        [
+            BATCHER,
+            "run",
+            "--yes",
+            "--max-users",
+            "100000",
+            "ids.csv",
+            "--config",
+            str(config),
+            "--json",
+        ],
         cwd=tmp_path,
         env=cli_env(),
         stdin=subprocess.DEVNULL,

@@ -81,17 +81,52 @@ def test_typing_the_count_confirms_and_the_run_shows_progress_and_summary(
     ids = _input(tmp_path, 130)
     config = write_config(tmp_path / "config.toml", simulator.url)
     term = _terminal(tmp_path, "run", "ids.csv", "--config", str(config))
-    screen = term.expect(r"Type 130 \(the number of users\) or yes")
+    screen = term.expect(r"Type 130 \(the number of users\) to go on")
     assert "About to act on 130 users on tenant" in screen
     assert "confirm: 130 users will be confirmed compromised" in screen
-    assert simulator.simulator.record.requests == 0  # nothing before the answer
-    term.type("130\r")
+    assert simulator.simulator.record.accepted[ACTION] == []  # nothing sent before the answer
+    term.type("130\r")  # above [safety] confirm_over: the tenant's primary domain too
+    term.expect(r"Type the tenant's primary domain \(contoso.onmicrosoft.com\) to go on")
+    term.type("contoso.onmicrosoft.com\r")
     code = term.wait()
     assert code == 0, term.text
     assert "130/130 steps" in term.text  # the live bar
     assert "confirm 130 done, 0 failed, 0 unknown" in term.text
     assert "report:" in term.text
     assert sorted(simulator.simulator.record.accepted[ACTION]) == sorted(ids)
+
+
+@pytest.mark.posix  # a pseudo-terminal (pty)
+def test_above_confirm_over_a_wrong_primary_domain_sends_nothing(
+    tmp_path: Path, simulator: Any
+) -> None:
+    _input(tmp_path, 101)
+    config = write_config(tmp_path / "config.toml", simulator.url)
+    term = _terminal(tmp_path, "run", "ids.csv", "--config", str(config))
+    screen = term.expect(r"Type 101 \(the number of users\) to go on")
+    assert "users:" not in screen  # above the threshold: a count, not a list of names
+    term.type("yes\r")  # above the threshold, yes is not the count
+    term.expect("2 tries left")
+    term.type("101\r")
+    for answer in ("fabrikam.com", "contoso.com", "simulator"):
+        term.expect("primary domain")
+        term.type(f"{answer}\r")
+    assert term.wait() == 2
+    assert "not confirmed: nothing was sent" in term.text
+    assert simulator.simulator.record.accepted.get(ACTION, []) == []
+
+
+@pytest.mark.posix  # a pseudo-terminal (pty)
+def test_below_confirm_over_the_gate_names_the_users(tmp_path: Path, simulator: Any) -> None:
+    ids = _input(tmp_path, 25)
+    config = write_config(tmp_path / "config.toml", simulator.url)
+    term = _terminal(tmp_path, "run", "ids.csv", "--config", str(config))
+    screen = term.expect("Type 25")
+    for uid in ids[:20]:
+        assert uid in screen
+    assert ids[20] not in screen and "and 5 more users" in screen
+    term.type("25\r")
+    assert term.wait() == 0, term.text
 
 
 @pytest.mark.posix  # a pseudo-terminal (pty)
@@ -141,7 +176,7 @@ def test_ctrl_c_at_the_prompt_stops_at_once_and_sends_nothing(
     assert term.wait(timeout=10) == 130, term.text
     assert time.monotonic() - pressed < 3
     assert "interrupted" in term.text and "Traceback" not in term.text
-    assert simulator.simulator.record.requests == 0
+    assert simulator.simulator.record.accepted[ACTION] == []  # only the primary domain was read
 
 
 @pytest.mark.posix  # a pseudo-terminal (pty)
@@ -155,7 +190,9 @@ def test_ctrl_c_at_the_keyboard_stops_cleanly_and_says_how_to_resume(
     config = write_config(
         tmp_path / "config.toml", sim.url, send={"batch_size": 10, "rate_per_second": 20.0}
     )
-    term = _terminal(tmp_path, "run", "ids.csv", "--config", str(config), "--yes")
+    term = _terminal(
+        tmp_path, "run", "ids.csv", "--config", str(config), "--yes", "--max-users", "3000"
+    )
     assert sim.simulator.record.wait_for_accepted(ACTION, 50, timeout=60)
     term.type("\x03")  # Ctrl-C
     assert term.wait() == 130, term.text
@@ -175,7 +212,17 @@ def test_log_file_has_a_line_per_request_and_per_state_change(
     config = write_config(tmp_path / "config.toml", sim.url, send={"batch_size": 10})
     log = tmp_path / "logs" / "run.jsonl"
     result = run_cli(
-        "run", "--yes", "ids.csv", "--config", config, "--log-file", log, "--json", cwd=tmp_path
+        "run",
+        "--yes",
+        "--max-users",
+        "130",
+        "ids.csv",
+        "--config",
+        config,
+        "--log-file",
+        log,
+        "--json",
+        cwd=tmp_path,
     )
     assert result.code == 0, result.stderr
     events = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]

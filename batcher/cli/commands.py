@@ -22,7 +22,7 @@ from batcher.cli.edge import (
 )
 from batcher.cli.evidence import comment_on, commented, evidence_report
 from batcher.cli.help import Command, app
-from batcher.cli.jobs import build_job, closing, send_job
+from batcher.cli.jobs import Consent, build_job, closing, send_job
 from batcher.cli.render import plural, render_status, render_verify, say
 from batcher.cli.schema import status_result
 from batcher.config import Settings, load_settings
@@ -77,6 +77,16 @@ Column = Annotated[
     ),
 ]
 Sheet = Annotated[str | None, typer.Option(metavar="NAME", help="The workbook sheet to read.")]
+MaxUsers = Annotated[
+    int | None,
+    typer.Option(
+        "--max-users",
+        min=0,
+        metavar="N",
+        help="Send only if the plan holds at most N users; --yes alone is refused above "
+        "[safety] confirm_over (100) users.",
+    ),
+]
 LedgerArg = Annotated[Path, typer.Argument(metavar="LEDGER", help="The ledger a run printed.")]
 
 
@@ -106,6 +116,7 @@ def run_command(
     ] = False,
     dry_run: DryRun = False,
     yes: Annotated[bool, _yes("after a --dry-run")] = False,
+    max_users: MaxUsers = None,
     resend: Annotated[
         bool, typer.Option("--resend", help="Send what another recent run already did.")
     ] = False,
@@ -179,7 +190,7 @@ def run_command(
             ledger,
             (*files, *sources.names()),
             watch,
-            yes=yes,
+            yes=Consent(yes, max_users),
             offline=dry_run,
         )
 
@@ -204,6 +215,7 @@ def replay_command(
     ] = None,
     action: Annotated[str | None, typer.Option(metavar="NAME", help="Only this action.")] = None,
     yes: Annotated[bool, _yes("for scripts")] = False,
+    max_users: MaxUsers = None,
     as_json: Json = False,
     log_file: LogFile = None,
 ) -> None:
@@ -219,7 +231,7 @@ def replay_command(
             ledger,
             (),
             watch,
-            yes=yes,
+            yes=Consent(yes, max_users),
         ),
         lambda job: replay(job, ReplayOptions(only, chosen)),
     )
@@ -231,6 +243,7 @@ def undo_command(
     config: Config = None,
     dry_run: DryRun = False,
     yes: Annotated[bool, _yes("after a --dry-run")] = False,
+    max_users: MaxUsers = None,
     as_json: Json = False,
     log_file: LogFile = None,
 ) -> None:
@@ -245,7 +258,7 @@ def undo_command(
             undo_ledger(ledger),
             (),
             watch,
-            yes=yes,
+            yes=Consent(yes, max_users),
             offline=dry_run,
         ),
         lambda job: undo(job, ledger, dry_run=dry_run),

@@ -188,11 +188,31 @@ def _holds_work(ledger: Path) -> bool:
     return any(n for per in counts.values() for state, n in per.items() if state != "planned")
 
 
-def gate(simulated: bool, yes: bool) -> Callable[[Summary], bool]:
-    """Before any real send: show the blast radius and make the operator type the count."""
+def gate(
+    simulated: bool, yes: bool, confirm_over: int, max_users: int | None = None
+) -> Callable[[Summary], bool]:
+    """Before any real send: show the blast radius and make the operator type the count (and,
+    above ``confirm_over`` users, the tenant's primary domain). --yes alone is refused above
+    ``confirm_over``; --max-users N refuses a plan of more than N users, on any target."""
 
     def confirm(plan: Summary) -> bool:
-        if simulated or yes:
+        users = plan.users_to_act
+        if max_users is not None and users > max_users:
+            raise NotConfirmed(
+                f"refusing to send: the plan holds {plural(users, 'user')}, more than --max-users "
+                f"{max_users}; nothing was sent; check the plan, then raise --max-users if that "
+                "many is meant"
+            )
+        if simulated:
+            return True
+        big = users > confirm_over
+        if yes:
+            if big and max_users is None:
+                raise NotConfirmed(
+                    f"refusing --yes alone for {plural(users, 'user')}: more than [safety] "
+                    f"confirm_over = {confirm_over}; nothing was sent; add --max-users {users} "
+                    "to agree to at most that many, or answer the prompt at a terminal"
+                )
             return True
         if not sys.stdin.isatty():
             raise NotConfirmed(
@@ -200,25 +220,48 @@ def gate(simulated: bool, yes: bool) -> Callable[[Summary], bool]:
                 "check the plan with --dry-run, then pass --yes"
             )
         render_plan(plan, console)
-        users = plan.users_to_act
         say(console, f"About to act on {plural(users, 'user')} on {where(plan)}:", style="bold red")
         for line in what_each_does(plan):
             say(console, f"  {line}", style="bold red")
-        for tries_left in range(GATE_TRIES - 1, -1, -1):
-            try:
-                answer = read_line(
-                    f"Type {users} (the number of users) or yes to go on: ",
-                    lambda text: console.print(text, end="", highlight=False, markup=False),
-                )
-            except EOFError:
-                return False
-            if answer.strip().lower().replace(",", "") in {str(users), "yes"}:
-                return True
-            if tries_left:
-                say(console, f"that is not {users}; {plural(tries_left, 'try')} left")
-        return False
+        if not big:
+            for line in _named(plan):
+                say(console, f"  {line}", style="bold")
+            return _asked(
+                f"Type {users} (the number of users) or yes to go on: ", str(users), "yes"
+            )
+        if not _asked(f"Type {users} (the number of users) to go on: ", str(users)):
+            return False
+        domain = plan.primary_domain
+        what = "the tenant's primary domain" if domain else "the tenant ID"
+        expected = (domain or plan.tenant).lower()
+        return _asked(f"Type {what} ({expected}) to go on: ", expected)
 
     return confirm
+
+
+def _named(plan: Summary) -> list[str]:
+    """The users the gate names (up to 20), and how many more there are."""
+    if not plan.users_named:
+        return []
+    more = plan.users_to_act - len(plan.users_named)
+    tail = [f"... and {plural(more, 'more user')}"] if more > 0 else []
+    return ["users:", *(f"  {name}" for name in plan.users_named), *tail]
+
+
+def _asked(prompt: str, expected: str, *also: str) -> bool:
+    """Ask up to GATE_TRIES times; True once the answer is ``expected`` (or one of ``also``)."""
+    for tries_left in range(GATE_TRIES - 1, -1, -1):
+        try:
+            answer = read_line(
+                prompt, lambda text: console.print(text, end="", highlight=False, markup=False)
+            )
+        except EOFError:
+            return False
+        if answer.strip().lower().replace(",", "") in {expected, *also}:
+            return True
+        if tries_left:
+            say(console, f"that is not {expected}; {plural(tries_left, 'try')} left")
+    return False
 
 
 class ConsoleEvents:

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import typer
 
@@ -54,6 +55,13 @@ def send_job(
     finish(summary, out, config, resume)
 
 
+class Consent(NamedTuple):
+    """What the operator agreed to on the command line: --yes, and --max-users N."""
+
+    yes: bool
+    max_users: int | None = None
+
+
 def build_job(
     settings: Settings,
     actions: tuple[Action, ...],
@@ -61,7 +69,7 @@ def build_job(
     inputs: Sequence[Path | str],
     observer: Observer,
     *,
-    yes: bool,
+    yes: bool | Consent,
     offline: bool = False,
 ) -> Job:
     """``inputs``: the files, and (as text) the sources read from Graph: the default ledger
@@ -74,7 +82,11 @@ def build_job(
         ledger = default_path(settings, files, who, sources)
     job = Job(settings, who, tokens, ledger, observer, stop=StopSignal())
     job = replace(job, start_simulator=built_in_simulator)
-    return replace(job, confirm=gate(job.simulated, yes))
+    consent = yes if isinstance(yes, Consent) else Consent(yes)
+    over = settings.safety.confirm_over
+    asks = None if job.simulated or consent.yes else over  # the gate asks the domain above it
+    confirm = gate(job.simulated, consent.yes, over, consent.max_users)
+    return replace(job, confirm=confirm, asks_domain_over=asks)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,9 @@ from pydantic import BaseModel, ConfigDict, model_validator
 if TYPE_CHECKING:
     from batcher.job.status import Status
 
-CommandName = Literal["run", "replay", "undo", "verify", "resolve", "report", "status", "comment"]
+CommandName = Literal[
+    "run", "replay", "undo", "verify", "resolve", "report", "status", "comment", "apply"
+]
 
 
 class _Strict(BaseModel):
@@ -135,6 +137,7 @@ RESULTS: dict[str, type[_Strict]] = {
     "run": SendResult,
     "replay": SendResult,
     "undo": SendResult,
+    "apply": SendResult,
     "verify": VerifyResult,
     "resolve": ResolveResult,
     "report": ReportResult,

@@ -175,6 +175,12 @@ class GraphClient:
         url = path if path.startswith("http") else self.root + path
         return _body(await self._send("GET", url, client_request_id))
 
+    async def organization(self, client_request_id: str) -> list[dict[str, Any]]:
+        """The tenant's organization (GET /organization): its verifiedDomains among others."""
+        url = f"{self.root}/organization?$select=id,displayName,verifiedDomains"
+        body = _body(await self._send("GET", url, client_request_id))
+        return [o for o in body.get("value", []) if isinstance(o, dict)]
+
     async def _send(
         self, method: str, url: str, client_request_id: str, body: Any = None
     ) -> httpx.Response:

@@ -14,6 +14,7 @@ from batcher.actions import Budget
 from batcher.config import Settings
 from batcher.errors import NotConfirmed, Unreachable
 from batcher.eventlog import Event
+from batcher.job.radius import for_the_gate
 from batcher.job.session import Session
 from batcher.job.setup import Job
 from batcher.job.summary import ActionSummary, Inputs, Summary
@@ -102,6 +103,8 @@ async def execute(
     new step and no attempt (it may hold look-ups, which change nothing in the tenant)."""
     job = session.job
     preview = summarise(job, plan, facts, session.specs)
+    if plan.to_send:  # the users it names, and the primary domain it may ask for
+        preview = await for_the_gate(session, ledger, plan, preview)
     if plan.to_send and not job.confirm(preview):
         job.observer(Event.DECLINED, command=facts.command, to_send=plan.to_send)
         raise NotConfirmed("not confirmed: nothing was sent; run the same command to start again")

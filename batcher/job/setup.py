@@ -41,6 +41,9 @@ class Job:
     # Starts the built-in simulator and gives its URL (the CLI passes one: the library never
     # imports the simulator).
     start_simulator: Callable[[SimulatorSettings], AbstractContextManager[str]] | None = None
+    # The gate asks for the tenant's primary domain above this many users (None: it never
+    # asks, e.g. --yes or the simulator): the send reads it before asking (job/radius.py).
+    asks_domain_over: int | None = None
 
     @property
     def simulated(self) -> bool:

@@ -109,6 +109,9 @@ class Summary:
     unreachable: bool = False  # stopped because Graph could not be reached
     interrupted: bool = False
     notes: tuple[str, ...] = field(default=())  # said prominently: e.g. many invalid rows
+    # For the gate (job/radius.py): the first users it names, and the tenant's primary domain
+    users_named: tuple[str, ...] = ()
+    primary_domain: str | None = None  # None: not read (below the threshold, or Graph refused)
 
     @property
     def risk(self) -> ActionSummary | None:

@@ -1,0 +1,133 @@
+"""The two-person path: `batcher plan` writes the plan, `show` prints it, `apply` does it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from batcher.actions import ACTIONS, CONTAIN, DEFAULT_ACTION, choose
+from batcher.cli.commands import Column, Config, Json, LogFile, MaxUsers, Sheet, _yes
+from batcher.cli.edge import (
+    EXIT_OK,
+    Outcome,
+    as_typed,
+    console,
+    exit_codes,
+    observers,
+    settings_in_force,
+)
+from batcher.cli.help import Command, app
+from batcher.cli.jobs import Consent, build_job, closing, send_job
+from batcher.cli.render import plural, render_plan, say
+from batcher.config import Settings
+from batcher.eventlog import Observer
+from batcher.job import Job, RunOptions, planfile
+from batcher.job.staged import apply, ledger_of, origin, plan
+from batcher.platform import on_stop_signals
+from batcher.report.files import check_out_folder
+
+PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="A plan `batcher plan` wrote.")]
+
+
+@app.command("plan", cls=Command)
+def plan_command(
+    inputs: Annotated[list[Path], typer.Argument(metavar="INPUT", help="Exports listing users.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="FILE", help="The plan file to write (.json).")
+    ],
+    config: Config = None,
+    column: Column = None,
+    sheet: Sheet = None,
+    action: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME", help=f"Repeatable: {', '.join(ACTIONS)} (default: {DEFAULT_ACTION})."
+        ),
+    ] = None,
+    contain: Annotated[
+        bool, typer.Option("--contain", help=f"Short for --action {' --action '.join(CONTAIN)}.")
+    ] = False,
+    resend: Annotated[
+        bool, typer.Option("--resend", help="Plan what another recent run already did.")
+    ] = False,
+    log_file: LogFile = None,
+) -> None:
+    """Read INPUT..., look the users up and write the exact plan to --out; no write is sent.
+    A second person reviews it (`batcher show`), then `batcher apply` does exactly it."""
+    output = Outcome("plan")
+    with exit_codes(output), observers(log_file) as watch:
+        settings = settings_in_force(config)
+        check_out_folder(out)
+        actions = choose([*(action or []), *(CONTAIN if contain else ())])
+        job = build_job(settings, actions, ledger_of(out), inputs, watch, yes=True)
+        options = RunOptions(tuple(inputs), column, sheet, resend=resend)
+        with closing(job), on_stop_signals(output.on_signal(job.stop.ask)):
+            planned = plan(job, options, out)
+    render_plan(planned.summary, console)
+    verdicts = Counter(u["verdict"] for u in planned.content["users"])
+    say(
+        console,
+        f"plan:    {out} ({plural(len(planned.content['users']), 'user')}: "
+        + ", ".join(f"{n:,} {v}" for v, n in sorted(verdicts.items()))
+        + f"); digest {planned.content['digest'][:16]}",
+    )
+    say(console, "nothing was sent; have it reviewed: " + as_typed("show", str(out)))
+    say(
+        console, "then: " + as_typed("apply", str(out), *(["--config", str(config)] * bool(config)))
+    )
+    raise typer.Exit(EXIT_OK)
+
+
+@app.command("show", cls=Command)
+def show_command(plan_file: PlanArg) -> None:
+    """Print PLAN for review: who made it and when, its digest, and every user with why."""
+    with exit_codes(Outcome("show")):
+        loaded = planfile.load(plan_file)
+    content = loaded.content
+    now = datetime.now(UTC)
+    lines = [
+        origin(loaded, now) + " (digest verified: not edited since)",
+        f"tenant {content['tenant']} ({content['cloud']} cloud, Graph {content['api_version']})",
+        f"actions: {', '.join(loaded.actions)}; config digest {content['config_digest'][:16]}",
+    ]
+    verdicts = Counter(u["verdict"] for u in loaded.records())
+    lines.append(
+        f"{plural(len(loaded.records()), 'user')}: "
+        + ", ".join(f"{n:,} {v}" for v, n in sorted(verdicts.items()))
+    )
+    for user in loaded.records():
+        steps = ", ".join(f"{a}: {fate}" for a, fate in user["steps"].items())
+        roles = f" roles {', '.join(user['roles'])};" if user["roles"] else ""
+        before = ", ".join(f"{k} {v}" for k, v in user["before"].items())
+        lines.append(
+            f"{user['verdict']:<9} {user['upn'] or user['input_value']} ({user['user_id']}): "
+            f"{user['why']};{roles} before: {before}; {steps}"
+        )
+    typer.echo("\n".join(lines))
+
+
+@app.command("apply", cls=Command)
+def apply_command(
+    plan_file: PlanArg,
+    config: Config = None,
+    yes: Annotated[bool, _yes("for scripts")] = False,
+    max_users: MaxUsers = None,
+    as_json: Json = False,
+    log_file: LogFile = None,
+) -> None:
+    """Do exactly PLAN: its users, no input read again; refused if it was edited, is for
+    another tenant or is too old. Running the same apply again resumes it."""
+    loaded = planfile.Loaded(plan_file, {})
+
+    def build(settings: Settings, watch: Observer) -> Job:
+        nonlocal loaded
+        loaded = planfile.load(plan_file)  # an edited plan is refused before any request
+        actions = tuple(ACTIONS[a] for a in loaded.actions)
+        ledger = ledger_of(plan_file)
+        return build_job(settings, actions, ledger, (), watch, yes=Consent(yes, max_users))
+
+    send_job("apply", config, (as_json, log_file), build, lambda job: apply(job, loaded))
