@@ -150,6 +150,8 @@ async def test_disable_comes_before_revoke_for_every_user(tmp_path: Path) -> Non
 async def test_disable_comes_before_revoke_under_inner_429s_5xx_and_a_small_write_budget(
     tmp_path: Path,
 ) -> None:
+    """On one virtual clock (the pacers', Graph's budget and its record of writes): the run
+    outpaces Graph's write budget, and each Retry-After holds, however slowly the host runs."""
     users = ids(30)
     sent = await _send(
         tmp_path,
@@ -158,6 +160,7 @@ async def test_disable_comes_before_revoke_under_inner_429s_5xx_and_a_small_writ
         seed=5,
         directory_writes_per_second=100.0,
         directory_writes_burst=40,
+        time=VirtualTime(),
     )
     record = sent.sim.record
     assert sent.outcome.counts == {"disable": {"done": 30}, "revoke-sessions": {"done": 30}}
