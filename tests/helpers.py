@@ -42,6 +42,7 @@ from batcher.job.session import Route
 from batcher.ledger import Ledger, RunRecord, RunScope
 from batcher.pacer import Pacer
 from batcher.simulator import DirectoryUser, GraphSimulator
+from tests.virtual_time import VirtualTime
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_inputs"
@@ -296,23 +297,33 @@ def paced_caller(
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     grace: float = 5.0,
     observer: Observer = no_events,
+    time: VirtualTime | None = None,
 ) -> Caller:
-    """A Caller with one pacer per budget at these rates and its own Control."""
+    """A Caller with one pacer per budget at these rates and its own Control; with ``time``,
+    the pacers and the back-offs run on that virtual clock (``sleep`` still wins for these)."""
+    on: dict[str, Any] = {} if time is None else {"clock": time.clock, "sleep": time.sleep}
+    if time is not None and sleep is anyio.sleep:
+        sleep = time.sleep
     pacers = {
-        Budget.IDENTITY_PROTECTION: Pacer(ip),
-        Budget.DIRECTORY_READS: Pacer(reads),
-        Budget.DIRECTORY_WRITES: Pacer(writes),
+        Budget.IDENTITY_PROTECTION: Pacer(ip, **on),
+        Budget.DIRECTORY_READS: Pacer(reads, **on),
+        Budget.DIRECTORY_WRITES: Pacer(writes, **on),
     }
     return Caller(pacers, RetrySettings(retry_for, backoff, sleep), Control(grace, observer))
 
 
 @contextlib.asynccontextmanager
 async def graph_client(
-    sim: GraphSimulator, tokens: TokenSource | None = None, timeout: float = 5.0
+    sim: GraphSimulator,
+    tokens: TokenSource | None = None,
+    timeout: float = 5.0,
+    time: VirtualTime | None = None,
 ) -> AsyncIterator[GraphClient]:
-    """The real Graph client (bearer auth, timeouts) talking to ``sim`` in-process."""
+    """The real Graph client (bearer auth, timeouts) talking to ``sim`` in-process (with
+    ``time``: each request counted on the wire, so that clock stands still meanwhile)."""
     source = tokens or StaticToken(TEST_TOKEN)
-    async with http_client(source, timeout=timeout, transport=sim.transport()) as http:
+    transport = sim.transport() if time is None else time.transport(sim.transport())
+    async with http_client(source, timeout=timeout, transport=transport) as http:
         yield GraphClient(http, GRAPH, "v1.0")
 
 

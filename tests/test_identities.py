@@ -3,6 +3,7 @@ stage, quoting, batching, retries, refusals, and exact outcomes against a plain-
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from batcher.errors import AuthError
 from batcher.simulator import DirectoryUser, GraphSimulator
 from batcher.workers.resolver import NO_ANSWER_REASON, NOT_FOUND_REASON, Resolver
 from tests.helpers import TEST_TOKEN, graph_client, ids, paced_caller, sim_settings
+from tests.virtual_time import VirtualTime
 
 pytestmark = pytest.mark.anyio
 CALLER_KEYS = {"reads", "retry_for", "backoff", "observer"}
@@ -65,15 +67,21 @@ async def _resolve(
     users: list[DirectoryUser] | None = None,
     max_in_flight: int = 4,
     stop: StopSignal | None = None,
+    time: VirtualTime | None = None,
     **options: Any,
 ) -> Looked:
-    """Look ``identities`` up: ``options`` are simulator settings, or the caller's."""
-    caller = paced_caller(**{k: v for k, v in options.items() if k in CALLER_KEYS})
+    """Look ``identities`` up: ``options`` are simulator settings, or the caller's. ``time``:
+    the pacers, back-offs and Graph's budgets on that virtual clock."""
+    caller = paced_caller(time=time, **{k: v for k, v in options.items() if k in CALLER_KEYS})
     changes = {k: v for k, v in options.items() if k not in CALLER_KEYS}
-    sim = GraphSimulator(sim_settings(**changes), tokens={TEST_TOKEN}, users=users)
+    budget_clock = {} if time is None else {"budget_clock": time.clock}
+    sim = GraphSimulator(sim_settings(**changes), tokens={TEST_TOKEN}, users=users, **budget_clock)
     recorded: list[pl.DataFrame] = []
     started = anyio.current_time()
-    async with graph_client(sim) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        if time is not None:
+            await stack.enter_async_context(time.running())
+        client = await stack.enter_async_context(graph_client(sim, time=time))
         resolver = Resolver(client, caller, record=recorded.append, max_in_flight=max_in_flight)
         with anyio.fail_after(10):  # a look-up that never ends fails here, not by hanging
             if stop is None:
@@ -413,7 +421,9 @@ async def test_outcomes_match_a_plain_python_oracle() -> None:
 
 async def test_a_stop_records_no_outcome_for_what_was_not_looked_up() -> None:
     """Stopped while the second batch waits for its turn: what the first batch found is
-    recorded; the rest is not called not_found (a resume must look it up)."""
+    recorded; the rest is not called not_found (a resume must look it up). The reads pacer is
+    on a virtual clock that stands still until the first answer is in: the second batch's
+    turn comes after the stop, however slowly a loaded host answers."""
     stop = StopSignal()
     asked: list[bool] = []
 
@@ -423,8 +433,12 @@ async def test_a_stop_records_no_outcome_for_what_was_not_looked_up() -> None:
             stop.ask()
 
     upns = [f"person{n}@contoso.com" for n in range(301)]  # 21 filters: two batches
-    looked = await _resolve([("upn", u) for u in upns], reads=100.0, observer=observer, stop=stop)
+    time = VirtualTime()
+    looked = await _resolve(
+        [("upn", u) for u in upns], reads=100.0, observer=observer, stop=stop, time=time
+    )
     assert asked and looked.sim.record.batches == 1
+    assert time.sleeps  # the second batch did wait for its turn
     assert looked.table.height == 300 and set(looked.table["outcome"]) == {"resolved"}
     recorded = pl.concat(looked.recorded)
     assert sorted(recorded["input_value"]) == sorted(looked.table["input_value"])

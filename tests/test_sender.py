@@ -3,12 +3,14 @@ in-process: states, attempts, bisection, retries, pacing, stops and the breaker.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from batcher.actions import ACTIONS, Budget
@@ -20,6 +22,7 @@ from batcher.ledger import StepState
 from batcher.simulator import GraphSimulator
 from batcher.workers.send import HOPELESS_AFTER, LaneContext, SendOutcome, Work, send
 from tests.helpers import TEST_TOKEN, graph_client, ids, paced_caller, sim_settings, step_ledger
+from tests.virtual_time import VirtualTime
 
 pytestmark = pytest.mark.anyio
 CONFIRM = ACTIONS["confirm"]
@@ -58,19 +61,25 @@ async def _send(
     tokens: StaticToken | None = None,
     timeout: float = 5.0,
     stop: StopSignal | None = None,
+    time: VirtualTime | None = None,
     **options: Any,
 ) -> Sent:
     """Send confirm for ``user_ids``: ``options`` are simulator settings, or the caller's
-    (ip, retry_for, backoff, sleep, grace, observer)."""
+    (ip, retry_for, backoff, sleep, grace, observer). ``time``: the pacers, back-offs and
+    Graph's budget on that virtual clock."""
     caller_keys = {"ip", "retry_for", "backoff", "sleep", "grace", "observer"}
-    caller = paced_caller(**{k: v for k, v in options.items() if k in caller_keys})
+    caller = paced_caller(time=time, **{k: v for k, v in options.items() if k in caller_keys})
     changes = {"rate_per_second": 1000.0, "burst": 20}
     changes.update({k: v for k, v in options.items() if k not in caller_keys})
-    sim = GraphSimulator(sim_settings(**changes), tokens={TEST_TOKEN})
+    budget_clock = {} if time is None else {"budget_clock": time.clock}
+    sim = GraphSimulator(sim_settings(**changes), tokens={TEST_TOKEN}, **budget_clock)
     path = tmp_path / "ledger.sqlite"
     ledger = step_ledger(path, {"confirm": user_ids})
     try:
-        async with graph_client(sim, tokens, timeout) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            if time is not None:
+                await stack.enter_async_context(time.running())
+            client = await stack.enter_async_context(graph_client(sim, tokens, timeout, time))
             lanes = LaneContext(ledger, client, caller, max_in_flight)
             outcome = await send(lanes, [Work(CONFIRM, user_ids)], batch_size, stop)
     finally:
@@ -268,6 +277,8 @@ async def test_retry_after_holds_every_request_that_long(tmp_path: Path) -> None
 
 
 async def test_a_429_without_retry_after_slows_the_shared_pace(tmp_path: Path) -> None:
+    """On one virtual clock (the pacer's and Graph's budget): the run outpaces Graph's budget
+    however slowly a loaded host runs (on the host's clock, a slow host stayed under it)."""
     user_ids = ids(100)
     sent = await _send(
         tmp_path,
@@ -278,6 +289,7 @@ async def test_a_429_without_retry_after_slows_the_shared_pace(tmp_path: Path) -
         rate_per_second=40.0,
         burst=1,
         latency_max_seconds=0.0,
+        time=VirtualTime(),
     )
     assert sent.outcome.counts == {"confirm": {"done": 100}}
     pacer = sent.caller.pacers[Budget.IDENTITY_PROTECTION]
@@ -345,21 +357,29 @@ async def test_a_first_stop_ends_once_nothing_is_in_flight_even_while_a_batch_wa
     tmp_path: Path,
 ) -> None:
     """Stopped at the second batch's 500 while the first is in flight (0.1 s): once that one
-    is answered nothing is in flight, so the run ends; the second batch, waiting 1 s for its
-    back-off, is let go (unknown: a 500 may have been applied) without waiting it out."""
-    stop, at = StopSignal(), list[float]()
-    sent = await _send(
-        tmp_path,
-        ids(120),
-        faults={"500": 0.5},
-        seed=0,  # the first request draws no fault, the second a 500
-        latency_min_seconds=0.1,
-        latency_max_seconds=0.1,
-        backoff=(1.0, 1.0),
-        stop=stop,
-        observer=_stop_after(stop, 1, 1, at),
-    )
+    is answered nothing is in flight, so the run ends; the second batch, waiting for a
+    back-off that never ends, is let go (unknown: a 500 may have been applied): the run could
+    only end without waiting it out, however slowly a loaded host runs."""
+    stop, at, backoffs = StopSignal(), list[float](), list[float]()
+
+    async def never_over(seconds: float) -> None:
+        backoffs.append(seconds)
+        await anyio.sleep_forever()
+
+    with anyio.fail_after(30):  # had it waited for the back-off, it would fail here
+        sent = await _send(
+            tmp_path,
+            ids(120),
+            faults={"500": 0.5},
+            seed=0,  # the first request draws no fault, the second a 500
+            latency_min_seconds=0.1,
+            latency_max_seconds=0.1,
+            backoff=(1.0, 1.0),
+            sleep=never_over,
+            stop=stop,
+            observer=_stop_after(stop, 1, 1, at),
+        )
     assert sent.outcome.interrupted
     assert sent.outcome.counts == {"confirm": {"done": 60, "unknown": 60}}
     assert sent.sim.record.statuses[500] == 1
-    assert time.monotonic() - at[0] < 0.5
+    assert len(at) == 1 and len(backoffs) == 1  # the stop came while the back-off was on

@@ -34,7 +34,7 @@ class GraphSimulator:
 
     ``users``: a closed directory of exactly these users (``directory_file`` otherwise; an
     open directory when neither is given). ``clock`` dates tokens and revoked sessions;
-    ``budget_clock`` (monotonic seconds) drives every budget's window.
+    ``budget_clock`` (monotonic seconds) drives every budget's window and times the record.
     """
 
     def __init__(
@@ -47,7 +47,7 @@ class GraphSimulator:
         budget_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.record = Record()
+        self.record = Record(clock=budget_clock)
         self.sign_in = SimulatedSignIn(settings, tokens=tokens, clock=clock)
         self.ctx = Context(settings, self.record, random.Random(settings.seed), self.sign_in)
         self.bucket = TokenBucket(

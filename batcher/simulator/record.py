@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -24,7 +25,7 @@ class Write(NamedTuple):
 
     op: str  # "disable", "enable", "reset" or "revoke"
     user_id: str  # the object ID (lower case), or the key in the URL when no user matched
-    at: float  # time.monotonic() when it was answered
+    at: float  # when it was answered (Record.clock)
     status: int
 
 
@@ -34,13 +35,14 @@ class Record:
 
     ``statuses``, ``answers`` and ``requests`` count the HTTP requests a client sent to Graph
     endpoints (a ``$batch`` is one); what happened inside a batch is in ``inner_statuses``.
+    ``clock`` times ``answers`` and ``writes`` (the simulator's budget clock).
     """
 
     accepted: dict[str, list[str]] = field(default_factory=lambda: {a: [] for a in ACTIONS})
     risk_state: dict[str, str] = field(default_factory=dict)
     statuses: Counter[int] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
-    answers: list[tuple[float, int]] = field(default_factory=list)  # (monotonic time, status)
+    answers: list[tuple[float, int]] = field(default_factory=list)  # (clock time, status)
     applied_at: dict[str, float] = field(default_factory=dict)
     reads: int = 0  # Identity Protection reads
     directory_reads: int = 0  # GET /users and /users/{key}, direct or inside a batch
@@ -55,6 +57,7 @@ class Record:
     # search every file and stream for them; never in to_json or an answer
     passwords: list[tuple[str, str, bool]] = field(default_factory=list, repr=False)
     changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def apply(self, action: str, ids: list[str], state: str) -> None:
         with self.changed:
@@ -66,7 +69,7 @@ class Record:
 
     def wrote(self, op: str, user_id: str, status: int) -> None:
         with self.changed:
-            self.writes.append(Write(op, user_id, time.monotonic(), status))
+            self.writes.append(Write(op, user_id, self.clock(), status))
             self.changed.notify_all()
 
     def set_password(self, user_id: str, password: str, force: bool) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,7 +46,7 @@ class Context:
         """Count an answer to a client; $batch counts its inner answers itself."""
         if not is_inner(request):
             self.record.statuses[status] += 1
-            self.record.answers.append((time.monotonic(), status))
+            self.record.answers.append((self.record.clock(), status))
 
     def error(
         self,
