@@ -220,6 +220,35 @@ class LedgerSettings(_Section):
         return self.dir.expanduser().absolute()
 
 
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+
+
+def protected_kind(entry: str) -> Literal["id", "upn", "group"] | None:
+    """What a [safety] protected entry names: an object ID, a UPN, or ``group:<object id>``
+    (its members, transitively); None: none of them."""
+    if entry.lower().startswith("group:"):
+        return "group" if _GUID.match(entry[len("group:") :]) else None
+    if _GUID.match(entry):
+        return "id"
+    return "upn" if "@" in entry.strip("@") and " " not in entry else None
+
+
+class SafetySettings(_Section):
+    # Users batcher never writes to, whatever the action: UPNs, object IDs, "group:<id>".
+    protected: list[str] = Field(default_factory=list)
+
+    @field_validator("protected")
+    @classmethod
+    def _entries(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if protected_kind(entry) is None:
+                raise ValueError(
+                    f"{entry!r} is neither a UPN, an object ID nor group:<object id>; write "
+                    'e.g. "breakglass1@contoso.com" or "group:<the group\'s object ID>"'
+                )
+        return value
+
+
 FaultKind = Literal["429", "500", "502", "503", "504", "reset", "lost", "hang"]
 
 
@@ -252,6 +281,14 @@ class SimulatorSettings(_Section):
     directory_writes_per_second: float = Field(default=20.0, gt=0)
     directory_writes_burst: int = Field(default=3000, ge=1)
     directory_faults: dict[Literal["429", "500", "503", "504"], float] = Field(default_factory=dict)
+    # Privileged roles: UPN (or object ID) -> role names, active and eligible (PIM); groups:
+    # group object ID -> member UPNs or object IDs (a member "group:<id>" is a nested group)
+    role_holders: dict[str, list[str]] = Field(default_factory=dict)
+    eligible_role_holders: dict[str, list[str]] = Field(default_factory=dict)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    role_read_denied: bool = False  # 403 for RoleManagement.Read.Directory
+    group_read_denied: bool = False  # 403 for GroupMember.Read.All
+    delegated_token: bool = False  # a token as a signed-in user's (with oid, scp)
 
     @model_validator(mode="after")
     def _check(self) -> SimulatorSettings:
@@ -271,6 +308,7 @@ class Settings(_Section):
     send: SendSettings = SendSettings()
     directory: DirectorySettings = DirectorySettings()
     ledger: LedgerSettings = LedgerSettings()
+    safety: SafetySettings = SafetySettings()
     simulator: SimulatorSettings = SimulatorSettings()
 
 

@@ -230,6 +230,22 @@ class Ledger(Reads):
                 ((uid, action, value, stamp) for uid in user_ids),
             )
 
+    def record_guarded(self, verdicts: pl.DataFrame) -> None:
+        """Record this run's guarded users (user_id, verdict, why, roles): protected or held
+        back; a user acted on in full now is no longer guarded."""
+        stamp = now()
+        rows = verdicts.select("user_id", "verdict", "why", "roles").iter_rows()
+        with self._write() as db:
+            for uid, verdict, why, roles in rows:
+                if verdict in ("protected", "held_back"):
+                    db.execute(
+                        "INSERT OR REPLACE INTO guarded (user_id, verdict, why, roles, "
+                        "decided_at) VALUES (?, ?, ?, ?, ?)",
+                        (uid, verdict, why or "", roles, stamp),
+                    )
+                else:
+                    db.execute("DELETE FROM guarded WHERE user_id = ?", (uid,))
+
     # -- batches and attempts ------------------------------------------------------------------
     def start_batch(
         self, action: str | None, keys: Sequence[Key], client_request_id: str

@@ -176,6 +176,17 @@ MIGRATIONS: dict[int, str] = {
     6: """
     ALTER TABLE lookups ADD COLUMN on_premises_sync INTEGER;
     """,
+    # The guards' verdicts: users a run kept from some or all actions (protected, held_back),
+    # the entry or roles why; the latest run's decision per user.
+    7: """
+    CREATE TABLE guarded (
+        user_id TEXT PRIMARY KEY,
+        verdict TEXT NOT NULL CHECK (verdict IN ('protected', 'held_back')),
+        why TEXT NOT NULL,
+        roles TEXT,
+        decided_at TEXT NOT NULL
+    );
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

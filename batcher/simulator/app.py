@@ -20,6 +20,7 @@ from batcher.simulator.directory import Directory, DirectoryUser, load_directory
 from batcher.simulator.record import Record
 from batcher.simulator.replies import Context
 from batcher.simulator.risky import RiskyUsers
+from batcher.simulator.roles import RoleEndpoints
 from batcher.simulator.signin import Issued, SimulatedSignIn
 from batcher.simulator.transport import InProcessTransport
 from batcher.simulator.users import DirectoryEndpoints
@@ -58,11 +59,13 @@ class GraphSimulator:
         self.directory = Directory(users)
         self.risky_users = RiskyUsers(self.ctx, self.bucket)
         self.users = DirectoryEndpoints(self.ctx, self.directory, clock, budget_clock)
+        self.roles = RoleEndpoints(self.ctx, self.directory, self.users)
         self.batch = Batch(self.ctx, self._serve)
         self.app = Starlette(
             routes=[
                 *self.risky_users.routes(),
                 *self.users.routes(),
+                *self.roles.routes(),
                 *self.batch.routes(),
                 *self.sign_in.routes(),
                 Route("/_simulator/record", self._record, methods=["GET"]),
