@@ -231,20 +231,16 @@ class Ledger(Reads):
             )
 
     def record_guarded(self, verdicts: pl.DataFrame) -> None:
-        """Record this run's guarded users (user_id, verdict, why, roles): protected or held
-        back; a user acted on in full now is no longer guarded."""
-        stamp = now()
-        rows = verdicts.select("user_id", "verdict", "why", "roles").iter_rows()
+        """Record this run's verdicts (user_id, verdict, why, roles): protected or held back;
+        a user acted on in full now (act) is no longer guarded."""
+        rows = list(verdicts.select("user_id", "verdict", "why", "roles").iter_rows())
         with self._write() as db:
-            for uid, verdict, why, roles in rows:
-                if verdict in ("protected", "held_back"):
-                    db.execute(
-                        "INSERT OR REPLACE INTO guarded (user_id, verdict, why, roles, "
-                        "decided_at) VALUES (?, ?, ?, ?, ?)",
-                        (uid, verdict, why or "", roles, stamp),
-                    )
-                else:
-                    db.execute("DELETE FROM guarded WHERE user_id = ?", (uid,))
+            db.executemany("DELETE FROM guarded WHERE user_id = ?", ((r[0],) for r in rows))
+            db.executemany(
+                "INSERT INTO guarded (user_id, verdict, why, roles, decided_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                ((u, v, w or "", r, now()) for u, v, w, r in rows if v != "act"),
+            )
 
     # -- batches and attempts ------------------------------------------------------------------
     def start_batch(

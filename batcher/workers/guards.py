@@ -9,7 +9,6 @@ import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 import anyio
 
@@ -26,7 +25,13 @@ from batcher.errors import (
     first_leaf,
 )
 from batcher.graph import GraphClient
-from batcher.graph.requests import literal, match_any
+from batcher.graph.requests import (
+    ROLE_DEFINITIONS,
+    ROLE_LISTINGS,
+    group_members,
+    role_listing,
+    users_by_upn,
+)
 
 ROLE_PERMISSION = "RoleManagement.Read.Directory (or a Directory Readers role when delegated)"
 GROUP_PERMISSION = "GroupMember.Read.All"
@@ -44,8 +49,6 @@ PRIVILEGED = frozenset(
         "Cloud Application Administrator",
     }
 )
-_ROLES = "/roleManagement/directory"
-_MEMBERS = "/groups/{id}/transitiveMembers/microsoft.graph.user?$select=id,userPrincipalName"
 _UPNS_PER_FILTER = 15  # Graph's limit of expressions in one filter
 
 
@@ -79,11 +82,9 @@ class GuardReader:
                 found.protected.setdefault(entry.lower(), entry)
         for start in range(0, len(upns), _UPNS_PER_FILTER):
             chunk = upns[start : start + _UPNS_PER_FILTER]
-            path = (
-                f"/users?$filter={quote(match_any('userPrincipalName', chunk))}"
-                "&$select=id,userPrincipalName"
+            users = await self._pages(
+                users_by_upn(chunk), READS[Read.USER].permission, "the protected UPNs"
             )
-            users = await self._pages(path, READS[Read.USER].permission, "the protected UPNs")
             by_upn = {str(u.get("userPrincipalName", "")).lower(): u for u in users}
             for upn in chunk:
                 user = by_upn.get(upn.lower())
@@ -99,7 +100,7 @@ class GuardReader:
     async def _members(self, group_id: str, entry: str) -> list[str]:
         what = f"the members of the protected group {group_id}"
         try:
-            members = await self._pages(_MEMBERS.format(id=group_id), GROUP_PERMISSION, what)
+            members = await self._pages(group_members(group_id), GROUP_PERMISSION, what)
         except NotFound:
             raise ConfigError(
                 f"[safety] protected {entry!r}: Graph has no group with that ID; fix the entry "
@@ -110,7 +111,7 @@ class GuardReader:
     async def role_holders(self) -> None:
         """Users with an active or eligible assignment of a privileged role (directly, or
         through a role-assignable group): two listings per privileged role."""
-        definitions = await self._pages(f"{_ROLES}/roleDefinitions", ROLE_PERMISSION, "roles")
+        definitions = await self._pages(ROLE_DEFINITIONS, ROLE_PERMISSION, "roles")
         roles = [
             (str(d["id"]), str(d.get("displayName", d["id"])))
             for d in definitions
@@ -119,15 +120,14 @@ class GuardReader:
         listed: list[tuple[str, dict[str, Any]]] = []
 
         async def read(kind: str, role_id: str, name: str) -> None:
-            path = f"{_ROLES}/{kind}?$filter={quote('roleDefinitionId eq ' + literal(role_id))}"
-            label = name if kind == "roleAssignments" else f"{name} (eligible)"
-            for item in await self._pages(f"{path}&$expand=principal", ROLE_PERMISSION, "roles"):
+            label = name if kind == ROLE_LISTINGS[0] else f"{name} (eligible)"
+            for item in await self._pages(role_listing(kind, role_id), ROLE_PERMISSION, "roles"):
                 listed.append((label, item))
 
         try:
             async with anyio.create_task_group() as group:
                 for role_id, name in roles:
-                    for kind in ("roleAssignments", "roleEligibilityScheduleInstances"):
+                    for kind in ROLE_LISTINGS:
                         group.start_soon(read, kind, role_id, name)
         except BaseExceptionGroup as exc:
             raise first_leaf(exc) from None
