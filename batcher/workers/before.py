@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from batcher.actions import Action, Read
-from batcher.calls import Caller
+from batcher.calls import Caller, NotSent
+from batcher.errors import GraphError
 from batcher.graph import GraphClient
 from batcher.workers.readback import Reading, Verifier
 
@@ -45,3 +46,20 @@ async def applied_now(
     else:
         await verifier.users(action, dict.fromkeys(users), reading)
     return {uid for uid, (status, _) in reading.found.items() if status == action.check.yes}
+
+
+async def found_before(
+    client: GraphClient, caller: Caller, planned: Sequence[tuple[Action, Sequence[str]]]
+) -> dict[str, set[str]]:
+    """Per action that can be undone, the planned users already as it leaves them (already
+    confirmed compromised), read after the gate and before the first send: an undo leaves them
+    so. A read that fails leaves its users unread (not in the answer), and the run goes on."""
+    found: dict[str, set[str]] = {}
+    for action, users in planned:
+        if action.undo is None or not users:
+            continue
+        try:
+            found[action.name] = await already_so(client, caller, action, users)
+        except (GraphError, NotSent):
+            continue
+    return found
