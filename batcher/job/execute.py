@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from batcher.actions import ACTIONS, Budget
+from batcher.actions import Budget
 from batcher.config import Settings
 from batcher.errors import NotConfirmed, Unreachable
 from batcher.eventlog import Event
@@ -24,7 +24,6 @@ from batcher.plan import Plan
 from batcher.platform import command_line
 from batcher.report.files import sibling, step_report, write_report
 from batcher.window import Window
-from batcher.workers.before import found_before
 from batcher.workers.send import LaneContext, SendOutcome, Work, send
 
 
@@ -125,7 +124,6 @@ async def execute(
             ledger.skip_steps(item.action.name, skipped.user_ids, skipped.reason)
     outcome = None
     if client is not None:
-        await _record_before(session, ledger, plan)
         control = session.control()
         sheet = PasswordSheet(facts.passwords_out) if facts.passwords_out else None
         lanes = LaneContext(
@@ -161,17 +159,6 @@ async def execute(
         result = replace(result, report=str(report))
     job.observer(Event.RUN_FINISHED, run=run_id, **_counts(result))
     return result
-
-
-async def _record_before(session: Session, ledger: Ledger, plan: Plan) -> None:
-    """What the planned users already are before the first send (confirmed compromised):
-    recorded, so an undo leaves it as it was."""
-    control = session.control()
-    planned = [(p.action, p.to_send.to_list()) for p in plan.actions if p.to_send.len()]
-    with session.job.stop.attached(control), control.scope():
-        found = await found_before(await session.client(), session.caller(control), planned)
-    for name, users in found.items():
-        ledger.record_before(name, sorted(users), ACTIONS[name].check.yes)
 
 
 def _reason(exc: BaseException) -> str:
