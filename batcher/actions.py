@@ -39,6 +39,21 @@ class Shape(StrEnum):
     PER_USER = "per_user"  # one request per user, inside JSON $batch calls
 
 
+class Verdict(StrEnum):
+    """What the guards decided for one user, before any action is planned."""
+
+    ACT = "act"
+    PROTECTED = "protected"  # [safety] protected, or the signed-in operator: no write at all
+    HELD_BACK = "held_back"  # a privileged directory role: no action that touches_access
+
+
+def withheld(action: Action, verdict: str) -> bool:
+    """Whether a user with ``verdict`` gets no step of ``action``."""
+    if verdict == Verdict.PROTECTED:
+        return True  # whatever the action: a protected user receives no write
+    return verdict == Verdict.HELD_BACK and action.touches_access
+
+
 class Read(StrEnum):
     """Where verify reads an action's effect."""
 
@@ -118,6 +133,9 @@ class Action:
     skips: tuple[Skip, ...] = ()  # users it does not apply to, besides guests
     # PER_USER: a body made for each user (it holds a Secret): never written to the ledger
     secret_body: Callable[[], Mapping[str, Any]] | None = None
+    # it changes whether the user can sign in (block, password, sign-in methods): users with a
+    # privileged directory role are held back from it unless --include-admins
+    touches_access: bool = False
 
 
 RISK_PERMISSION = (
@@ -194,6 +212,7 @@ ACTIONS: dict[str, Action] = {
             undo="enable",
             clashes=("enable",),
             refused="the account stays enabled: Graph refused to disable it",
+            touches_access=True,
             warn_failed="{accounts} could not be disabled: {stay} enabled",
         ),
         Action(
@@ -235,6 +254,7 @@ ACTIONS: dict[str, Action] = {
             after="disable",
             skips=(SYNCED,),
             refused="the password was not reset: Graph refused it",
+            touches_access=True,
         ),
         Action(
             name="revoke-sessions",

@@ -231,14 +231,41 @@ class LedgerSettings(_Section):
         return self.dir.expanduser().absolute()
 
 
-class SafetySettings(_Section):
-    """How far a send may reach before the gate asks for more than a count."""
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
+
+def protected_kind(entry: str) -> Literal["id", "upn", "group"] | None:
+    """What a [safety] protected entry names: an object ID, a UPN, or ``group:<object id>``
+    (its members, transitively); None: none of them."""
+    if entry.lower().startswith("group:"):
+        return "group" if _GUID.match(entry[len("group:") :]) else None
+    if _GUID.match(entry):
+        return "id"
+    return "upn" if "@" in entry.strip("@") and " " not in entry else None
+
+
+class SafetySettings(_Section):
+    """Who batcher never writes to, and how far a send may reach before the gate asks for more
+    than a count."""
+
+    # Users batcher never writes to, whatever the action: UPNs, object IDs, "group:<id>".
+    protected: list[str] = Field(default_factory=list)
     # Above this many users a directory action asks for the count and the tenant's primary
     # domain; in scripts --yes alone is refused (--max-users N agrees to at most N).
     confirm_over: int = Field(default=100, ge=0, le=10_000_000)
     # `batcher apply` refuses a plan older than this.
     plan_max_age_hours: float = Field(default=24.0, gt=0, le=24 * 365)
+
+    @field_validator("protected")
+    @classmethod
+    def _entries(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if protected_kind(entry) is None:
+                raise ValueError(
+                    f"{entry!r} is neither a UPN, an object ID nor group:<object id>; write "
+                    'e.g. "breakglass1@contoso.com" or "group:<the group\'s object ID>"'
+                )
+        return value
 
 
 FaultKind = Literal["429", "500", "502", "503", "504", "reset", "lost", "hang"]
@@ -286,6 +313,14 @@ class SimulatorSettings(_Section):
         default_factory=list
     )
     primary_domain: str = "contoso.onmicrosoft.com"  # GET /organization: the default domain
+    # Privileged roles: UPN (or object ID) -> role names, active and eligible (PIM); groups:
+    # group object ID -> member UPNs or object IDs (a member "group:<id>" is a nested group)
+    role_holders: dict[str, list[str]] = Field(default_factory=dict)
+    eligible_role_holders: dict[str, list[str]] = Field(default_factory=dict)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    role_read_denied: bool = False  # 403 for RoleManagement.Read.Directory
+    group_read_denied: bool = False  # 403 for GroupMember.Read.All
+    delegated_token: bool = False  # a token as a signed-in user's (with oid, scp)
 
     @model_validator(mode="after")
     def _check(self) -> SimulatorSettings:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import polars as pl
 
-from batcher.actions import Action, Budget, Shape, comes_after
+from batcher.actions import Action, Budget, Shape, Verdict, comes_after, withheld
 from batcher.graph import MAX_BATCH
 from batcher.ledger import TO_SEND, StepState
 from batcher.pacer import BudgetSpec
@@ -96,6 +96,7 @@ class ActionPlan:
     batch_size: int  # users per request (ID lists)
     not_selected: int = 0  # a replay: failed or unknown, left out by --only / --action
     skipped_by: tuple[Skipped, ...] = ()  # the users newly skipped in this plan, by reason
+    guarded: int = 0  # users the guards keep from it (protected, or held back): no step
 
     @property
     def requests(self) -> int:
@@ -121,6 +122,8 @@ class Plan:
 
     new_users: pl.DataFrame  # USER_COLUMNS
     actions: tuple[ActionPlan, ...]
+    # the guards' verdict on every user (user_id, verdict, why, roles); None: not decided
+    guarded: pl.DataFrame | None = None
 
     @property
     def to_send(self) -> int:
@@ -231,3 +234,25 @@ def action_plan(
         batch_size=batch_size,
         skipped_by=skipped_by(action, users, joined.filter(skip).get_column("user_id")),
     )
+
+
+def guard(plan: Plan, verdicts: pl.DataFrame) -> Plan:
+    """``plan`` less the steps the guards' ``verdicts`` (user_id, verdict, why, roles) withhold:
+    nothing for a protected user, no action that touches access for one held back. They get
+    no step (not a skipped one): a later run with --include-admins, or another config, acts."""
+    kept = verdicts.filter(pl.col("verdict") != Verdict.ACT)
+    if not kept.height:
+        return replace(plan, guarded=verdicts)
+    items = []
+    for item in plan.actions:
+        out = [
+            uid
+            for uid, verdict in kept.select("user_id", "verdict").iter_rows()
+            if withheld(item.action, verdict)
+        ]
+        if not out:
+            items.append(item)
+            continue
+        sends = item.to_send.filter(~item.to_send.is_in(out))
+        items.append(replace(item, to_send=sends, guarded=item.to_send.len() - sends.len()))
+    return replace(plan, actions=tuple(items), guarded=verdicts)

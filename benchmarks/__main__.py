@@ -9,6 +9,7 @@ import sys
 # name -> module in this package with a main() that prints a Markdown table
 BENCHMARKS = {
     "contain": "benchmarks.contain",
+    "guards": "benchmarks.guards",
     "identities": "benchmarks.identities",
     "inputs": "benchmarks.inputs",
     "ledger": "benchmarks.ledger",

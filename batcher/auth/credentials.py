@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import time
@@ -18,6 +20,19 @@ from batcher.config import AuthSettings
 from batcher.errors import ConfigError
 
 SIMULATOR_TOKEN = "simulator-token"  # what token_source hands out, and the simulator accepts
+# [simulator] delegated_token: a signed-in operator's token (a JWT with oid and scp), which
+# the simulator accepts too
+SIMULATED_OPERATOR = "00000000-0000-4000-8000-00000000a0e1"
+SIMULATOR_DELEGATED_TOKEN = (
+    ".".join(
+        base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+        for part in (
+            {"alg": "none", "typ": "JWT"},
+            {"oid": SIMULATED_OPERATOR, "scp": "User.Read.All", "idtyp": "user"},
+        )
+    )
+    + ".sim"
+)
 SIGN_IN_RETRIES = 3  # azure-core retries of one sign-in request (connection errors, 5xx)
 
 # azure-identity logs every failed get_token at WARNING. With no handler configured, Python
@@ -35,13 +50,14 @@ def token_source(
     sign_in_retries: int = SIGN_IN_RETRIES,
     clock: Callable[[], float] = time.time,
     prompt: Callable[[str], None] | None = None,
+    delegated: bool = False,
 ) -> TokenSource:
     """Build the token source the settings ask for; ConfigError says what to set.
 
     ``prompt`` shows the device code to the admin (the library never prints): device_code
     needs it."""
     if simulator:
-        return StaticToken(SIMULATOR_TOKEN)
+        return StaticToken(SIMULATOR_DELEGATED_TOKEN if delegated else SIMULATOR_TOKEN)
     if settings.method == "token":
         return _static_token(settings)
     if cloud not in CLOUDS:

@@ -191,14 +191,28 @@ class CredentialToken:
         )
 
 
-def tenant_of(token: str) -> str | None:
-    """The ``tid`` claim of a JWT access token, read without verifying (for labelling only)."""
+def claims_of(token: str) -> dict[str, object]:
+    """A JWT access token's claims, read without verifying (for labelling only); {} if none."""
     parts = token.split(".")
     if len(parts) != 3:
-        return None
+        return {}
     try:
         payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (ValueError, UnicodeDecodeError):
-        return None
-    tid = payload.get("tid") if isinstance(payload, dict) else None
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def tenant_of(token: str) -> str | None:
+    """The ``tid`` claim of a JWT access token, read without verifying (for labelling only)."""
+    tid = claims_of(token).get("tid")
     return tid if isinstance(tid, str) else None
+
+
+def operator_of(token: str) -> str | None:
+    """The signed-in user's object ID (``oid``) of a delegated token (one with ``scp``, the
+    delegated scopes); None for an application's token, or a token that is not a JWT."""
+    claims = claims_of(token)
+    oid = claims.get("oid")
+    delegated = "scp" in claims or claims.get("idtyp") == "user"
+    return oid.lower() if delegated and isinstance(oid, str) else None

@@ -165,6 +165,13 @@ def run_command(
         bool,
         typer.Option("--comment", help="After the run, comment on --incident: counts, run ID."),
     ] = False,
+    include_admins: Annotated[
+        bool,
+        typer.Option(
+            "--include-admins",
+            help="Act on holders of privileged directory roles too (held back otherwise).",
+        ),
+    ] = False,
     as_json: Json = False,
     log_file: LogFile = None,
 ) -> None:
@@ -180,6 +187,7 @@ def run_command(
         since=since,
         passwords_out=passwords_out,
         sources=sources,
+        include_admins=include_admins,
     )
 
     def build(settings: Settings, watch: Observer) -> Job:
@@ -360,6 +368,8 @@ def report_command(
     as_json: Json = False,
 ) -> None:
     """Write one row per user per action of LEDGER: state, attempts, Graph's answer, source."""
+    import polars as pl
+
     from batcher.ledger import Ledger
 
     output = Outcome("report", as_json)
@@ -371,18 +381,19 @@ def report_command(
         check_out_folder(out)
         book = Ledger.open_existing(ledger)
         try:
-            frame = step_report(book.report())
+            frame = step_report(book.report(), book.guarded())
         finally:
             book.close()
         write_report(frame, out)
-    counts = frame.group_by("action", "state").len().sort("action", "state").rows()
+    steps = frame.filter(pl.col("action").is_not_null())  # the rest: guarded users, no step
+    counts = steps.group_by("action", "state").len().sort("action", "state").rows()
     per_action: dict[str, dict[str, int]] = {}
     for action_name, state, n in counts:
         per_action.setdefault(action_name, {})[state] = n
-    output.finish(EXIT_OK, {"out": str(out), "steps": frame.height, "counts": per_action})
+    output.finish(EXIT_OK, {"out": str(out), "steps": steps.height, "counts": per_action})
     say(
         console,
-        f"{out}: {frame.height:,} steps ("
+        f"{out}: {steps.height:,} steps ("
         + ", ".join(f"{a} {s} {n:,}" for a, s, n in counts)
         + ")",
     )

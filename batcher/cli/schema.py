@@ -61,6 +61,17 @@ class ActionResult(_Strict):
     unknown: int
     not_sent: int
     estimated_seconds: float  # when its sends end at the least, from the start
+    guarded: int  # users the guards keep from it (protected, or held back administrators)
+
+
+class GuardedResult(_Strict):
+    """A protected or held-back user, and the entry or roles that decided it."""
+
+    user_id: str
+    name: str
+    verdict: Literal["protected", "held_back"]
+    why: str
+    roles: str | None
 
 
 class SendResult(_Strict):
@@ -86,6 +97,7 @@ class SendResult(_Strict):
     unreachable: bool
     interrupted: bool
     notes: list[str]
+    guarded: list[GuardedResult]
 
 
 class VerifyResult(_Strict):

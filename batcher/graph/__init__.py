@@ -141,6 +141,17 @@ class GraphClient:
         link = body.get("@odata.nextLink")
         return list(body.get("value", [])), link if isinstance(link, str) else None
 
+    async def page(
+        self, path_or_link: str, client_request_id: str
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a listing (``path_or_link``: a path under the version, or the previous
+        page's @odata.nextLink), and the next page's link."""
+        url = path_or_link if path_or_link.startswith("http") else self.root + path_or_link
+        body = _body(await self._send("GET", url, client_request_id))
+        link = body.get("@odata.nextLink")
+        value = [v for v in body.get("value", []) if isinstance(v, dict)]
+        return value, link if isinstance(link, str) else None
+
     async def get_risky_user(self, user_id: str, client_request_id: str) -> dict[str, Any] | None:
         """The riskyUser, or None when Identity Protection has no such user (404)."""
         url = f"{self.root}/identityProtection/riskyUsers/{user_id}"

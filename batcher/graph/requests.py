@@ -104,3 +104,28 @@ def users_query(odata_filter: str, ref: str, select: Sequence[str] = USER_FIELDS
 INCIDENT_WITH_ALERTS = "/security/incidents/{}?$expand=alerts"
 RISKY_USERS_WHERE = "/identityProtection/riskyUsers?$filter={}&$top={}"
 SIGN_INS_WHERE = "/auditLogs/signIns?$filter={}&$top={}"
+
+# The guards' listings (paths under the version; a page's @odata.nextLink is followed as is)
+ROLE_DEFINITIONS = "/roleManagement/directory/roleDefinitions"
+ROLE_LISTINGS = ("roleAssignments", "roleEligibilityScheduleInstances")  # active, eligible (PIM)
+
+
+def users_by_upn(upns: Sequence[str]) -> str:
+    """The users with these UPNs (at most 15), their id and UPN."""
+    return (
+        f"/users?$filter={quote(match_any('userPrincipalName', upns))}&$select=id,userPrincipalName"
+    )
+
+
+def group_members(group_id: str) -> str:
+    """A group's users, transitively (members of nested groups too)."""
+    return (
+        f"/groups/{quote(group_id)}/transitiveMembers/microsoft.graph.user"
+        "?$select=id,userPrincipalName"
+    )
+
+
+def role_listing(listing: str, role_id: str) -> str:
+    """One role's assignments (ROLE_LISTINGS: active or eligible), principals expanded."""
+    wanted = quote(f"roleDefinitionId eq {literal(role_id)}")
+    return f"/roleManagement/directory/{listing}?$filter={wanted}&$expand=principal"

@@ -17,7 +17,7 @@ from batcher.eventlog import Event
 from batcher.job.radius import for_the_gate
 from batcher.job.session import Session
 from batcher.job.setup import Job
-from batcher.job.summary import ActionSummary, Inputs, Summary
+from batcher.job.summary import ActionSummary, GuardedUser, Inputs, Summary
 from batcher.ledger import Ledger, RunRecord, StepState
 from batcher.pacer import BudgetSpec
 from batcher.passwords import PasswordSheet, Secret
@@ -41,6 +41,7 @@ class Facts:
     report_keys: bool = False  # the per-run report lists only the steps sent (a replay)
     passwords_out: Path | None = None  # the help desk's owner-only CSV of passwords set
     window: Window | None = None  # --since: recorded in the ledger once the run begins
+    guarded: tuple[GuardedUser, ...] = ()  # protected and held-back users (the guards)
 
 
 def summarise(
@@ -68,6 +69,7 @@ def summarise(
             failed=outcome.of(p.action.name, StepState.FAILED) if outcome else 0,
             unknown=outcome.of(p.action.name, StepState.UNKNOWN) if outcome else 0,
             estimated_seconds=ends.get(p.action.name, 0.0),
+            guarded=p.guarded,
         )
         for p in plan.actions
     )
@@ -93,6 +95,7 @@ def summarise(
         unreachable=isinstance(stopped, Unreachable),
         interrupted=bool(outcome and outcome.interrupted),
         notes=facts.notes,
+        guarded=facts.guarded,
     )
 
 
@@ -116,6 +119,8 @@ async def execute(
     if facts.window is not None:
         facts.window.record(ledger.set_meta)
     ledger.add_users(plan.new_users)
+    if plan.guarded is not None:
+        ledger.record_guarded(plan.guarded)
     for item in plan.actions:
         ledger.add_steps(item.action.name, item.to_send)
         for skipped in item.skipped_by:
@@ -149,7 +154,7 @@ async def execute(
     report = sibling(ledger.path, ".replay.report.csv" if facts.report_keys else ".report.csv")
     keys = _sent_keys(plan) if facts.report_keys else None
     try:
-        write_report(step_report(ledger.report(keys)), report)
+        write_report(step_report(ledger.report(keys), ledger.guarded()), report)
     except (OSError, pl.exceptions.PolarsError) as exc:
         job.observer(Event.REPORT_NOT_WRITTEN, path=str(report), reason=_reason(exc))
         result = replace(result, notes=(*result.notes, _not_written(report, ledger.path, exc)))

@@ -14,6 +14,7 @@ from batcher.errors import ConfigError, InputError
 from batcher.eventlog import Event
 from batcher.inputs import InputSet, read_inputs
 from batcher.job.execute import Facts, config_digest, execute, file_sha256, summarise
+from batcher.job.guards import names_of, offline_guards, read_guards, with_guards
 from batcher.job.ledgers import (
     again_after,
     by_ledger,
@@ -29,7 +30,7 @@ from batcher.job.sources import SourceOptions, check_sources, merged, no_files, 
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import LOOKUP_COLUMNS, Ledger, RunRecord
 from batcher.passwords import check_sheet_path
-from batcher.plan import USER_COLUMNS, USER_PROPERTIES, Plan, direct_users, make_plan
+from batcher.plan import USER_COLUMNS, USER_PROPERTIES, Plan, direct_users, guard, make_plan
 from batcher.report.files import sibling, write_rejects
 from batcher.window import Window, parse_since, recorded_window, settle_window
 from batcher.workers.resolver import GUEST, RESOLVED, estimate_requests
@@ -48,6 +49,7 @@ class RunOptions:
     since: str | None = None  # --since as typed: the start of the incident window
     passwords_out: Path | None = None  # the help desk's owner-only CSV of the passwords set
     sources: SourceOptions = field(default_factory=SourceOptions)  # read from Graph, beside files
+    include_admins: bool = False  # act on holders of privileged roles too
 
 
 def run(job: Job, options: RunOptions, route: Route | None = None) -> Summary:
@@ -137,10 +139,13 @@ async def _run(
             users, lookups, requests, cached = await _identify(session, ledger, read)
             facts = _from_ledger(_facts(job, read, lookups, requests, len(users)), cached)
             facts = replace(facts, notes=(*said, *facts.notes))
+            guarding = await read_guards(session, users, _actions(job), options.include_admins)
             elsewhere = None if options.resend else _elsewhere(job)
             plan = make_plan(
                 users, ledger.known_steps(), _actions(job), job.settings.send.batch_size, elsewhere
             )
+            plan = guard(plan, guarding.verdicts)
+            facts = with_guards(facts, plan, guarding, names_of(users, lookups))
             facts = _with_elsewhere(job, facts, elsewhere, plan, users)
             window = settle_window(since, recorded_window(ledger.meta()))
             facts = _with_run_facts(facts, plan, window, options.passwords_out)
@@ -337,7 +342,10 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions, since: Window | None
     estimate = estimate_requests(dict(todo.group_by("kind").len().iter_rows()))
     elsewhere = None if options.resend or job.ledger is None else _elsewhere(job)
     plan = make_plan(users, known, _actions(job), job.settings.send.batch_size, elsewhere)
+    guarding = offline_guards(job.settings.safety.protected, users)
+    plan = guard(plan, guarding.verdicts)
     facts = _facts(job, read, cached, estimate, users.height, dry_run=True)
+    facts = with_guards(facts, plan, guarding, names_of(users, cached), dry_run=True)
     facts = replace(_from_ledger(facts, cached.height), ledger_exists=exists)
     if todo.height:
         directory = job.settings.directory

@@ -68,6 +68,7 @@ def tokens_for(
             simulator=settings.graph.target == "simulator",
             cloud=settings.graph.cloud,
             prompt=prompt,
+            delegated=settings.simulator.delegated_token,
         )
     except ConfigError:
         if offline:

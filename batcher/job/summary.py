@@ -32,6 +32,7 @@ class ActionSummary:
     failed: int = 0
     unknown: int = 0
     estimated_seconds: float = 0.0  # when its sends end at the least, from the start
+    guarded: int = 0  # users the guards keep from it (protected, or held back)
 
     @property
     def not_sent(self) -> int:
@@ -85,6 +86,19 @@ class Inputs:
 
 
 @dataclass(frozen=True)
+class GuardedUser:
+    """A user the guards keep from some or all actions: ``verdict`` protected (no write at
+    all) or held_back (no action that touches access); ``why``: the [safety] entry, the
+    signed-in operator, or the privileged roles."""
+
+    user_id: str
+    name: str  # the UPN the look-up read, else the input's value
+    verdict: str
+    why: str
+    roles: str | None = None
+
+
+@dataclass(frozen=True)
 class Summary:
     """The counts every run, replay and undo reports; the CLI turns it into a table and JSON."""
 
@@ -112,6 +126,7 @@ class Summary:
     # For the gate (job/radius.py): the first users it names, and the tenant's primary domain
     users_named: tuple[str, ...] = ()
     primary_domain: str | None = None  # None: not read (below the threshold, or Graph refused)
+    guarded: tuple[GuardedUser, ...] = ()  # protected and held-back users, with why
 
     @property
     def risk(self) -> ActionSummary | None:
@@ -200,6 +215,7 @@ class Summary:
             "unreachable": self.unreachable,
             "interrupted": self.interrupted,
             "notes": list(self.notes),
+            "guarded": [asdict(g) for g in self.guarded],
         }
 
 

@@ -232,6 +232,18 @@ class Ledger(Reads, Snapshots):
                 ((uid, action, value, stamp) for uid in user_ids),
             )
 
+    def record_guarded(self, verdicts: pl.DataFrame) -> None:
+        """Record this run's verdicts (user_id, verdict, why, roles): protected or held back;
+        a user acted on in full now (act) is no longer guarded."""
+        rows = list(verdicts.select("user_id", "verdict", "why", "roles").iter_rows())
+        with self._write() as db:
+            db.executemany("DELETE FROM guarded WHERE user_id = ?", ((r[0],) for r in rows))
+            db.executemany(
+                "INSERT INTO guarded (user_id, verdict, why, roles, decided_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                ((u, v, w or "", r, now()) for u, v, w, r in rows if v != "act"),
+            )
+
     # -- batches and attempts ------------------------------------------------------------------
     def start_batch(
         self, action: str | None, keys: Sequence[Key], client_request_id: str

@@ -140,6 +140,15 @@ class Reads(Store):
         rows = self._conn.execute("SELECT user_id FROM before WHERE action = ?", (action,))
         return {str(r[0]) for r in rows.fetchall()}
 
+    def guarded(self) -> pl.DataFrame:
+        """(user_id, verdict, why, roles) of the users the guards kept from some or all
+        actions (protected, held_back), as the latest run decided."""
+        rows = self._conn.execute(
+            "SELECT user_id, verdict, why, roles FROM guarded ORDER BY rowid"
+        ).fetchall()
+        schema = {n: pl.String for n in ("user_id", "verdict", "why", "roles")}
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
     def batch_states(self) -> dict[str, int]:
         rows = self._conn.execute("SELECT state, COUNT(*) FROM batches GROUP BY state")
         return dict(rows.fetchall())

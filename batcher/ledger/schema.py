@@ -176,7 +176,18 @@ MIGRATIONS: dict[int, str] = {
     6: """
     ALTER TABLE lookups ADD COLUMN on_premises_sync INTEGER;
     """,
-    # (7 and 8 are other branches' migrations.) What each source read straight from Graph
+    # The guards' verdicts: users a run kept from some or all actions (protected, held_back),
+    # the entry or roles why; the latest run's decision per user.
+    7: """
+    CREATE TABLE guarded (
+        user_id TEXT PRIMARY KEY,
+        verdict TEXT NOT NULL CHECK (verdict IN ('protected', 'held_back')),
+        why TEXT NOT NULL,
+        roles TEXT,
+        decided_at TEXT NOT NULL
+    );
+    """,
+    # (8 is another branch's migration.) What each source read straight from Graph
     # returned (an incident's evidence, risky users, sign-ins): a resume acts on this snapshot,
     # --refresh reads the sources again.
     9: """

@@ -50,10 +50,15 @@ def excel_safe_expr(column: pl.Expr) -> pl.Expr:
     return pl.when(risky).then(pl.lit("'") + column).otherwise(column)
 
 
-def step_report(frame: pl.DataFrame) -> pl.DataFrame:
+def step_report(frame: pl.DataFrame, guarded: pl.DataFrame | None = None) -> pl.DataFrame:
     """The ledger's per-step report with a ``note`` on every row of a user whom a refused step
     leaves as they were (a disable refused: the account stays enabled, even where their
-    sessions were revoked)."""
+    sessions were revoked); then a row per ``guarded`` user (user_id, verdict, why, roles):
+    no action, the verdict as its state (protected, held_back), and why in its note."""
+    if guarded is not None and guarded.height:
+        return pl.concat(
+            [step_report(frame), _guarded_rows(guarded)], how="diagonal_relaxed"
+        ).select(*frame.columns, "note")
     said = {name: a.refused for name, a in ACTIONS.items() if a.refused}
     refused = (
         frame.filter(pl.col("state") == StepState.FAILED.value, pl.col("action").is_in(list(said)))
@@ -118,3 +123,17 @@ def read_report(path: Path) -> pl.DataFrame:
 def sibling(ledger: Path, suffix: str) -> Path:
     """A file beside the ledger: ledger.sqlite -> ledger.report.csv and so on."""
     return ledger.with_name(ledger.stem + suffix)
+
+
+def _guarded_rows(guarded: pl.DataFrame) -> pl.DataFrame:
+    why = pl.col("why")
+    roles = pl.when(pl.col("roles").is_not_null() & (pl.col("roles") != why))
+    return guarded.select(
+        "user_id",
+        pl.lit(None, pl.String).alias("action"),
+        pl.col("verdict").alias("state"),
+        note=pl.col("verdict")
+        + ": "
+        + why
+        + roles.then(pl.lit(" (roles: ") + pl.col("roles") + pl.lit(")")).otherwise(pl.lit("")),
+    )

@@ -21,6 +21,7 @@ from batcher.simulator.directory import Directory, DirectoryUser, load_directory
 from batcher.simulator.record import Record
 from batcher.simulator.replies import Context
 from batcher.simulator.risky import RiskyUsers
+from batcher.simulator.roles import RoleEndpoints
 from batcher.simulator.security import Security
 from batcher.simulator.signin import Issued, SimulatedSignIn
 from batcher.simulator.transport import InProcessTransport
@@ -69,11 +70,13 @@ class GraphSimulator:
         )
         self.security = Security(self.ctx, self.reports, self.incidents.comments)
         self.users = DirectoryEndpoints(self.ctx, self.directory, clock, budget_clock)
+        self.roles = RoleEndpoints(self.ctx, self.directory, self.users)
         self.batch = Batch(self.ctx, self._serve)
         self.app = Starlette(
             routes=[
                 *self.risky_users.routes(),
                 *self.users.routes(),
+                *self.roles.routes(),
                 *self.batch.routes(),
                 *self.incidents.routes(),
                 *self.security.routes(),

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from batcher.auth import SIMULATOR_TOKEN
+from batcher.auth import SIMULATOR_DELEGATED_TOKEN, SIMULATOR_TOKEN
 from batcher.config import SimulatorSettings
 
 SIMULATED_TENANT = "00000000-0000-4000-8000-000000000001"
@@ -35,7 +35,9 @@ class SimulatedSignIn:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self._tokens: dict[str, float | None] = dict.fromkeys(tokens or {SIMULATOR_TOKEN})
+        self._tokens: dict[str, float | None] = dict.fromkeys(
+            tokens or {SIMULATOR_TOKEN, SIMULATOR_DELEGATED_TOKEN}
+        )
         self.issued: list[Issued] = []
         self._device_codes: dict[str, _Grant] = {}
         self._refresh_tokens: dict[str, _Grant] = {}

@@ -67,7 +67,7 @@ class DirectoryEndpoints:
         )
 
     def routes(self) -> list[Route]:
-        timed = self._timed
+        timed = self.timed
         return [
             Route("/{version}/users", timed(self._list), methods=["GET"]),
             *(Route(path, timed(self._get), methods=["GET"]) for path in _ONE),
@@ -78,7 +78,7 @@ class DirectoryEndpoints:
             ),
         ]
 
-    def _timed(self, handler: Handler) -> Handler:
+    def timed(self, handler: Handler) -> Handler:
         """A request of its own takes Graph's latency (latency_min/max_seconds); one inside
         a $batch does not: the batch took it once for all of them."""
 
@@ -93,7 +93,7 @@ class DirectoryEndpoints:
 
         return answer
 
-    def _gate(self, request: Request, *, write: bool) -> Response | None:
+    def gate(self, request: Request, *, write: bool) -> Response | None:
         """Version, bearer token, permission, budget and faults, in Graph's order."""
         ctx, settings = self.ctx, self.ctx.settings
         refused = ctx.check(request)
@@ -114,7 +114,7 @@ class DirectoryEndpoints:
         text = query.get("$filter")
         if text is not None:
             self.ctx.record.filters.append(text)
-        refused = self._gate(request, write=False)
+        refused = self.gate(request, write=False)
         if refused is not None:
             return refused
         eventual = request.headers.get("consistencylevel", "").lower() == "eventual"
@@ -140,7 +140,7 @@ class DirectoryEndpoints:
         return self.ctx.json(request, body)
 
     async def _get(self, request: Request) -> Response:
-        refused = self._gate(request, write=False)
+        refused = self.gate(request, write=False)
         if refused is not None:
             return refused
         try:
@@ -212,7 +212,7 @@ class DirectoryEndpoints:
     async def _set_enabled(self, request: Request, body: Any, enabled: object) -> Response:
         """``enabled``: the body's accountEnabled (None when the body is no JSON object)."""
         ctx = self.ctx
-        refused = self._gate(request, write=True)
+        refused = self.gate(request, write=True)
         if refused is not None:
             return refused
         if body is None:
@@ -238,7 +238,7 @@ class DirectoryEndpoints:
         is mastered on-premises), an administrator's only by a privileged caller. The password
         is kept only in memory (``record.passwords``), for tests; never in an answer."""
         ctx = self.ctx
-        refused = self._gate(request, write=True)
+        refused = self.gate(request, write=True)
         if refused is not None:
             return refused
         profile = body.get("passwordProfile")
@@ -269,7 +269,7 @@ class DirectoryEndpoints:
 
     async def _revoke_sessions(self, request: Request) -> Response:
         ctx = self.ctx
-        refused = self._gate(request, write=True)
+        refused = self.gate(request, write=True)
         if refused is not None:
             return refused
         user = self._target(request)

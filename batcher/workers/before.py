@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from batcher.actions import Action, Read
-from batcher.calls import Caller
+from batcher.calls import Caller, NotSent
+from batcher.errors import GraphError
 from batcher.graph import GraphClient
 from batcher.workers.readback import Reading, Verifier
 
@@ -15,16 +16,20 @@ PER_USER_UP_TO = 25
 
 
 async def already_so(
-    client: GraphClient, caller: Caller, action: Action, users: Sequence[str]
+    client: GraphClient,
+    caller: Caller,
+    action: Action,
+    users: Sequence[str],
+    per_user_up_to: int = PER_USER_UP_TO,
 ) -> set[str]:
     """The ``users`` whose risk already reads as ``action`` leaves it (confirmed compromised
     before the run): an undo must leave them so. Read from the list of users in that state
     (pages of 500), or one by one for a few users; a user not read is not in the answer."""
     if action.check.read is not Read.RISKY_USER or not users:
         return set()
-    verifier = Verifier(client, caller, per_user_up_to=PER_USER_UP_TO)
+    verifier = Verifier(client, caller, per_user_up_to=per_user_up_to)
     reading = Reading(action)
-    if len(users) <= PER_USER_UP_TO:
+    if len(users) <= per_user_up_to:
         await verifier.risky_users(action, users, reading)
     else:
         await verifier.listed(action, users, reading)
@@ -45,3 +50,22 @@ async def applied_now(
     else:
         await verifier.users(action, dict.fromkeys(users), reading)
     return {uid for uid, (status, _) in reading.found.items() if status == action.check.yes}
+
+
+async def found_before(
+    client: GraphClient, caller: Caller, planned: Sequence[tuple[Action, Sequence[str]]]
+) -> dict[str, set[str]]:
+    """Per action that can be undone, the planned users already as it leaves them (already
+    confirmed compromised), read after the gate and before the first send: an undo leaves them
+    so. A read that fails leaves its users unread (not in the answer), and the run goes on."""
+    found: dict[str, set[str]] = {}
+    for action, users in planned:
+        if action.undo is None or not users:
+            continue
+        try:
+            # the list of users in that state (pages of 500): one request for most tenants,
+            # where reading a few users one by one would cost one second each
+            found[action.name] = await already_so(client, caller, action, users, 0)
+        except (GraphError, NotSent):
+            continue
+    return found
