@@ -136,6 +136,9 @@ class Action:
     # it changes whether the user can sign in (block, password, sign-in methods): users with a
     # privileged directory role are held back from it unless --include-admins
     touches_access: bool = False
+    # it changes accounts (not only their risk): counted by the blast-radius gate ([safety]
+    # confirm_over asks for the count and the primary domain above it)
+    in_blast_radius: bool = True
 
 
 RISK_PERMISSION = (
@@ -294,6 +297,7 @@ ACTIONS: dict[str, Action] = {
             skips_guests=GUEST_RISK,
             clashes=("dismiss",),
             legacy="confirmCompromised",
+            in_blast_radius=False,  # it changes risk, not access
         ),
         Action(
             name="dismiss",
@@ -310,6 +314,7 @@ ACTIONS: dict[str, Action] = {
             skips_guests=GUEST_RISK,
             clashes=("confirm",),
             legacy="dismiss",
+            in_blast_radius=False,
         ),
     )
 }

@@ -132,10 +132,13 @@ class Plan:
     @property
     def users_to_act(self) -> int:
         """Distinct users with at least one step to send."""
-        series = [p.to_send for p in self.actions if p.to_send.len()]
-        if len(series) <= 1:
-            return series[0].len() if series else 0
-        return pl.concat(series).n_unique()
+        return _distinct([p.to_send for p in self.actions])
+
+    @property
+    def users_in_reach(self) -> int:
+        """Distinct users with a step to send of an action that changes accounts (the blast
+        radius the gate weighs: confirming risk alone is not in it)."""
+        return _distinct([p.to_send for p in self.actions if p.action.in_blast_radius])
 
     def of(self, name: str) -> ActionPlan | None:
         return next((a for a in self.actions if a.action.name == name), None)
@@ -256,3 +259,11 @@ def guard(plan: Plan, verdicts: pl.DataFrame) -> Plan:
         sends = item.to_send.filter(~item.to_send.is_in(out))
         items.append(replace(item, to_send=sends, guarded=item.to_send.len() - sends.len()))
     return replace(plan, actions=tuple(items), guarded=verdicts)
+
+
+def _distinct(series: list[pl.Series]) -> int:
+    """How many distinct user IDs the series hold together."""
+    series = [s for s in series if s.len()]
+    if len(series) <= 1:
+        return series[0].len() if series else 0
+    return pl.concat(series).n_unique()

@@ -154,7 +154,7 @@ def test_the_role_check_takes_the_same_few_listings_for_10_and_for_1000_users(
         write_ids(tmp_path / f"u{n}.csv", [f"u{i}@contoso.com" for i in range(n)], header="user")
         result = run_cli(
             "run", "--yes", f"u{n}.csv", "-c", config, "--action", "disable",
-            "--ledger", f"l{n}.sqlite", "--json", cwd=tmp_path,
+            "--ledger", f"l{n}.sqlite", "--max-users", str(n), "--json", cwd=tmp_path,
         )  # fmt: skip
         assert result.code == 0, result.stderr
         line = next(x for x in result.json()["result"]["notes"] if "the guards read" in x)

@@ -192,8 +192,9 @@ def gate(
     simulated: bool, yes: bool, confirm_over: int, max_users: int | None = None
 ) -> Callable[[Summary], bool]:
     """Before any real send: show the blast radius and make the operator type the count (and,
-    above ``confirm_over`` users, the tenant's primary domain). --yes alone is refused above
-    ``confirm_over``; --max-users N refuses a plan of more than N users, on any target."""
+    above ``confirm_over`` users that an action changing accounts reaches, the tenant's primary
+    domain). --yes alone is refused above ``confirm_over`` such users; --max-users N refuses a
+    plan of more than N users, on any target."""
 
     def confirm(plan: Summary) -> bool:
         users = plan.users_to_act
@@ -205,7 +206,7 @@ def gate(
             )
         if simulated:
             return True
-        big = users > confirm_over
+        big = plan.users_in_reach > confirm_over  # confirming risk alone is not in the radius
         if yes:
             if big and max_users is None:
                 raise NotConfirmed(

@@ -85,6 +85,7 @@ def summarise(
         actions=actions,
         estimated_seconds=plan.seconds_at(specs),
         users_to_act=plan.users_to_act,
+        users_in_reach=plan.users_in_reach,
         requests=outcome.requests if outcome else 0,
         throttled=outcome.throttled if outcome else 0,
         seconds=outcome.seconds if outcome else 0.0,

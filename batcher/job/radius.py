@@ -21,7 +21,7 @@ async def for_the_gate(session: Session, ledger: Ledger, plan: Plan, preview: Su
     gate will ask for it, the tenant's primary domain (one read; None if Graph refuses it)."""
     preview = replace(preview, users_named=named_users(ledger, plan))
     over = session.job.asks_domain_over
-    if over is None or plan.users_to_act <= over:
+    if over is None or plan.users_in_reach <= over:
         return preview
     return replace(preview, primary_domain=await primary_domain(session))
 

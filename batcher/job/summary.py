@@ -112,6 +112,7 @@ class Summary:
     actions: tuple[ActionSummary, ...]
     estimated_seconds: float
     users_to_act: int = 0  # distinct users with a step to send: the count the gate asks for
+    users_in_reach: int = 0  # of them, those an action changing accounts reaches (the radius)
     requests: int = 0
     throttled: int = 0
     seconds: float = 0.0

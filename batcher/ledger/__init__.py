@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from batcher import __version__
+from batcher.ledger.found import Found, frame_columns
 from batcher.ledger.moves import (
     ANSWER,
     ANSWER_EACH,
@@ -94,7 +95,7 @@ class StepResult:
     settle: StepState | None
 
 
-class Ledger(Reads, Snapshots):
+class Ledger(Reads, Snapshots, Found):
     """A run's durable state: the named transitions of the step state machine."""
 
     # -- runs ----------------------------------------------------------------------------------
@@ -174,7 +175,7 @@ class Ledger(Reads, Snapshots):
             "user_type",
             "account_enabled",
         )
-        frame = _columns(users, columns)
+        frame = frame_columns(users, columns)
         with self._write() as db:
             db.executemany(
                 f"INSERT OR IGNORE INTO users ({', '.join(columns)}) VALUES "
@@ -204,44 +205,6 @@ class Ledger(Reads, Snapshots):
                 "state = excluded.state, error_message = excluded.error_message, "
                 "finished_at = excluded.finished_at WHERE state = ?",
                 ((uid, action, SKIPPED, reason, stamp, PLANNED) for uid in user_ids),
-            )
-
-    def record_lookups(self, outcomes: pl.DataFrame) -> None:
-        """Cache look-up outcomes (LOOKUP_COLUMNS), so a resume does not look them up again."""
-        if outcomes.height == 0:
-            return
-        columns = list(LOOKUP_COLUMNS)
-        stamp = now()
-        with self._write() as db:
-            db.executemany(
-                f"INSERT OR REPLACE INTO lookups ({', '.join(columns)}, looked_up_at) "
-                f"VALUES ({', '.join('?' * len(columns))}, ?)",
-                ((*row, stamp) for row in _columns(outcomes, columns).iter_rows()),
-            )
-
-    def record_before(self, action: str, user_ids: Sequence[str], value: str) -> None:
-        """Record that these users already read ``value`` (what ``action`` leaves) before the
-        run: an undo leaves them so. A fact first recorded is kept."""
-        if not user_ids:
-            return
-        stamp = now()
-        with self._write() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO before (user_id, action, value, read_at) "
-                "VALUES (?, ?, ?, ?)",
-                ((uid, action, value, stamp) for uid in user_ids),
-            )
-
-    def record_guarded(self, verdicts: pl.DataFrame) -> None:
-        """Record this run's verdicts (user_id, verdict, why, roles): protected or held back;
-        a user acted on in full now (act) is no longer guarded."""
-        rows = list(verdicts.select("user_id", "verdict", "why", "roles").iter_rows())
-        with self._write() as db:
-            db.executemany("DELETE FROM guarded WHERE user_id = ?", ((r[0],) for r in rows))
-            db.executemany(
-                "INSERT INTO guarded (user_id, verdict, why, roles, decided_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                ((u, v, w or "", r, now()) for u, v, w, r in rows if v != "act"),
             )
 
     # -- batches and attempts ------------------------------------------------------------------
@@ -434,13 +397,6 @@ def _answered(
         settle,
         settle,
         stamp,
-    )
-
-
-def _columns(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
-    """``frame``'s ``columns`` in that order, null where ``frame`` lacks one."""
-    return frame.select(
-        [pl.col(c) if c in frame.columns else pl.lit(None).alias(c) for c in columns]
     )
 
 
