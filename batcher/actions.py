@@ -155,6 +155,12 @@ READS: dict[Read, Source] = {
     Read.RISKY_USER: Source(Budget.IDENTITY_PROTECTION, "IdentityRiskyUser.Read.All"),
     Read.USER: Source(Budget.DIRECTORY_READS, USER_READ_PERMISSION),
 }
+# Which tenant a token signs in to, when neither the token (a JWT's tid) nor [auth] tenant_id
+# says: GET /organization?$select=id, one directory read before the ledger is chosen
+TENANT_READ = Source(
+    Budget.DIRECTORY_READS,
+    "Organization.Read.All (User.Read for a delegated sign-in); or set [auth] tenant_id",
+)
 
 ACTIONS: dict[str, Action] = {
     a.name: a

@@ -14,6 +14,7 @@ from batcher.errors import LedgerError, NotConfirmed
 from batcher.job import Summary, undo_ledger
 from batcher.ledger import APPLICATION_ID, MIGRATIONS, Ledger, WriterLock
 from batcher.report.files import read_report
+from batcher.simulator import SIMULATED_TENANT
 from tests.helpers import (
     Hooked,
     Rig,
@@ -280,7 +281,7 @@ def test_the_same_run_after_a_stopped_undo_confirms_again_only_those_dismissed(
 # -- the ledger's tenant, a dry run that writes nothing, steps in doubt -------------------------
 def _rehearsal(tmp_path: Path) -> tuple[Rig, Path]:
     """A run against the simulator (its ledger names the tenant "simulator"), and a rig whose
-    config signs in to a tenant (token-tenant)."""
+    config signs in to the simulated tenant ([auth] tenant_id)."""
     rehearsal = Rig(tmp_path, graph={"target": "simulator"})
     ledger = _confirmed(rehearsal, ids(10))
     reader = Ledger.open_existing(ledger)
@@ -302,7 +303,7 @@ def test_undo_refuses_a_ledger_written_for_another_tenant_and_writes_nothing(
         message = str(refused.value)
         assert "\n" not in message
         assert "written for tenant simulator (global cloud), but the config signs in to " in message
-        assert "token-tenant (global cloud); undo with the config of that run" in message
+        assert f"{SIMULATED_TENANT} (global cloud); undo with the config of that run" in message
     assert real.record.requests == 0 and real.record.accepted["dismiss"] == []
     assert not undo_ledger(ledger).exists() and ledger.read_bytes() == on_disk
 
@@ -346,7 +347,7 @@ def test_undo_dry_run_of_an_older_ledger_does_not_migrate_it(tmp_path: Path) -> 
         db.execute("PRAGMA user_version = 2")
         db.executemany(
             "INSERT INTO meta VALUES (?, ?)",
-            [("action", CONFIRM), ("tenant", "token-tenant"), ("cloud", "global")],
+            [("action", CONFIRM), ("tenant", SIMULATED_TENANT), ("cloud", "global")],
         )
         db.executemany(
             "INSERT INTO ids (user_id, state) VALUES (?, ?)",

@@ -22,7 +22,7 @@ from batcher.job.ledgers import (
     steps_undone_since,
 )
 from batcher.job.lookup import look_up, split_cached, to_look_up
-from batcher.job.session import Route, Session, budget_specs
+from batcher.job.session import Route, Session, budget_specs, signed_in
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import LOOKUP_COLUMNS, Ledger, RunRecord
@@ -56,6 +56,7 @@ def run(job: Job, options: RunOptions, route: Route | None = None) -> Summary:
     job.observer(Event.INPUTS, files=read.files, warnings=read.warnings)
     if options.dry_run:
         return _dry_run(job, read, options, since)
+    job = signed_in(job, options.inputs, route)  # the ledger is named by the tenant
     return anyio.run(_run, job, read, options, route, since)
 
 
