@@ -339,11 +339,5 @@ def permission_for(actions: Iterable[Action]) -> str:
     return " and ".join(f"{p} for {', '.join(n)}" for p, n in needs.items())
 
 
-def of_earlier_releases(action_names: Iterable[str]) -> str | None:
-    """The first of ``action_names`` batcher had before actions were data (confirm, or dismiss
-    in an undo): the action the JSON keys of earlier releases describe; None: none of them."""
-    return next((n for n in action_names if action_named(n).legacy is not None), None)
-
-
 def names(actions: Iterable[Action]) -> str:
     return ",".join(a.name for a in actions)

@@ -161,9 +161,9 @@ def test_verify_reads_back_confirmed_processing_and_not_confirmed(tmp_path: Path
     reads = record.reads
 
     result = rig.verify(ledger)
-    got = result.to_json()
-    assert (got["checked"], got["confirmed"], got["processing"]) == (130, 99, 30)
-    assert got["not_confirmed"] == 1 and got["not_read"] == 0
+    got = result.actions["confirm"]
+    assert (got["checked"], got["as_expected"], got["processing"]) == (130, 99, 30)
+    assert got["not_as_expected"] == 1 and got["not_read"] == 0
     # a page of those confirmed, a page of those still at risk, then the one in neither
     assert result.requests == record.reads - reads == 3
     status = _verify_statuses(result.report)
@@ -243,7 +243,7 @@ def test_verify_after_undo_expects_dismissed(tmp_path: Path) -> None:
     rig.undo(ledger)
     result = rig.verify(undo_ledger(ledger))
     assert result.expected == {"dismiss": "riskState dismissed"}
-    assert result.to_json()["confirmed"] == 40 and result.total("checked") == 40
+    assert result.actions["dismiss"]["as_expected"] == 40 and result.total("checked") == 40
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".json"])
