@@ -74,7 +74,13 @@ async def _resolve(
     recorded: list[pl.DataFrame] = []
     started = anyio.current_time()
     async with graph_client(sim) as client:
-        resolver = Resolver(client, caller, record=recorded.append, max_in_flight=max_in_flight)
+        resolver = Resolver(
+            client,
+            caller,
+            record=recorded.append,
+            max_in_flight=max_in_flight,
+            control=caller.control,
+        )
         with anyio.fail_after(10):  # a look-up that never ends fails here, not by hanging
             if stop is None:
                 table = await resolver.resolve(_frame(identities))

@@ -103,7 +103,10 @@ async def _send(
     try:
         async with graph_client(sim) as client:
             outcome = await send(
-                LaneContext(ledger, client, caller, max_in_flight), works, 60, stop
+                LaneContext(ledger, client, caller, max_in_flight, control=caller.control),
+                works,
+                60,
+                stop,
             )
     finally:
         ledger.close()

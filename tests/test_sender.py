@@ -71,7 +71,7 @@ async def _send(
     ledger = step_ledger(path, {"confirm": user_ids})
     try:
         async with graph_client(sim, tokens, timeout) as client:
-            lanes = LaneContext(ledger, client, caller, max_in_flight)
+            lanes = LaneContext(ledger, client, caller, max_in_flight, control=caller.control)
             outcome = await send(lanes, [Work(CONFIRM, user_ids)], batch_size, stop)
     finally:
         ledger.close()
