@@ -226,10 +226,6 @@ class Control:
         """Count ``n`` steps settled in ``state`` (negative: taken back)."""
         self.tally.count(action, state, n)
 
-    def tell(self, event: Event, **fields: object) -> None:
-        """Tell the observer."""
-        self.observer(event, **fields)
-
     def progress(self) -> None:
         """Tell the observer the tally so far."""
         self.observer(Event.PROGRESS, tally=self.tally)

@@ -86,7 +86,7 @@ def test_run_uses_config_toml_in_the_current_folder_and_says_so_first(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
     sim = simulator_factory(FAST)
-    write_config(tmp_path / "config.toml", sim.url)
+    write_config(tmp_path / "config.toml", sim.url, auth={})  # no tenant_id: not on the line
     write_ids(tmp_path / "ids.csv", ids(5))
     result = run_cli("run", "ids.csv", "--yes", cwd=tmp_path)
     assert result.code == 0, result.stderr

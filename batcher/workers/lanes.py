@@ -10,7 +10,7 @@ from batcher.actions import Action
 from batcher.calls import Caller
 from batcher.control import Control
 from batcher.errors import BatcherError
-from batcher.eventlog import Event
+from batcher.eventlog import Event, Observer
 from batcher.graph import GraphClient
 from batcher.ledger import Ledger, StepState
 from batcher.passwords import Secret, secrets_in
@@ -48,6 +48,10 @@ class LaneContext:
             self.keep_secret(user_id, action, state, secret)
 
     @property
+    def observer(self) -> Observer:
+        return self.control.observer
+
+    @property
     def stop_asked(self) -> bool:
         return self.control.stop_asked
 
@@ -65,7 +69,7 @@ class LaneContext:
     def settled(self, action: str, state: StepState, n: int, batch: int | None = None) -> None:
         """Count settled steps, and tell the observer (a state change, then progress)."""
         self.control.count(action, state.value, n)
-        self.control.tell(Event.STATE, batch=batch, action=action, ids=n, state=state.value)
+        self.observer(Event.STATE, batch=batch, action=action, ids=n, state=state.value)
         self.control.progress()
 
     def uncount(self, action: str, state: StepState, n: int) -> None:
@@ -73,6 +77,4 @@ class LaneContext:
         self.control.count(action, state.value, -n)
 
     def sending(self, action: str | None, n: int, batch: int) -> None:
-        self.control.tell(
-            Event.STATE, batch=batch, action=action, ids=n, state=StepState.SENDING.value
-        )
+        self.observer(Event.STATE, batch=batch, action=action, ids=n, state=StepState.SENDING.value)

@@ -30,7 +30,7 @@ from batcher.errors import (
     Throttled,
     Unauthorized,
 )
-from batcher.eventlog import Event
+from batcher.eventlog import Event, Observer
 from batcher.graph import (
     MAX_BATCH,
     MAX_FILTER,
@@ -134,6 +134,10 @@ class Resolver:
     outcomes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     requests: int = 0
     control: Control = field(kw_only=True)  # the look-up's: stops, breaker, observer
+
+    @property
+    def observer(self) -> Observer:
+        return self.control.observer
 
     async def resolve(self, identities: pl.DataFrame) -> pl.DataFrame:
         """One LOOKUP_COLUMNS row per identity (input_value, kind, source_file, source_row);
@@ -327,7 +331,7 @@ class Resolver:
             self.outcomes[(item["kind"], item["input_value"])] = item
         if cache:
             self.record(pl.DataFrame(done, schema=LOOKUP_COLUMNS, orient="row"))
-        self.control.tell(Event.LOOKUP, settled=len(done), total=len(self.outcomes))
+        self.observer(Event.LOOKUP, settled=len(done), total=len(self.outcomes))
 
 
 def _refused(exc: GraphError) -> str:
