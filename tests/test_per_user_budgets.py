@@ -4,7 +4,6 @@ permission: nothing assumes every per-user action writes to the directory."""
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,14 +40,16 @@ async def _send(
     client: GraphClient,
     **rates: float,
 ) -> tuple[SendOutcome, list[tuple[float, dict[str, Any]]]]:
-    """Send ``works`` through one worker; returns the outcome and every request event, timed."""
+    """Send ``works`` through one worker; returns the outcome and every request event, timed
+    when its budget granted it, on that budget's pacer's clock (the one its latency is on)."""
     events = Events()
     timed: list[tuple[float, dict[str, Any]]] = []
 
     def observer(event: str, **fields: Any) -> None:
         events(event, **fields)
         if event == "request":
-            timed.append((time.monotonic(), fields))
+            pacer = caller.pacers[Budget(fields["budget"])]
+            timed.append((pacer.now() - fields["latency_ms"] / 1000, fields))
 
     caller = paced_caller(observer=observer, **rates)
     ledger = step_ledger(tmp_path / "ledger.sqlite", {w.action.name: w.user_ids for w in works})
