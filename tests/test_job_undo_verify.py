@@ -308,6 +308,28 @@ def test_undo_refuses_a_ledger_written_for_another_tenant_and_writes_nothing(
     assert not undo_ledger(ledger).exists() and ledger.read_bytes() == on_disk
 
 
+def test_a_token_that_names_no_tenant_signs_in_first_for_run_verify_and_undo(
+    tmp_path: Path,
+) -> None:
+    """Without [auth] tenant_id, a token that is not a JWT: each command asks Graph which
+    tenant it signs in to (GET /organization) before it opens a ledger."""
+    _, rehearsed = _rehearsal(tmp_path)  # a ledger for the tenant "simulator"
+    unnamed = Rig(tmp_path, auth={})
+    ledger = unnamed.ledger_for("unnamed")
+    unnamed.run(write_ids(tmp_path / "few.csv", ids(8)), ledger=ledger)
+    assert unnamed.record.tenant_reads == 1
+    reader = Ledger.open_existing(ledger)
+    try:
+        assert reader.meta()["tenant"] == SIMULATED_TENANT
+    finally:
+        reader.close()
+    assert unnamed.verify(ledger).total("as_expected") == 8
+    assert unnamed.record.tenant_reads == 2
+    with pytest.raises(LedgerError, match=f"config signs in to {SIMULATED_TENANT} "):
+        unnamed.undo(rehearsed)  # asked, then refused: another tenant's ledger
+    assert unnamed.record.tenant_reads == 3 and unnamed.record.accepted["dismiss"] == []
+
+
 def test_verify_refuses_a_ledger_written_for_another_tenant(tmp_path: Path) -> None:
     real, ledger = _rehearsal(tmp_path)
     with pytest.raises(LedgerError, match="verify with the config of that run"):
