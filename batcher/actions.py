@@ -178,6 +178,12 @@ READS: dict[Read, Source] = {
     Read.RISKY_USER: Source(Budget.IDENTITY_PROTECTION, "IdentityRiskyUser.Read.All"),
     Read.USER: Source(Budget.DIRECTORY_READS, USER_READ_PERMISSION),
 }
+# Which tenant a token signs in to, when neither the token (a JWT's tid) nor [auth] tenant_id
+# says: GET /organization?$select=id, one directory read before the ledger is chosen
+TENANT_READ = Source(
+    Budget.DIRECTORY_READS,
+    "Organization.Read.All (User.Read for a delegated sign-in); or set [auth] tenant_id",
+)
 
 
 class Feed(StrEnum):
@@ -377,12 +383,6 @@ def permission_for(actions: Iterable[Action]) -> str:
     if len(needs) == 1:
         return next(iter(needs))
     return " and ".join(f"{p} for {', '.join(n)}" for p, n in needs.items())
-
-
-def of_earlier_releases(action_names: Iterable[str]) -> str | None:
-    """The first of ``action_names`` batcher had before actions were data (confirm, or dismiss
-    in an undo): the action the JSON keys of earlier releases describe; None: none of them."""
-    return next((n for n in action_names if action_named(n).legacy is not None), None)
 
 
 def names(actions: Iterable[Action]) -> str:

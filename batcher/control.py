@@ -211,6 +211,26 @@ class Control:
         self.stops.ask(self.flight.count)
 
     @property
+    def stop_asked(self) -> bool:
+        return self.stops.asked
+
+    @property
+    def tripped(self) -> BatcherError | None:
+        """Why the breaker tripped (it stops the run), None while it has not."""
+        return self.breaker.tripped
+
+    def trip(self, exc: BatcherError) -> None:
+        self.breaker.trip(exc)
+
+    def count(self, action: str, state: str, n: int) -> None:
+        """Count ``n`` steps settled in ``state`` (negative: taken back)."""
+        self.tally.count(action, state, n)
+
+    def progress(self) -> None:
+        """Tell the observer the tally so far."""
+        self.observer(Event.PROGRESS, tally=self.tally)
+
+    @property
     def ended(self) -> bool:
         """No new request may start: a stop was asked for, or the breaker tripped."""
         return self.stops.asked or self.breaker.tripped is not None

@@ -41,7 +41,7 @@ from batcher.job import (
 from batcher.job.session import Route
 from batcher.ledger import Ledger, RunRecord, RunScope
 from batcher.pacer import Pacer
-from batcher.simulator import DirectoryUser, GraphSimulator
+from batcher.simulator import SIMULATED_TENANT, DirectoryUser, GraphSimulator
 from tests.virtual_time import VirtualTime
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,7 +96,9 @@ def sim_settings(**changes: Any) -> SimulatorSettings:
 
 def settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
     """Settings for a test: Graph (in-process or ``[graph] base_url``), fast retries, the
-    ledgers under ``tmp_path``, a static token."""
+    ledgers under ``tmp_path``, a static token for the simulated tenant (``[auth] tenant_id``
+    names it: the token is not a JWT)."""
+    sections.setdefault("auth", {"tenant_id": SIMULATED_TENANT})
     data: dict[str, dict[str, Any]] = {
         "graph": {"target": "graph", "base_url": "http://127.0.0.1:9", **sections.pop("graph", {})},
         "send": {**SEND, **sections.pop("send", {})},
@@ -234,7 +236,9 @@ def counts(ledger: Path) -> dict[str, dict[str, int]]:
 
 # -- the real CLI in a subprocess -----------------------------------------------------------------
 def write_config(path: Path, url: str, **sections: dict[str, Any]) -> Path:
-    """A config that sends to ``url`` with the token method; extra keys per section."""
+    """A config that sends to ``url`` with the token method, for the simulated tenant
+    (``[auth] tenant_id``; ``auth={}`` leaves it to sign-in); extra keys per section."""
+    sections.setdefault("auth", {"tenant_id": SIMULATED_TENANT})
     graph = {"target": "graph", "base_url": url, **sections.pop("graph", {})}
     send = {**SEND, **sections.pop("send", {})}
     directory = {**DIRECTORY, **sections.pop("directory", {})}

@@ -19,7 +19,6 @@ from batcher.actions import (
     choose,
     comes_after,
     names,
-    of_earlier_releases,
     permission_for,
     reverse,
     sent_after,
@@ -133,12 +132,6 @@ def test_what_the_table_says_instead_of_names_spelt_elsewhere() -> None:
     assert warning.format(accounts="2 accounts", stay="they stay") == (
         "2 accounts could not be disabled: they stay enabled"
     )
-
-
-def test_the_keys_of_earlier_releases_describe_confirm_or_dismiss() -> None:
-    assert of_earlier_releases(["disable", "revoke-sessions", "confirm"]) == "confirm"
-    assert of_earlier_releases(["enable", "dismiss"]) == "dismiss"
-    assert of_earlier_releases(["disable", "revoke-sessions"]) is None
 
 
 def test_a_request_for_several_actions_names_each_ones_own_permission() -> None:

@@ -39,6 +39,7 @@ def _envelope(stdout: str) -> Envelope:
     return Envelope.model_validate_json(stdout)
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_a_pasted_list_on_one_line_longer_than_the_csv_field_limit_is_read_whole(
     tmp_path: Path,
 ) -> None:
@@ -63,6 +64,7 @@ def test_an_internal_error_claims_no_work_when_the_ledger_holds_none(tmp_path: P
     assert "keeps what was done" not in message and "no step was recorded as sent" in message
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_a_second_clone_sends_everything_on_the_simulator_and_the_same_ledger_resumes(
     tmp_path: Path,
 ) -> None:
@@ -82,11 +84,12 @@ def test_a_second_clone_sends_everything_on_the_simulator_and_the_same_ledger_re
     assert resumed["already_done"] == 30 and resumed["to_send"] == 0  # its own ledger
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_run_uses_config_toml_in_the_current_folder_and_says_so_first(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
     sim = simulator_factory(FAST)
-    write_config(tmp_path / "config.toml", sim.url)
+    write_config(tmp_path / "config.toml", sim.url, auth={})  # no tenant_id: not on the line
     write_ids(tmp_path / "ids.csv", ids(5))
     result = run_cli("run", "ids.csv", "--yes", cwd=tmp_path)
     assert result.code == 0, result.stderr
@@ -123,6 +126,7 @@ def test_the_live_rate_is_not_shown_until_there_is_enough_to_measure() -> None:
     assert "ETA not known yet" in described
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_every_command_prints_one_json_envelope_of_the_documented_schema(tmp_path: Path) -> None:
     env = _sim_env(tmp_path)
     write_ids(tmp_path / "ids.csv", ids(6))
@@ -205,6 +209,7 @@ def test_sigterm_stops_like_ctrl_c_and_exits_143(tmp_path: Path, simulator_facto
     assert stopped.error.code == "terminated"
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_report_refuses_an_out_folder_that_does_not_exist(tmp_path: Path) -> None:
     env = _sim_env(tmp_path)
     write_ids(tmp_path / "ids.csv", ids(3))
@@ -216,6 +221,7 @@ def test_report_refuses_an_out_folder_that_does_not_exist(tmp_path: Path) -> Non
     assert not (tmp_path / "no").exists()
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_a_rerun_says_its_look_ups_came_from_the_ledger(tmp_path: Path) -> None:
     env = _sim_env(tmp_path)
     users = tmp_path / "upns.csv"

@@ -82,7 +82,13 @@ async def _resolve(
         if time is not None:
             await stack.enter_async_context(time.running())
         client = await stack.enter_async_context(graph_client(sim, time=time))
-        resolver = Resolver(client, caller, record=recorded.append, max_in_flight=max_in_flight)
+        resolver = Resolver(
+            client,
+            caller,
+            record=recorded.append,
+            max_in_flight=max_in_flight,
+            control=caller.control,
+        )
         with anyio.fail_after(10):  # a look-up that never ends fails here, not by hanging
             if stop is None:
                 table = await resolver.resolve(_frame(identities))

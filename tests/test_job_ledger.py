@@ -20,7 +20,7 @@ from batcher.errors import ConfigError, LedgerError
 from batcher.job import ResolveOptions, Status, default_path, resolve, status
 from batcher.ledger import APPLICATION_ID, MIGRATIONS, REPORT_COLUMNS
 from batcher.report.files import step_report, write_report
-from batcher.simulator import GraphSimulator
+from batcher.simulator import SIMULATED_TENANT, GraphSimulator
 from tests.helpers import (
     FAST,
     TEST_TOKEN,
@@ -244,7 +244,7 @@ def test_an_old_v1_ledger_is_migrated_and_resumes(tmp_path: Path) -> None:
             "INSERT INTO meta VALUES (?, ?)",
             [
                 ("action", CONFIRM),
-                ("tenant", "token-tenant"),
+                ("tenant", SIMULATED_TENANT),
                 ("cloud", "global"),
                 ("api_version", "v1.0"),
             ],
@@ -280,7 +280,7 @@ def test_the_default_ledger_is_absolute_under_the_ledger_dir_from_any_folder(
     path = write_ids(tmp_path / "case" / "ids.csv", ids(3))
     ledger = _default(rig, path)
     assert ledger.is_absolute() and ledger.parent == tmp_path / "ledgers"
-    assert ledger.name.startswith("ids-confirm-token-tenant-")
+    assert ledger.name.startswith(f"ids-confirm-{SIMULATED_TENANT[:8]}-")
     monkeypatch.chdir(tmp_path / "case")
     assert _default(rig, Path("ids.csv")) == ledger  # the same file, named from its folder
     monkeypatch.chdir(tmp_path)

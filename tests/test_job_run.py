@@ -79,14 +79,15 @@ def test_sample_dry_run_counts_are_exact_offline_and_create_nothing(
     rig = Rig(tmp_path)
     ledger = rig.ledger_for() if named else None
     got = run(offline_job(rig, ledger), RunOptions((SAMPLES / name,), dry_run=True)).to_json()
-    for key in ("rows", "valid", "duplicates", "invalid", "batches"):
+    for key in ("rows", "valid", "duplicates", "invalid"):
         assert got[key] == want[key], key
+    assert got["actions"]["confirm"]["requests"] == want["batches"]
     assert got["rows"] == got["valid"] + got["duplicates"] + got["invalid"]
     oracle = expected_ids(SAMPLES / name, str(want["column"]))
     assert got["valid"] == len(oracle) + want["identities"]
     assert got["to_send"] == len(oracle)  # identities join the plan once looked up
     assert got["lookup_requests"] == (1 if want["identities"] else 0)  # an estimate
-    assert got["dry_run"] and got["confirmed"] == 0 and got["requests"] == 0
+    assert got["dry_run"] and got["done"] == 0 and got["requests"] == 0
     assert got["ledger_exists"] is False and got["rejects"] is None
     assert rig.record.requests == 0
     assert not (tmp_path / "ledgers").exists()  # no ledger, no rejects file: nothing at all

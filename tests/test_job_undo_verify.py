@@ -14,6 +14,7 @@ from batcher.errors import LedgerError, NotConfirmed
 from batcher.job import Summary, undo_ledger
 from batcher.ledger import APPLICATION_ID, MIGRATIONS, Ledger, WriterLock
 from batcher.report.files import read_report
+from batcher.simulator import SIMULATED_TENANT
 from tests.helpers import (
     Hooked,
     Rig,
@@ -160,9 +161,9 @@ def test_verify_reads_back_confirmed_processing_and_not_confirmed(tmp_path: Path
     reads = record.reads
 
     result = rig.verify(ledger)
-    got = result.to_json()
-    assert (got["checked"], got["confirmed"], got["processing"]) == (130, 99, 30)
-    assert got["not_confirmed"] == 1 and got["not_read"] == 0
+    got = result.actions["confirm"]
+    assert (got["checked"], got["as_expected"], got["processing"]) == (130, 99, 30)
+    assert got["not_as_expected"] == 1 and got["not_read"] == 0
     # a page of those confirmed, a page of those still at risk, then the one in neither
     assert result.requests == record.reads - reads == 3
     status = _verify_statuses(result.report)
@@ -242,7 +243,7 @@ def test_verify_after_undo_expects_dismissed(tmp_path: Path) -> None:
     rig.undo(ledger)
     result = rig.verify(undo_ledger(ledger))
     assert result.expected == {"dismiss": "riskState dismissed"}
-    assert result.to_json()["confirmed"] == 40 and result.total("checked") == 40
+    assert result.actions["dismiss"]["as_expected"] == 40 and result.total("checked") == 40
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".json"])
@@ -280,7 +281,7 @@ def test_the_same_run_after_a_stopped_undo_confirms_again_only_those_dismissed(
 # -- the ledger's tenant, a dry run that writes nothing, steps in doubt -------------------------
 def _rehearsal(tmp_path: Path) -> tuple[Rig, Path]:
     """A run against the simulator (its ledger names the tenant "simulator"), and a rig whose
-    config signs in to a tenant (token-tenant)."""
+    config signs in to the simulated tenant ([auth] tenant_id)."""
     rehearsal = Rig(tmp_path, graph={"target": "simulator"})
     ledger = _confirmed(rehearsal, ids(10))
     reader = Ledger.open_existing(ledger)
@@ -302,9 +303,31 @@ def test_undo_refuses_a_ledger_written_for_another_tenant_and_writes_nothing(
         message = str(refused.value)
         assert "\n" not in message
         assert "written for tenant simulator (global cloud), but the config signs in to " in message
-        assert "token-tenant (global cloud); undo with the config of that run" in message
+        assert f"{SIMULATED_TENANT} (global cloud); undo with the config of that run" in message
     assert real.record.requests == 0 and real.record.accepted["dismiss"] == []
     assert not undo_ledger(ledger).exists() and ledger.read_bytes() == on_disk
+
+
+def test_a_token_that_names_no_tenant_signs_in_first_for_run_verify_and_undo(
+    tmp_path: Path,
+) -> None:
+    """Without [auth] tenant_id, a token that is not a JWT: each command asks Graph which
+    tenant it signs in to (GET /organization) before it opens a ledger."""
+    _, rehearsed = _rehearsal(tmp_path)  # a ledger for the tenant "simulator"
+    unnamed = Rig(tmp_path, auth={})
+    ledger = unnamed.ledger_for("unnamed")
+    unnamed.run(write_ids(tmp_path / "few.csv", ids(8)), ledger=ledger)
+    assert unnamed.record.tenant_reads == 1
+    reader = Ledger.open_existing(ledger)
+    try:
+        assert reader.meta()["tenant"] == SIMULATED_TENANT
+    finally:
+        reader.close()
+    assert unnamed.verify(ledger).total("as_expected") == 8
+    assert unnamed.record.tenant_reads == 2
+    with pytest.raises(LedgerError, match=f"config signs in to {SIMULATED_TENANT} "):
+        unnamed.undo(rehearsed)  # asked, then refused: another tenant's ledger
+    assert unnamed.record.tenant_reads == 3 and unnamed.record.accepted["dismiss"] == []
 
 
 def test_verify_refuses_a_ledger_written_for_another_tenant(tmp_path: Path) -> None:
@@ -346,7 +369,7 @@ def test_undo_dry_run_of_an_older_ledger_does_not_migrate_it(tmp_path: Path) -> 
         db.execute("PRAGMA user_version = 2")
         db.executemany(
             "INSERT INTO meta VALUES (?, ?)",
-            [("action", CONFIRM), ("tenant", "token-tenant"), ("cloud", "global")],
+            [("action", CONFIRM), ("tenant", SIMULATED_TENANT), ("cloud", "global")],
         )
         db.executemany(
             "INSERT INTO ids (user_id, state) VALUES (?, ?)",

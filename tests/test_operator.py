@@ -246,7 +246,7 @@ def test_log_file_has_a_line_per_request_and_per_state_change(
     assert [s for _, s in states].count("done") == 13
     assert [s for _, s in states].count("sending") == 13
     assert events[0]["event"] == "run_started"
-    assert events[-1]["event"] == "run_finished" and events[-1]["confirmed"] == len(ids)
+    assert events[-1]["event"] == "run_finished" and events[-1]["done"] == len(ids)
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
 
 

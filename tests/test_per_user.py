@@ -118,7 +118,10 @@ async def _send(
                 await stack.enter_async_context(time.running())
             client = await stack.enter_async_context(graph_client(sim, time=time))
             outcome = await send(
-                LaneContext(ledger, client, caller, max_in_flight), works, 60, stop
+                LaneContext(ledger, client, caller, max_in_flight, control=caller.control),
+                works,
+                60,
+                stop,
             )
     finally:
         ledger.close()

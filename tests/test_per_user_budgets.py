@@ -57,7 +57,9 @@ async def _send(
     caller = paced_caller(observer=observer, time=time, **rates)
     ledger = step_ledger(tmp_path / "ledger.sqlite", {w.action.name: w.user_ids for w in works})
     try:
-        outcome = await send(LaneContext(ledger, client, caller, 1), works, 60)
+        outcome = await send(
+            LaneContext(ledger, client, caller, 1, control=caller.control), works, 60
+        )
     finally:
         ledger.close()
     return outcome, timed

@@ -47,10 +47,11 @@ def test_every_test_that_needs_posix_is_marked_posix() -> None:
         tree = ast.parse(source)
         if _posix_module(tree):
             continue
+        lines = source.splitlines()
         for node in tree.body:
             if not isinstance(node, ast.FunctionDef) or not node.name.startswith("test_"):
                 continue
-            body = ast.get_source_segment(source, node) or ""
+            body = "\n".join(lines[node.lineno - 1 : node.end_lineno])  # its lines, at once
             needs = [p.pattern for p in NEEDS_POSIX if p.search(body)]
             if needs and not any(_marks_posix(d) for d in node.decorator_list):
                 unmarked.append(f"{path.name}::{node.name} uses {', '.join(needs)}")

@@ -80,7 +80,7 @@ async def _send(
             if time is not None:
                 await stack.enter_async_context(time.running())
             client = await stack.enter_async_context(graph_client(sim, tokens, timeout, time))
-            lanes = LaneContext(ledger, client, caller, max_in_flight)
+            lanes = LaneContext(ledger, client, caller, max_in_flight, control=caller.control)
             outcome = await send(lanes, [Work(CONFIRM, user_ids)], batch_size, stop)
     finally:
         ledger.close()

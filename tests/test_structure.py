@@ -163,3 +163,10 @@ def test_one_word_for_a_step_graph_may_have_applied_unknown_everywhere() -> None
     said = [p for p in (*MODULES, readme) if "unsure" in p.read_text(encoding="utf-8").lower()]
     assert said == []
     assert "unknown" in (PACKAGE / "ledger" / "states.py").read_text(encoding="utf-8")
+
+
+def test_the_readmes_module_table_names_every_top_level_module() -> None:
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    top = {p.stem for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    unnamed = sorted(m for m in top - {"__init__", "__main__"} if f"`batcher/{m}" not in readme)
+    assert not unnamed, f"README 'How it is built' names no row for: {', '.join(unnamed)}"

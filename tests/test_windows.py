@@ -139,7 +139,9 @@ async def _contain(
     try:
         async with _client(wire) as client:
             works = [Work(ACTIONS[a], steps[a]) for a in actions]
-            outcome = await send(LaneContext(ledger, client, caller, 4), works, 60)
+            outcome = await send(
+                LaneContext(ledger, client, caller, 4, control=caller.control), works, 60
+            )
     finally:
         ledger.close()
     return Contained(outcome, sim, wire, time)

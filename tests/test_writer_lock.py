@@ -119,6 +119,7 @@ def test_a_second_process_is_told_another_batcher_writes_the_ledger_and_by_whom(
     assert lock.read_text(encoding="utf-8") == holder_text(writer.proc.pid)
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_status_calls_a_run_whose_writer_is_alive_running_not_killed(
     ledger: Path, writer: Child
 ) -> None:

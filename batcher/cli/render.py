@@ -81,8 +81,11 @@ def render_summary(summary: Summary, console: Console) -> None:
     """A short table of what the command did, and where its files are."""
     if summary.dry_run:
         render_plan(summary, console)
-        state = "exists" if summary.ledger_exists else "does not exist yet"
-        say(console, f"ledger:  {summary.ledger or 'named once signed in'} ({state})")
+        if summary.ledger:
+            state = "exists" if summary.ledger_exists else "does not exist yet"
+            say(console, f"ledger:  {summary.ledger} ({state})")
+        else:  # only signing in tells the tenant, which names the ledger
+            say(console, "ledger:  chosen at sign-in (named by the tenant signed in to)")
         say(console, "dry run: nothing was sent")
     else:
         _tables(summary, console, sent=True, title=f"batcher {summary.command}")

@@ -192,6 +192,15 @@ class GraphClient:
         body = _body(await self._send("GET", url, client_request_id))
         return [o for o in body.get("value", []) if isinstance(o, dict)]
 
+    async def organization_id(self, client_request_id: str) -> str | None:
+        """The ID of the tenant the token signs in to (GET /organization?$select=id), or None
+        when the answer names none."""
+        body = _body(
+            await self._send("GET", self.root + "/organization?$select=id", client_request_id)
+        )
+        found = [o.get("id") for o in body.get("value", []) if isinstance(o, dict)]
+        return found[0] if found and isinstance(found[0], str) and found[0] else None
+
     async def _send(
         self, method: str, url: str, client_request_id: str, body: Any = None
     ) -> httpx.Response:

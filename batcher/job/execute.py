@@ -136,6 +136,7 @@ async def execute(
             session.caller(control),
             job.settings.send.max_in_flight,
             keep_secret=_sheet_writer(sheet, ledger) if sheet else None,
+            control=control,
         )
         works = [Work(p.action, p.to_send.to_list()) for p in plan.actions]
         job.observer(

@@ -58,6 +58,7 @@ async def look_up(
         session.caller(control),
         record=record,
         max_in_flight=job.settings.send.max_in_flight,
+        control=control,
     )
     if announce:
         job.observer(Event.LOOKING_UP, identities=todo.height)

@@ -10,7 +10,7 @@ import polars as pl
 from batcher.actions import ACTIONS
 from batcher.errors import LedgerError
 from batcher.job.execute import Facts, config_digest, execute
-from batcher.job.session import Route, Session
+from batcher.job.session import Route, Session, signed_in
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import REPLAYABLE, Ledger, RunRecord, StepState
@@ -24,7 +24,7 @@ class ReplayOptions:
 
 
 def replay(job: Job, options: ReplayOptions, route: Route | None = None) -> Summary:
-    return anyio.run(_replay, job, options, route)
+    return anyio.run(_replay, signed_in(job, route=route), options, route)
 
 
 async def _replay(job: Job, options: ReplayOptions, route: Route | None) -> Summary:

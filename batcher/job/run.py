@@ -23,7 +23,7 @@ from batcher.job.ledgers import (
     steps_undone_since,
 )
 from batcher.job.lookup import look_up, split_cached, to_look_up
-from batcher.job.session import Route, Session, budget_specs
+from batcher.job.session import Route, Session, budget_specs, signed_in
 from batcher.job.setup import Job
 from batcher.job.sources import Plan as SourcePlan
 from batcher.job.sources import SourceOptions, check_sources, merged, no_files, read_sources
@@ -72,6 +72,8 @@ def run(job: Job, options: RunOptions, route: Route | None = None) -> Summary:
     job.observer(Event.INPUTS, files=read.files, warnings=read.warnings)
     if options.dry_run:
         return _dry_run(job, read, options, since)
+    # the ledger is named by the tenant (and the files and sources, as build_job names it)
+    job = signed_in(job, options.inputs, route, options.sources.names())
     return anyio.run(_run, job, read, (options, sources), route, since)
 
 

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from types import TracebackType
 
+import anyio
 import httpx
 
-from batcher.actions import READ_UNITS, Budget
-from batcher.auth import ssl_context
-from batcher.calls import Caller, RetrySettings
+from batcher.actions import READ_UNITS, TENANT_READ, Budget
+from batcher.auth import ssl_context, tenant_of
+from batcher.calls import Call, Caller, RetrySettings, refused
 from batcher.clouds import CLOUDS
 from batcher.config import Settings
 from batcher.control import Control
+from batcher.errors import AuthError, GraphError
 from batcher.eventlog import Event
 from batcher.graph import GraphClient, http_client
+from batcher.job.ledgers import default_path
 from batcher.job.setup import Job, check_tenant
 from batcher.pacer import BudgetSpec, Limit, Pacer
 
@@ -116,6 +121,31 @@ class Session:
         self._client = client
         return client
 
+    async def tenant(self) -> str:
+        """The tenant the job's token signs in to: the token's tid claim, else Graph's answer
+        to GET /organization?$select=id (one directory read, paced and retried as any)."""
+        client = await self.client()  # signs in
+        assert self.job.tokens is not None
+        found = tenant_of(await self.job.tokens.token())
+        if found:
+            return found
+        control = self.control()
+        call = Call(TENANT_READ.budget, client.organization_id, TENANT_READ.permission)
+        try:
+            with control.scope():  # no connection for too long trips the breaker
+                found = await self.caller(control)(call)
+        except GraphError as exc:
+            what = "the read of the tenant signed in to (GET /organization)"
+            raise AuthError(refused(what, exc, TENANT_READ.permission)) from None
+        if control.breaker.tripped is not None:
+            raise control.breaker.tripped
+        if not found:
+            raise AuthError(
+                "Graph did not say which tenant the token signs in to (GET /organization "
+                "named none); set [auth] tenant_id to the Directory (tenant) ID"
+            )
+        return found
+
     def caller(self, control: Control) -> Caller:
         send = self.job.settings.send
         retry = RetrySettings(
@@ -126,3 +156,25 @@ class Session:
     def control(self) -> Control:
         send = self.job.settings.send
         return Control(send.timeout_seconds + 5, self.job.observer, send.unreachable_after_seconds)
+
+
+def signed_in(
+    job: Job,
+    inputs: Sequence[Path] = (),
+    route: Route | None = None,
+    sources: Sequence[str] = (),
+) -> Job:
+    """``job`` with its tenant named, and its ledger (when none was given) named by it. When
+    neither the settings nor the token name the tenant, this signs in and asks Graph (one
+    directory read) before any ledger is chosen: a ledger is never named by a guess."""
+    if job.scope.tenant or job.tokens is None:
+        return job
+
+    async def ask() -> str:
+        async with Session(job, route) as session:
+            return await session.tenant()
+
+    scope = replace(job.scope, tenant=anyio.run(ask))
+    named = inputs or sources
+    ledger = job.ledger or (default_path(job.settings, inputs, scope, sources) if named else None)
+    return replace(job, scope=scope, ledger=ledger)

@@ -33,7 +33,7 @@ class Job:
     settings: Settings
     scope: RunScope
     tokens: TokenSource | None
-    ledger: Path | None  # None: the tenant is not known before signing in (offline dry run)
+    ledger: Path | None  # None: chosen at sign-in (the tenant is not known before)
     observer: Observer = no_events
     confirm: Callable[[Summary], bool] = _always
     stop: StopSignal = field(default_factory=StopSignal)
@@ -79,7 +79,7 @@ def tokens_for(
 def run_scope(
     settings: Settings, tokens: TokenSource | None, actions: tuple[Action, ...]
 ) -> RunScope:
-    """What the ledger is about: the actions and the tenant (named before anything signs in)."""
+    """What the ledger is about: the actions and the tenant ("" until signing in tells it)."""
     return RunScope(
         actions=tuple(a.name for a in actions),
         tenant=tenant(settings, tokens) or "",
@@ -89,13 +89,15 @@ def run_scope(
 
 
 def tenant(settings: Settings, tokens: TokenSource | None) -> str | None:
-    """The tenant the ledger names; None when only signing in would tell (an offline dry run)."""
+    """The tenant the ledger names, when it is known without a request: the built-in
+    simulator, ``[auth] tenant_id``, or a JWT's tid claim. None when only signing in tells (a
+    token that is not a JWT: ``session.signed_in`` asks Graph; an offline dry run)."""
     if settings.graph.target == "simulator":
         return "simulator"
     if settings.auth.tenant_id:
         return settings.auth.tenant_id
     if isinstance(tokens, StaticToken):
-        return tenant_of(tokens.value) or "token-tenant"
+        return tenant_of(tokens.value)
     if tokens is None and settings.auth.method == "token":
         return None
     raise ConfigError(

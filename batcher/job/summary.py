@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from batcher.actions import ACTIONS, Budget, of_earlier_releases
+from batcher.actions import Budget
 
 if TYPE_CHECKING:
     import polars as pl
@@ -130,13 +130,6 @@ class Summary:
     guarded: tuple[GuardedUser, ...] = ()  # protected and held-back users, with why
 
     @property
-    def risk(self) -> ActionSummary | None:
-        """The action the keys of earlier releases describe (confirm, or dismiss for an undo),
-        if any."""
-        name = of_earlier_releases(a.name for a in self.actions)
-        return next((a for a in self.actions if a.name == name), None)
-
-    @property
     def to_send(self) -> int:
         return sum(a.to_send for a in self.actions)
 
@@ -153,30 +146,21 @@ class Summary:
         return sum(a.failed + a.failed_before for a in self.actions)
 
     def to_json(self) -> dict[str, Any]:
-        """Keys of earlier releases keep their meaning for confirm (or dismiss, in an undo);
-        they are null when the command has neither: ``actions`` has every action's counts."""
-        risk = self.risk
-        legacy = {
-            "already_done": risk.already_done if risk else None,
-            "done_elsewhere": risk.done_elsewhere if risk else None,
-            "failed_before": risk.failed_before if risk else None,
-            "to_send": risk.to_send if risk else None,
-            "batches": risk.requests if risk else None,
-            "confirmed": risk.done if risk else None,
-            "failed": risk.failed if risk else None,
-            "unknown": risk.unknown if risk else None,
-            "unsent": risk.not_sent if risk else None,
-        }
-        data: dict[str, Any] = {
+        """What the run's log events and its record in the ledger hold: the inputs' counts,
+        the steps' totals over every action, and each action's counts under ``actions``."""
+        return {
             "command": self.command,
-            "action": (risk or self.actions[0]).name if self.actions else None,
             "target": self.target,
             "tenant": self.tenant,
             "cloud": self.cloud,
             "api_version": self.api_version,
             "dry_run": self.dry_run,
             **asdict(self.inputs),
-            **legacy,
+            "to_send": self.to_send,
+            "done": sum(a.done for a in self.actions),
+            "failed": self.failed,
+            "unknown": self.unknown,
+            "not_sent": self.not_sent,
             "estimated_seconds": self.estimated_seconds,
             "users_to_act": self.users_to_act,
             "requests": self.requests,
@@ -190,7 +174,6 @@ class Summary:
             "interrupted": self.interrupted,
             "actions": {a.name: a.to_json() for a in self.actions},
         }
-        return data
 
     def result(self) -> dict[str, Any]:
         """What --json prints of a run, replay or undo (batcher.cli.schema.SendResult): every
@@ -235,34 +218,6 @@ class VerifySummary:
     def total(self, key: str) -> int:
         return sum(counts.get(key, 0) for counts in self.actions.values())
 
-    @property
-    def risk_action(self) -> str | None:
-        """The action the keys of earlier releases describe: confirm, or dismiss for an undo
-        ledger; None when the ledger has neither."""
-        return of_earlier_releases(self.expected)
-
-    def to_json(self) -> dict[str, Any]:
-        """Keys of earlier releases keep their meaning for the Identity Protection action alone
-        (``confirmed``: as expected, so dismissed for a dismiss); null when there is none."""
-        data = asdict(self)
-        name = self.risk_action
-        counts = self.actions.get(name, {}) if name else {}
-        for key, count in LEGACY_VERIFY_KEYS.items():
-            data[key] = counts.get(count, 0) if name else None
-        data["action"] = name
-        data["expected_state"] = str(ACTIONS[name].check.expect) if name else None
-        return data
-
     def result(self) -> dict[str, Any]:
         """What --json prints of a verify (batcher.cli.schema.VerifyResult)."""
         return asdict(self)
-
-
-# The keys verify's JSON had before actions were data, and the count each one is now.
-LEGACY_VERIFY_KEYS = {
-    "checked": "checked",
-    "confirmed": "as_expected",
-    "processing": "processing",
-    "not_confirmed": "not_as_expected",
-    "not_read": "not_read",
-}

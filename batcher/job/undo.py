@@ -12,7 +12,7 @@ from batcher.actions import ACTIONS, reverse
 from batcher.errors import LedgerError
 from batcher.job.execute import Facts, config_digest, execute, summarise
 from batcher.job.ledgers import check_origin, plan_again, steps_reversed_since
-from batcher.job.session import Route, Session, budget_specs
+from batcher.job.session import Route, Session, budget_specs, signed_in
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import Ledger, RunRecord
@@ -47,6 +47,8 @@ def undo(job: Job, original: Path, *, dry_run: bool = False, route: Route | None
     """Reverse every step ``original`` did or may have done (unknown: Graph may have applied
     it, and reversing is safe to repeat). ``original`` stays locked meanwhile, so its run
     cannot go on while the undo reverses it; a dry run only reads it (it changes nothing)."""
+    if not dry_run:  # a dry run sends nothing: the tenant is checked if it is known
+        job = signed_in(job, route=route)
     reader = Ledger.open_existing(original)  # read before anything is written, even a lock
     try:
         check_origin(original, reader.meta(), job.scope, "undo")

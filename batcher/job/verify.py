@@ -11,7 +11,7 @@ import polars as pl
 from batcher.actions import ACTIONS, Read
 from batcher.errors import LedgerError
 from batcher.job.ledgers import check_origin
-from batcher.job.session import Route, Session
+from batcher.job.session import Route, Session, signed_in
 from batcher.job.setup import Job
 from batcher.job.summary import VerifySummary
 from batcher.ledger import Ledger, StepState
@@ -26,9 +26,10 @@ class VerifyOptions:
 
 
 def verify(job: Job, options: VerifyOptions, route: Route | None = None) -> VerifySummary:
-    assert job.ledger is not None
     if options.out is not None:
         check_report_path(options.out)
+    job = signed_in(job, route=route)
+    assert job.ledger is not None
     reader = Ledger.open_existing(job.ledger)
     try:
         check_origin(job.ledger, reader.meta(), job.scope, "verify")

@@ -27,8 +27,6 @@ from batcher.simulator.signin import Issued, SimulatedSignIn
 from batcher.simulator.transport import InProcessTransport
 from batcher.simulator.users import DirectoryEndpoints
 
-_TENANT_ID = "00000000-0000-4000-8000-00000000c0de"  # the simulated organization's ID
-
 
 class GraphSimulator:
     """The Starlette app and its state. One instance is one simulated tenant.
@@ -82,7 +80,6 @@ class GraphSimulator:
                 *self.security.routes(),
                 *self.sign_in.routes(),
                 Route("/_simulator/record", self._record, methods=["GET"]),
-                Route("/{version:str}/organization", self._organization, methods=["GET"]),
                 # Anything else under a Graph version: Graph's JSON 404, also inside a $batch.
                 Route("/v1.0/{rest:path}", self._not_found),
                 Route("/beta/{rest:path}", self._not_found),
@@ -105,19 +102,6 @@ class GraphSimulator:
 
     async def _record(self, request: Request) -> Response:
         return JSONResponse(self.record.to_json())
-
-    async def _organization(self, request: Request) -> Response:
-        """GET /organization: the tenant, with its verified domains (the default one first)."""
-        denied = self.ctx.check(request)
-        if denied is not None:
-            return denied
-        domain = self.settings.primary_domain
-        initial = domain if domain.endswith(".onmicrosoft.com") else "contoso.onmicrosoft.com"
-        domains = [{"name": domain, "isDefault": True, "isInitial": domain == initial}]
-        if initial != domain:
-            domains.append({"name": initial, "isDefault": False, "isInitial": True})
-        organization = {"id": _TENANT_ID, "displayName": "Simulated", "verifiedDomains": domains}
-        return self.ctx.json(request, {"value": [organization]})
 
     async def _not_found(self, request: Request) -> Response:
         return self.ctx.not_found(request)

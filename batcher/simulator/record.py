@@ -45,7 +45,8 @@ class Record:
     answers: list[tuple[float, int]] = field(default_factory=list)  # (clock time, status)
     applied_at: dict[str, float] = field(default_factory=dict)
     reads: int = 0  # Identity Protection reads
-    directory_reads: int = 0  # GET /users and /users/{key}, direct or inside a batch
+    directory_reads: int = 0  # GET /users, /users/{key} and /organization, direct or in a batch
+    tenant_reads: int = 0  # GET /organization: which tenant the token signs in to
     batches: int = 0  # POST $batch calls
     inner_requests: int = 0  # requests inside those batches
     inner_statuses: Counter[int] = field(default_factory=Counter)
@@ -120,6 +121,7 @@ class Record:
             "requests": self.requests,
             "reads": self.reads,
             "directory_reads": self.directory_reads,
+            "tenant_reads": self.tenant_reads,
             "batches": self.batches,
             "inner_requests": self.inner_requests,
             "inner_statuses": _keyed(self.inner_statuses),

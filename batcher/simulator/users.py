@@ -18,6 +18,7 @@ from batcher.simulator.directory import Directory, DirectoryUser
 from batcher.simulator.faults import directory_fault, throttled
 from batcher.simulator.query import QueryError, parse_filter, parse_select, project
 from batcher.simulator.replies import DENIED, Context, is_inner, odata_context
+from batcher.simulator.signin import SIMULATED_TENANT
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -40,7 +41,8 @@ def complex_enough(password: str) -> bool:
 
 
 class DirectoryEndpoints:
-    """GET /users, GET/PATCH /users/{key}, POST /users/{key}/revokeSignInSessions.
+    """GET /users, GET/PATCH /users/{key}, POST /users/{key}/revokeSignInSessions, and GET
+    /organization (which tenant a token signs in to).
 
     Reads and writes each spend their own budget (``reads``, ``writes``), never Identity
     Protection's; ``clock`` dates revoked sessions, ``budget_clock`` drives the budgets.
@@ -70,6 +72,7 @@ class DirectoryEndpoints:
         timed = self.timed
         return [
             Route("/{version}/users", timed(self._list), methods=["GET"]),
+            Route("/{version}/organization", timed(self._organization), methods=["GET"]),
             *(Route(path, timed(self._get), methods=["GET"]) for path in _ONE),
             *(Route(path, timed(self._update), methods=["PATCH"]) for path in _ONE),
             *(
@@ -137,6 +140,33 @@ class DirectoryEndpoints:
         if count:
             body["@odata.count"] = len(users)
         body["value"] = [self._shown(user, select) for user in users]
+        return self.ctx.json(request, body)
+
+    async def _organization(self, request: Request) -> Response:
+        """GET /organization: the one organization, the tenant signed in to (a directory read);
+        ``$select`` picks among id, displayName and verifiedDomains (the gate asks for the
+        default one)."""
+        self.ctx.record.tenant_reads += 1
+        refused = self.gate(request, write=False)
+        if refused is not None:
+            return refused
+        tenant = {
+            "id": SIMULATED_TENANT,
+            "displayName": "Simulated tenant",
+            "verifiedDomains": verified_domains(self.ctx.settings.primary_domain),
+        }
+        wanted = request.query_params.get("$select")
+        names = (
+            ["id", *(n.strip() for n in wanted.split(",") if n.strip())] if wanted else list(tenant)
+        )
+        unknown = [n for n in names if n not in tenant]
+        if unknown:
+            message = f"Could not find a property named '{unknown[0]}' on type 'organization'."
+            return self.ctx.error(request, 400, "BadRequest", message)
+        body = {
+            "@odata.context": odata_context(request, "organization"),
+            "value": [{n: tenant[n] for n in dict.fromkeys(names)}],
+        }
         return self.ctx.json(request, body)
 
     async def _get(self, request: Request) -> Response:
@@ -292,3 +322,15 @@ class DirectoryEndpoints:
             key = str(request.path_params["key"])
         user = self.directory.peek(key)
         self.ctx.record.wrote(op, user.id if user else key.lower(), status)
+
+
+def verified_domains(primary: str) -> list[dict[str, object]]:
+    """The tenant's verified domains: ``primary`` is the default; the initial
+    .onmicrosoft.com domain is always there."""
+    initial = primary if primary.endswith(".onmicrosoft.com") else "contoso.onmicrosoft.com"
+    domains: list[dict[str, object]] = [
+        {"name": primary, "isDefault": True, "isInitial": primary == initial}
+    ]
+    if initial != primary:
+        domains.append({"name": initial, "isDefault": False, "isInitial": True})
+    return domains

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from batcher.actions import Action
 from batcher.calls import Caller
 from batcher.control import Control
 from batcher.errors import BatcherError
-from batcher.eventlog import Event
+from batcher.eventlog import Event, Observer
 from batcher.graph import GraphClient
 from batcher.ledger import Ledger, StepState
 from batcher.passwords import Secret, secrets_in
@@ -36,6 +36,7 @@ class LaneContext:
     caller: Caller
     max_in_flight: int
     keep_secret: SecretSink | None = None  # --passwords-out; None: secrets are dropped
+    control: Control = field(kw_only=True)  # the run's: stops, breaker, tally, observer
 
     def secret_set(
         self, user_id: str, action: str, state: StepState, body: Mapping[str, Any]
@@ -47,19 +48,19 @@ class LaneContext:
             self.keep_secret(user_id, action, state, secret)
 
     @property
-    def control(self) -> Control:
-        return self.caller.control
+    def observer(self) -> Observer:
+        return self.control.observer
 
     @property
     def stop_asked(self) -> bool:
-        return self.control.stops.asked
+        return self.control.stop_asked
 
     @property
     def tripped(self) -> BatcherError | None:
-        return self.control.breaker.tripped
+        return self.control.tripped
 
     def trip(self, exc: BatcherError) -> None:
-        self.control.breaker.trip(exc)
+        self.control.trip(exc)
 
     def next_try(self, first_sent: float, tries: int, now: float, *, paced: bool) -> float | None:
         """When to send again a request inside a JSON batch (RetrySettings.next_try)."""
@@ -67,11 +68,13 @@ class LaneContext:
 
     def settled(self, action: str, state: StepState, n: int, batch: int | None = None) -> None:
         """Count settled steps, and tell the observer (a state change, then progress)."""
-        self.control.tally.count(action, state.value, n)
-        self.control.observer(Event.STATE, batch=batch, action=action, ids=n, state=state.value)
-        self.control.observer(Event.PROGRESS, tally=self.control.tally)
+        self.control.count(action, state.value, n)
+        self.observer(Event.STATE, batch=batch, action=action, ids=n, state=state.value)
+        self.control.progress()
+
+    def uncount(self, action: str, state: StepState, n: int) -> None:
+        """Take back ``n`` steps counted in ``state`` (they are planned again)."""
+        self.control.count(action, state.value, -n)
 
     def sending(self, action: str | None, n: int, batch: int) -> None:
-        self.control.observer(
-            Event.STATE, batch=batch, action=action, ids=n, state=StepState.SENDING.value
-        )
+        self.observer(Event.STATE, batch=batch, action=action, ids=n, state=StepState.SENDING.value)

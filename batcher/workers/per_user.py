@@ -262,7 +262,7 @@ class PerUserLane:
         self._missing_permission = None
         if keys:
             self.lanes.ledger.replan(keys)
-            self.lanes.control.tally.count(action, StepState.FAILED.value, -len(keys))
+            self.lanes.uncount(action, StepState.FAILED, len(keys))
 
     def _retry(self, step: _Step, exc: GraphError | None, batch_id: int) -> None:
         assert step.first_sent is not None

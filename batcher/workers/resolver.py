@@ -19,6 +19,7 @@ import polars as pl
 
 from batcher.actions import READS, Read
 from batcher.calls import Call, Caller, NotSent, refused
+from batcher.control import Control
 from batcher.errors import (
     AuthError,
     BadRequest,
@@ -29,7 +30,7 @@ from batcher.errors import (
     Throttled,
     Unauthorized,
 )
-from batcher.eventlog import Event
+from batcher.eventlog import Event, Observer
 from batcher.graph import (
     MAX_BATCH,
     MAX_FILTER,
@@ -132,11 +133,16 @@ class Resolver:
     max_in_flight: int = 4
     outcomes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     requests: int = 0
+    control: Control = field(kw_only=True)  # the look-up's: stops, breaker, observer
+
+    @property
+    def observer(self) -> Observer:
+        return self.control.observer
 
     async def resolve(self, identities: pl.DataFrame) -> pl.DataFrame:
         """One LOOKUP_COLUMNS row per identity (input_value, kind, source_file, source_row);
         after a stop or a trip, only for the identities that were looked up."""
-        control = self.caller.control
+        control = self.control
         rows = {(r["kind"], r["input_value"]): r for r in identities.iter_rows(named=True)}
         groups = _groups(rows)
         for stage in STAGES:
@@ -169,7 +175,7 @@ class Resolver:
 
         async def worker() -> None:
             nonlocal changed, busy
-            while not self.caller.control.ended:
+            while not self.control.ended:
                 now = time.monotonic()
                 due = [q for q in queue if q.not_before <= now][:MAX_BATCH]
                 if not due:
@@ -229,7 +235,7 @@ class Resolver:
             elif isinstance(error, ServerError | NoAnswer):
                 again += self._later([query], groups)
             elif isinstance(error, Forbidden | Unauthorized):
-                self.caller.control.breaker.trip(AuthError(_refused(error)))
+                self.control.trip(AuthError(_refused(error)))
             elif isinstance(error, BadRequest) and len(query.values) > 1:
                 # in halves, to find the value Graph refuses
                 again += [_Query(query.stage, list(v)) for v in halves(query.values)]
@@ -325,7 +331,7 @@ class Resolver:
             self.outcomes[(item["kind"], item["input_value"])] = item
         if cache:
             self.record(pl.DataFrame(done, schema=LOOKUP_COLUMNS, orient="row"))
-        self.caller.control.observer(Event.LOOKUP, settled=len(done), total=len(self.outcomes))
+        self.observer(Event.LOOKUP, settled=len(done), total=len(self.outcomes))
 
 
 def _refused(exc: GraphError) -> str:

@@ -66,13 +66,13 @@ async def send(
     except* LedgerError as group:
         raise first_leaf(group) from None
     for action, n in lanes.ledger.recover().items():  # what a stop or breaker cut off
-        control.tally.count(action, StepState.UNKNOWN.value, n)
+        control.count(action, StepState.UNKNOWN.value, n)
     tally = control.tally
     return SendOutcome(
         counts={a: dict(per) for a, per in tally.settled.items()},
         requests=tally.requests,
         throttled=tally.throttled,
         seconds=time.monotonic() - started,
-        stopped_by=control.breaker.tripped,
-        interrupted=control.stops.asked,
+        stopped_by=control.tripped,
+        interrupted=control.stop_asked,
     )
