@@ -32,11 +32,22 @@ def test_yes_alone_above_confirm_over_is_refused_before_any_request(
 ) -> None:
     _input(tmp_path, 130)
     config = write_config(tmp_path / "config.toml", simulator.url)
-    result = run_cli("run", "ids.csv", "--yes", "--config", config, cwd=tmp_path)
+    disable = ("--action", "disable")
+    result = run_cli("run", "ids.csv", "--yes", *disable, "--config", config, cwd=tmp_path)
     assert result.code == 2, result.stderr
     assert "refusing --yes alone for 130 users" in result.stderr
     assert "confirm_over = 100" in result.stderr and "--max-users 130" in result.stderr
-    assert simulator.simulator.record.requests == 0
+    # the read-only look-up tells how many users the plan holds: no write was sent
+    assert simulator.simulator.record.writes == []
+    assert all(not got for got in simulator.simulator.record.accepted.values())
+
+
+def test_confirming_risk_alone_is_outside_the_blast_radius(tmp_path: Path, simulator: Any) -> None:
+    users = _input(tmp_path, 130)
+    config = write_config(tmp_path / "config.toml", simulator.url)
+    result = run_cli("run", "ids.csv", "--yes", "--config", config, cwd=tmp_path)
+    assert result.code == 0, result.stderr  # it changes risk, not access: --yes suffices
+    assert sorted(simulator.simulator.record.accepted[ACTION]) == sorted(users)
 
 
 def test_yes_with_max_users_proceeds_only_within_it(tmp_path: Path, simulator: Any) -> None:
