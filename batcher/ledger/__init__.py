@@ -32,6 +32,7 @@ from batcher.ledger.moves import (
     UNKNOWN,
     Key,
 )
+from batcher.ledger.items import Item, ItemKey, Items
 from batcher.ledger.reads import EFFECTIVE_STATE, LOOKUP_COLUMNS, REPORT_COLUMNS, Reads
 from batcher.ledger.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from batcher.ledger.states import (
@@ -44,6 +45,7 @@ from batcher.ledger.states import (
     UNDOABLE,
     BatchState,
     IllegalTransition,
+    ItemState,
     Move,
     RunRecord,
     RunScope,
@@ -71,6 +73,9 @@ __all__ = [
     "Answer",
     "BatchState",
     "IllegalTransition",
+    "Item",
+    "ItemKey",
+    "ItemState",
     "Ledger",
     "Outcome",
     "RunRecord",
@@ -92,7 +97,7 @@ class StepResult:
     settle: StepState | None
 
 
-class Ledger(Reads):
+class Ledger(Reads, Items):
     """A run's durable state: the named transitions of the step state machine."""
 
     # -- runs ----------------------------------------------------------------------------------

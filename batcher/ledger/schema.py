@@ -176,6 +176,35 @@ MIGRATIONS: dict[int, str] = {
     6: """
     ALTER TABLE lookups ADD COLUMN on_premises_sync INTEGER;
     """,
+    # Steps that discover their work (list, then act): each child item (an authentication
+    # method, an inbox rule) with its own state and before-image, and which lists were read.
+    # Numbered 8: another branch adds a 7; the runner takes the numbers there are, in order.
+    8: """
+    CREATE TABLE listings (
+        user_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        listed_at TEXT NOT NULL,
+        found INTEGER NOT NULL,
+        PRIMARY KEY (user_id, action)
+    );
+    CREATE TABLE items (
+        user_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        position INTEGER NOT NULL,  -- the order to act in (a default phone last)
+        state TEXT NOT NULL CHECK (state IN
+            ('planned', 'sending', 'done', 'gone', 'failed', 'unknown', 'kept')),
+        reason TEXT,  -- why kept, or why it failed
+        before TEXT NOT NULL,  -- the before-image, JSON, masked
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_status INTEGER, error_code TEXT, error_message TEXT, request_id TEXT,
+        client_request_id TEXT, sent_at TEXT, finished_at TEXT,
+        undone_at TEXT,  -- an undo put it back (re-enabled a rule)
+        PRIMARY KEY (user_id, action, item_id)
+    );
+    CREATE INDEX items_state ON items (action, state);
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
