@@ -21,7 +21,12 @@ class Budget(StrEnum):
     IDENTITY_PROTECTION = "identity_protection"  # 1 request/s per tenant, shared by all apps
     DIRECTORY_READS = "directory_reads"  # per app per tenant; 429s carry Retry-After
     DIRECTORY_WRITES = "directory_writes"  # 3,000 per 150 s per app per tenant
+    REPORTS = "reports"  # identity and access reports: 5 per 10 s per app per tenant
+    OUTLOOK = "outlook"  # per mailbox: 10,000 per 10 minutes, 4 at once
 
+
+# Budgets Graph counts per mailbox, not per tenant: one pacer per mailbox (a call names it)
+KEYED_BUDGETS = frozenset({Budget.OUTLOOK})
 
 # What one read costs of the directory's resource units (Graph's throttling-limits table): a
 # look-up, GET /users?$filter=...&$select=..., costs 2 (the user list) less 1 ($select); a read

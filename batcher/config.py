@@ -205,6 +205,22 @@ class DirectorySettings(_Section):
         return data
 
 
+class BudgetsSettings(_Section):
+    """Budgets besides Identity Protection's ([send]) and the directory's ([directory]), each a
+    limit Microsoft documents (and says may change). Reports: "identity and access reports",
+    5 requests per 10 s per app per tenant (authentication methods, sign-in logs). Outlook: per
+    app per mailbox, 10,000 requests per 10 minutes and 4 at once; one pacer per mailbox, at
+    most ``outlook_open_mailboxes`` of them at once."""
+
+    reports_per_window: int = Field(default=5, ge=1, le=10_000)
+    reports_window_seconds: float = Field(default=10.0, gt=0, le=3600)
+    reports_at_once: int = Field(default=5, ge=1, le=64)
+    outlook_per_window: int = Field(default=10_000, ge=1, le=1_000_000)
+    outlook_window_seconds: float = Field(default=600.0, gt=0, le=3600)
+    outlook_at_once: int = Field(default=4, ge=1, le=64)
+    outlook_open_mailboxes: int = Field(default=64, ge=1, le=10_000)
+
+
 class LedgerSettings(_Section):
     # Empty: the per-user data folder; a relative path is relative to the config file.
     dir: Path = Field(default=Path(), strict=False)
@@ -252,6 +268,12 @@ class SimulatorSettings(_Section):
     directory_writes_per_second: float = Field(default=20.0, gt=0)
     directory_writes_burst: int = Field(default=3000, ge=1)
     directory_faults: dict[Literal["429", "500", "503", "504"], float] = Field(default_factory=dict)
+    # Graph's "identity and access reports" limit (authentication methods): 5 per 10 s
+    reports_per_second: float = Field(default=0.5, gt=0)
+    reports_burst: int = Field(default=5, ge=1)
+    # Outlook, per mailbox: 10,000 per 10 minutes
+    outlook_per_second: float = Field(default=10_000 / 600, gt=0)
+    outlook_burst: int = Field(default=10_000, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> SimulatorSettings:
@@ -270,6 +292,7 @@ class Settings(_Section):
     auth: AuthSettings = AuthSettings()
     send: SendSettings = SendSettings()
     directory: DirectorySettings = DirectorySettings()
+    budgets: BudgetsSettings = BudgetsSettings()
     ledger: LedgerSettings = LedgerSettings()
     simulator: SimulatorSettings = SimulatorSettings()
 

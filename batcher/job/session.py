@@ -8,7 +8,7 @@ from types import TracebackType
 
 import httpx
 
-from batcher.actions import READ_UNITS, Budget
+from batcher.actions import KEYED_BUDGETS, READ_UNITS, Budget
 from batcher.auth import ssl_context
 from batcher.calls import Caller, RetrySettings
 from batcher.clouds import CLOUDS
@@ -17,13 +17,13 @@ from batcher.control import Control
 from batcher.eventlog import Event
 from batcher.graph import GraphClient, http_client
 from batcher.job.setup import Job, check_tenant
-from batcher.pacer import BudgetSpec, Limit, Pacer
+from batcher.pacer import BudgetSpec, KeyedPacers, Limit, Pacer
 
 
 def budget_specs(settings: Settings) -> dict[Budget, BudgetSpec]:
     """Each budget as Graph documents it (the settings' figures): its limits, and requests in
     flight at most."""
-    send, directory = settings.send, settings.directory
+    send, directory, budgets = settings.send, settings.directory, settings.budgets
     return {
         Budget.IDENTITY_PROTECTION: BudgetSpec(
             (Limit.steady(send.rate_per_second),), send.max_in_flight
@@ -39,12 +39,28 @@ def budget_specs(settings: Settings) -> dict[Budget, BudgetSpec]:
             ),
             directory.writes_at_once,
         ),
+        Budget.REPORTS: BudgetSpec(
+            (Limit(budgets.reports_per_window, budgets.reports_window_seconds),),
+            budgets.reports_at_once,
+        ),
+        Budget.OUTLOOK: BudgetSpec(  # per mailbox: KEYED_BUDGETS
+            (Limit(budgets.outlook_per_window, budgets.outlook_window_seconds),),
+            budgets.outlook_at_once,
+        ),
     }
 
 
-def budget_pacers(settings: Settings) -> dict[Budget, Pacer]:
-    """One pacer per budget, within its documented limits."""
-    return {budget: Pacer(spec) for budget, spec in budget_specs(settings).items()}
+def budget_pacers(settings: Settings) -> dict[Budget, Pacer | KeyedPacers]:
+    """One pacer per budget, within its documented limits; a budget of Graph's per mailbox
+    (Outlook) gets one per mailbox, created on demand."""
+    return {
+        budget: (
+            KeyedPacers(spec, settings.budgets.outlook_open_mailboxes)
+            if budget in KEYED_BUDGETS
+            else Pacer(spec)
+        )
+        for budget, spec in budget_specs(settings).items()
+    }
 
 
 @dataclass(frozen=True)
