@@ -89,6 +89,27 @@ class Skip:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """A step that discovers its work: list ``path``, then act on each item it finds (``act``
+    with ``body``; the item's path is ``item_path`` with {id}, {kind} and {item}), paced on
+    ``budget``. ``keep`` names kinds never acted on, with why; ``since`` is the field --since
+    compares (kinds without it are kept when --since is given); ``evidence`` the fields of each
+    before-image, ``masked`` those shown only by their last two characters."""
+
+    path: str
+    item_path: str
+    act: str
+    budget: Budget
+    keep: Mapping[str, str]
+    evidence: tuple[str, ...]
+    masked: tuple[str, ...] = ()
+    since: str | None = None
+    body: Mapping[str, Any] | None = None
+    last: tuple[str, ...] = ()  # kinds Graph may refuse while others remain: tried again last
+    gone: str = "already gone (removed by someone else before this run reached it)"
+
+
+@dataclass(frozen=True)
 class Action:
     """One Graph action. ``path`` is relative to the API version; ``{id}`` is the user."""
 
@@ -121,6 +142,7 @@ class Action:
     skips: tuple[Skip, ...] = ()  # users it does not apply to, besides guests
     # PER_USER: a body made for each user (it holds a Secret): never written to the ledger
     secret_body: Callable[[], Mapping[str, Any]] | None = None
+    lists: Listing | None = None  # a step that lists its items, then acts on each
 
 
 RISK_PERMISSION = (
@@ -240,6 +262,40 @@ ACTIONS: dict[str, Action] = {
             voided_by=("enable",),  # sessions opened once enabled again are valid
             skips_guests="revoking sessions does not apply to external (guest) users; revoke "
             "them in their home tenant",
+        ),
+        Action(
+            name="remove-auth-methods",
+            method="GET",
+            path="/users/{id}/authentication/methods",
+            shape=Shape.PER_USER,
+            max_ids=1,
+            budget=Budget.REPORTS,
+            permission="UserAuthenticationMethod.ReadWrite.All",
+            does="lose every sign-in method but the password (phones, Authenticator, FIDO2 "
+            "keys, e-mail...): re-registering them is the user's, once the account is theirs "
+            "again; paced at 5 requests per 10 s, so it is slow",
+            check=Check(Read.USER, "id", AFTER_SENT, "removed", "not_removed"),
+            undo=None,
+            cannot_undo="removed methods stay removed: the user registers them again",
+            after="revoke-sessions",
+            lists=Listing(
+                path="/users/{id}/authentication/methods",
+                item_path="/users/{id}/authentication/{kind}Methods/{item}",
+                act="DELETE",
+                budget=Budget.REPORTS,
+                keep={"password": "the password method cannot be deleted (reset it instead)"},
+                evidence=(
+                    "displayName",
+                    "createdDateTime",
+                    "phoneNumber",
+                    "phoneType",
+                    "emailAddress",
+                ),
+                masked=("phoneNumber",),
+                since="createdDateTime",
+                last=("phone",),
+            ),
+            refused="the sign-in methods stay: Graph refused to remove them",
         ),
         Action(
             name="confirm",

@@ -145,6 +145,12 @@ class GraphClient:
         user = _body(response)
         return user or None
 
+    async def call(
+        self, method: str, path: str, client_request_id: str, body: Any = None
+    ) -> dict[str, Any]:
+        """One request of its own to ``path`` (relative to the version): its JSON body."""
+        return _body(await self._send(method, self.root + path, client_request_id, body))
+
     async def _send(
         self, method: str, url: str, client_request_id: str, body: Any = None
     ) -> httpx.Response:

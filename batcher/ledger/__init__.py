@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from batcher import __version__
+from batcher.ledger.items import Item, ItemKey, Items
 from batcher.ledger.moves import (
     ANSWER,
     ANSWER_EACH,
@@ -32,7 +33,6 @@ from batcher.ledger.moves import (
     UNKNOWN,
     Key,
 )
-from batcher.ledger.items import Item, ItemKey, Items
 from batcher.ledger.reads import EFFECTIVE_STATE, LOOKUP_COLUMNS, REPORT_COLUMNS, Reads
 from batcher.ledger.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from batcher.ledger.states import (

@@ -105,7 +105,10 @@ def move(
         return changed
     db.execute("ROLLBACK TO move")  # to name a step as it was
     db.execute("RELEASE move")
-    check = f"SELECT user_id, action, state FROM {step.table} WHERE ({step.where}) AND state NOT IN ({marks})"
+    check = (
+        f"SELECT user_id, action, state FROM {step.table} "
+        f"WHERE ({step.where}) AND state NOT IN ({marks})"
+    )
     for _, where in rows:
         wrong = db.execute(check, (*where, *allowed)).fetchone()
         if wrong is not None:

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from batcher.config import SimulatorSettings
+from batcher.simulator.authmethods import AuthMethods
 from batcher.simulator.batch import Batch
 from batcher.simulator.budget import TokenBucket
 from batcher.simulator.directory import Directory, DirectoryUser, load_directory
@@ -58,10 +59,12 @@ class GraphSimulator:
         self.directory = Directory(users)
         self.risky_users = RiskyUsers(self.ctx, self.bucket)
         self.users = DirectoryEndpoints(self.ctx, self.directory, clock, budget_clock)
+        self.auth_methods = AuthMethods(self.ctx, budget_clock)
         self.batch = Batch(self.ctx, self._serve)
         self.app = Starlette(
             routes=[
                 *self.risky_users.routes(),
+                *self.auth_methods.routes(),
                 *self.users.routes(),
                 *self.batch.routes(),
                 *self.sign_in.routes(),
