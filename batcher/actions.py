@@ -47,6 +47,7 @@ class Read(StrEnum):
 
     RISKY_USER = "risky_user"  # /identityProtection/riskyUsers
     USER = "user"  # /users, $select'ed
+    LISTED = "listed"  # a list-then-act step's list, read again (workers/relist.py)
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,16 @@ class Check:
         """What verify expects, in words."""
         if self.expect == AFTER_SENT:
             return f"{self.field} at or after the request was sent"
+        if self.expect == ABSENT:
+            return "each item acted on absent when listed again"
+        if self.read is Read.LISTED:
+            return f"each item acted on listed again with {self.field} {self.expect}".lower()
         expect = str(self.expect).lower() if isinstance(self.expect, bool) else self.expect
         return f"{self.field} {expect}"
 
 
 AFTER_SENT = "after-sent"
+ABSENT = "absent"  # Read.LISTED: every item acted on is gone from the list read again
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ class Listing:
     body: Mapping[str, Any] | None = None
     last: tuple[str, ...] = ()  # kinds Graph may refuse while others remain: tried again last
     gone: str = "already gone (removed by someone else before this run reached it)"
+    expect: int = 2  # items a user typically has to act on: the plan's estimate only
 
 
 @dataclass(frozen=True)
@@ -274,7 +281,7 @@ ACTIONS: dict[str, Action] = {
             does="lose every sign-in method but the password (phones, Authenticator, FIDO2 "
             "keys, e-mail...): re-registering them is the user's, once the account is theirs "
             "again; paced at 5 requests per 10 s, so it is slow",
-            check=Check(Read.USER, "id", AFTER_SENT, "removed", "not_removed"),
+            check=Check(Read.LISTED, "id", ABSENT, "removed", "not_removed"),
             undo=None,
             cannot_undo="removed methods stay removed: the user registers them again",
             after="revoke-sessions",

@@ -7,6 +7,7 @@ defaults to 1). Unset, ``hit`` costs one dictionary lookup. The points:
 - ``ledger.before_commit``: inside a transaction, after its writes, before COMMIT
 - ``send.after_intent``: the intent to send is committed; the request has not left
 - ``send.after_answer``: Graph answered; the answer is not recorded yet
+- ``items.listed``: a list-then-act step's list is recorded; no item is acted on yet
 """
 
 from __future__ import annotations

@@ -292,7 +292,7 @@ def report_command(
         check_out_folder(out)
         book = Ledger.open_existing(ledger)
         try:
-            frame = step_report(book.report())
+            frame = step_report(book.report(), book.item_rows())
         finally:
             book.close()
         write_report(frame, out)

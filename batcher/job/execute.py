@@ -146,7 +146,7 @@ async def execute(
     report = sibling(ledger.path, ".replay.report.csv" if facts.report_keys else ".report.csv")
     keys = _sent_keys(plan) if facts.report_keys else None
     try:
-        write_report(step_report(ledger.report(keys)), report)
+        write_report(step_report(ledger.report(keys), ledger.item_rows()), report)
     except (OSError, pl.exceptions.PolarsError) as exc:
         job.observer(Event.REPORT_NOT_WRITTEN, path=str(report), reason=_reason(exc))
         result = replace(result, notes=(*result.notes, _not_written(report, ledger.path, exc)))

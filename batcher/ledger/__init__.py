@@ -23,6 +23,7 @@ from batcher.ledger.moves import (
     ANSWER_EACH,
     DONE,
     FAILED,
+    ITEM_RECOVER,
     PLANNED,
     RETRY,
     SENDING,
@@ -123,6 +124,8 @@ class Ledger(Reads, Items):
                 "UPDATE batches SET state = ? WHERE state = ?",
                 (BatchState.UNKNOWN, BatchState.SENDING),
             )
+            sending = db.execute("SELECT DISTINCT action FROM items WHERE state = 'sending'")
+            move(db, ITEM_RECOVER, [((), (a,)) for (a,) in sending.fetchall()])
         return unknown
 
     def begin_run(self, record: RunRecord) -> int:

@@ -65,6 +65,7 @@ class AuthMethods:
         self.methods: dict[str, list[dict[str, Any]]] = {}
         self.deleted: list[tuple[str, str]] = []  # (user, method) each time one was deleted
         self.lists = 0
+        self.refused: set[str] = set()  # users whose methods this app may not read (403)
 
     def routes(self) -> list[Route]:
         base = "/{version}/users/{key}/authentication"
@@ -88,6 +89,8 @@ class AuthMethods:
         refused = self._gate(request)
         if refused is not None:
             return refused
+        if request.path_params["key"].lower() in self.refused:
+            return self.ctx.error(request, 403, "accessDenied", "Request Authorization failed")
         self.lists += 1
         return self.ctx.json(request, {"value": self.of(request.path_params["key"])})
 

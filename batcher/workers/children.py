@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from batcher import failpoints
 from batcher.actions import Action, Listing
 from batcher.calls import Call, NotSent
 from batcher.errors import BadRequest, GraphError, NotFound
@@ -94,6 +95,7 @@ async def discover_and_act(lanes: LaneContext, user_id: str, action: Action) -> 
             ledger.record_listing(
                 user_id, action.name, items_from(listing, body.get("value", []), window)
             )
+            failpoints.hit("items.listed")
         state = await _act_on_items(lanes, listing, user_id, action.name)
     except NotSent:  # a stop: what is left stays for a resume
         ledger.release_steps([key])
