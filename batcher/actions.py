@@ -12,6 +12,9 @@ from enum import StrEnum
 from typing import Any
 
 from batcher.errors import ConfigError
+from batcher.listing import HIDING, NO_MAILBOX, Listing, Picks
+
+__all__ = ["Listing", "Picks"]  # list-then-act steps' parts, defined in listing.py
 from batcher.passwords import new_password
 
 
@@ -95,28 +98,6 @@ class Skip:
 
 
 @dataclass(frozen=True)
-class Listing:
-    """A step that discovers its work: list ``path``, then act on each item it finds (``act``
-    with ``body``; the item's path is ``item_path`` with {id}, {kind} and {item}), paced on
-    ``budget``. ``keep`` names kinds never acted on, with why; ``since`` is the field --since
-    compares (kinds without it are kept when --since is given); ``evidence`` the fields of each
-    before-image, ``masked`` those shown only by their last two characters."""
-
-    path: str
-    item_path: str
-    act: str
-    budget: Budget
-    keep: Mapping[str, str]
-    evidence: tuple[str, ...]
-    masked: tuple[str, ...] = ()
-    since: str | None = None
-    body: Mapping[str, Any] | None = None
-    last: tuple[str, ...] = ()  # kinds Graph may refuse while others remain: tried again last
-    gone: str = "already gone (removed by someone else before this run reached it)"
-    expect: int = 2  # items a user typically has to act on: the plan's estimate only
-
-
-@dataclass(frozen=True)
 class Action:
     """One Graph action. ``path`` is relative to the API version; ``{id}`` is the user."""
 
@@ -174,6 +155,10 @@ GUEST_RISK = (
     "a guest's risk is evaluated in their home tenant: Identity Protection cannot remediate "
     "them here; act in their home tenant"
 )
+
+
+RULES = "/users/{id}/mailFolders/inbox/messageRules"
+MAIL_PERMISSION = "MailboxSettings.ReadWrite"
 
 
 @dataclass(frozen=True)
@@ -289,7 +274,6 @@ ACTIONS: dict[str, Action] = {
                 path="/users/{id}/authentication/methods",
                 item_path="/users/{id}/authentication/{kind}Methods/{item}",
                 act="DELETE",
-                budget=Budget.REPORTS,
                 keep={"password": "the password method cannot be deleted (reset it instead)"},
                 evidence=(
                     "displayName",
@@ -303,6 +287,60 @@ ACTIONS: dict[str, Action] = {
                 last=("phone",),
             ),
             refused="the sign-in methods stay: Graph refused to remove them",
+        ),
+        Action(
+            name="disable-mail-rules",
+            method="GET",
+            path=RULES,
+            shape=Shape.PER_USER,
+            max_ids=1,
+            budget=Budget.OUTLOOK,
+            permission=MAIL_PERMISSION,
+            does="will have every inbox rule that forwards, redirects, deletes or hides mail "
+            "(Archive, RSS, Junk, Deleted Items...) disabled; system rules are left alone and "
+            "each rule's before-image is kept",
+            check=Check(Read.LISTED, "isEnabled", False, "disabled", "still_enabled"),
+            undo="enable-mail-rules",
+            clashes=("enable-mail-rules",),
+            after="remove-auth-methods",
+            lists=Listing(
+                path=RULES,
+                item_path=RULES + "/{item}",
+                act="PATCH",
+                body={"isEnabled": False},
+                keep={},
+                evidence=("displayName", "sequence", "isEnabled", "conditions", "actions"),
+                kind="rule",
+                picks=HIDING,
+                folder_path="/users/{id}/mailFolders/{folder}",
+                missing=NO_MAILBOX,
+            ),
+            refused="the inbox rules stay enabled: Graph refused to disable them",
+        ),
+        Action(
+            name="enable-mail-rules",
+            method="GET",
+            path=RULES,
+            shape=Shape.PER_USER,
+            max_ids=1,
+            budget=Budget.OUTLOOK,
+            permission=MAIL_PERMISSION,
+            does="will have the inbox rules that run disabled enabled again (exactly those)",
+            check=Check(Read.LISTED, "isEnabled", True, "enabled", "still_disabled"),
+            undo="disable-mail-rules",
+            clashes=("disable-mail-rules",),
+            lists=Listing(
+                path=RULES,
+                item_path=RULES + "/{item}",
+                act="PATCH",
+                body={"isEnabled": True},
+                keep={},
+                evidence=("displayName", "sequence", "isEnabled", "conditions", "actions"),
+                kind="rule",
+                missing=NO_MAILBOX,
+                undoes="disable-mail-rules",
+            ),
+            refused="the inbox rules stay disabled: Graph refused to enable them",
         ),
         Action(
             name="confirm",

@@ -18,6 +18,7 @@ from batcher.simulator.authmethods import AuthMethods
 from batcher.simulator.batch import Batch
 from batcher.simulator.budget import TokenBucket
 from batcher.simulator.directory import Directory, DirectoryUser, load_directory
+from batcher.simulator.mailrules import MailRules
 from batcher.simulator.record import Record
 from batcher.simulator.replies import Context
 from batcher.simulator.risky import RiskyUsers
@@ -60,11 +61,13 @@ class GraphSimulator:
         self.risky_users = RiskyUsers(self.ctx, self.bucket)
         self.users = DirectoryEndpoints(self.ctx, self.directory, clock, budget_clock)
         self.auth_methods = AuthMethods(self.ctx, budget_clock)
+        self.mail_rules = MailRules(self.ctx)
         self.batch = Batch(self.ctx, self._serve)
         self.app = Starlette(
             routes=[
                 *self.risky_users.routes(),
                 *self.auth_methods.routes(),
+                *self.mail_rules.routes(),
                 *self.users.routes(),
                 *self.batch.routes(),
                 *self.sign_in.routes(),

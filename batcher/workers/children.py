@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+import polars as pl
+
 from batcher import failpoints
 from batcher.actions import Action, Listing
 from batcher.calls import Call, NotSent
@@ -21,12 +23,16 @@ from batcher.graph import answer_of
 from batcher.ledger import Answer, Item, ItemState, Outcome, StepResult, StepState
 from batcher.window import Window, recorded_window
 from batcher.workers.lanes import LaneContext
+from batcher.workers.mailrules import hiding_folders, pick
 
 ODATA = "#microsoft.graph."
 
 
-def kind_of(raw: dict[str, Any]) -> str:
-    """``#microsoft.graph.phoneAuthenticationMethod`` -> ``phone``."""
+def kind_of(raw: dict[str, Any], listing: Listing | None = None) -> str:
+    """``#microsoft.graph.phoneAuthenticationMethod`` -> ``phone``; the listing's own kind for
+    items a list does not type (inbox rules)."""
+    if listing is not None and listing.kind is not None:
+        return listing.kind
     name = str(raw.get("@odata.type", "")).removeprefix(ODATA)
     return name.removesuffix("AuthenticationMethod") or "unknown"
 
@@ -39,7 +45,7 @@ def masked(value: object) -> object:
 
 def before_image(listing: Listing, raw: dict[str, Any]) -> dict[str, Any]:
     """The evidence kept of one item: its kind, ID and the listing's fields, masked."""
-    image: dict[str, Any] = {"kind": kind_of(raw), "id": raw.get("id")}
+    image: dict[str, Any] = {"kind": kind_of(raw, listing), "id": raw.get("id")}
     for name in listing.evidence:
         if name in raw:
             image[name] = masked(raw[name]) if name in listing.masked else raw[name]
@@ -62,16 +68,25 @@ def first_state(
     return ItemState.PLANNED, None
 
 
-def items_from(listing: Listing, found: list[dict[str, Any]], window: Window | None) -> list[Item]:
-    """The listed items in the order to act on them (``listing.last`` kinds last)."""
+def items_from(
+    listing: Listing,
+    found: list[dict[str, Any]],
+    window: Window | None,
+    hiding: dict[str, str] | None = None,
+) -> list[Item]:
+    """The listed items in the order to act on them (``listing.last`` kinds last); inbox rules
+    picked by ``listing.picks`` (``hiding``: the folders that hide mail, by ID)."""
     items = []
     for n, raw in enumerate(found):
-        state, reason = first_state(listing, raw, window)
-        position = n + (len(found) if kind_of(raw) in listing.last else 0)
+        if listing.picks is not None:
+            state, reason = pick(listing.picks, raw, hiding or {})
+        else:
+            state, reason = first_state(listing, raw, window)
+        position = n + (len(found) if kind_of(raw, listing) in listing.last else 0)
         items.append(
             Item(
                 str(raw.get("id")),
-                kind_of(raw),
+                kind_of(raw, listing),
                 position,
                 state,
                 before_image(listing, raw),
@@ -89,39 +104,56 @@ async def discover_and_act(lanes: LaneContext, user_id: str, action: Action) -> 
     state, answer = StepState.DONE, Answer(Outcome.ACCEPTED, 200)
     try:
         if not ledger.listed(user_id, action.name):
-            path = listing.path.replace("{id}", quote(user_id, safe=""))
-            body = await _call(lanes, listing, "GET", path, user_id)
-            window = recorded_window(ledger.meta())
-            ledger.record_listing(
-                user_id, action.name, items_from(listing, body.get("value", []), window)
-            )
+            # an undo's items were recorded from the original run's (job/undo.py): none here
+            found = [] if listing.undoes else await _list(lanes, action, user_id)
+            ledger.record_listing(user_id, action.name, found)
             failpoints.hit("items.listed")
-        state = await _act_on_items(lanes, listing, user_id, action.name)
+        state = await _act_on_items(lanes, action, user_id)
     except NotSent:  # a stop: what is left stays for a resume
         ledger.release_steps([key])
         return StepState.PLANNED
     except GraphError as exc:
         answer = answer_of(exc)
+        if listing.missing is not None and exc.code == listing.missing[0]:
+            ledger.finish_steps(batch_id, attempt_id, answer, [StepResult(key, answer, None)])
+            ledger.release_steps([key])
+            ledger.skip_steps(action.name, pl.Series([user_id]), listing.missing[1])
+            return StepState.SKIPPED
         state = StepState.FAILED if isinstance(exc, NotFound | BadRequest) else StepState.UNKNOWN
     ledger.finish_steps(batch_id, attempt_id, answer, [StepResult(key, answer, state)])
     return state
 
 
-async def _act_on_items(
-    lanes: LaneContext, listing: Listing, user_id: str, action: str
-) -> StepState:
-    ledger = lanes.ledger
+async def _list(lanes: LaneContext, action: Action, user_id: str) -> list[Item]:
+    """Read the user's list; each item planned or kept (inbox rules: read the folders the
+    rules move mail to first)."""
+    assert action.lists is not None
+    listing = action.lists
+    path = listing.path.replace("{id}", quote(user_id, safe=""))
+    found = (await _call(lanes, action, "GET", path, user_id)).get("value", [])
+    hiding = None
+    if listing.picks is not None:
+        hiding = await hiding_folders(
+            listing,
+            user_id,
+            found,
+            lambda folder: _call(lanes, action, "GET", folder, user_id),
+        )
+    return items_from(listing, found, recorded_window(lanes.ledger.meta()), hiding)
+
+
+async def _act_on_items(lanes: LaneContext, step: Action, user_id: str) -> StepState:
+    assert step.lists is not None
+    ledger, listing, action = lanes.ledger, step.lists, step.name
     todo = ledger.items_of(
         user_id, action, [ItemState.PLANNED, ItemState.SENDING, ItemState.UNKNOWN]
     )
     deferred: list[Item] = []
     for item, again in [(i, True) for i in todo]:
-        if not await _act_on(
-            lanes, listing, user_id, action, item, defer=again and item.kind in listing.last
-        ):
+        if not await _act_on(lanes, step, user_id, item, defer=again and item.kind in listing.last):
             deferred.append(item)
     for item in deferred:  # refused while others remained (a default phone): once more, last
-        await _act_on(lanes, listing, user_id, action, item, defer=False)
+        await _act_on(lanes, step, user_id, item, defer=False)
     states = {i.state for i in ledger.items_of(user_id, action)}
     if ItemState.UNKNOWN in states or ItemState.SENDING in states:
         return StepState.UNKNOWN
@@ -129,10 +161,12 @@ async def _act_on_items(
 
 
 async def _act_on(
-    lanes: LaneContext, listing: Listing, user_id: str, action: str, item: Item, *, defer: bool
+    lanes: LaneContext, step: Action, user_id: str, item: Item, *, defer: bool
 ) -> bool:
     """Act on one item and record its answer; False: refused for now, to try again last."""
-    key = (user_id, action, item.item_id)
+    assert step.lists is not None
+    listing = step.lists
+    key = (user_id, step.name, item.item_id)
     path = (
         listing.item_path.replace("{id}", quote(user_id, safe=""))
         .replace("{kind}", item.kind)
@@ -141,7 +175,7 @@ async def _act_on(
     try:
         await _call(
             lanes,
-            listing,
+            step,
             listing.act,
             path,
             user_id,
@@ -172,7 +206,7 @@ async def _act_on(
 
 async def _call(
     lanes: LaneContext,
-    listing: Listing,
+    action: Action,
     method: str,
     path: str,
     user_id: str,
@@ -180,9 +214,9 @@ async def _call(
     *,
     before: Callable[[str], None] = lambda crid: None,
 ) -> dict[str, Any]:
-    """One request of its own, paced on the listing's budget (per mailbox when keyed)."""
+    """One request of its own, paced on the action's budget (per mailbox when keyed)."""
     call: Call[dict[str, Any]] = Call(
-        listing.budget,
+        action.budget,
         send=lambda crid: lanes.client.call(method, path, crid, body),
         permission="",
         before=before,

@@ -314,7 +314,7 @@ class PerUserLane:
         self.lanes.settled(step.action.name, state, 1, batch_id)
         if step.body is not None and state in (StepState.DONE, StepState.UNKNOWN):
             self.lanes.secret_set(step.user_id, step.action.name, state, step.body)
-        if state in (StepState.DONE, StepState.FAILED):
+        if state in (StepState.DONE, StepState.FAILED, StepState.SKIPPED):
             self._unblock(step)
         else:  # unknown: it may not have applied, so what follows it stays planned
             self._hold_back(step)

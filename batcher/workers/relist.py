@@ -32,7 +32,7 @@ async def relist(
     async def one(user_id: str, item_ids: Sequence[str]) -> None:
         path = listing.path.replace("{id}", quote(user_id, safe=""))
         call: Call[dict[str, Any]] = Call(
-            listing.budget,
+            action.budget,
             send=lambda crid: client.call("GET", path, crid),
             permission=action.permission,
             fields={"verify": True},
