@@ -379,7 +379,8 @@ ACTIONS: dict[str, Action] = {
     )
 }
 DEFAULT_ACTION = "confirm"
-CONTAIN = ("confirm", "disable", "revoke-sessions")
+CONTAIN = ("confirm", "disable", "revoke-sessions")  # --remediate: the whole clean-up
+REMEDIATE = (*CONTAIN, "reset-password", "remove-auth-methods", "disable-mail-rules")
 ORDER = tuple(ACTIONS)  # the table's order is each user's safe order: disable before revoke
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from batcher.actions import ACTIONS, CONTAIN, DEFAULT_ACTION, action_named, choose
+from batcher.actions import ACTIONS, CONTAIN, DEFAULT_ACTION, REMEDIATE, action_named, choose
 from batcher.cli.edge import (
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -89,6 +89,13 @@ def run_command(
     contain: Annotated[
         bool, typer.Option("--contain", help=f"Short for --action {' --action '.join(CONTAIN)}.")
     ] = False,
+    remediate: Annotated[
+        bool,
+        typer.Option(
+            "--remediate",
+            help=f"The whole clean-up: --action {' --action '.join(REMEDIATE)}.",
+        ),
+    ] = False,
     dry_run: DryRun = False,
     yes: Annotated[bool, _yes("after a --dry-run")] = False,
     resend: Annotated[
@@ -122,7 +129,9 @@ def run_command(
         (as_json, log_file),
         lambda settings, watch: build_job(
             settings,
-            choose([*(action or []), *(CONTAIN if contain else ())]),
+            choose(
+                [*(action or []), *(CONTAIN if contain else ()), *(REMEDIATE if remediate else ())]
+            ),
             ledger,
             inputs,
             watch,

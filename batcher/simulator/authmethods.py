@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +65,7 @@ class AuthMethods:
         self.budget = TokenBucket(settings.reports_per_second, settings.reports_burst, clock=clock)
         self.methods: dict[str, list[dict[str, Any]]] = {}
         self.deleted: list[tuple[str, str]] = []  # (user, method) each time one was deleted
+        self.deleted_at: list[float] = []  # time.monotonic() of each, in the same order
         self.lists = 0
         self.refused: set[str] = set()  # users whose methods this app may not read (403)
 
@@ -111,4 +113,5 @@ class AuthMethods:
             return self.ctx.error(request, 400, "badRequest", DEFAULT_REFUSED)
         methods.remove(found)
         self.deleted.append((user_id, wanted))
+        self.deleted_at.append(time.monotonic())
         return self.ctx.empty(request, 204)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -71,6 +72,7 @@ class MailRules:
         self.ctx = ctx
         self.rules: dict[str, list[dict[str, Any]]] = {}
         self.changed: list[tuple[str, str, bool]] = []  # (user, rule, isEnabled) per PATCH
+        self.changed_at: list[float] = []  # time.monotonic() of each, in the same order
         self.lists = 0
         self.folder_reads = 0
 
@@ -115,6 +117,7 @@ class MailRules:
             return self.ctx.error(request, 400, "ErrorInvalidRequest", "Only isEnabled here.")
         found["isEnabled"] = body["isEnabled"]
         self.changed.append((user_id, found["id"], body["isEnabled"]))
+        self.changed_at.append(time.monotonic())
         return self.ctx.json(request, found)
 
     async def _folder(self, request: Request) -> Response:
