@@ -14,6 +14,7 @@ BENCHMARKS = {
     "ledger": "benchmarks.ledger",
     "msgraph_sdk": "benchmarks.msgraph_sdk",
     "pacing": "benchmarks.pacing",
+    "remediate": "benchmarks.remediate",
     "window": "benchmarks.window",
 }
 

@@ -67,6 +67,7 @@ class AuthMethods:
         self.deleted: list[tuple[str, str]] = []  # (user, method) each time one was deleted
         self.deleted_at: list[float] = []  # time.monotonic() of each, in the same order
         self.lists = 0
+        self.listed_at: list[float] = []  # time.monotonic() of each list answered
         self.refused: set[str] = set()  # users whose methods this app may not read (403)
 
     def routes(self) -> list[Route]:
@@ -94,6 +95,7 @@ class AuthMethods:
         if request.path_params["key"].lower() in self.refused:
             return self.ctx.error(request, 403, "accessDenied", "Request Authorization failed")
         self.lists += 1
+        self.listed_at.append(time.monotonic())
         return self.ctx.json(request, {"value": self.of(request.path_params["key"])})
 
     async def _delete(self, request: Request) -> Response:
