@@ -12,6 +12,9 @@ from enum import StrEnum
 from typing import Any
 
 from batcher.errors import ConfigError
+from batcher.listing import HIDING, NO_MAILBOX, Listing, Picks
+
+__all__ = ["Listing", "Picks"]  # list-then-act steps' parts, defined in listing.py
 from batcher.passwords import new_password
 
 
@@ -21,9 +24,14 @@ class Budget(StrEnum):
     IDENTITY_PROTECTION = "identity_protection"  # 1 request/s per tenant, shared by all apps
     DIRECTORY_READS = "directory_reads"  # per app per tenant; 429s carry Retry-After
     DIRECTORY_WRITES = "directory_writes"  # 3,000 per 150 s per app per tenant
-    REPORTS = "reports"  # identity and access reports (sign-ins): 5 per 10 s per app per tenant
+    REPORTS = "reports"  # identity and access reports (sign-ins, authentication methods): 5 per
+    # 10 s per app per tenant
     SECURITY = "security"  # incidents and alerts: 150 per minute per app per tenant
+    OUTLOOK = "outlook"  # per mailbox: 10,000 per 10 minutes, 4 at once
 
+
+# Budgets Graph counts per mailbox, not per tenant: one pacer per mailbox (a call names it)
+KEYED_BUDGETS = frozenset({Budget.OUTLOOK})
 
 # What one read costs of the directory's resource units (Graph's throttling-limits table): a
 # look-up, GET /users?$filter=...&$select=..., costs 2 (the user list) less 1 ($select); a read
@@ -59,6 +67,7 @@ class Read(StrEnum):
 
     RISKY_USER = "risky_user"  # /identityProtection/riskyUsers
     USER = "user"  # /users, $select'ed
+    LISTED = "listed"  # a list-then-act step's list, read again (workers/relist.py)
 
 
 @dataclass(frozen=True)
@@ -81,11 +90,16 @@ class Check:
         """What verify expects, in words."""
         if self.expect == AFTER_SENT:
             return f"{self.field} at or after the request was sent"
+        if self.expect == ABSENT:
+            return "each item acted on absent when listed again"
+        if self.read is Read.LISTED:
+            return f"each item acted on listed again with {self.field} {self.expect}".lower()
         expect = str(self.expect).lower() if isinstance(self.expect, bool) else self.expect
         return f"{self.field} {expect}"
 
 
 AFTER_SENT = "after-sent"
+ABSENT = "absent"  # Read.LISTED: every item acted on is gone from the list read again
 
 
 @dataclass(frozen=True)
@@ -139,6 +153,7 @@ class Action:
     # it changes accounts (not only their risk): counted by the blast-radius gate ([safety]
     # confirm_over asks for the count and the primary domain above it)
     in_blast_radius: bool = True
+    lists: Listing | None = None  # a step that lists its items, then acts on each
 
 
 RISK_PERMISSION = (
@@ -163,6 +178,10 @@ GUEST_RISK = (
     "a guest's risk is evaluated in their home tenant: Identity Protection cannot remediate "
     "them here; act in their home tenant"
 )
+
+
+RULES = "/users/{id}/mailFolders/inbox/messageRules"
+MAIL_PERMISSION = "MailboxSettings.ReadWrite"
 
 
 @dataclass(frozen=True)
@@ -287,6 +306,93 @@ ACTIONS: dict[str, Action] = {
             "them in their home tenant",
         ),
         Action(
+            name="remove-auth-methods",
+            method="GET",
+            path="/users/{id}/authentication/methods",
+            shape=Shape.PER_USER,
+            max_ids=1,
+            budget=Budget.REPORTS,
+            permission="UserAuthenticationMethod.ReadWrite.All",
+            does="lose every sign-in method but the password (phones, Authenticator, FIDO2 "
+            "keys, e-mail...): re-registering them is the user's, once the account is theirs "
+            "again; paced at 5 requests per 10 s, so it is slow",
+            check=Check(Read.LISTED, "id", ABSENT, "removed", "not_removed"),
+            undo=None,
+            cannot_undo="removed methods stay removed: the user registers them again",
+            after="revoke-sessions",
+            lists=Listing(
+                path="/users/{id}/authentication/methods",
+                item_path="/users/{id}/authentication/{kind}Methods/{item}",
+                act="DELETE",
+                keep={"password": "the password method cannot be deleted (reset it instead)"},
+                evidence=(
+                    "displayName",
+                    "createdDateTime",
+                    "phoneNumber",
+                    "phoneType",
+                    "emailAddress",
+                ),
+                masked=("phoneNumber",),
+                since="createdDateTime",
+                last=("phone",),
+            ),
+            refused="the sign-in methods stay: Graph refused to remove them",
+        ),
+        Action(
+            name="disable-mail-rules",
+            method="GET",
+            path=RULES,
+            shape=Shape.PER_USER,
+            max_ids=1,
+            budget=Budget.OUTLOOK,
+            permission=MAIL_PERMISSION,
+            does="will have every inbox rule that forwards, redirects, deletes or hides mail "
+            "(Archive, RSS, Junk, Deleted Items...) disabled; system rules are left alone and "
+            "each rule's before-image is kept",
+            check=Check(Read.LISTED, "isEnabled", False, "disabled", "still_enabled"),
+            undo="enable-mail-rules",
+            clashes=("enable-mail-rules",),
+            after="remove-auth-methods",
+            lists=Listing(
+                path=RULES,
+                item_path=RULES + "/{item}",
+                act="PATCH",
+                body={"isEnabled": False},
+                keep={},
+                evidence=("displayName", "sequence", "isEnabled", "conditions", "actions"),
+                kind="rule",
+                picks=HIDING,
+                folder_path="/users/{id}/mailFolders/{folder}",
+                missing=NO_MAILBOX,
+            ),
+            refused="the inbox rules stay enabled: Graph refused to disable them",
+        ),
+        Action(
+            name="enable-mail-rules",
+            method="GET",
+            path=RULES,
+            shape=Shape.PER_USER,
+            max_ids=1,
+            budget=Budget.OUTLOOK,
+            permission=MAIL_PERMISSION,
+            does="will have the inbox rules that run disabled enabled again (exactly those)",
+            check=Check(Read.LISTED, "isEnabled", True, "enabled", "still_disabled"),
+            undo="disable-mail-rules",
+            clashes=("disable-mail-rules",),
+            lists=Listing(
+                path=RULES,
+                item_path=RULES + "/{item}",
+                act="PATCH",
+                body={"isEnabled": True},
+                keep={},
+                evidence=("displayName", "sequence", "isEnabled", "conditions", "actions"),
+                kind="rule",
+                missing=NO_MAILBOX,
+                undoes="disable-mail-rules",
+            ),
+            refused="the inbox rules stay disabled: Graph refused to enable them",
+        ),
+        Action(
             name="confirm",
             method="POST",
             path="/identityProtection/riskyUsers/confirmCompromised",
@@ -325,7 +431,8 @@ ACTIONS: dict[str, Action] = {
     )
 }
 DEFAULT_ACTION = "confirm"
-CONTAIN = ("confirm", "disable", "revoke-sessions")
+CONTAIN = ("confirm", "disable", "revoke-sessions")  # --remediate: the whole clean-up
+REMEDIATE = (*CONTAIN, "reset-password", "remove-auth-methods", "disable-mail-rules")
 ORDER = tuple(ACTIONS)  # the table's order is each user's safe order: disable before revoke
 
 

@@ -18,7 +18,7 @@ from batcher.errors import AuthError, Forbidden, GraphError, Throttled, Unauthor
 from batcher.eventlog import Event
 from batcher.graph import answer_of
 from batcher.ledger import Answer
-from batcher.pacer import Pacer
+from batcher.pacer import KeyedPacers, Pacer
 from batcher.retries import backoff, retry_policy
 
 T = TypeVar("T")
@@ -79,6 +79,7 @@ class Call(Generic[T]):
     before: Callable[[str], None] = lambda crid: None
     after: Callable[[Answer, GraphError | None], None] = lambda answer, exc: None
     fields: Mapping[str, Any] = field(default_factory=dict)  # for the request event
+    key: str = ""  # a budget Graph counts per mailbox: the mailbox (its user's ID)
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,10 @@ class Caller:
     answer) -> ``_answered`` (record, then pacer, breaker and observer, each in one place)."""
 
     def __init__(
-        self, pacers: Mapping[Budget, Pacer], retry: RetrySettings, control: Control
+        self,
+        pacers: Mapping[Budget, Pacer | KeyedPacers],
+        retry: RetrySettings,
+        control: Control,
     ) -> None:
         self.pacers = pacers
         self.retry = retry
@@ -138,13 +142,13 @@ class Caller:
 
     async def _slotted(self, call: Call[T]) -> T:
         """Hold one of the budget's places in flight (its cap) for the whole request."""
-        async with self.pacers[call.budget].slot():
+        async with self.pacer(call.budget, call.key).slot():
             return await self._paced(call)
 
     async def _paced(self, call: Call[T]) -> T:
         """Wait for the budget's turn; a stop meanwhile leaves it unsent (NotSent), else its
         intent is recorded before it goes."""
-        pacer = self.pacers[call.budget]
+        pacer = self.pacer(call.budget, call.key)
         started = await pacer.acquire(call.cost)
         if self.control.ended:
             raise NotSent
@@ -182,12 +186,17 @@ class Caller:
         self._to_breaker(sent.error, call.permission)
         self._event(call, pacer, crid, sent.answer, started)
 
+    def pacer(self, budget: Budget, key: str = "") -> Pacer:
+        """The pacer a call on ``budget`` waits for (per ``key``, for a per-mailbox budget)."""
+        pacer = self.pacers[budget]
+        return pacer.get(key) if isinstance(pacer, KeyedPacers) else pacer
+
     def inner_throttled(self, budget: Budget, retry_afters: list[float]) -> None:
         """Inner answers of a JSON batch said 429: one slow-down for the volley, and every
         worker on that budget holds for the longest Retry-After."""
         if not retry_afters:
             return
-        pacer = self.pacers[budget]
+        pacer = self.pacer(budget)
         self.control.tally.throttled += len(retry_afters)
         pacer.throttled()
         pacer.hold(max(retry_afters))

@@ -206,14 +206,22 @@ class DirectorySettings(_Section):
 
 
 class BudgetsSettings(_Section):
-    """Budgets of Graph's other workloads, each as Microsoft documents it per app per tenant:
-    the identity and access reports (sign-in logs, authentication methods), 5 requests per
-    10 s; the security API (incidents, alerts), 150 requests per minute."""
+    """Budgets besides Identity Protection's ([send]) and the directory's ([directory]), each a
+    limit Microsoft documents (and says may change). Reports: "identity and access reports",
+    5 requests per 10 s per app per tenant (authentication methods, sign-in logs). Security
+    (incidents, alerts): 150 requests per minute. Outlook: per app per mailbox, 10,000
+    requests per 10 minutes and 4 at once; one pacer per mailbox, at most
+    ``outlook_open_mailboxes`` of them at once."""
 
     reports_per_window: int = Field(default=5, ge=1, le=10_000)
     reports_window_seconds: float = Field(default=10.0, gt=0, le=3600)
+    reports_at_once: int = Field(default=5, ge=1, le=64)
     security_per_window: int = Field(default=150, ge=1, le=100_000)
     security_window_seconds: float = Field(default=60.0, gt=0, le=3600)
+    outlook_per_window: int = Field(default=10_000, ge=1, le=1_000_000)
+    outlook_window_seconds: float = Field(default=600.0, gt=0, le=3600)
+    outlook_at_once: int = Field(default=4, ge=1, le=64)
+    outlook_open_mailboxes: int = Field(default=64, ge=1, le=10_000)
 
 
 class LedgerSettings(_Section):
@@ -321,6 +329,9 @@ class SimulatorSettings(_Section):
     role_read_denied: bool = False  # 403 for RoleManagement.Read.Directory
     group_read_denied: bool = False  # 403 for GroupMember.Read.All
     delegated_token: bool = False  # a token as a signed-in user's (with oid, scp)
+    # Outlook, per mailbox: 10,000 per 10 minutes
+    outlook_per_second: float = Field(default=10_000 / 600, gt=0)
+    outlook_burst: int = Field(default=10_000, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> SimulatorSettings:

@@ -8,6 +8,7 @@ defaults to 1). Unset, ``hit`` costs one dictionary lookup. The points:
 - ``send.after_intent``: the intent to send is committed; the request has not left
 - ``send.after_answer``: Graph answered; the answer is not recorded yet
 - ``comment.after_post``: the incident comment is posted; the ledger does not record it yet
+- ``items.listed``: a list-then-act step's list is recorded; no item is acted on yet
 """
 
 from __future__ import annotations

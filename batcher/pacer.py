@@ -207,3 +207,46 @@ class Pacer:
     def succeeded(self) -> None:
         """An answer that was not throttled: win back a little of the target rate."""
         self.factor = max(1.0, 1.0 / min(1.0, 1.0 / self.factor + self.recovery))
+
+
+class KeyedPacers:
+    """One ``Pacer`` per key (Outlook's budget is per mailbox), created on demand from one
+    ``BudgetSpec``; at most ``open_keys`` kept, the least recently used idle one dropped first
+    (a dropped mailbox's window has refilled by the time it comes back, or nearly)."""
+
+    def __init__(
+        self,
+        budget: BudgetSpec,
+        open_keys: int,
+        *,
+        tuning: Tuning = DEFAULT_TUNING,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.spec = budget
+        self.open_keys = open_keys
+        self.at_once = budget.at_once  # per key
+        self._tuning, self._clock, self._sleep = tuning, clock, sleep
+        self._pacers: dict[str, Pacer] = {}  # in use order: the last is the latest
+        self.created = 0
+
+    def get(self, key: str) -> Pacer:
+        """The pacer of ``key``, made on first use."""
+        pacer = self._pacers.pop(key, None)
+        if pacer is None:
+            pacer = Pacer(self.spec, tuning=self._tuning, clock=self._clock, sleep=self._sleep)
+            self.created += 1
+            self._evict()
+        self._pacers[key] = pacer
+        return pacer
+
+    def __len__(self) -> int:
+        return len(self._pacers)
+
+    def _evict(self) -> None:
+        for key in list(self._pacers):
+            if len(self._pacers) < self.open_keys:
+                return
+            slots = self._pacers[key]._slots
+            if slots is None or slots.value == self.at_once:  # nobody in flight on it
+                del self._pacers[key]

@@ -113,6 +113,8 @@ class ActionPlan:
         """What the sends spend of their budget: requests, or inner requests of JSON batches."""
         if self.action.shape is Shape.ID_LIST:
             return self.requests
+        if self.action.lists is not None:  # a list per user, then a request per item found
+            return self.to_send.len() * (1 + self.action.lists.expect)
         return self.to_send.len()
 
 

@@ -15,6 +15,7 @@ BENCHMARKS = {
     "ledger": "benchmarks.ledger",
     "msgraph_sdk": "benchmarks.msgraph_sdk",
     "pacing": "benchmarks.pacing",
+    "remediate": "benchmarks.remediate",
     "sources": "benchmarks.sources",
     "staged": "benchmarks.staged",
     "window": "benchmarks.window",

@@ -33,7 +33,7 @@ def chosen(*wanted: str) -> list[str]:
 
 
 # -- the table -----------------------------------------------------------------------------------
-def test_the_table_holds_the_six_actions_under_their_own_names() -> None:
+def test_the_table_holds_every_action_under_its_own_name() -> None:
     assert set(ACTIONS) == {
         "confirm",
         "dismiss",
@@ -41,6 +41,9 @@ def test_the_table_holds_the_six_actions_under_their_own_names() -> None:
         "enable",
         "reset-password",
         "revoke-sessions",
+        "remove-auth-methods",
+        "disable-mail-rules",
+        "enable-mail-rules",
     }
     assert all(name == action.name for name, action in ACTIONS.items())
     assert DEFAULT_ACTION == "confirm"
@@ -62,8 +65,13 @@ def test_every_action_names_its_permission_and_what_it_does(action: Action) -> N
     assert "." in action.permission  # a Graph permission: Resource.Verb.Scope
     assert action.does.strip() == action.does
     assert len(action.does.split()) >= 3  # a line for the gate: "{n} users <does>"
-    assert action.method in ("POST", "PATCH")
     assert action.path.startswith("/")
+    if action.lists is None:
+        assert action.method in ("POST", "PATCH")
+    else:  # a list-then-act step: its request lists the items, each item is then acted on
+        assert (action.method, action.path) == ("GET", action.lists.path)
+        assert action.lists.act in ("PATCH", "DELETE")
+        assert action.lists.item_path.startswith(action.lists.path.split("/{")[0])
 
 
 @pytest.mark.parametrize("action", EVERY, ids=lambda a: a.name)
@@ -78,9 +86,14 @@ def test_every_action_fits_its_shape_and_budget(action: Action) -> None:
         assert "{id}" in action.path
 
 
-def test_the_directory_actions_of_today_all_write_to_the_directory() -> None:
-    directory = {a.name: a.budget for a in EVERY if a.shape is Shape.PER_USER}
-    assert set(directory.values()) == {Budget.DIRECTORY_WRITES}
+def test_per_user_actions_write_to_the_directory_unless_they_list_then_act() -> None:
+    per_user = [a for a in EVERY if a.shape is Shape.PER_USER]
+    assert {a.budget for a in per_user if a.lists is None} == {Budget.DIRECTORY_WRITES}
+    for action in (a for a in per_user if a.lists is not None):
+        # the list and its items are paced on the budget Graph counts them on, never writes'
+        assert action.budget is not Budget.DIRECTORY_WRITES
+    assert ACTIONS["remove-auth-methods"].budget is Budget.REPORTS
+    assert ACTIONS["disable-mail-rules"].budget is Budget.OUTLOOK  # per mailbox
 
 
 @pytest.mark.parametrize("action", EVERY, ids=lambda a: a.name)
@@ -126,8 +139,16 @@ def test_what_the_table_says_instead_of_names_spelt_elsewhere() -> None:
     assert [a.name for a in EVERY if a.keeps_disabled] == ["enable"]
     assert [a.name for a in EVERY if a.warn_failed] == ["disable"]
     assert ACTIONS["revoke-sessions"].cannot_undo == "revoked sessions stay revoked"
-    assert [a.name for a in sent_after("disable")] == ["reset-password", "revoke-sessions"]
-    assert sent_after("revoke-sessions") == ()
+    assert [a.name for a in sent_after("disable")] == [
+        "reset-password",
+        "revoke-sessions",
+        "remove-auth-methods",
+        "disable-mail-rules",
+    ]
+    assert [a.name for a in sent_after("revoke-sessions")] == [
+        "remove-auth-methods",
+        "disable-mail-rules",
+    ]
     warning = ACTIONS["disable"].warn_failed or ""
     assert warning.format(accounts="2 accounts", stay="they stay") == (
         "2 accounts could not be disabled: they stay enabled"
@@ -147,7 +168,9 @@ def test_each_read_has_its_budget_and_permission() -> None:
     assert READS[Read.RISKY_USER].permission == "IdentityRiskyUser.Read.All"
     assert READS[Read.USER].budget is Budget.DIRECTORY_READS
     assert READS[Read.USER].permission.startswith("User.Read.All")
-    assert {a.check.read for a in EVERY} <= set(READS)
+    # a list-then-act step is read again where it was listed: its listing's budget and path
+    assert {a.check.read for a in EVERY if a.lists is None} <= set(READS)
+    assert all(a.check.read is Read.LISTED for a in EVERY if a.lists is not None)
 
 
 def test_guests_are_skipped_where_the_home_tenant_holds_the_state() -> None:

@@ -85,5 +85,6 @@ def test_an_unknown_action_is_refused_listing_them() -> None:
     assert result.exit_code == 2
     assert (
         "unknown action 'wipe'; choose from disable, enable, reset-password, revoke-sessions, "
-        "confirm, dismiss" in result.output
+        "remove-auth-methods, disable-mail-rules, enable-mail-rules, confirm, dismiss"
+        in result.output
     )

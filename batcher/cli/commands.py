@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from batcher.actions import ACTIONS, CONTAIN, DEFAULT_ACTION, action_named, choose
+from batcher.actions import ACTIONS, CONTAIN, DEFAULT_ACTION, REMEDIATE, action_named, choose
 from batcher.cli.edge import (
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -114,6 +114,13 @@ def run_command(
     contain: Annotated[
         bool, typer.Option("--contain", help=f"Short for --action {' --action '.join(CONTAIN)}.")
     ] = False,
+    remediate: Annotated[
+        bool,
+        typer.Option(
+            "--remediate",
+            help=f"The whole clean-up: --action {' --action '.join(REMEDIATE)}.",
+        ),
+    ] = False,
     dry_run: DryRun = False,
     yes: Annotated[bool, _yes("after a --dry-run")] = False,
     max_users: MaxUsers = None,
@@ -194,7 +201,9 @@ def run_command(
         comment_on(post_comment, incident)  # refused before anything is sent
         return build_job(
             settings,
-            choose([*(action or []), *(CONTAIN if contain else ())]),
+            choose(
+                [*(action or []), *(CONTAIN if contain else ()), *(REMEDIATE if remediate else ())]
+            ),
             ledger,
             (*files, *sources.names()),
             watch,
@@ -381,7 +390,7 @@ def report_command(
         check_out_folder(out)
         book = Ledger.open_existing(ledger)
         try:
-            frame = step_report(book.report(), book.guarded())
+            frame = step_report(book.report(), book.guarded(), book.item_rows())
         finally:
             book.close()
         write_report(frame, out)

@@ -66,11 +66,11 @@ def render_plan(summary: Summary, console: Console) -> None:
         "within the configured budgets",
     )
     timed = [a for a in summary.actions if a.to_send]
-    if len(timed) > 1:
+    if len(timed) > 1 or any(ACTIONS[a.name].lists for a in timed):
         slowest = max(timed, key=lambda a: a.estimated_seconds)
         ends = ", ".join(
-            f"{a.name} {format_duration(a.estimated_seconds)}"
-            + (" (the slowest)" if a is slowest and a.estimated_seconds > 0 else "")
+            f"{a.name} {format_duration(a.estimated_seconds)} (on the {a.budget} budget"
+            + ("; the slowest)" if a is slowest and a.estimated_seconds > 0 else ")")
             for a in timed
         )
         say(console, f"each action ends after about: {ends}")

@@ -201,6 +201,12 @@ class GraphClient:
         found = [o.get("id") for o in body.get("value", []) if isinstance(o, dict)]
         return found[0] if found and isinstance(found[0], str) and found[0] else None
 
+    async def call(
+        self, method: str, path: str, client_request_id: str, body: Any = None
+    ) -> dict[str, Any]:
+        """One request of its own to ``path`` (relative to the version): its JSON body."""
+        return _body(await self._send(method, self.root + path, client_request_id, body))
+
     async def _send(
         self, method: str, url: str, client_request_id: str, body: Any = None
     ) -> httpx.Response:

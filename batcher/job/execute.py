@@ -58,13 +58,14 @@ def summarise(
             does=p.action.does,
             undo=p.action.undo,
             budget=p.action.budget,
-            to_send=p.to_send.len(),
+            # a user found not to apply once listed (no mailbox) is skipped, not to send
+            to_send=p.to_send.len() - _skipped_now(outcome, p.action.name),
             requests=p.requests,
             already_done=p.already_done,
             done_elsewhere=p.done_elsewhere,
             failed_before=p.failed_before,
             not_selected=p.not_selected,
-            skipped=p.skipped.len(),
+            skipped=p.skipped.len() + _skipped_now(outcome, p.action.name),
             done=outcome.of(p.action.name, StepState.DONE) if outcome else 0,
             failed=outcome.of(p.action.name, StepState.FAILED) if outcome else 0,
             unknown=outcome.of(p.action.name, StepState.UNKNOWN) if outcome else 0,
@@ -156,7 +157,7 @@ async def execute(
     report = sibling(ledger.path, ".replay.report.csv" if facts.report_keys else ".report.csv")
     keys = _sent_keys(plan) if facts.report_keys else None
     try:
-        write_report(step_report(ledger.report(keys), ledger.guarded()), report)
+        write_report(step_report(ledger.report(keys), ledger.guarded(), ledger.item_rows()), report)
     except (OSError, pl.exceptions.PolarsError) as exc:
         job.observer(Event.REPORT_NOT_WRITTEN, path=str(report), reason=_reason(exc))
         result = replace(result, notes=(*result.notes, _not_written(report, ledger.path, exc)))
@@ -225,3 +226,7 @@ def config_digest(settings: Settings) -> str:
 def file_sha256(path: Path) -> str:
     with path.open("rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _skipped_now(outcome: SendOutcome | None, action: str) -> int:
+    return outcome.of(action, StepState.SKIPPED) if outcome else 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from batcher.actions import ACTIONS, CONTAIN, comes_after, reverse
+from batcher.actions import ACTIONS, CONTAIN, REMEDIATE, comes_after, reverse
 from batcher.config import Settings
 from batcher.errors import LedgerError
 from batcher.ledger import TO_SEND, Ledger, RunScope, StepState
@@ -29,7 +29,9 @@ def default_path(
 ) -> Path:
     """One ledger per (input files, actions, tenant), in the ledger folder (never the current
     directory): re-running the same command finds it again from anywhere."""
-    label = "contain" if set(scope.actions) == set(CONTAIN) else "+".join(scope.actions)
+    label = {frozenset(CONTAIN): "contain", frozenset(REMEDIATE): "remediate"}.get(
+        frozenset(scope.actions), "+".join(scope.actions)
+    )
     return settings.ledger.folder / _name(inputs, label, scope.tenant, sources)
 
 

@@ -11,7 +11,7 @@ from types import TracebackType
 import anyio
 import httpx
 
-from batcher.actions import READ_UNITS, TENANT_READ, Budget
+from batcher.actions import KEYED_BUDGETS, READ_UNITS, TENANT_READ, Budget
 from batcher.auth import ssl_context, tenant_of
 from batcher.calls import Call, Caller, RetrySettings, refused
 from batcher.clouds import CLOUDS
@@ -22,7 +22,7 @@ from batcher.eventlog import Event
 from batcher.graph import GraphClient, http_client
 from batcher.job.ledgers import default_path
 from batcher.job.setup import Job, check_tenant
-from batcher.pacer import BudgetSpec, Limit, Pacer
+from batcher.pacer import BudgetSpec, KeyedPacers, Limit, Pacer
 
 
 def budget_specs(settings: Settings) -> dict[Budget, BudgetSpec]:
@@ -45,17 +45,30 @@ def budget_specs(settings: Settings) -> dict[Budget, BudgetSpec]:
             directory.writes_at_once,
         ),
         Budget.REPORTS: BudgetSpec(
-            (Limit(budgets.reports_per_window, budgets.reports_window_seconds),), 1
+            (Limit(budgets.reports_per_window, budgets.reports_window_seconds),),
+            budgets.reports_at_once,
         ),
         Budget.SECURITY: BudgetSpec(
             (Limit(budgets.security_per_window, budgets.security_window_seconds),), 1
         ),
+        Budget.OUTLOOK: BudgetSpec(  # per mailbox: KEYED_BUDGETS
+            (Limit(budgets.outlook_per_window, budgets.outlook_window_seconds),),
+            budgets.outlook_at_once,
+        ),
     }
 
 
-def budget_pacers(settings: Settings) -> dict[Budget, Pacer]:
-    """One pacer per budget, within its documented limits."""
-    return {budget: Pacer(spec) for budget, spec in budget_specs(settings).items()}
+def budget_pacers(settings: Settings) -> dict[Budget, Pacer | KeyedPacers]:
+    """One pacer per budget, within its documented limits; a budget of Graph's per mailbox
+    (Outlook) gets one per mailbox, created on demand."""
+    return {
+        budget: (
+            KeyedPacers(spec, settings.budgets.outlook_open_mailboxes)
+            if budget in KEYED_BUDGETS
+            else Pacer(spec)
+        )
+        for budget, spec in budget_specs(settings).items()
+    }
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from batcher.job.ledgers import check_origin, plan_again, steps_reversed_since
 from batcher.job.session import Route, Session, budget_specs, signed_in
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
-from batcher.ledger import Ledger, RunRecord
+from batcher.ledger import ItemState, Ledger, RunRecord
 from batcher.plan import USER_COLUMNS, Plan, action_plan, direct_users
 from batcher.workers.before import applied_now
 
@@ -87,6 +87,7 @@ async def _undo(job: Job, original: Ledger, route: Route | None) -> Summary:
         ledger.recover()
         ledger.reopen(_redone_later(ledger, original).rows())
         ledger.set_meta(UNDO_OF, str(original.path))
+        _carry_items(original, ledger)
         record = RunRecord("undo", config_digest(job.settings), command_line=job.command_line)
         async with Session(job, route) as session:
             seen = await _read_unknown(session, original)
@@ -114,6 +115,21 @@ async def _read_unknown(session: Session, original: Ledger) -> dict[str, set[str
         if control.breaker.tripped is not None:
             raise control.breaker.tripped
     return seen
+
+
+def _carry_items(original: Ledger, undo_ledger: Ledger) -> None:
+    """An undo of a list-then-act step acts on exactly the items the original acted on (the
+    rules it disabled, or may have): recorded as the undo's list, so it reads no new one."""
+    for forward, back in reverse(ACTIONS[a] for a in original.actions()):
+        if back.lists is None or back.lists.undoes != forward.name:
+            continue
+        acted = [ItemState.DONE, ItemState.UNKNOWN]
+        for uid in original.undoable(forward.name).get_column("user_id").to_list():
+            items = [
+                replace(i, state=ItemState.PLANNED, reason=f"{i.state} in {original.path.name}")
+                for i in original.items_of(uid, forward.name, acted)
+            ]
+            undo_ledger.record_listing(uid, back.name, items)
 
 
 def _redone_later(undo: Ledger, original: Ledger) -> pl.DataFrame:

@@ -14,9 +14,10 @@ from batcher.job.ledgers import check_origin
 from batcher.job.session import Route, Session, signed_in
 from batcher.job.setup import Job
 from batcher.job.summary import VerifySummary
-from batcher.ledger import Ledger, StepState
+from batcher.ledger import ItemState, Ledger, StepState
 from batcher.report.files import check_report_path, read_report, sibling, write_report
 from batcher.workers.readback import NOT_READ, VERIFY_COLUMNS, Reading, Verifier
+from batcher.workers.relist import relist
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ def verify(job: Job, options: VerifyOptions, route: Route | None = None) -> Veri
         check_origin(job.ledger, reader.meta(), job.scope, "verify")
         actions = reader.actions()
         applied = {a: reader.applied(a) for a in actions}  # done, and unknown: in doubt
+        acted = {a: _acted(reader, a, applied[a]) for a in actions if ACTIONS[a].lists}
         counts = reader.counts()
     finally:
         reader.close()
@@ -53,7 +55,7 @@ def verify(job: Job, options: VerifyOptions, route: Route | None = None) -> Veri
         if options.unread:
             reason = f"nothing left unread in {report}"
         return VerifySummary(str(job.ledger), str(report), 0, {}, expected, reason)
-    readings, requests, stopped = anyio.run(_read, job, applied, route)
+    readings, requests, stopped = anyio.run(_read, job, (applied, acted), route)
     frame = pl.concat(
         [readings[a].frame(applied[a].get_column("user_id").to_list()) for a in applied]
     )
@@ -68,17 +70,32 @@ def verify(job: Job, options: VerifyOptions, route: Route | None = None) -> Veri
     )
 
 
+def _acted(reader: Ledger, action: str, steps: pl.DataFrame) -> dict[str, list[str]]:
+    """Per user, the items a list-then-act step acted on (done, or in doubt)."""
+    states = [ItemState.DONE, ItemState.UNKNOWN]
+    return {
+        uid: [i.item_id for i in reader.items_of(uid, action, states)]
+        for uid in steps.get_column("user_id").to_list()
+    }
+
+
 async def _read(
-    job: Job, applied: dict[str, pl.DataFrame], route: Route | None
+    job: Job,
+    work: tuple[dict[str, pl.DataFrame], dict[str, dict[str, list[str]]]],
+    route: Route | None,
 ) -> tuple[dict[str, Reading], int, bool]:
+    applied, acted = work
     async with Session(job, route) as session:
-        verifier = Verifier(await session.client(), session.caller(control := session.control()))
+        client = await session.client()
+        verifier = Verifier(client, caller := session.caller(control := session.control()))
         # filled as users are read: a stop that cancels the reads keeps what was read
         readings = {name: Reading(ACTIONS[name]) for name in applied}
 
         async def read(name: str) -> None:
             action, steps = ACTIONS[name], applied[name]
-            if action.check.read is Read.RISKY_USER:
+            if action.check.read is Read.LISTED:  # its list read again
+                await relist(client, caller, acted[name], readings[name])
+            elif action.check.read is Read.RISKY_USER:
                 ids = steps.get_column("user_id").to_list()
                 await verifier.risky_users(action, ids, readings[name])
             else:

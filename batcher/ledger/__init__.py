@@ -18,11 +18,13 @@ import polars as pl
 
 from batcher import __version__
 from batcher.ledger.found import Found, frame_columns
+from batcher.ledger.items import Item, ItemKey, Items
 from batcher.ledger.moves import (
     ANSWER,
     ANSWER_EACH,
     DONE,
     FAILED,
+    ITEM_RECOVER,
     PLANNED,
     RETRY,
     SENDING,
@@ -46,6 +48,7 @@ from batcher.ledger.states import (
     UNDOABLE,
     BatchState,
     IllegalTransition,
+    ItemState,
     Move,
     RunRecord,
     RunScope,
@@ -74,6 +77,9 @@ __all__ = [
     "Answer",
     "BatchState",
     "IllegalTransition",
+    "Item",
+    "ItemKey",
+    "ItemState",
     "Ledger",
     "Outcome",
     "RunRecord",
@@ -95,7 +101,7 @@ class StepResult:
     settle: StepState | None
 
 
-class Ledger(Reads, Snapshots, Found):
+class Ledger(Reads, Snapshots, Found, Items):
     """A run's durable state: the named transitions of the step state machine."""
 
     # -- runs ----------------------------------------------------------------------------------
@@ -121,6 +127,8 @@ class Ledger(Reads, Snapshots, Found):
                 "UPDATE batches SET state = ? WHERE state = ?",
                 (BatchState.UNKNOWN, BatchState.SENDING),
             )
+            sending = db.execute("SELECT DISTINCT action FROM items WHERE state = 'sending'")
+            move(db, ITEM_RECOVER, [((), (a,)) for (a,) in sending.fetchall()])
         return unknown
 
     def begin_run(self, record: RunRecord) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batcher.ledger.states import IN_FLIGHT, SENDABLE, Move, StepState
+from batcher.ledger.states import IN_FLIGHT, ITEM_TO_SEND, SENDABLE, ItemState, Move, StepState
 
 Key = tuple[str, str]  # (user_id, action): one step
 PLANNED, SENDING, DONE = StepState.PLANNED, StepState.SENDING, StepState.DONE
@@ -40,3 +40,36 @@ SETTLE = Move(
     IN_FLIGHT,
 )
 SETTLES_TO = frozenset({DONE, FAILED, UNKNOWN})  # what an answer may settle a step (a batch) as
+
+# A list-then-act step's child items (``items``): the same guards, on their own table.
+ITEM_KEY = "user_id = ? AND action = ? AND item_id = ?"
+ITEM_START = Move(
+    "start_item",
+    "state = 'sending', attempts = attempts + 1, client_request_id = ?, "
+    "sent_at = COALESCE(sent_at, ?)",
+    ITEM_KEY,
+    ITEM_TO_SEND,
+    table="items",
+)
+ITEM_ANSWER = Move(
+    "finish_item",
+    "state = ?, reason = ?, last_status = ?, error_code = ?, error_message = ?, "
+    "request_id = ?, finished_at = ?",
+    ITEM_KEY,
+    frozenset({ItemState.SENDING}),
+    table="items",
+)
+ITEM_RECOVER = Move(  # a killed or stopped run left it 'sending': it may have been applied
+    "recover_item",
+    "state = 'unknown'",
+    "action = ? AND state = 'sending'",
+    frozenset({ItemState.SENDING}),
+    table="items",
+)
+ITEM_UNDONE = Move(
+    "undo_item",
+    "undone_at = ?",
+    ITEM_KEY,
+    frozenset({ItemState.DONE, ItemState.UNKNOWN}),
+    table="items",
+)

@@ -187,9 +187,37 @@ MIGRATIONS: dict[int, str] = {
         decided_at TEXT NOT NULL
     );
     """,
-    # (8 is another branch's migration.) What each source read straight from Graph
-    # returned (an incident's evidence, risky users, sign-ins): a resume acts on this snapshot,
-    # --refresh reads the sources again.
+    # Steps that discover their work (list, then act): each child item (an authentication
+    # method, an inbox rule) with its own state and before-image, and which lists were read.
+    # Numbered 8: another branch adds a 7; the runner takes the numbers there are, in order.
+    8: """
+    CREATE TABLE listings (
+        user_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        listed_at TEXT NOT NULL,
+        found INTEGER NOT NULL,
+        PRIMARY KEY (user_id, action)
+    );
+    CREATE TABLE items (
+        user_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        position INTEGER NOT NULL,  -- the order to act in (a default phone last)
+        state TEXT NOT NULL CHECK (state IN
+            ('planned', 'sending', 'done', 'gone', 'failed', 'unknown', 'kept')),
+        reason TEXT,  -- why kept, or why it failed
+        before TEXT NOT NULL,  -- the before-image, JSON, masked
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_status INTEGER, error_code TEXT, error_message TEXT, request_id TEXT,
+        client_request_id TEXT, sent_at TEXT, finished_at TEXT,
+        undone_at TEXT,  -- an undo put it back (re-enabled a rule)
+        PRIMARY KEY (user_id, action, item_id)
+    );
+    CREATE INDEX items_state ON items (action, state);
+    """,
+    # What each source read straight from Graph returned (an incident's evidence, risky users,
+    # sign-ins): a resume acts on this snapshot, --refresh reads the sources again.
     9: """
     CREATE TABLE source_rows (
         source TEXT NOT NULL,

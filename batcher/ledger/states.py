@@ -25,6 +25,25 @@ class StepState(StrEnum):
     SKIPPED = "skipped"  # the action does not apply to this user (a guest, say)
 
 
+class ItemState(StrEnum):
+    """Where one child item (an authentication method, an inbox rule) of a list-then-act step
+    stands: listed as planned or kept, then sending -> done | gone | failed | unknown."""
+
+    PLANNED = "planned"  # listed, to be acted on
+    SENDING = "sending"  # its request may have left
+    DONE = "done"  # Graph applied it
+    GONE = "gone"  # someone else removed it first (404): nothing left to do
+    FAILED = "failed"  # Graph refused it for good
+    UNKNOWN = "unknown"  # may have been applied (no answer, or a 5xx)
+    KEPT = "kept"  # listed and left as it is, for the reason recorded
+
+
+ITEM_TO_SEND = frozenset({ItemState.PLANNED, ItemState.SENDING, ItemState.UNKNOWN})
+ITEM_SETTLED = frozenset(
+    {ItemState.DONE, ItemState.GONE, ItemState.FAILED, ItemState.UNKNOWN, ItemState.KEPT}
+)
+
+
 class BatchState(StrEnum):
     """Where one request's group of steps stands; ``split`` after a 400 halved it."""
 
@@ -58,7 +77,8 @@ class Move:
     name: str
     sets: str
     where: str
-    from_: frozenset[StepState]
+    from_: frozenset[StepState] | frozenset[ItemState]
+    table: str = "steps"  # or "items": a list-then-act step's child items
 
 
 def move(
@@ -74,9 +94,9 @@ def move(
     a state it may not leave that way, or says how many steps were missing."""
     allowed = sorted(step.from_)
     marks = ", ".join("?" * len(allowed))
-    update = f"UPDATE steps SET {step.sets} WHERE ({step.where}) AND state IN ({marks})"
+    update = f"UPDATE {step.table} SET {step.sets} WHERE ({step.where}) AND state IN ({marks})"
     if expect is None:
-        count = f"SELECT COUNT(*) FROM steps WHERE {step.where}"
+        count = f"SELECT COUNT(*) FROM {step.table} WHERE {step.where}"
         expect = sum(int(db.execute(count, where).fetchone()[0]) for _, where in rows)
     db.execute("SAVEPOINT move")
     changed = sum(db.execute(update, (*sets, *where, *allowed)).rowcount for sets, where in rows)
@@ -86,14 +106,15 @@ def move(
     db.execute("ROLLBACK TO move")  # to name a step as it was
     db.execute("RELEASE move")
     check = (
-        f"SELECT user_id, action, state FROM steps WHERE ({step.where}) AND state NOT IN ({marks})"
+        f"SELECT user_id, action, state FROM {step.table} "
+        f"WHERE ({step.where}) AND state NOT IN ({marks})"
     )
     for _, where in rows:
         wrong = db.execute(check, (*where, *allowed)).fetchone()
         if wrong is not None:
             user_id, action, state = wrong
             raise IllegalTransition(
-                f"ledger: {step.name} cannot move the {action} step of {user_id} from "
+                f"ledger: {step.name} cannot move the {action} {step.table[:-1]} of {user_id} from "
                 f"{state!r} (only from {', '.join(allowed)})"
             )
     raise IllegalTransition(f"ledger: {step.name} found {changed} of its {expect} steps")

@@ -213,7 +213,7 @@ class Store:
 
 def _upgrade(db: sqlite3.Connection, version: int) -> None:
     """Run the migrations from schema ``version`` to SCHEMA_VERSION on ``db``."""
-    for target in sorted(t for t in MIGRATIONS if t > version):  # numbers other branches hold
+    for target in sorted(t for t in MIGRATIONS if t > version):
         for statement in statements(MIGRATIONS[target]):
             db.execute(statement)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

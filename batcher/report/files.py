@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import polars as pl
 
@@ -50,11 +51,18 @@ def excel_safe_expr(column: pl.Expr) -> pl.Expr:
     return pl.when(risky).then(pl.lit("'") + column).otherwise(column)
 
 
-def step_report(frame: pl.DataFrame, guarded: pl.DataFrame | None = None) -> pl.DataFrame:
+def step_report(
+    frame: pl.DataFrame,
+    guarded: pl.DataFrame | None = None,
+    items: Sequence[Mapping[str, Any]] = (),
+) -> pl.DataFrame:
     """The ledger's per-step report with a ``note`` on every row of a user whom a refused step
     leaves as they were (a disable refused: the account stays enabled, even where their
-    sessions were revoked); then a row per ``guarded`` user (user_id, verdict, why, roles):
+    sessions were revoked); with ``items`` (the ledger's item_rows), an ``items`` column on
+    each list-then-act step: every item listed, what became of it (removed, kept and why) and
+    its before-image, as JSON; then a row per ``guarded`` user (user_id, verdict, why, roles):
     no action, the verdict as its state (protected, held_back), and why in its note."""
+    frame = _with_items(frame, items) if items else frame
     if guarded is not None and guarded.height:
         return pl.concat(
             [step_report(frame), _guarded_rows(guarded)], how="diagonal_relaxed"
@@ -67,6 +75,21 @@ def step_report(frame: pl.DataFrame, guarded: pl.DataFrame | None = None) -> pl.
         .agg(pl.col("note").str.join("; "))
     )
     return frame.join(refused, on="user_id", how="left", maintain_order="left")
+
+
+def _with_items(frame: pl.DataFrame, items: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+    per_step: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in items:
+        shown = {"state": row["state"], "reason": row["reason"], **json.loads(row["before"])}
+        if row["error_code"]:
+            shown["error"] = f"{row['last_status']} {row['error_code']}"
+        per_step.setdefault((row["user_id"], row["action"]), []).append(shown)
+    column = pl.DataFrame(
+        [(u, a, json.dumps(v, sort_keys=True)) for (u, a), v in per_step.items()],
+        schema={"user_id": pl.String, "action": pl.String, "items": pl.String},
+        orient="row",
+    )
+    return frame.join(column, on=["user_id", "action"], how="left", maintain_order="left")
 
 
 def write_rejects(rejects: pl.DataFrame, path: Path) -> None:

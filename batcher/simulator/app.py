@@ -14,10 +14,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from batcher.config import SimulatorSettings
+from batcher.simulator.authmethods import AuthMethods
 from batcher.simulator.batch import Batch
 from batcher.simulator.budget import TokenBucket
 from batcher.simulator.comments import INCIDENTS, IncidentComments
 from batcher.simulator.directory import Directory, DirectoryUser, load_directory
+from batcher.simulator.mailrules import MailRules
 from batcher.simulator.record import Record
 from batcher.simulator.replies import Context
 from batcher.simulator.risky import RiskyUsers
@@ -69,10 +71,14 @@ class GraphSimulator:
         self.security = Security(self.ctx, self.reports, self.incidents.comments)
         self.users = DirectoryEndpoints(self.ctx, self.directory, clock, budget_clock)
         self.roles = RoleEndpoints(self.ctx, self.directory, self.users)
+        self.auth_methods = AuthMethods(self.ctx, self.reports)
+        self.mail_rules = MailRules(self.ctx)
         self.batch = Batch(self.ctx, self._serve)
         self.app = Starlette(
             routes=[
                 *self.risky_users.routes(),
+                *self.auth_methods.routes(),
+                *self.mail_rules.routes(),
                 *self.users.routes(),
                 *self.roles.routes(),
                 *self.batch.routes(),

@@ -43,6 +43,8 @@ async def applied_now(
     as the action leaves it: only those may be reversed. A user not read is not."""
     if not users:
         return set()
+    if action.check.read is Read.LISTED:  # its items: reversing one not applied is harmless
+        return set(users)
     verifier = Verifier(client, caller, per_user_up_to=PER_USER_UP_TO)
     reading = Reading(action)
     if action.check.read is Read.RISKY_USER:

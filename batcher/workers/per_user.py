@@ -34,6 +34,7 @@ from batcher.errors import (
 from batcher.graph import MAX_BATCH, BatchAnswer, action_request, answer_of
 from batcher.ledger import Answer, StepResult, StepState
 from batcher.retries import RETRYABLE
+from batcher.workers.children import discover_and_act
 from batcher.workers.lanes import LaneContext, Work
 
 # 403s in a row for one action, with no success yet: the permission is missing. Fewer may be
@@ -103,12 +104,17 @@ class PerUserLane:
 
     async def run(self) -> None:
         async with anyio.create_task_group() as workers:
+            self._group = workers  # steps that list their items run beside the batches
             for _ in range(self.lanes.caller.workers(self._budgets)):
                 workers.start_soon(self._worker)
         self._release_waiting()
 
     async def _worker(self) -> None:
         while (steps := await self._take()) is not None:
+            if steps[0].action.lists is not None:  # its own task: a slow budget holds no one
+                self.in_progress += 1
+                self._group.start_soon(self._discover, steps[0])
+                continue
             self.in_progress += len(steps)
             try:
                 await self._send(_Chunk(steps))
@@ -134,6 +140,8 @@ class PerUserLane:
     def _one_budget(self) -> list[_Step]:
         """Up to 20 ready steps on the first one's budget, in order; the others stay first in
         line for the next batch."""
+        if self.ready[0].action.lists is not None:
+            return [self.ready.popleft()]
         budget = self.ready[0].action.budget
         taken: list[_Step] = []
         passed: list[_Step] = []
@@ -142,6 +150,18 @@ class PerUserLane:
             (taken if step.action.budget is budget else passed).append(step)
         self.ready.extendleft(reversed(passed))
         return taken
+
+    async def _discover(self, step: _Step) -> None:
+        """List the user's items, then act on each (workers/children.py)."""
+        try:
+            state = await discover_and_act(self.lanes, step.user_id, step.action)
+            if state is StepState.PLANNED:
+                self._hold_back(step)
+            else:
+                self._settle(step, state, None)
+        finally:
+            self.in_progress -= 1
+            self._notify()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -294,7 +314,7 @@ class PerUserLane:
         self.lanes.settled(step.action.name, state, 1, batch_id)
         if step.body is not None and state in (StepState.DONE, StepState.UNKNOWN):
             self.lanes.secret_set(step.user_id, step.action.name, state, step.body)
-        if state in (StepState.DONE, StepState.FAILED):
+        if state in (StepState.DONE, StepState.FAILED, StepState.SKIPPED):
             self._unblock(step)
         else:  # unknown: it may not have applied, so what follows it stays planned
             self._hold_back(step)

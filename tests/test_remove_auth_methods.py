@@ -1,0 +1,161 @@
+"""remove-auth-methods through the real CLI, on a simulator on a real port."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import FAST, cli_env, run_cli, write_config, write_ids
+
+FAST_REPORTS = FAST.model_copy(update={"reports_per_second": 50.0, "reports_burst": 50})
+BUDGETS = {"reports_per_window": 50, "reports_window_seconds": 1.0}
+
+
+def _items(ledger: Path) -> list[tuple[str, str, str, str | None]]:
+    with sqlite3.connect(ledger) as db:
+        return db.execute(
+            "SELECT item_id, kind, state, reason FROM items ORDER BY rowid"
+        ).fetchall()
+
+
+def _run(tmp_path: Path, simulator_factory: Any, *args: str) -> tuple[Any, Path]:
+    sim = simulator_factory(FAST_REPORTS)
+    config = write_config(tmp_path / "config.toml", sim.url, budgets=BUDGETS)
+    people = write_ids(tmp_path / "people.csv", ["ann@contoso.com"], "upn")
+    ledger = tmp_path / "l.sqlite"
+    result = run_cli(
+        "run",
+        "--yes",
+        people,
+        "-c",
+        config,
+        "--action",
+        "remove-auth-methods",
+        "--ledger",
+        ledger,
+        *args,
+        cwd=tmp_path,
+    )
+    assert result.code == 0, result.stderr
+    return sim, ledger
+
+
+def test_every_method_but_the_password_is_deleted_once_the_default_phone_last(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    sim, ledger = _run(tmp_path, simulator_factory)
+    deleted = [m for _, m in sim.simulator.auth_methods.deleted]
+    assert len(deleted) == len(set(deleted)) >= 3
+    assert deleted[-1].startswith("phone-")
+    states = {kind: (state, reason) for _, kind, state, reason in _items(ledger)}
+    assert states.pop("password")[0] == "kept"
+    assert {state for state, _ in states.values()} == {"done"}
+
+
+def test_since_keeps_the_methods_registered_before_it_and_says_why(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    _, ledger = _run(tmp_path, simulator_factory, "--since", "2026-11-22T00:00:00Z")
+    kept = {kind: reason for _, kind, state, reason in _items(ledger) if state == "kept"}
+    assert "before 2026-11-22T00:00:00Z" in kept["microsoftAuthenticator"]
+    assert "no registration time" in kept["phone"]
+    done = [kind for _, kind, state, _ in _items(ledger) if state == "done"]
+    assert "email" in done and "microsoftAuthenticator" not in done
+
+
+def _killed_then_resumed(
+    tmp_path: Path, simulator_factory: Any, failpoint: str
+) -> tuple[Any, Path, str]:
+    """A run SIGKILLed at ``failpoint``, then the same command again: (simulator, ledger, the
+    resume's stdout)."""
+    sim = simulator_factory(FAST_REPORTS)
+    config = write_config(tmp_path / "config.toml", sim.url, budgets=BUDGETS)
+    people = write_ids(tmp_path / "people.csv", ["ann@contoso.com"], "upn")
+    ledger = tmp_path / "l.sqlite"
+    command = ("run", "--yes", people, "-c", config, "--action", "remove-auth-methods")
+    killed = run_cli(
+        *command, "--ledger", ledger, cwd=tmp_path, env=cli_env(BATCHER_FAILPOINT=failpoint)
+    )
+    assert killed.code == -signal.SIGKILL, killed.stderr
+    resumed = run_cli(*command, "--ledger", ledger, "--json", cwd=tmp_path)
+    assert resumed.code == 0, resumed.stderr
+    return sim, ledger, resumed.stdout
+
+
+@pytest.mark.posix
+def test_a_run_killed_between_list_and_delete_resumes_without_listing_again(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    sim, ledger, _ = _killed_then_resumed(tmp_path, simulator_factory, "items.listed")
+    methods = sim.simulator.auth_methods
+    assert methods.lists == 1  # the resume acted on the list the killed run recorded
+    deleted = [m for _, m in methods.deleted]
+    assert len(deleted) == len(set(deleted)) >= 3
+    assert {state for _, kind, state, _ in _items(ledger) if kind != "password"} == {"done"}
+
+
+@pytest.mark.posix
+def test_a_delete_answered_but_not_recorded_is_in_doubt_on_resume_and_never_deleted_twice(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    # the look-up, then the list, then the first delete: killed once Graph answered
+    # it, before the answer was recorded; the resume finds the item 'sending' (recovered to
+    # unknown), sends it again, and Graph says it is gone
+    sim, ledger, _ = _killed_then_resumed(tmp_path, simulator_factory, "send.after_answer:3")
+    methods = sim.simulator.auth_methods
+    assert methods.lists == 1
+    deleted = [m for _, m in methods.deleted]
+    assert len(deleted) == len(set(deleted)) >= 3
+    states = [state for _, kind, state, _ in _items(ledger) if kind != "password"]
+    assert states.count("gone") == 1 and set(states) == {"done", "gone"}
+
+
+def test_the_report_shows_each_method_kept_or_removed_with_its_before_image(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    sim, ledger = _run(tmp_path, simulator_factory)
+    out = tmp_path / "report.csv"
+    assert run_cli("report", ledger, "--out", out, cwd=tmp_path).code == 0
+    row = next(r for r in csv.DictReader(out.open(encoding="utf-8")))
+    items = json.loads(row["items"])
+    kinds = {i["kind"]: i for i in items}
+    assert (
+        kinds["password"]["state"] == "kept" and "cannot be deleted" in kinds["password"]["reason"]
+    )
+    phone = kinds["phone"]
+    assert phone["state"] == "done"
+    assert phone["phoneNumber"].startswith("*") and "425555" not in phone["phoneNumber"]
+    assert len(items) == len(sim.simulator.auth_methods.deleted) + 1
+
+
+def test_verify_lists_the_methods_again_and_finds_each_removed_one_absent(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    sim, ledger = _run(tmp_path, simulator_factory)
+    config = tmp_path / "config.toml"
+    result = run_cli("verify", ledger, "-c", config, "--json", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert sim.simulator.auth_methods.lists == 2  # the run's list, and verify's
+    rows = list(csv.DictReader((tmp_path / "l.verify.csv").open(encoding="utf-8")))
+    assert [r["verify_status"] for r in rows] == ["removed"]
+    assert rows[0]["observed"].startswith(f"{len(sim.simulator.auth_methods.deleted)} absent")
+
+
+def test_verify_refused_the_list_reports_nothing_as_read_and_names_the_permission(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    sim, ledger = _run(tmp_path, simulator_factory)
+    methods = sim.simulator.auth_methods
+    methods.refused = {u for u, _ in methods.deleted}  # the permission taken away since
+    config = tmp_path / "config.toml"
+    result = run_cli("verify", ledger, "-c", config, "--json", cwd=tmp_path)
+    envelope = json.loads(result.stdout)
+    assert result.code != 0 and not envelope["ok"]
+    assert "UserAuthenticationMethod.ReadWrite.All" in envelope["error"]["message"]
+    assert not (tmp_path / "l.verify.csv").exists()  # nothing read: nothing reported as read
