@@ -1,4 +1,4 @@
-"""What list-then-act steps are made of (actions.py's rows use them): a listing, and which
+"""What list-then-act steps are made of (the action table's rows use them): a listing, and which
 inbox rules a step picks."""
 
 from __future__ import annotations
