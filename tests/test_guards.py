@@ -190,3 +190,29 @@ def test_undo_leaves_an_account_disabled_before_the_run_disabled(
     assert (
         sim.simulator.directory.get(derived_id("was.disabled@contoso.com")).accountEnabled is False
     )
+
+
+def test_the_whole_clean_up_reaches_no_protected_user_and_no_held_back_administrator(
+    tmp_path: Path,
+) -> None:
+    fast = {"reports_per_second": 500.0, "reports_burst": 100}
+    server, _ = _delegated(tmp_path, **fast)
+    budgets = {"reports_per_window": 100, "reports_window_seconds": 1.0}
+    config = write_config(tmp_path / "config.toml", server.url, safety=SAFETY, budgets=budgets)
+    try:
+        result = _run(tmp_path, config, "--remediate", "--max-users", "10")
+        graph = server.simulator
+    finally:
+        server.__exit__(None, None, None)
+    assert result.code == 0, result.stderr
+    ids = {u: (u if "@" not in u else derived_id(u)) for u in USERS}
+    plain, admins = ids[PLAIN], {ids[ADMIN], ids["pim@contoso.com"]}
+    # every step that changes access (block, password, sign-in methods, mailbox rules) reached
+    # the plain user alone: protected users get nothing, administrators are held back
+    touched = {w.user_id for w in graph.record.writes if w.op != "revoke"}
+    touched |= {uid for uid, _ in graph.auth_methods.deleted}
+    touched |= {uid for uid, _, _ in graph.mail_rules.changed}
+    assert touched == {plain}
+    assert graph.auth_methods.deleted  # the plain user's methods were removed
+    revoked = {w.user_id for w in graph.record.writes if w.op == "revoke"}
+    assert revoked == {plain} | admins  # signing an administrator out locks no one out

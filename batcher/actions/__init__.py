@@ -196,6 +196,7 @@ ACTIONS: dict[str, Action] = {
                 last=("phone",),
             ),
             refused="the sign-in methods stay: Graph refused to remove them",
+            touches_access=True,
         ),
         Action(
             name="disable-mail-rules",
@@ -225,6 +226,7 @@ ACTIONS: dict[str, Action] = {
                 missing=NO_MAILBOX,
             ),
             refused="the inbox rules stay enabled: Graph refused to disable them",
+            touches_access=True,  # an administrator's mailbox is held back with the account
         ),
         Action(
             name="enable-mail-rules",
