@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -23,6 +23,17 @@ from batcher.cli.edge import (
 from batcher.cli.evidence import comment_on, commented, evidence_report
 from batcher.cli.help import Command, app
 from batcher.cli.jobs import Consent, build_job, closing, send_job
+from batcher.cli.options import (
+    Column,
+    Config,
+    DryRun,
+    Json,
+    LedgerArg,
+    LogFile,
+    MaxUsers,
+    Sheet,
+    yes_option,
+)
 from batcher.cli.render import plural, render_status, render_verify, say
 from batcher.cli.schema import status_result
 from batcher.config import Settings, load_settings
@@ -55,44 +66,6 @@ from batcher.report.files import (
     write_report,
 )
 
-Config = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        metavar="FILE",
-        help="TOML config (default: ./config.toml when there is one, else the simulator).",
-    ),
-]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout at the end.")]
-DryRun = Annotated[bool, typer.Option("--dry-run", help="Plan only: no request, no file.")]
-LogFile = Annotated[
-    Path | None,
-    typer.Option("--log-file", metavar="FILE", help="Append JSON lines: requests, state changes."),
-]
-Column = Annotated[
-    str | None,
-    typer.Option(
-        metavar="NAME", help="The ID column; a dotted path in JSON (properties.AadUserId)."
-    ),
-]
-Sheet = Annotated[str | None, typer.Option(metavar="NAME", help="The workbook sheet to read.")]
-MaxUsers = Annotated[
-    int | None,
-    typer.Option(
-        "--max-users",
-        min=0,
-        metavar="N",
-        help="Send only if the plan holds at most N users; --yes alone is refused above "
-        "[safety] confirm_over (100) users.",
-    ),
-]
-LedgerArg = Annotated[Path, typer.Argument(metavar="LEDGER", help="The ledger a run printed.")]
-
-
-def _yes(after: str) -> Any:
-    return typer.Option("--yes", "-y", help=f"Skip the confirmation prompt ({after}).")
-
 
 @app.command("run", cls=Command)
 def run_command(
@@ -122,7 +95,7 @@ def run_command(
         ),
     ] = False,
     dry_run: DryRun = False,
-    yes: Annotated[bool, _yes("after a --dry-run")] = False,
+    yes: Annotated[bool, yes_option("after a --dry-run")] = False,
     max_users: MaxUsers = None,
     resend: Annotated[
         bool, typer.Option("--resend", help="Send what another recent run already did.")
@@ -231,7 +204,7 @@ def replay_command(
         str | None, typer.Option(metavar="CODE", help="Only steps whose Graph error is CODE.")
     ] = None,
     action: Annotated[str | None, typer.Option(metavar="NAME", help="Only this action.")] = None,
-    yes: Annotated[bool, _yes("for scripts")] = False,
+    yes: Annotated[bool, yes_option("for scripts")] = False,
     max_users: MaxUsers = None,
     as_json: Json = False,
     log_file: LogFile = None,
@@ -259,7 +232,7 @@ def undo_command(
     ledger: LedgerArg,
     config: Config = None,
     dry_run: DryRun = False,
-    yes: Annotated[bool, _yes("after a --dry-run")] = False,
+    yes: Annotated[bool, yes_option("after a --dry-run")] = False,
     max_users: MaxUsers = None,
     as_json: Json = False,
     log_file: LogFile = None,

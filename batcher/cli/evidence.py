@@ -21,6 +21,7 @@ from batcher.cli.edge import (
 )
 from batcher.cli.help import Command, app
 from batcher.cli.jobs import build_job, closing
+from batcher.cli.options import Config, Json, LedgerArg
 from batcher.cli.render import say
 from batcher.errors import ConfigError
 from batcher.job import Job, recorded_actions
@@ -28,18 +29,6 @@ from batcher.job.comment import Commented, CommentFailed, check_incident, commen
 from batcher.job.evidence import evidence_page
 from batcher.report.files import check_out_folder, write_report
 from batcher.report.html import render_html
-
-Config = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        metavar="FILE",
-        help="TOML config (default: ./config.toml when there is one, else the simulator).",
-    ),
-]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout at the end.")]
-LedgerArg = Annotated[Path, typer.Argument(metavar="LEDGER", help="The ledger a run printed.")]
 
 
 @app.command("comment", cls=Command)

@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from batcher.actions import ACTIONS, CONTAIN, DEFAULT_ACTION, choose
-from batcher.cli.commands import Column, Config, Json, LogFile, MaxUsers, Sheet, _yes
 from batcher.cli.edge import (
     EXIT_OK,
     Outcome,
@@ -22,6 +21,7 @@ from batcher.cli.edge import (
 )
 from batcher.cli.help import Command, app
 from batcher.cli.jobs import Consent, build_job, closing, send_job
+from batcher.cli.options import Column, Config, Json, LogFile, MaxUsers, Sheet, yes_option
 from batcher.cli.render import plural, render_plan, say
 from batcher.config import Settings
 from batcher.eventlog import Observer
@@ -114,7 +114,7 @@ def show_command(plan_file: PlanArg) -> None:
 def apply_command(
     plan_file: PlanArg,
     config: Config = None,
-    yes: Annotated[bool, _yes("for scripts")] = False,
+    yes: Annotated[bool, yes_option("for scripts")] = False,
     max_users: MaxUsers = None,
     as_json: Json = False,
     log_file: LogFile = None,
