@@ -78,7 +78,12 @@ def _killed_then_resumed(
     config = write_config(tmp_path / "config.toml", sim.url, budgets=BUDGETS)
     people = write_ids(tmp_path / "people.csv", ["ann@contoso.com"], "upn")
     ledger = tmp_path / "l.sqlite"
-    command = ("run", "--yes", people, "-c", config, "--action", "remove-auth-methods")
+    # --include-admins: no role listings before the send, so the requests are the look-up,
+    # the list, then each delete (a failpoint counts them)
+    command = (
+        "run", "--yes", people, "-c", config, "--action", "remove-auth-methods",
+        "--include-admins",
+    )  # fmt: skip
     killed = run_cli(
         *command, "--ledger", ledger, cwd=tmp_path, env=cli_env(BATCHER_FAILPOINT=failpoint)
     )
