@@ -40,7 +40,7 @@ def test_disk_full_stops_before_sending_anything_unrecorded(tmp_path: Path, simu
         "--ledger",
         ledger,
         cwd=tmp_path,
-        preexec_fn=_limit_file_size(1_200_000),
+        preexec_fn=_limit_file_size(2_000_000),  # planning fits; some batches, not all
     )
     assert proc.code == 2, proc.stderr
     message = [ln for ln in proc.stderr.splitlines() if "error" in ln]
