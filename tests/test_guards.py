@@ -216,3 +216,26 @@ def test_the_whole_clean_up_reaches_no_protected_user_and_no_held_back_administr
     assert graph.auth_methods.deleted  # the plain user's methods were removed
     revoked = {w.user_id for w in graph.record.writes if w.op == "revoke"}
     assert revoked == {plain} | admins  # signing an administrator out locks no one out
+
+
+def test_undo_leaves_a_user_confirmed_compromised_before_the_run_confirmed(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    sim = simulator_factory(FAST)
+    graph = sim.simulator
+    was, fresh = derived_id("was.confirmed@contoso.com"), derived_id("fresh@contoso.com")
+    graph.record.apply("confirmCompromised", [was], "confirmedCompromised")  # before the run
+    config = write_config(tmp_path / "config.toml", sim.url)
+    write_ids(tmp_path / "users.csv", [was, fresh], header="user")
+    run = run_cli(
+        "run", "--yes", "users.csv", "-c", config, "--action", "confirm", "--ledger", "c.sqlite",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.code == 0, run.stderr
+    assert graph.record.risk_state == dict.fromkeys([was, fresh], "confirmedCompromised")
+    undo = run_cli("undo", "c.sqlite", "-c", config, "--yes", "--json", cwd=tmp_path)
+    assert undo.code == 0, undo.stderr
+    assert graph.record.accepted["dismiss"] == [fresh]  # only the user this run confirmed
+    assert graph.record.risk_state[was] == "confirmedCompromised"
+    notes = undo.json()["result"]["notes"]
+    assert any("1 users already read" in n and "they stay so" in n for n in notes), notes
