@@ -100,7 +100,7 @@ def test_run_sends_every_valid_id_once_and_a_rerun_sends_nothing(tmp_path: Path)
     assert sorted(rig.record.accepted[CONFIRM]) == sorted(want)  # each exactly once
     assert first.actions[0].done == len(want) == 131
     assert first.failed == 0 and first.unknown == 0 and first.not_sent == 0
-    # Identity Protection requests: who was already confirmed (one page), then 131 IDs in lists of 60
+    # Identity Protection requests: who was already confirmed (a page), then 131 IDs in 60s
     assert first.requests == 1 + 3
     assert first.inputs.resolved == 1 and first.inputs.users == 131
     assert set(states(rig.ledger_for()).values()) == {"done"}
