@@ -791,7 +791,8 @@ def test_the_cli_signs_in_with_a_client_secret_and_sends_over_tls_trusting_ca_bu
     result = cli_run(tenant, tenant.server, tmp_path, SECRET)
     assert tenant.server.url.startswith("https://")
     assert result.code == 0, result.stderr
-    assert tenant.sim.record.requests == 1  # confirmCompromised reached Graph over TLS
+    # who was already confirmed, then confirmCompromised: both reached Graph over TLS
+    assert tenant.sim.record.requests == 2
     assert result.json()["result"]["actions"]["confirm"]["done"] == 45
     assert [i.how for i in tenant.sim.issued] == ["secret"]
     for text in (result.stdout, result.stderr):

@@ -277,10 +277,12 @@ def test_graph_is_reached_through_the_proxy_the_environment_names(
         proxy.server_close()
     assert result.code == 0, result.stderr
     assert result.json()["result"]["actions"]["confirm"]["done"] == 30
-    assert _Forwarder.seen == [
-        f"{simulator.url}/v1.0/identityProtection/riskyUsers/confirmCompromised"
+    risky = f"{simulator.url}/v1.0/identityProtection/riskyUsers"
+    assert _Forwarder.seen == [  # who was already confirmed, then the confirm
+        f"{risky}?$filter=riskState%20eq%20'confirmedCompromised'&$top=500",
+        f"{risky}/confirmCompromised",
     ]
-    assert simulator.simulator.record.requests == 1  # and it reached Graph through the proxy
+    assert simulator.simulator.record.requests == 2  # and it reached Graph through the proxy
 
 
 def test_make_run_takes_a_file_name_with_spaces_and_brackets(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ signed-in operator and privileged role holders get no write they are guarded fro
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,120 @@ def test_the_whole_clean_up_reaches_no_protected_user_and_no_held_back_administr
     assert graph.auth_methods.deleted  # the plain user's methods were removed
     revoked = {w.user_id for w in graph.record.writes if w.op == "revoke"}
     assert revoked == {plain} | admins  # signing an administrator out locks no one out
+
+
+def test_undo_leaves_a_user_confirmed_compromised_before_the_run_confirmed(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    sim = simulator_factory(FAST)
+    graph = sim.simulator
+    was, fresh = derived_id("was.confirmed@contoso.com"), derived_id("fresh@contoso.com")
+    graph.record.apply("confirmCompromised", [was], "confirmedCompromised")  # before the run
+    config = write_config(tmp_path / "config.toml", sim.url)
+    write_ids(tmp_path / "users.csv", [was, fresh], header="user")
+    run = run_cli(
+        "run", "--yes", "users.csv", "-c", config, "--action", "confirm", "--ledger", "c.sqlite",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.code == 0, run.stderr
+    assert graph.record.risk_state == dict.fromkeys([was, fresh], "confirmedCompromised")
+    undo = run_cli("undo", "c.sqlite", "-c", config, "--yes", "--json", cwd=tmp_path)
+    assert undo.code == 0, undo.stderr
+    assert graph.record.accepted["dismiss"] == [fresh]  # only the user this run confirmed
+    assert graph.record.risk_state[was] == "confirmedCompromised"
+    notes = undo.json()["result"]["notes"]
+    assert any("1 users already read" in n and "they stay so" in n for n in notes), notes
+
+
+def test_replay_sends_no_write_to_a_user_protected_since_the_run(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    plain, later = derived_id(PLAIN), derived_id("later@contoso.com")
+    sim = simulator_factory(FAST.model_copy(update={"bad_ids": [plain, later]}))
+    config = write_config(tmp_path / "config.toml", sim.url)
+    write_ids(tmp_path / "users.csv", [plain, later], header="user")
+    run = run_cli(
+        "run", "--yes", "users.csv", "-c", config, "--ledger", "r.sqlite", "--json", cwd=tmp_path
+    )  # fmt: skip
+    assert run.json()["result"]["actions"]["confirm"]["failed"] == 2, run.stderr
+    write_config(config, sim.url, safety={"protected": [later]})  # protected since the run
+    refused = sim.simulator.record.statuses[400]
+    replay = run_cli("replay", "r.sqlite", "-c", config, "--yes", "--json", cwd=tmp_path)
+    assert replay.code in (0, 1), replay.stderr
+    result = replay.json()["result"]
+    assert result["actions"]["confirm"]["failed"] == 1  # the plain user's step, sent again
+    assert sim.simulator.record.statuses[400] == refused + 1  # one request: not the protected
+    assert [(g["user_id"], g["verdict"]) for g in result["guarded"]] == [(later, "protected")]
+
+
+def test_undo_re_enables_an_administrator_the_run_disabled_but_no_protected_user(
+    tmp_path: Path,
+) -> None:
+    server, _ = _delegated(tmp_path)
+    config = write_config(tmp_path / "config.toml", server.url)
+    users = [PLAIN, ADMIN, "later@contoso.com"]
+    write_ids(tmp_path / "users.csv", users, header="user")
+    env = cli_env(BATCHER_ACCESS_TOKEN=SIMULATOR_DELEGATED_TOKEN)
+    try:
+        run = run_cli(
+            "run", "--yes", "users.csv", "-c", config, "--action", "disable", "--include-admins",
+            "--ledger", "u.sqlite", cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert run.code == 0, run.stderr
+        write_config(config, server.url, safety={"protected": ["later@contoso.com"]})
+        record = server.simulator.record
+        writes_before = len(record.writes)
+        undo = run_cli("undo", "u.sqlite", "-c", config, "--yes", "--json", cwd=tmp_path, env=env)
+        directory = server.simulator.directory
+    finally:
+        server.__exit__(None, None, None)
+    assert undo.code == 0, undo.stderr
+    enabled = {w.user_id for w in record.writes[writes_before:]}
+    # enabling an administrator again restores what the run did: not held back
+    assert enabled == {derived_id(PLAIN), derived_id(ADMIN)}
+    assert directory.get(derived_id("later@contoso.com")).accountEnabled is False
+    guarded = undo.json()["result"]["guarded"]
+    assert [(g["user_id"], g["verdict"]) for g in guarded] == [
+        (derived_id("later@contoso.com"), "protected")
+    ]
+
+
+def test_a_plan_names_each_users_verdict_and_apply_spares_one_protected_since_the_plan(
+    tmp_path: Path,
+) -> None:
+    server, config = _delegated(tmp_path)
+    users = [PLAIN, "breakglass@contoso.com", ADMIN, "later@contoso.com"]
+    write_ids(tmp_path / "users.csv", users, header="user")
+    env = cli_env(BATCHER_ACCESS_TOKEN=SIMULATOR_DELEGATED_TOKEN)
+    actions = ("--action", "disable", "--action", "confirm")
+    try:
+        made = run_cli(
+            "plan", "users.csv", "-c", config, *actions, "--out", "p.json", cwd=tmp_path, env=env
+        )  # fmt: skip
+        assert made.code == 0, made.stderr
+        written = len(server.simulator.record.writes)
+        later = {"protected": [*SAFETY["protected"], "later@contoso.com"]}
+        write_config(config, server.url, safety=later)  # protected since the plan was made
+        done = run_cli("apply", "p.json", "-c", config, "--yes", "--json", cwd=tmp_path, env=env)
+        record = server.simulator.record
+    finally:
+        server.__exit__(None, None, None)
+    content = json.loads((tmp_path / "p.json").read_text(encoding="utf-8"))
+    by_id = {u["user_id"]: u for u in content["users"]}
+    plain, guard, admin = (derived_id(u) for u in users[:3])
+    assert {u: by_id[u]["verdict"] for u in (plain, guard, admin)} == {
+        plain: "act",
+        guard: "protected",
+        admin: "held_back",
+    }
+    assert by_id[guard]["why"] == "breakglass@contoso.com"
+    assert by_id[guard]["steps"] == {"disable": "protected", "confirm": "protected"}
+    assert by_id[admin]["roles"] == ["Global Administrator"]
+    assert by_id[admin]["steps"] == {"disable": "held_back", "confirm": "send"}
+    assert written == 0  # a plan sends no write
+    assert done.code == 0, done.stderr
+    assert {(w.op, w.user_id) for w in record.writes} == {("disable", plain)}
+    # the user protected since the plan gets no write; the held-back administrator, confirm
+    assert set(record.accepted["confirmCompromised"]) == {plain, admin}
+    guarded = {g["user_id"]: g["verdict"] for g in done.json()["result"]["guarded"]}
+    assert guarded[derived_id("later@contoso.com")] == "protected"

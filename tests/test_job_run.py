@@ -100,7 +100,8 @@ def test_run_sends_every_valid_id_once_and_a_rerun_sends_nothing(tmp_path: Path)
     assert sorted(rig.record.accepted[CONFIRM]) == sorted(want)  # each exactly once
     assert first.actions[0].done == len(want) == 131
     assert first.failed == 0 and first.unknown == 0 and first.not_sent == 0
-    assert first.requests == 3  # Identity Protection requests: 131 IDs in lists of 60
+    # Identity Protection requests: who was already confirmed (a page), then 131 IDs in 60s
+    assert first.requests == 1 + 3
     assert first.inputs.resolved == 1 and first.inputs.users == 131
     assert set(states(rig.ledger_for()).values()) == {"done"}
     filters = list(rig.record.filters)
@@ -342,7 +343,8 @@ def test_a_stop_leaves_unknown_only_what_may_have_been_applied(tmp_path: Path) -
     )
     rig.events = Hooked()
     stop = StopSignal()
-    rig.events.at("request", 4, stop.ask)  # after four answers, as a Ctrl-C would
+    # after the read of who was already confirmed and four answers, as a Ctrl-C would
+    rig.events.at("request", 1 + 4, stop.ask)
     summary = rig.run(write_ids(tmp_path / "ids.csv", ids(600)), stop=stop)
     action = summary.actions[0]
     assert summary.interrupted and summary.stopped is None

@@ -27,6 +27,7 @@ from batcher.cli.options import (
     Column,
     Config,
     DryRun,
+    IncludeAdmins,
     Json,
     LedgerArg,
     LogFile,
@@ -145,13 +146,7 @@ def run_command(
         bool,
         typer.Option("--comment", help="After the run, comment on --incident: counts, run ID."),
     ] = False,
-    include_admins: Annotated[
-        bool,
-        typer.Option(
-            "--include-admins",
-            help="Act on holders of privileged directory roles too (held back otherwise).",
-        ),
-    ] = False,
+    include_admins: IncludeAdmins = False,
     as_json: Json = False,
     log_file: LogFile = None,
 ) -> None:
@@ -206,10 +201,13 @@ def replay_command(
     action: Annotated[str | None, typer.Option(metavar="NAME", help="Only this action.")] = None,
     yes: Annotated[bool, yes_option("for scripts")] = False,
     max_users: MaxUsers = None,
+    include_admins: IncludeAdmins = False,
     as_json: Json = False,
     log_file: LogFile = None,
 ) -> None:
-    """Send again the failed and unknown steps of LEDGER, as new attempts in it."""
+    """Send again the failed and unknown steps of LEDGER, as new attempts in it. The guards
+    are read again: a protected user gets no write, an administrator no step that touches
+    access (unless --include-admins)."""
     chosen = action_named(action).name if action else None
     send_job(
         "replay",
@@ -223,7 +221,7 @@ def replay_command(
             watch,
             yes=Consent(yes, max_users),
         ),
-        lambda job: replay(job, ReplayOptions(only, chosen)),
+        lambda job: replay(job, ReplayOptions(only, chosen, include_admins)),
     )
 
 
@@ -234,10 +232,13 @@ def undo_command(
     dry_run: DryRun = False,
     yes: Annotated[bool, yes_option("after a --dry-run")] = False,
     max_users: MaxUsers = None,
+    include_admins: IncludeAdmins = False,
     as_json: Json = False,
     log_file: LogFile = None,
 ) -> None:
-    """Reverse what LEDGER did where it can be (disable -> enable, confirm -> dismiss)."""
+    """Reverse what LEDGER did where it can be (disable -> enable, confirm -> dismiss). A
+    protected user gets no write; enable, dismiss and enable-mail-rules restore what the run
+    did, so administrators are not held back from them (from disable, unless --include-admins)."""
     send_job(
         "undo",
         config,
@@ -251,7 +252,7 @@ def undo_command(
             yes=Consent(yes, max_users),
             offline=dry_run,
         ),
-        lambda job: undo(job, ledger, dry_run=dry_run),
+        lambda job: undo(job, ledger, dry_run=dry_run, include_admins=include_admins),
     )
 
 

@@ -39,6 +39,13 @@ MaxUsers = Annotated[
         "[safety] confirm_over (100) users.",
     ),
 ]
+IncludeAdmins = Annotated[
+    bool,
+    typer.Option(
+        "--include-admins",
+        help="Act on holders of privileged directory roles too (held back otherwise).",
+    ),
+]
 LedgerArg = Annotated[Path, typer.Argument(metavar="LEDGER", help="The ledger a run printed.")]
 
 

@@ -21,7 +21,16 @@ from batcher.cli.edge import (
 )
 from batcher.cli.help import Command, app
 from batcher.cli.jobs import Consent, build_job, closing, send_job
-from batcher.cli.options import Column, Config, Json, LogFile, MaxUsers, Sheet, yes_option
+from batcher.cli.options import (
+    Column,
+    Config,
+    IncludeAdmins,
+    Json,
+    LogFile,
+    MaxUsers,
+    Sheet,
+    yes_option,
+)
 from batcher.cli.render import plural, render_plan, say
 from batcher.config import Settings
 from batcher.eventlog import Observer
@@ -54,17 +63,21 @@ def plan_command(
     resend: Annotated[
         bool, typer.Option("--resend", help="Plan what another recent run already did.")
     ] = False,
+    include_admins: IncludeAdmins = False,
     log_file: LogFile = None,
 ) -> None:
-    """Read INPUT..., look the users up and write the exact plan to --out; no write is sent.
-    A second person reviews it (`batcher show`), then `batcher apply` does exactly it."""
+    """Read INPUT..., look the users up, read the guards and write the exact plan to --out
+    (each user's verdict: act, protected, held_back); no write is sent. A second person
+    reviews it (`batcher show`), then `batcher apply` does exactly it."""
     output = Outcome("plan")
     with exit_codes(output), observers(log_file) as watch:
         settings = settings_in_force(config)
         check_out_folder(out)
         actions = choose([*(action or []), *(CONTAIN if contain else ())])
         job = build_job(settings, actions, ledger_of(out), inputs, watch, yes=True)
-        options = RunOptions(tuple(inputs), column, sheet, resend=resend)
+        options = RunOptions(
+            tuple(inputs), column, sheet, resend=resend, include_admins=include_admins
+        )
         with closing(job), on_stop_signals(output.on_signal(job.stop.ask)):
             planned = plan(job, options, out)
     render_plan(planned.summary, console)
@@ -120,7 +133,8 @@ def apply_command(
     log_file: LogFile = None,
 ) -> None:
     """Do exactly PLAN: its users, no input read again; refused if it was edited, is for
-    another tenant or is too old. Running the same apply again resumes it."""
+    another tenant or is too old. The guards are read again: a user protected since the plan
+    gets no write. Running the same apply again resumes it."""
     loaded = planfile.Loaded(plan_file, {})
 
     def build(settings: Settings, watch: Observer) -> Job:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from batcher.actions import Budget
+from batcher.actions import Budget, Read
 from batcher.config import Settings
 from batcher.errors import NotConfirmed, Unreachable
 from batcher.eventlog import Event
@@ -139,7 +139,9 @@ async def execute(
             keep_secret=_sheet_writer(sheet, ledger) if sheet else None,
             control=control,
         )
-        works = [Work(p.action, p.to_send.to_list()) for p in plan.actions]
+        works = _with_reads_before(
+            ledger, [Work(p.action, p.to_send.to_list()) for p in plan.actions]
+        )
         job.observer(
             Event.SENDING,
             total=plan.to_send,
@@ -165,6 +167,21 @@ async def execute(
         result = replace(result, report=str(report))
     job.observer(Event.RUN_FINISHED, run=run_id, **_counts(result))
     return result
+
+
+def _with_reads_before(ledger: Ledger, works: list[Work]) -> list[Work]:
+    """Each work whose action undo reverses and whose state Identity Protection shows (confirm)
+    reads its users' state first, so that an undo leaves those already so before the run as
+    they were. Not those whose step is in doubt: this ledger may have applied it itself."""
+    kept = []
+    for work in works:
+        check = work.action.check
+        if work.action.undo is None or check.read is not Read.RISKY_USER or not work.user_ids:
+            kept.append(work)
+            continue
+        doubt = set(ledger.in_doubt(work.action.name))
+        kept.append(replace(work, read_before=[u for u in work.user_ids if u not in doubt]))
+    return kept
 
 
 def _reason(exc: BaseException) -> str:

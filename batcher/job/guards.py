@@ -14,7 +14,7 @@ from batcher.config import protected_kind
 from batcher.job.execute import Facts
 from batcher.job.session import Session
 from batcher.job.summary import GuardedUser
-from batcher.plan import Plan
+from batcher.plan import Plan, guard
 from batcher.safety import decide, guarded, none
 from batcher.workers.guards import Found, GuardReader
 
@@ -115,6 +115,26 @@ def with_guards(
             "when the run starts, before it asks you to go on"
         )
     return replace(facts, notes=(*facts.notes, *notes), guarded=users)
+
+
+async def guard_plan(
+    session: Session, plan: Plan, facts: Facts, lookups: pl.DataFrame, include_admins: bool
+) -> tuple[Plan, Facts]:
+    """``plan`` (a replay's, an undo's, an apply's) less what the guards withhold now, read
+    for the users it sends to: a protected user gets no write; one held back, no action that
+    touches access unless ``include_admins``. ``lookups``: the UPNs the gate names them by."""
+    sending = [p.to_send for p in plan.actions if p.to_send.len()]
+    if not sending:
+        return plan, facts
+    ids = pl.concat(sending).unique(maintain_order=True)
+    actions = tuple(p.action for p in plan.actions if p.to_send.len())
+    guarding = await read_guards(session, ids.to_frame("user_id"), actions, include_admins)
+    plan = guard(plan, guarding.verdicts)
+    names = {}
+    if lookups.height:
+        read = lookups.drop_nulls(["user_id", "user_principal_name"])
+        names = {str(u): str(n) for u, n in read.select("user_id", "user_principal_name").rows()}
+    return plan, with_guards(facts, plan, guarding, names)
 
 
 def _count(n: int) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 import polars as pl
 
+from batcher.actions import Verdict, withheld
 from batcher.errors import ConfigError
 from batcher.ledger import RunScope
 from batcher.plan import USER_COLUMNS, USER_PROPERTIES, Plan
@@ -66,6 +67,7 @@ class Made:
     lookups: pl.DataFrame  # LOOKUP_COLUMNS
     config_digest: str
     decisions: pl.DataFrame | None = None  # DECISION_COLUMNS; None: every user "act"
+    include_admins: bool = False  # --include-admins: administrators were not held back
 
 
 def build(made: Made, now: datetime) -> dict[str, Any]:
@@ -108,6 +110,7 @@ def build(made: Made, now: datetime) -> dict[str, Any]:
         "cloud": made.scope.cloud,
         "api_version": made.scope.api_version,
         "actions": list(made.scope.actions),
+        "include_admins": made.include_admins,
         "users": users,
         "config_digest": made.config_digest,
         "author": author(),
@@ -123,10 +126,16 @@ def _why(row: Mapping[str, Any]) -> str:
 
 
 def _fates(plan: Plan) -> dict[str, dict[str, str]]:
-    """Per action, the users not sent to: skipped (why) or done by another recent run."""
+    """Per action, the users not sent to: guarded (protected, held_back), skipped (why) or
+    done by another recent run."""
     fates: dict[str, dict[str, str]] = {}
+    verdicts = plan.guarded if plan.guarded is not None else pl.DataFrame()
+    kept = [] if not verdicts.height else verdicts.filter(pl.col("verdict") != ACT).rows()
     for item in plan.actions:
         fate: dict[str, str] = {}
+        for uid, verdict, *_ in kept:
+            if withheld(item.action, verdict):
+                fate[uid] = verdict
         for skipped in item.skipped_by:
             fate.update(dict.fromkeys(skipped.user_ids.to_list(), f"skip: {skipped.reason}"))
         sending = set(item.to_send.to_list()) | set(fate)
@@ -175,8 +184,17 @@ class Loaded:
         users: list[dict[str, Any]] = self.content["users"]
         return [u for u in users if verdict is None or u["verdict"] == verdict]
 
+    @property
+    def include_admins(self) -> bool:
+        return bool(self.content.get("include_admins", False))
+
+    def acted_on(self) -> list[dict[str, Any]]:
+        """The records of users with a step to send: all but the protected (one held back
+        gets the actions that do not touch access)."""
+        return [u for u in self.records() if u["verdict"] != Verdict.PROTECTED]
+
     def users(self) -> pl.DataFrame:
-        """The users to act on (verdict "act"), as the plan's users (USER_COLUMNS and
+        """The users to act on (all but the protected), as the plan's users (USER_COLUMNS and
         USER_PROPERTIES), in the plan's order."""
         rows = [
             {
@@ -184,7 +202,7 @@ class Loaded:
                 "account_enabled": u["before"].get("account_enabled"),
                 **{p: u["properties"].get(p) for p in USER_PROPERTIES},
             }
-            for u in self.records(ACT)
+            for u in self.acted_on()
         ]
         return pl.DataFrame(rows, schema={**USER_COLUMNS, **USER_PROPERTIES}, orient="row")
 
@@ -192,7 +210,7 @@ class Loaded:
         """(user_id, action) another recent run had done when the plan was made: not sent."""
         rows = [
             (u["user_id"], action)
-            for u in self.records(ACT)
+            for u in self.acted_on()
             for action, fate in u["steps"].items()
             if fate == DONE_ELSEWHERE
         ]

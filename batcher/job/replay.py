@@ -10,6 +10,7 @@ import polars as pl
 from batcher.actions import ACTIONS
 from batcher.errors import LedgerError
 from batcher.job.execute import Facts, config_digest, execute
+from batcher.job.guards import guard_plan
 from batcher.job.session import Route, Session, signed_in
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
@@ -21,6 +22,7 @@ from batcher.plan import USER_COLUMNS, ActionPlan, Plan
 class ReplayOptions:
     only_code: str | None = None  # only steps whose last Graph error code is this
     action: str | None = None  # only this action's steps
+    include_admins: bool = False  # send access-touching steps to privileged role holders too
 
 
 def replay(job: Job, options: ReplayOptions, route: Route | None = None) -> Summary:
@@ -35,6 +37,9 @@ async def _replay(job: Job, options: ReplayOptions, route: Route | None) -> Summ
         plan, facts = _plan(job, ledger, options)
         record = RunRecord("replay", config_digest(job.settings), command_line=job.command_line)
         async with Session(job, route) as session:
+            plan, facts = await guard_plan(
+                session, plan, facts, ledger.lookups(), options.include_admins
+            )
             return await execute(session, ledger, plan, facts, record)
     finally:
         ledger.close()

@@ -11,11 +11,13 @@ from typing import Any
 import anyio
 import polars as pl
 
+from batcher.actions import Verdict
 from batcher.errors import ConfigError
 from batcher.eventlog import Event
 from batcher.inputs import read_inputs
 from batcher.job import planfile
 from batcher.job.execute import Facts, config_digest, execute, summarise
+from batcher.job.guards import guard_plan, names_of, read_guards, with_guards
 from batcher.job.ledgers import again_after, steps_undone_since
 from batcher.job.lookup import look_up
 from batcher.job.run import (
@@ -32,7 +34,7 @@ from batcher.job.session import Route, Session
 from batcher.job.setup import Job
 from batcher.job.summary import Inputs, Summary
 from batcher.ledger import LOOKUP_COLUMNS, Ledger, RunRecord
-from batcher.plan import make_plan
+from batcher.plan import Plan, guard, make_plan
 from batcher.report.files import sibling
 
 Clock = Callable[[], datetime]
@@ -84,12 +86,20 @@ async def _plan(
         known = pl.DataFrame(schema={"user_id": pl.String, "action": pl.String, "state": pl.String})
         actions = _actions(job)
         made = make_plan(users, known, actions, job.settings.send.batch_size, elsewhere)
+        guarding = await read_guards(session, users, actions, options.include_admins)
+        made = guard(made, guarding.verdicts)
         facts = _facts(job, read, found, requests, users.height, dry_run=True)
-        facts = _with_elsewhere(job, replace(facts, command="plan"), elsewhere, made, users)
+        facts = with_guards(replace(facts, command="plan"), made, guarding, names_of(users, found))
+        facts = _with_elsewhere(job, facts, elsewhere, made, users)
         facts = _with_run_facts(facts, made, None, None)
         summary = summarise(job, made, facts, session.specs)
     digest = config_digest(job.settings)
-    return summary, planfile.Made(job.scope, made, made.new_users, found, digest)
+    decisions = guarding.verdicts.with_columns(
+        pl.col("roles").str.split("; ").fill_null(pl.lit([], pl.List(pl.String)))
+    )
+    return summary, planfile.Made(
+        job.scope, made, made.new_users, found, digest, decisions, options.include_admins
+    )
 
 
 def check(loaded: planfile.Loaded, job: Job, max_age_hours: float, now: datetime) -> None:
@@ -152,18 +162,40 @@ async def _apply(job: Job, loaded: planfile.Loaded, said: str, route: Route | No
             job.settings.send.batch_size,
             loaded.done_elsewhere(),
         )
+        made = _as_planned(loaded, made)
         _check_within(loaded, made)
-        kept = len(loaded.records()) - users.height
+        kept = len(loaded.records()) - len(loaded.records(planfile.ACT))
         notes = [said]
         if kept:
-            notes.append(f"{kept:,} users of the plan are protected or held back: not acted on")
+            notes.append(
+                f"{kept:,} users of the plan are protected or held back: not acted on (held "
+                "back: no action that touches access)"
+            )
         if loaded.content["config_digest"] != config_digest(job.settings):
             notes.append("the config differs from the one the plan was made with")
         facts = Facts("apply", Inputs(users=users.height), notes=tuple(notes))
         async with Session(job, route) as session:
+            # the guards again, as they are now: a user protected since the plan gets nothing
+            made, facts = await guard_plan(
+                session, made, facts, loaded.lookups(), loaded.include_admins
+            )
             return await execute(session, ledger, made, facts, record)
     finally:
         ledger.close()
+
+
+def _as_planned(loaded: planfile.Loaded, made: Plan) -> Plan:
+    """``made`` less every step the plan does not say to send (a held-back administrator's
+    disable, say): apply does no more than the plan, whatever the guards read now."""
+    items = []
+    for item in made.actions:
+        planned = [
+            u["user_id"]
+            for u in loaded.records()
+            if u["steps"].get(item.action.name) == planfile.SEND
+        ]
+        items.append(replace(item, to_send=item.to_send.filter(item.to_send.is_in(planned))))
+    return replace(made, actions=tuple(items))
 
 
 def _check_within(loaded: planfile.Loaded, made: Any) -> None:
@@ -171,8 +203,9 @@ def _check_within(loaded: planfile.Loaded, made: Any) -> None:
     for item in made.actions:
         planned = {
             u["user_id"]
-            for u in loaded.records(planfile.ACT)
-            if u["steps"].get(item.action.name) == planfile.SEND
+            for u in loaded.records()
+            if u["verdict"] != Verdict.PROTECTED
+            and u["steps"].get(item.action.name) == planfile.SEND
         }
         extra = set(item.to_send.to_list()) - planned
         if extra:

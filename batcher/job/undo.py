@@ -11,6 +11,7 @@ import polars as pl
 from batcher.actions import ACTIONS, reverse
 from batcher.errors import LedgerError
 from batcher.job.execute import Facts, config_digest, execute, summarise
+from batcher.job.guards import guard_plan
 from batcher.job.ledgers import check_origin, plan_again, steps_reversed_since
 from batcher.job.session import Route, Session, budget_specs, signed_in
 from batcher.job.setup import Job
@@ -43,7 +44,14 @@ def undo_actions(original: Path) -> tuple[str, ...]:
     return tuple(name for name in ACTIONS if name in undone)
 
 
-def undo(job: Job, original: Path, *, dry_run: bool = False, route: Route | None = None) -> Summary:
+def undo(
+    job: Job,
+    original: Path,
+    *,
+    dry_run: bool = False,
+    route: Route | None = None,
+    include_admins: bool = False,
+) -> Summary:
     """Reverse every step ``original`` did or may have done (unknown: Graph may have applied
     it, and reversing is safe to repeat). ``original`` stays locked meanwhile, so its run
     cannot go on while the undo reverses it; a dry run only reads it (it changes nothing)."""
@@ -59,7 +67,7 @@ def undo(job: Job, original: Path, *, dry_run: bool = False, route: Route | None
     holder = Ledger.open(original)  # its writer lock: refused while a run still writes it
     try:
         holder.recover()
-        return anyio.run(_undo, job, holder, route)
+        return anyio.run(_undo, job, holder, route, include_admins)
     finally:
         holder.close()
 
@@ -80,7 +88,7 @@ def _dry_run(job: Job, original: Ledger) -> Summary:
     return summarise(job, plan, facts, budget_specs(job.settings))
 
 
-async def _undo(job: Job, original: Ledger, route: Route | None) -> Summary:
+async def _undo(job: Job, original: Ledger, route: Route | None, include_admins: bool) -> Summary:
     assert job.ledger is not None
     ledger = Ledger.open(job.ledger, job.scope)
     try:
@@ -92,6 +100,9 @@ async def _undo(job: Job, original: Ledger, route: Route | None) -> Summary:
         async with Session(job, route) as session:
             seen = await _read_unknown(session, original)
             plan, facts = _plan(job, original, ledger.known_steps(), seen)
+            # enable, dismiss and enable-mail-rules restore access: no administrator is held
+            # back from them (only from an undo's disable); a protected user gets no write
+            plan, facts = await guard_plan(session, plan, facts, original.lookups(), include_admins)
             return await execute(session, ledger, plan, facts, record)
     finally:
         ledger.close()

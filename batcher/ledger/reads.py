@@ -135,6 +135,15 @@ class Reads(Store):
         schema = {"user_id": pl.String, "state": pl.String, "account_enabled": pl.Boolean}
         return pl.DataFrame(rows, schema=schema, orient="row")
 
+    def in_doubt(self, action: str) -> list[str]:
+        """The users whose step of ``action`` is unknown (Graph may have applied it)."""
+        rows = self._conn.execute(
+            f"SELECT user_id FROM (SELECT s.user_id, {EFFECTIVE_STATE} AS state FROM steps s "
+            "WHERE s.action = ?) WHERE state = 'unknown'",
+            (action,),
+        )
+        return [str(r[0]) for r in rows.fetchall()]
+
     def already(self, action: str) -> set[str]:
         """The users that already read as ``action`` leaves them before the run."""
         rows = self._conn.execute("SELECT user_id FROM before WHERE action = ?", (action,))

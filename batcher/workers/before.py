@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from batcher.actions import Action, Read
-from batcher.calls import Caller, NotSent
-from batcher.errors import GraphError
+from batcher.calls import Caller
 from batcher.graph import GraphClient
 from batcher.workers.readback import Reading, Verifier
 
@@ -52,22 +51,3 @@ async def applied_now(
     else:
         await verifier.users(action, dict.fromkeys(users), reading)
     return {uid for uid, (status, _) in reading.found.items() if status == action.check.yes}
-
-
-async def found_before(
-    client: GraphClient, caller: Caller, planned: Sequence[tuple[Action, Sequence[str]]]
-) -> dict[str, set[str]]:
-    """Per action that can be undone, the planned users already as it leaves them (already
-    confirmed compromised), read after the gate and before the first send: an undo leaves them
-    so. A read that fails leaves its users unread (not in the answer), and the run goes on."""
-    found: dict[str, set[str]] = {}
-    for action, users in planned:
-        if action.undo is None or not users:
-            continue
-        try:
-            # the list of users in that state (pages of 500): one request for most tenants,
-            # where reading a few users one by one would cost one second each
-            found[action.name] = await already_so(client, caller, action, users, 0)
-        except (GraphError, NotSent):
-            continue
-    return found

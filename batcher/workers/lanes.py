@@ -25,6 +25,9 @@ class Work:
 
     action: Action
     user_ids: Sequence[str]
+    # users whose state before the run the lane reads first (already as the action leaves
+    # them: recorded in the ledger's ``before``, so that an undo leaves them so)
+    read_before: Sequence[str] = ()
 
 
 @dataclass(frozen=True)

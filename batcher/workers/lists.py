@@ -15,6 +15,7 @@ from batcher.errors import AuthError, BadRequest, GraphError
 from batcher.graph import answer_of
 from batcher.ledger import Answer, StepState
 from batcher.retries import RETRYABLE
+from batcher.workers.before import already_so
 from batcher.workers.lanes import LaneContext
 
 # After this many batches were split down to single IDs and every one was refused, a 400 is
@@ -48,7 +49,9 @@ class ListLane:
         self.size = min(batch_size, action.max_ids)
         self._hopeless = 0
 
-    async def run(self, user_ids: Sequence[str]) -> None:
+    async def run(self, user_ids: Sequence[str], read_before: Sequence[str] = ()) -> None:
+        if read_before:  # on this lane's budget and control, before its first send
+            await self._read_before(read_before)
         send, receive = anyio.create_memory_object_stream[Sequence[str]](0)
         async with anyio.create_task_group() as workers:
             for _ in range(self.lanes.max_in_flight):
@@ -59,6 +62,13 @@ class ListLane:
                     if self.lanes.stop_asked:
                         break
                     await send.send(user_ids[start : start + self.size])
+
+    async def _read_before(self, user_ids: Sequence[str]) -> None:
+        """Record which ``user_ids`` already read as the action leaves them (confirmed
+        compromised before the run). A read a stop, a breaker or Graph cut short records none."""
+        lanes = self.lanes
+        found = await already_so(lanes.client, lanes.caller, self.action, user_ids, 0)
+        lanes.ledger.record_before(self.action.name, sorted(found), self.action.check.yes)
 
     async def _worker(self, batches: anyio.abc.ObjectReceiveStream[Sequence[str]]) -> None:
         async with batches:

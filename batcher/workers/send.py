@@ -60,7 +60,7 @@ async def send(
                     for work in works:
                         if work.action.shape is Shape.ID_LIST and work.user_ids:
                             lane = ListLane(lanes, work.action, batch_size)
-                            lanes_group.start_soon(lane.run, work.user_ids)
+                            lanes_group.start_soon(lane.run, work.user_ids, work.read_before)
                     if per_user:
                         lanes_group.start_soon(PerUserLane(lanes, per_user).run)
     except* LedgerError as group:
