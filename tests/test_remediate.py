@@ -7,8 +7,12 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from batcher.simulator.mailrules import has_mailbox
 from tests.helpers import FAST, run_cli, write_config, write_ids
+
+pytestmark = pytest.mark.e2e  # the real command in a subprocess
 
 IDS = [str(uuid.UUID(int=i * 7919 + 1, version=4)) for i in range(20)]
 # every budget answers some requests 429 or 503, inside JSON batches and alone
