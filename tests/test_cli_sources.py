@@ -15,6 +15,8 @@ from batcher.simulator.risky import risky_upns
 from batcher.simulator.security import sign_in_users
 from tests.helpers import FAST, cli_env, report_frame, run_cli, write_config, write_ids
 
+pytestmark = pytest.mark.e2e  # the real command in a subprocess
+
 SOURCES = FAST.model_copy(
     update={
         "incidents": [42],

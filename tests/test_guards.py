@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pytest
 
 from batcher.auth import SIMULATED_OPERATOR, SIMULATOR_DELEGATED_TOKEN
 from batcher.simulator import GraphSimulator, RunningSimulator
 from batcher.simulator.directory import derived_id
 from tests.helpers import FAST, cli_env, run_cli, write_config, write_ids
+
+pytestmark = pytest.mark.e2e  # the real command in a subprocess
 
 GROUP = "11111111-2222-4333-8444-555555555555"
 ADMIN = "admin@contoso.com"

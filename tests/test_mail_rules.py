@@ -7,8 +7,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from batcher.simulator.mailrules import has_mailbox
 from tests.helpers import run_cli, write_config, write_ids
+
+pytestmark = pytest.mark.e2e  # the real command in a subprocess
 
 IDS = [str(uuid.UUID(int=i * 7919 + 1, version=4)) for i in range(20)]
 WITH_MAILBOX = [u for u in IDS if has_mailbox(u)]

@@ -7,8 +7,12 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from batcher.simulator.mailrules import has_mailbox
 from tests.helpers import FAST, run_cli, write_config, write_ids
+
+pytestmark = pytest.mark.e2e  # the real command in a subprocess
 
 IDS = [str(uuid.UUID(int=i * 7919 + 1, version=4)) for i in range(20)]
 # every budget answers some requests 429 or 503, inside JSON batches and alone
@@ -22,12 +26,13 @@ FAULTY = FAST.model_copy(
     }
 )
 # short windows: a 429 spends the window (the pacer waits for it to refill), 10 min for Outlook
-TENANT = {"tenant_writes_per_window": 1000, "tenant_writes_window_seconds": 1.0}
+# (the same rates in 0.2 s windows: the test is about order, not waiting)
+TENANT = {"tenant_writes_per_window": 200, "tenant_writes_window_seconds": 0.2}
 BUDGETS = {
-    "reports_per_window": 100,
-    "reports_window_seconds": 1.0,
-    "outlook_per_window": 100,
-    "outlook_window_seconds": 1.0,
+    "reports_per_window": 20,
+    "reports_window_seconds": 0.2,
+    "outlook_per_window": 20,
+    "outlook_window_seconds": 0.2,
 }
 
 

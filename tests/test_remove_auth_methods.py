@@ -13,6 +13,8 @@ import pytest
 
 from tests.helpers import FAST, cli_env, run_cli, write_config, write_ids
 
+pytestmark = pytest.mark.e2e  # the real command in a subprocess
+
 FAST_REPORTS = FAST.model_copy(update={"reports_per_second": 50.0, "reports_burst": 50})
 BUDGETS = {"reports_per_window": 50, "reports_window_seconds": 1.0}
 
