@@ -7,6 +7,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import FAST, run_cli, write_config
 
 WINDOW = FAST.model_copy(
@@ -18,6 +20,7 @@ WINDOW = FAST.model_copy(
 )
 BUDGETS = {"reports_per_window": 50, "reports_window_seconds": 1.0}
 START = "2026-11-22T00:00:00Z"
+pytestmark = pytest.mark.e2e  # the real CLI in a subprocess
 
 
 def _run(tmp_path: Path, server: Any, *args: str) -> Any:
