@@ -140,6 +140,12 @@ class Caller:
         """How many requests a lane on ``budgets`` may keep in flight: the largest cap."""
         return max((self.pacers[b].at_once for b in budgets), default=1)
 
+    def users_at_once(self, budget: Budget) -> int:
+        """How many users' list-then-act steps on ``budget`` may run at once, each sending one
+        request at a time: its cap in flight; per mailbox, as many mailboxes as are kept open."""
+        pacer = self.pacers[budget]
+        return pacer.open_keys if isinstance(pacer, KeyedPacers) else pacer.at_once
+
     async def _slotted(self, call: Call[T]) -> T:
         """Hold one of the budget's places in flight (its cap) for the whole request."""
         async with self.pacer(call.budget, call.key).slot():
