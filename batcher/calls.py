@@ -68,7 +68,8 @@ class StopSignal:
 class Call(Generic[T]):
     """One request to pace: its budget and cost, how to send it, and the ledger's hooks.
 
-    ``before(client_request_id)`` records the intent once the budget granted the request;
+    ``before(client_request_id)`` records the intent once the budget granted the request (it
+    may return an awaitable: the request leaves once it is done, e.g. a group commit);
     ``after(answer, error)`` records Graph's answer (error None: accepted).
     """
 
@@ -76,7 +77,7 @@ class Call(Generic[T]):
     send: Callable[[str], Awaitable[T]]
     permission: str
     cost: float = 1.0
-    before: Callable[[str], None] = lambda crid: None
+    before: Callable[[str], Awaitable[None] | None] = lambda crid: None
     after: Callable[[Answer, GraphError | None], None] = lambda answer, exc: None
     fields: Mapping[str, Any] = field(default_factory=dict)  # for the request event
     key: str = ""  # a budget Graph counts per mailbox: the mailbox (its user's ID)
@@ -140,6 +141,12 @@ class Caller:
         """How many requests a lane on ``budgets`` may keep in flight: the largest cap."""
         return max((self.pacers[b].at_once for b in budgets), default=1)
 
+    def users_at_once(self, budget: Budget) -> int:
+        """How many users' list-then-act steps on ``budget`` may run at once, each sending one
+        request at a time: its cap in flight; per mailbox, as many mailboxes as are kept open."""
+        pacer = self.pacers[budget]
+        return pacer.open_keys if isinstance(pacer, KeyedPacers) else pacer.at_once
+
     async def _slotted(self, call: Call[T]) -> T:
         """Hold one of the budget's places in flight (its cap) for the whole request."""
         async with self.pacer(call.budget, call.key).slot():
@@ -153,7 +160,9 @@ class Caller:
         if self.control.ended:
             raise NotSent
         crid = str(uuid.uuid4())
-        call.before(crid)
+        intent = call.before(crid)
+        if intent is not None:
+            await intent
         pacer.departed(call.cost)
         failpoints.hit("send.after_intent")
         sent = await self._sent(call, crid)

@@ -81,7 +81,8 @@ def _args(work: Path, sim: GraphSimulator, url: str, scale: int) -> list[str]:
     )
     return [
         "run", "users.csv", "--config", str(config), "--ledger", "ledger.sqlite", "--remediate",
-        "--passwords-out", "passwords.csv", "--yes", "--json",
+        "--passwords-out", "passwords.csv", "--yes", "--max-users", str(len(sim.directory)),
+        "--json",
     ]  # fmt: skip
 
 

@@ -234,11 +234,16 @@ def http_client(
     timeout: float,
     verify: ssl.SSLContext | bool = True,
     transport: httpx.AsyncBaseTransport | None = None,
+    connections: int = 100,
 ) -> httpx.AsyncClient:
     """The HTTP client for Graph: bearer auth, timeouts, TLS trust, proxies from the
-    environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), no redirects."""
+    environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), no redirects. ``connections``: as many
+    as the run keeps requests in flight, each kept open once made (a request queued for a
+    connection costs the pool a scan of every queued one per answer; one closed after each
+    answer costs a new connection for the next)."""
     return httpx.AsyncClient(
         auth=BearerAuth(tokens),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
         verify=verify,
         transport=transport,

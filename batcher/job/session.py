@@ -58,6 +58,15 @@ def budget_specs(settings: Settings) -> dict[Budget, BudgetSpec]:
     }
 
 
+def in_flight_at_most(settings: Settings) -> int:
+    """Requests a run keeps in flight at most: each budget's cap, and one per open mailbox on
+    a per-mailbox budget (a user's items there are acted on one at a time); the HTTP pool
+    keeps that many connections."""
+    specs = budget_specs(settings)
+    keyed = len(KEYED_BUDGETS) * settings.budgets.outlook_open_mailboxes
+    return keyed + sum(spec.at_once for b, spec in specs.items() if b not in KEYED_BUDGETS)
+
+
 def budget_pacers(settings: Settings) -> dict[Budget, Pacer | KeyedPacers]:
     """One pacer per budget, within its documented limits; a budget of Graph's per mailbox
     (Outlook) gets one per mailbox, created on demand."""
@@ -127,6 +136,7 @@ class Session:
                 timeout=settings.send.timeout_seconds,
                 verify=ssl_context(settings.auth.ca_bundle) or True,
                 transport=transport,
+                connections=in_flight_at_most(settings),
             )
         )
         client = GraphClient(http, base_url, settings.graph.api_version)

@@ -34,6 +34,7 @@ class Store:
         self._conn = conn
         self._lock: WriterLock | None = None
         self.run_id: int | None = None
+        self._grouped = False  # inside ``grouped``: each write is a savepoint of its transaction
 
     @classmethod
     def open(cls, path: Path, scope: RunScope | None = None) -> Self:
@@ -180,7 +181,23 @@ class Store:
 
     # -- the one write path --------------------------------------------------------------------
     @contextmanager
+    def grouped(self) -> Iterator[None]:
+        """The writes made inside commit together, in one transaction (a group commit: one
+        sync to disk for many); each write is still all or nothing (a savepoint), and one that
+        fails leaves the others to commit."""
+        with self._write():
+            self._grouped = True
+            try:
+                yield
+            finally:
+                self._grouped = False
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        if self._grouped:
+            with self._savepoint() as db:
+                yield db
+            return
         failpoints.hit("ledger.before_begin")
         try:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -196,6 +213,21 @@ class Store:
         except BaseException:
             self._rollback()
             raise
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("SAVEPOINT one_write")
+        try:
+            yield self._conn
+        except sqlite3.Error as exc:
+            self._conn.execute("ROLLBACK TO one_write")
+            self._conn.execute("RELEASE one_write")
+            raise _ledger_error(self.path, exc) from None
+        except BaseException:
+            self._conn.execute("ROLLBACK TO one_write")
+            self._conn.execute("RELEASE one_write")
+            raise
+        self._conn.execute("RELEASE one_write")
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already

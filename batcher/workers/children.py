@@ -8,7 +8,7 @@ request a kill cut off answers 404 on the resend: "already gone", not deleted tw
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +20,7 @@ from batcher.actions import Action, Listing
 from batcher.calls import Call, NotSent
 from batcher.errors import BadRequest, GraphError, NotFound
 from batcher.graph import answer_of
-from batcher.ledger import Answer, Item, ItemState, Outcome, StepResult, StepState
+from batcher.ledger import Answer, Item, ItemKey, ItemState, Outcome, StepResult, StepState
 from batcher.window import Window, recorded_window
 from batcher.workers.lanes import LaneContext
 from batcher.workers.mailrules import hiding_folders, pick
@@ -100,27 +100,36 @@ async def discover_and_act(lanes: LaneContext, user_id: str, action: Action) -> 
     """List ``user_id``'s items (unless listed before), then act on each; the step's state."""
     assert action.lists is not None
     listing, ledger, key = action.lists, lanes.ledger, (user_id, action.name)
-    batch_id, attempt_id = ledger.start_batch(action.name, [key], str(uuid.uuid4()))
+    commit = lanes.commit  # every write here goes in a group commit with other users'
+    batch_id, attempt_id = await commit(
+        lambda: ledger.start_batch(action.name, [key], str(uuid.uuid4()))
+    )
     state, answer = StepState.DONE, Answer(Outcome.ACCEPTED, 200)
     try:
         if not ledger.listed(user_id, action.name):
             # an undo's items were recorded from the original run's (job/undo.py): none here
             found = [] if listing.undoes else await _list(lanes, action, user_id)
-            ledger.record_listing(user_id, action.name, found)
+            await commit(lambda: ledger.record_listing(user_id, action.name, found))
             failpoints.hit("items.listed")
         state = await _act_on_items(lanes, action, user_id)
     except NotSent:  # a stop: what is left stays for a resume
-        ledger.release_steps([key])
+        await commit(lambda: ledger.release_steps([key]))
         return StepState.PLANNED
     except GraphError as exc:
         answer = answer_of(exc)
         if listing.missing is not None and exc.code == listing.missing[0]:
-            ledger.finish_steps(batch_id, attempt_id, answer, [StepResult(key, answer, None)])
-            ledger.release_steps([key])
-            ledger.skip_steps(action.name, pl.Series([user_id]), listing.missing[1])
+            skipped = (listing.missing[1], StepResult(key, answer, None))
+
+            def skip() -> None:
+                ledger.finish_steps(batch_id, attempt_id, answer, [skipped[1]])
+                ledger.release_steps([key])
+                ledger.skip_steps(action.name, pl.Series([user_id]), skipped[0])
+
+            await commit(skip)
             return StepState.SKIPPED
         state = StepState.FAILED if isinstance(exc, NotFound | BadRequest) else StepState.UNKNOWN
-    ledger.finish_steps(batch_id, attempt_id, answer, [StepResult(key, answer, state)])
+    done = StepResult(key, answer, state)
+    await commit(lambda: ledger.finish_steps(batch_id, attempt_id, answer, [done]))
     return state
 
 
@@ -180,28 +189,31 @@ async def _act_on(
             path,
             user_id,
             listing.body,
-            before=lambda crid: lanes.ledger.start_item(key, crid),
+            before=lambda crid: lanes.commit(lambda: lanes.ledger.start_item(key, crid)),
         )
     except NotFound as exc:
-        lanes.ledger.finish_item(key, ItemState.GONE, answer_of(exc), listing.gone)
+        await _finish(lanes, key, ItemState.GONE, answer_of(exc), listing.gone)
     except BadRequest as exc:
         if defer:
-            lanes.ledger.finish_item(
-                key, ItemState.PLANNED, answer_of(exc), "refused while others remained"
-            )
+            why = "refused while others remained"
+            await _finish(lanes, key, ItemState.PLANNED, answer_of(exc), why)
             return False
-        lanes.ledger.finish_item(key, ItemState.FAILED, answer_of(exc), exc.message)
+        await _finish(lanes, key, ItemState.FAILED, answer_of(exc), exc.message)
     except GraphError as exc:
-        lanes.ledger.finish_item(
-            key,
-            ItemState.UNKNOWN
-            if (exc.status or 0) in (0, 429) or (exc.status or 0) >= 500
-            else ItemState.FAILED,
-            answer_of(exc),
-        )
+        status = exc.status or 0
+        doubt = status in (0, 429) or status >= 500
+        state = ItemState.UNKNOWN if doubt else ItemState.FAILED
+        await _finish(lanes, key, state, answer_of(exc))
     else:
-        lanes.ledger.finish_item(key, ItemState.DONE, Answer(Outcome.ACCEPTED, 204))
+        await _finish(lanes, key, ItemState.DONE, Answer(Outcome.ACCEPTED, 204))
     return True
+
+
+async def _finish(
+    lanes: LaneContext, key: ItemKey, state: ItemState, answer: Answer, reason: str | None = None
+) -> None:
+    """Record Graph's answer for one item (in a group commit), before going on."""
+    await lanes.commit(lambda: lanes.ledger.finish_item(key, state, answer, reason))
 
 
 async def _call(
@@ -212,7 +224,7 @@ async def _call(
     user_id: str,
     body: Any = None,
     *,
-    before: Callable[[str], None] = lambda crid: None,
+    before: Callable[[str], Awaitable[None] | None] = lambda crid: None,
 ) -> dict[str, Any]:
     """One request of its own, paced on the action's budget (per mailbox when keyed)."""
     call: Call[dict[str, Any]] = Call(

@@ -14,6 +14,7 @@ from batcher.eventlog import Event, Observer
 from batcher.graph import GraphClient
 from batcher.ledger import Ledger, StepState
 from batcher.passwords import Secret, secrets_in
+from batcher.workers.commits import GroupCommit
 
 # (user_id, action, state, secret): a step whose request carried a secret was done or unknown
 SecretSink = Callable[[str, str, StepState, Secret], None]
@@ -40,6 +41,10 @@ class LaneContext:
     max_in_flight: int
     keep_secret: SecretSink | None = None  # --passwords-out; None: secrets are dropped
     control: Control = field(kw_only=True)  # the run's: stops, breaker, tally, observer
+    commit: GroupCommit = field(init=False)  # the ledger's writes of many tasks, together
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "commit", GroupCommit(self.ledger))
 
     def secret_set(
         self, user_id: str, action: str, state: StepState, body: Mapping[str, Any]

@@ -91,6 +91,12 @@ class PerUserLane:
         self._proven: set[str] = set()  # actions Graph accepted at least once in this run
         self._missing_permission: str | None = None  # the action whose 403s tripped the run
         self._budgets = {w.action.budget for w in works}
+        # users listing and acting on their items at once, per budget (each sends one request
+        # at a time): enough to keep the budget busy, not so many they queue for connections
+        self._listing = {
+            b: anyio.Semaphore(lanes.caller.users_at_once(b))
+            for b in {w.action.budget for w in works if w.action.lists is not None}
+        }
         pending = {w.action.name: set(w.user_ids) for w in works}
         for work in works:  # in the action table's order: disable before revoke-sessions
             chain = comes_after(work.action)
@@ -154,7 +160,8 @@ class PerUserLane:
     async def _discover(self, step: _Step) -> None:
         """List the user's items, then act on each (workers/children.py)."""
         try:
-            state = await discover_and_act(self.lanes, step.user_id, step.action)
+            async with self._listing[step.action.budget]:
+                state = await discover_and_act(self.lanes, step.user_id, step.action)
             if state is StepState.PLANNED:
                 self._hold_back(step)
             else:
