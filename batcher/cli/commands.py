@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from batcher.actions import ACTIONS, CONTAIN, DEFAULT_ACTION, REMEDIATE, action_named, choose
+from batcher.actions import ACTIONS, CONTAIN, REMEDIATE, action_named, choose
 from batcher.cli.edge import (
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -24,8 +24,10 @@ from batcher.cli.evidence import comment_on, commented, evidence_report
 from batcher.cli.help import Command, app
 from batcher.cli.jobs import Consent, build_job, closing, send_job
 from batcher.cli.options import (
+    ActionNames,
     Column,
     Config,
+    Contain,
     DryRun,
     IncludeAdmins,
     Json,
@@ -79,15 +81,8 @@ def run_command(
     ] = None,
     column: Column = None,
     sheet: Sheet = None,
-    action: Annotated[
-        list[str] | None,
-        typer.Option(
-            metavar="NAME", help=f"Repeatable: {', '.join(ACTIONS)} (default: {DEFAULT_ACTION})."
-        ),
-    ] = None,
-    contain: Annotated[
-        bool, typer.Option("--contain", help=f"Short for --action {' --action '.join(CONTAIN)}.")
-    ] = False,
+    action: ActionNames = None,
+    contain: Contain = False,
     remediate: Annotated[
         bool,
         typer.Option(

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from batcher.actions import ACTIONS, CONTAIN, DEFAULT_ACTION
+
 Config = Annotated[
     Path | None,
     typer.Option(
@@ -51,3 +53,16 @@ LedgerArg = Annotated[Path, typer.Argument(metavar="LEDGER", help="The ledger a 
 
 def yes_option(after: str) -> Any:
     return typer.Option("--yes", "-y", help=f"Skip the confirmation prompt ({after}).")
+
+
+ActionNames = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--action",
+        metavar="NAME",
+        help=f"Repeatable: {', '.join(ACTIONS)} (default: {DEFAULT_ACTION}).",
+    ),
+]
+Contain = Annotated[
+    bool, typer.Option("--contain", help=f"Short for --action {' --action '.join(CONTAIN)}.")
+]

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from batcher.actions import ACTIONS, CONTAIN, DEFAULT_ACTION, choose
+from batcher.actions import ACTIONS, CONTAIN, choose
 from batcher.cli.edge import (
     EXIT_OK,
     Outcome,
@@ -22,8 +22,10 @@ from batcher.cli.edge import (
 from batcher.cli.help import Command, app
 from batcher.cli.jobs import Consent, build_job, closing, send_job
 from batcher.cli.options import (
+    ActionNames,
     Column,
     Config,
+    Contain,
     IncludeAdmins,
     Json,
     LogFile,
@@ -51,15 +53,8 @@ def plan_command(
     config: Config = None,
     column: Column = None,
     sheet: Sheet = None,
-    action: Annotated[
-        list[str] | None,
-        typer.Option(
-            metavar="NAME", help=f"Repeatable: {', '.join(ACTIONS)} (default: {DEFAULT_ACTION})."
-        ),
-    ] = None,
-    contain: Annotated[
-        bool, typer.Option("--contain", help=f"Short for --action {' --action '.join(CONTAIN)}.")
-    ] = False,
+    action: ActionNames = None,
+    contain: Contain = False,
     resend: Annotated[
         bool, typer.Option("--resend", help="Plan what another recent run already did.")
     ] = False,
