@@ -24,6 +24,7 @@ from batcher.cli.evidence import comment_on, commented, evidence_report
 from batcher.cli.help import Command, app
 from batcher.cli.jobs import Consent, build_job, closing, send_job
 from batcher.cli.options import (
+    AllRules,
     Column,
     Config,
     DryRun,
@@ -147,6 +148,7 @@ def run_command(
         typer.Option("--comment", help="After the run, comment on --incident: counts, run ID."),
     ] = False,
     include_admins: IncludeAdmins = False,
+    all_rules: AllRules = False,
     as_json: Json = False,
     log_file: LogFile = None,
 ) -> None:
@@ -163,6 +165,7 @@ def run_command(
         passwords_out=passwords_out,
         sources=sources,
         include_admins=include_admins,
+        all_rules=all_rules,
     )
 
     def build(settings: Settings, watch: Observer) -> Job:
