@@ -50,7 +50,7 @@ AllRules = Annotated[
     bool,
     typer.Option(
         "--all-rules",
-        help="disable-mail-rules: every inbox rule but the system ones, harmless ones too.",
+        help="Disable every inbox rule but the system ones, harmless ones too.",
     ),
 ]
 LedgerArg = Annotated[Path, typer.Argument(metavar="LEDGER", help="The ledger a run printed.")]
