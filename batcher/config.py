@@ -315,6 +315,10 @@ class SimulatorSettings(_Section):
     risky_users: dict[Literal["low", "medium", "high"], int] = Field(default_factory=dict)
     sign_ins: dict[str, int] = Field(default_factory=dict)
     sign_ins_page_size: int = Field(default=1000, ge=1, le=1000)
+    # Inbox rules (batcher.simulator.mailrules): rules per mailbox (the nine made first, then
+    # forwards, deletes and harmless flags in turn), and how many a page lists at most
+    mail_rules: int = Field(default=9, ge=9, le=10_000)
+    mail_rules_page_size: int = Field(default=1000, ge=1, le=1000)
     reports_per_second: float = Field(default=0.5, gt=0)
     reports_burst: int = Field(default=5, ge=1)
     sources_denied: list[Literal["incidents", "risky_users", "sign_ins"]] = Field(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from batcher.simulator.mailrules import has_mailbox
-from tests.helpers import run_cli, write_config, write_ids
+from tests.helpers import FAST, run_cli, write_config, write_ids
 
 pytestmark = pytest.mark.e2e  # the real command in a subprocess
 
@@ -90,3 +90,90 @@ def test_verify_reads_the_rules_again(tmp_path: Path, simulator: Any) -> None:
     assert result.code == 0, result.stderr
     report = (tmp_path / "l.verify.csv").read_text(encoding="utf-8")
     assert report.count(",disabled,") == len(WITH_MAILBOX)
+
+
+def _run(tmp_path: Path, simulator: Any, *extra: str, ids: list[str] = IDS) -> Any:
+    config = write_config(tmp_path / "config.toml", simulator.url)
+    people = write_ids(tmp_path / "people.csv", ids)
+    return run_cli(
+        "run", "--yes", people, "-c", config, "--action", "disable-mail-rules",
+        "--ledger", tmp_path / "l.sqlite", *extra, cwd=tmp_path,
+    )  # fmt: skip
+
+
+def _one_error_line(stderr: str) -> bool:
+    """The error is one line, the last, and no traceback."""
+    lines = stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("batcher: error:")]
+    return len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in stderr
+
+
+def test_all_rules_disables_harmless_rules_too_and_never_system_rules(
+    tmp_path: Path, simulator: Any
+) -> None:
+    result = _run(tmp_path, simulator, "--all-rules")
+    assert result.code == 0, result.stderr
+    said = " ".join(result.stderr.split())  # the plan and the gate say it (wrapped)
+    assert "--all-rules: every enabled inbox rule is disabled, harmless ones too" in said
+    # 7 files newsletters, 8 flags: harmless, disabled too; 0-2 (system) and 6 (off) untouched
+    every = (3, 4, 5, 7, 8)
+    changed = simulator.simulator.mail_rules.changed
+    assert sorted(changed) == sorted((u, _rule(u, n), False) for u in WITH_MAILBOX for n in every)
+    with sqlite3.connect(tmp_path / "l.sqlite") as db:
+        recorded = db.execute("SELECT value FROM meta WHERE key = 'all_rules'").fetchone()
+        reasons = dict(
+            db.execute(
+                "SELECT item_id, reason FROM items WHERE user_id = ?", (WITH_MAILBOX[0],)
+            ).fetchall()
+        )
+    assert recorded == ("yes",)
+    assert reasons[_rule(WITH_MAILBOX[0], 0)] == "a system rule: never touched"
+
+
+def test_a_resume_that_picks_rules_the_other_way_is_refused_in_one_line(
+    tmp_path: Path, simulator: Any
+) -> None:
+    assert _run(tmp_path, simulator, "--all-rules", ids=WITH_MAILBOX[:2]).code == 0
+    changed = list(simulator.simulator.mail_rules.changed)
+    without = _run(tmp_path, simulator, ids=WITH_MAILBOX[:2])
+    assert without.code != 0
+    assert "this ledger's first run gave --all-rules" in without.stderr
+    assert _one_error_line(without.stderr), without.stderr
+    assert simulator.simulator.mail_rules.changed == changed  # nothing sent
+
+
+def test_a_first_run_without_all_rules_refuses_it_on_resume(tmp_path: Path, simulator: Any) -> None:
+    assert _run(tmp_path, simulator, ids=WITH_MAILBOX[:2]).code == 0
+    again = _run(tmp_path, simulator, "--all-rules", ids=WITH_MAILBOX[:2])
+    assert again.code != 0
+    assert "--all-rules differs from this ledger's first run" in again.stderr
+    assert _one_error_line(again.stderr), again.stderr
+
+
+def test_all_rules_without_an_action_that_picks_rules_is_refused(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.toml", "http://127.0.0.1:9")
+    people = write_ids(tmp_path / "people.csv", IDS[:2])
+    result = run_cli("run", "--yes", people, "-c", config, "--all-rules", cwd=tmp_path)
+    assert result.code != 0
+    assert "--all-rules is for disable-mail-rules" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_every_matching_rule_of_a_30_rule_mailbox_listed_in_pages_of_10_is_disabled(
+    tmp_path: Path, simulator_factory: Any
+) -> None:
+    simulator = simulator_factory(
+        FAST.model_copy(update={"mail_rules": 30, "mail_rules_page_size": 10})
+    )
+    users = WITH_MAILBOX[:3]
+    assert _run(tmp_path, simulator, ids=users).code == 0
+    rules = simulator.simulator.mail_rules
+    # beyond the first nine: a forward, a delete, a harmless flag in turn (n % 3 == 2 harmless)
+    matching = (*HARMFUL, *(n for n in range(9, 30) if n % 3 != 2))
+    assert sorted(rules.changed) == sorted((u, _rule(u, n), False) for u in users for n in matching)
+    assert rules.lists == 3 * len(users)  # three pages each
+    result = run_cli("verify", tmp_path / "l.sqlite", "-c", tmp_path / "config.toml", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    report = (tmp_path / "l.verify.csv").read_text(encoding="utf-8")
+    assert report.count(",disabled,") == len(users)
+    assert "still_enabled" not in report  # a rule on page 3 was read too, not assumed

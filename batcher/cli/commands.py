@@ -25,6 +25,7 @@ from batcher.cli.help import Command, app
 from batcher.cli.jobs import Consent, build_job, closing, send_job
 from batcher.cli.options import (
     ActionNames,
+    AllRules,
     Column,
     Config,
     Contain,
@@ -142,6 +143,7 @@ def run_command(
         typer.Option("--comment", help="After the run, comment on --incident: counts, run ID."),
     ] = False,
     include_admins: IncludeAdmins = False,
+    all_rules: AllRules = False,
     as_json: Json = False,
     log_file: LogFile = None,
 ) -> None:
@@ -158,6 +160,7 @@ def run_command(
         passwords_out=passwords_out,
         sources=sources,
         include_admins=include_admins,
+        all_rules=all_rules,
     )
 
     def build(settings: Settings, watch: Observer) -> Job:

@@ -48,6 +48,13 @@ IncludeAdmins = Annotated[
         help="Act on holders of privileged directory roles too (held back otherwise).",
     ),
 ]
+AllRules = Annotated[
+    bool,
+    typer.Option(
+        "--all-rules",
+        help="Disable every inbox rule but the system ones, harmless ones too.",
+    ),
+]
 LedgerArg = Annotated[Path, typer.Argument(metavar="LEDGER", help="The ledger a run printed.")]
 
 

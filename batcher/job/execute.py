@@ -25,6 +25,7 @@ from batcher.plan import Plan
 from batcher.platform import command_line
 from batcher.report.files import sibling, step_report, write_report
 from batcher.window import Window
+from batcher.workers.mailrules import META_ALL_RULES
 from batcher.workers.send import LaneContext, SendOutcome, Work, send
 
 
@@ -41,6 +42,7 @@ class Facts:
     report_keys: bool = False  # the per-run report lists only the steps sent (a replay)
     passwords_out: Path | None = None  # the help desk's owner-only CSV of passwords set
     window: Window | None = None  # --since: recorded in the ledger once the run begins
+    all_rules: bool | None = None  # --all-rules, when the run picks inbox rules: recorded too
     guarded: tuple[GuardedUser, ...] = ()  # protected and held-back users (the guards)
 
 
@@ -120,6 +122,8 @@ async def execute(
     job.observer(Event.RUN_STARTED, run=run_id, ledger=str(ledger.path), **_counts(preview))
     if facts.window is not None:
         facts.window.record(ledger.set_meta)
+    if facts.all_rules is not None:
+        ledger.set_meta(META_ALL_RULES, "yes" if facts.all_rules else "no")
     ledger.add_users(plan.new_users)
     if plan.guarded is not None:
         ledger.record_guarded(plan.guarded)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,12 @@ from batcher.passwords import check_sheet_path
 from batcher.plan import USER_COLUMNS, USER_PROPERTIES, Plan, direct_users, guard, make_plan
 from batcher.report.files import sibling, write_rejects
 from batcher.window import Window, parse_since, recorded_window, settle_window
+from batcher.workers.mailrules import (
+    META_ALL_RULES,
+    all_rules_line,
+    picks_rules,
+    settle_all_rules,
+)
 from batcher.workers.resolver import GUEST, RESOLVED, estimate_requests
 
 # A share of invalid rows worth saying prominently, not only as a count in the table.
@@ -50,12 +57,18 @@ class RunOptions:
     passwords_out: Path | None = None  # the help desk's owner-only CSV of the passwords set
     sources: SourceOptions = field(default_factory=SourceOptions)  # read from Graph, beside files
     include_admins: bool = False  # act on holders of privileged roles too
+    all_rules: bool = False  # disable-mail-rules: every rule but the system ones
 
 
 def run(job: Job, options: RunOptions, route: Route | None = None) -> Summary:
     """Read, resolve, plan, ask ``job.confirm``, record and send. A failed batch is data.
     ``route``: Graph through a transport instead of the network."""
     _check_passwords_out(job, options.passwords_out)
+    if options.all_rules and not picks_rules(_actions(job)):
+        raise ConfigError(
+            f"--all-rules is for {', '.join(picks_rules(ACTIONS.values()))}, which this run "
+            "does not do; leave it out, or add the action"
+        )
     since = parse_since(options.since, datetime.now(UTC)) if options.since else None
     sources = None
     if options.sources.given():  # checked before any file is read or request made
@@ -111,6 +124,17 @@ def _with_run_facts(
     return replace(facts, notes=(*facts.notes, *notes), window=window, passwords_out=passwords_out)
 
 
+def _with_all_rules(job: Job, facts: Facts, given: bool, meta: Mapping[str, str]) -> Facts:
+    """--all-rules, when the run picks inbox rules: as the ledger's first run recorded it (a
+    different choice is refused), and its line in the plan and at the gate."""
+    picking = [a.lists.picks for a in _actions(job) if a.lists and a.lists.picks]
+    if not picking:
+        return facts
+    chosen = settle_all_rules(given, meta)
+    notes = (all_rules_line(picking[0], META_ALL_RULES in meta),) if chosen else ()
+    return replace(facts, notes=(*facts.notes, *notes), all_rules=chosen)
+
+
 async def _run(
     job: Job,
     read: InputSet,
@@ -151,6 +175,7 @@ async def _run(
             facts = _with_elsewhere(job, facts, elsewhere, plan, users)
             window = settle_window(since, recorded_window(ledger.meta()))
             facts = _with_run_facts(facts, plan, window, options.passwords_out)
+            facts = _with_all_rules(job, facts, options.all_rules, ledger.meta())
             return await execute(session, ledger, plan, facts, record)
     finally:
         ledger.close()
@@ -320,6 +345,7 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions, since: Window | None
     cached = pl.DataFrame(schema=LOOKUP_COLUMNS)
     recorded = None
     snapshot = {}
+    meta: dict[str, str] = {}
     if exists:
         assert job.ledger is not None
         reader = Ledger.open_existing(job.ledger, job.scope)
@@ -329,7 +355,8 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions, since: Window | None
             known = plan_again(reader.known_steps(), steps_undone_since(reader))
             cached = reader.lookups()
             known = plan_again(known, again_after(known))
-            recorded = recorded_window(reader.meta())
+            meta = dict(reader.meta())
+            recorded = recorded_window(meta)
         finally:
             reader.close()
     window = settle_window(since, recorded)
@@ -361,6 +388,7 @@ def _dry_run(job: Job, read: InputSet, options: RunOptions, since: Window | None
         facts = replace(facts, notes=(*facts.notes, note))
     specs = budget_specs(job.settings)
     facts = _with_run_facts(facts, plan, window, options.passwords_out)
+    facts = _with_all_rules(job, facts, options.all_rules, meta)
     unread = [n for n in names if n not in snapshot]
     if unread:
         note = f"{', '.join(unread)}: read from Graph when the run starts (a dry run sends nothing)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,9 +30,10 @@ def _folder_id(user_id: str, name: str) -> str:
     return f"AAMk{name}-{user_id[:8]}"
 
 
-def _rules_of(user_id: str) -> list[dict[str, Any]]:
+def _rules_of(user_id: str, count: int = 9) -> list[dict[str, Any]]:
     """A mailbox's rules, made from its ID: the system rules, an attacker's forward, a hide in
-    RSS Feeds, a delete, a rule already disabled and two harmless ones."""
+    RSS Feeds, a delete, a rule already disabled and two harmless ones; beyond nine (``count``),
+    a forward, a delete and a harmless flag in turn (rule n: n % 3 == 2 is harmless)."""
 
     def rule(n: int, name: str, actions: dict[str, Any], enabled: bool = True) -> dict[str, Any]:
         return {
@@ -44,6 +46,7 @@ def _rules_of(user_id: str) -> list[dict[str, Any]]:
         }
 
     outside = [{"emailAddress": {"address": "drop@attacker.example"}}]
+    more: list[dict[str, Any]] = [{"forwardTo": outside}, {"delete": True}, {"markAsRead": True}]
     junk = _folder_id(user_id, "junkemail")
     return [
         rule(0, "Junk E-Mail Rule", {"moveToFolder": junk}),
@@ -55,6 +58,7 @@ def _rules_of(user_id: str) -> list[dict[str, Any]]:
         rule(6, "old forward", {"forwardAsAttachmentTo": outside}, enabled=False),
         rule(7, "newsletters", {"moveToFolder": _folder_id(user_id, "newsletters")}),
         rule(8, "flag boss", {"markImportance": "high"}),
+        *(rule(n, f"rule {n}", more[n % 3]) for n in range(9, count)),
     ]
 
 
@@ -85,7 +89,8 @@ class MailRules:
         ]
 
     def of(self, user_id: str) -> list[dict[str, Any]]:
-        return self.rules.setdefault(user_id.lower(), _rules_of(user_id.lower()))
+        count = self.ctx.settings.mail_rules
+        return self.rules.setdefault(user_id.lower(), _rules_of(user_id.lower(), count))
 
     def _gate(self, request: Request) -> Response | None:
         refused = self.ctx.check(request) or directory_fault(self.ctx, request)
@@ -100,7 +105,15 @@ class MailRules:
         if refused is not None:
             return refused
         self.lists += 1
-        return self.ctx.json(request, {"value": self.of(request.path_params["key"])})
+        rules = self.of(request.path_params["key"])
+        size = self.ctx.settings.mail_rules_page_size
+        skip = int(request.query_params.get("$skiptoken", "0") or 0)
+        body: dict[str, Any] = {"value": rules[skip : skip + size]}
+        if skip + size < len(rules):  # more than a page: where the next one is
+            query = {k: v for k, v in request.query_params.items() if k != "$skiptoken"}
+            query["$skiptoken"] = str(skip + size)
+            body["@odata.nextLink"] = str(request.url.replace(query=urlencode(query)))
+        return self.ctx.json(request, body)
 
     async def _patch(self, request: Request) -> Response:
         refused = self._gate(request)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import polars as pl
 
@@ -23,7 +24,7 @@ from batcher.graph import answer_of
 from batcher.ledger import Answer, Item, ItemKey, ItemState, Outcome, StepResult, StepState
 from batcher.window import Window, recorded_window
 from batcher.workers.lanes import LaneContext
-from batcher.workers.mailrules import hiding_folders, pick
+from batcher.workers.mailrules import hiding_folders, pick, picks_of
 
 ODATA = "#microsoft.graph."
 
@@ -137,18 +138,24 @@ async def _list(lanes: LaneContext, action: Action, user_id: str) -> list[Item]:
     """Read the user's list; each item planned or kept (inbox rules: read the folders the
     rules move mail to first)."""
     assert action.lists is not None
-    listing = action.lists
-    path = listing.path.replace("{id}", quote(user_id, safe=""))
-    found = (await _call(lanes, action, "GET", path, user_id)).get("value", [])
+    listing, meta = action.lists, lanes.ledger.meta()
+    link: str | None = listing.path.replace("{id}", quote(user_id, safe=""))
+    found: list[dict[str, Any]] = []
+    while link:  # every page: a list longer than one page says where the next is
+        page = await _call(lanes, action, "GET", link, user_id)
+        found.extend(v for v in page.get("value", []) if isinstance(v, dict))
+        following = page.get("@odata.nextLink")
+        link = following if isinstance(following, str) else None
     hiding = None
     if listing.picks is not None:
+        listing = replace(listing, picks=picks_of(listing.picks, meta))  # --all-rules
         hiding = await hiding_folders(
             listing,
             user_id,
             found,
             lambda folder: _call(lanes, action, "GET", folder, user_id),
         )
-    return items_from(listing, found, recorded_window(lanes.ledger.meta()), hiding)
+    return items_from(listing, found, recorded_window(meta), hiding)
 
 
 async def _act_on_items(lanes: LaneContext, step: Action, user_id: str) -> StepState:
@@ -229,10 +236,15 @@ async def _call(
     """One request of its own, paced on the action's budget (per mailbox when keyed)."""
     call: Call[dict[str, Any]] = Call(
         action.budget,
-        send=lambda crid: lanes.client.call(method, path, crid, body),
+        # a GET may be a page's whole @odata.nextLink
+        send=lambda crid: (
+            lanes.client.get_json(path, crid)
+            if method == "GET"
+            else lanes.client.call(method, path, crid, body)
+        ),
         permission="",
         before=before,
-        fields={"action": method + " " + path.split("/")[-2], "ids": 1},
+        fields={"action": method + " " + urlsplit(path).path.split("/")[-2], "ids": 1},
         key=user_id,
     )
     return await lanes.caller(call)

@@ -8,16 +8,56 @@ read for its display name (RSS Feeds has no well-known name). Only read when a r
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import quote
 
 from batcher.actions import Listing, Picks
-from batcher.errors import NotFound
+from batcher.errors import ConfigError, NotFound
 from batcher.ledger import ItemState
 
 Get = Callable[[str], Awaitable[dict[str, Any]]]  # GET a path (relative to the version)
+META_ALL_RULES = "all_rules"  # the ledger's record of --all-rules: "yes" or "no"
+
+
+def picks_rules(actions: Iterable[Any]) -> list[str]:
+    """The actions that pick inbox rules to act on (what --all-rules is for)."""
+    return [a.name for a in actions if a.lists is not None and a.lists.picks is not None]
+
+
+def settle_all_rules(given: bool, meta: Mapping[str, str]) -> bool:
+    """--all-rules on a ledger: as its first run recorded it; a resume that picks rules the
+    other way is refused in one line (the rules it listed were picked one way)."""
+    recorded = meta.get(META_ALL_RULES)
+    if recorded is None or (recorded == "yes") == given:
+        return given
+    if given:
+        raise ConfigError(
+            "--all-rules differs from this ledger's first run, which disabled only the inbox "
+            "rules that forward, redirect, delete or hide mail; a resume picks rules one way: "
+            "leave --all-rules out, or use a new --ledger to disable every rule"
+        )
+    raise ConfigError(
+        "this ledger's first run gave --all-rules (every inbox rule but the system ones); a "
+        "resume picks rules one way: give --all-rules again, or use a new --ledger"
+    )
+
+
+def all_rules_line(picks: Picks, recorded: bool) -> str:
+    """The plan's and the gate's line for --all-rules."""
+    kept = "; recorded in the ledger by its first run: a resume keeps it" * recorded
+    return (
+        f"--all-rules: every enabled inbox rule is disabled, harmless ones too, not only those "
+        f"that forward, redirect, delete or hide mail; system rules ({', '.join(picks.system)}) "
+        f"are never touched{kept}"
+    )
+
+
+def picks_of(picks: Picks, meta: Mapping[str, str]) -> Picks:
+    """The picks a run makes: every non-system rule when its ledger recorded --all-rules."""
+    return replace(picks, every=True) if meta.get(META_ALL_RULES) == "yes" else picks
 
 
 def is_system(picks: Picks, rule: dict[str, Any]) -> bool:

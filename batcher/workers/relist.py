@@ -8,6 +8,7 @@ is "not_read", never a guess.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -30,19 +31,24 @@ async def relist(
     listing = action.lists
 
     async def one(user_id: str, item_ids: Sequence[str]) -> None:
-        path = listing.path.replace("{id}", quote(user_id, safe=""))
-        call: Call[dict[str, Any]] = Call(
-            action.budget,
-            send=lambda crid: client.call("GET", path, crid),
-            permission=action.permission,
-            fields={"verify": True},
-            key=user_id,
-        )
-        try:
-            body = await caller(call)
-        except (NotSent, AuthError, GraphError):
-            return  # not read: the user stays "not_read"
-        reading.found[user_id] = compare(action, body.get("value", []), item_ids)
+        link: str | None = listing.path.replace("{id}", quote(user_id, safe=""))
+        listed: list[dict[str, Any]] = []
+        while link:  # every page (@odata.nextLink): an item on a later page is still listed
+            call: Call[dict[str, Any]] = Call(
+                action.budget,
+                send=partial(client.get_json, link),
+                permission=action.permission,
+                fields={"verify": True},
+                key=user_id,
+            )
+            try:
+                body = await caller(call)
+            except (NotSent, AuthError, GraphError):
+                return  # not read (or not whole): the user stays "not_read"
+            listed.extend(v for v in body.get("value", []) if isinstance(v, dict))
+            following = body.get("@odata.nextLink")
+            link = following if isinstance(following, str) else None
+        reading.found[user_id] = compare(action, listed, item_ids)
 
     async with anyio.create_task_group() as group:
         for user_id, item_ids in acted.items():
