@@ -6,10 +6,11 @@ STAMP  := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 CONFIG ?= $(if $(wildcard config.toml),config.toml,config.example.toml)
 ARGS   ?=
-# pytest workers: two on the 2-core CI machine; override with make test JOBS=1. The in-process
-# tier waits on simulated pacing and latency half of the time, so a third worker fills that in.
-# worksteal: a worker that runs out takes tests queued on the other (the crash tests are long).
-JOBS   ?= 2
+# pytest workers: four on the 2-core CI machine; override with make test JOBS=1. The e2e tier's
+# tests wait on their CLI processes and simulated latency, and the in-process tier on simulated
+# pacing, so two workers left the cores a third idle (measured: 117 s wall at 134% CPU with 2,
+# 88 s at 184% with 4). worksteal: a worker that runs out takes tests queued on another.
+JOBS   ?= 4
 FAST_JOBS ?= 3
 # the tests keep compiled modules (pytest's rewritten tests too) in .venv/pycache, even where
 # PYTHONDONTWRITEBYTECODE is set: each worker and each CLI the e2e tests start would otherwise
