@@ -210,7 +210,7 @@ def ledger_in_process(
     SQLite ledger) against ``simulator`` (which a test may also serve on a port): the setup of
     an e2e test about a later command (undo, verify, report), which then runs at the real CLI.
     ``sections``: settings beyond the tests' quick defaults, as for ``write_config``."""
-    rig = Rig(ledger.parent, simulator=simulator, **sections)
+    rig = Rig(ledger.parent, FAST, None, simulator=simulator, **sections)
     summary = rig.run(inputs, actions, ledger)
     assert summary.stopped is None and not summary.interrupted, summary
     return summary
