@@ -131,10 +131,12 @@ class Rig:
         tmp_path: Path,
         sim: SimulatorSettings = FAST,
         users: Sequence[DirectoryUser] | None = None,
+        *,
+        simulator: GraphSimulator | None = None,
         **sections: dict[str, Any],
     ) -> None:
         self.tmp_path = tmp_path
-        self.sim = GraphSimulator(sim, tokens={TEST_TOKEN}, users=users)
+        self.sim = simulator or GraphSimulator(sim, tokens={TEST_TOKEN}, users=users)
         self.settings = settings(tmp_path, **sections)
         self.events = Events()
 
@@ -195,6 +197,23 @@ class Rig:
     def verify(self, ledger: Path, **options: Any) -> VerifySummary:
         job = self.job(tuple(_recorded(ledger)), ledger, **_job_options(options))
         return verify(job, VerifyOptions(**options), self.route)
+
+
+def ledger_in_process(
+    simulator: GraphSimulator,
+    inputs: Path,
+    actions: Sequence[str],
+    ledger: Path,
+    **sections: dict[str, Any],
+) -> Summary:
+    """A ledger made as `batcher run --yes` makes it, but in-process (the real job, the real
+    SQLite ledger) against ``simulator`` (which a test may also serve on a port): the setup of
+    an e2e test about a later command (undo, verify, report), which then runs at the real CLI.
+    ``sections``: settings beyond the tests' quick defaults, as for ``write_config``."""
+    rig = Rig(ledger.parent, FAST, None, simulator=simulator, **sections)
+    summary = rig.run(inputs, actions, ledger)
+    assert summary.stopped is None and not summary.interrupted, summary
+    return summary
 
 
 def _job_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -17,13 +17,16 @@ from batcher.cli.progress import RunProgress
 from batcher.cli.schema import Envelope
 from batcher.control import Tally
 from batcher.eventlog import Event
+from batcher.simulator import GraphSimulator
 from tests.helpers import (
     BATCHER,
     FAST,
     REPO,
+    TEST_TOKEN,
     Rig,
     cli_env,
     ids,
+    ledger_in_process,
     run_cli,
     write_config,
     write_ids,
@@ -217,10 +220,9 @@ def test_sigterm_stops_like_ctrl_c_and_exits_143(tmp_path: Path, simulator_facto
 
 @pytest.mark.e2e  # the real command in a subprocess
 def test_report_refuses_an_out_folder_that_does_not_exist(tmp_path: Path) -> None:
-    env = _sim_env(tmp_path)
-    write_ids(tmp_path / "ids.csv", ids(3))
-    ran = run_cli("run", "ids.csv", "--json", cwd=tmp_path, env=env)
-    ledger = _envelope(ran.stdout).result["ledger"]  # type: ignore[index]
+    people = write_ids(tmp_path / "ids.csv", ids(3))
+    ledger = tmp_path / "l.sqlite"
+    ledger_in_process(GraphSimulator(FAST, tokens={TEST_TOKEN}), people, ("confirm",), ledger)
     result = run_cli("report", ledger, "--out", tmp_path / "no" / "such" / "r.csv", cwd=tmp_path)
     assert result.code == 2
     assert "the folder" in result.stderr and "does not exist" in result.stderr

@@ -23,6 +23,7 @@ from tests.helpers import (
     counts,
     expected_ids,
     ids,
+    ledger_in_process,
     run_cli,
     runs_of,
     write_config,
@@ -74,9 +75,8 @@ def test_a_stopped_verify_says_who_it_did_not_read_and_the_command_that_finishes
     sim = simulator_factory(FAST.model_copy(update={"processing_seconds": 3600}))
     config = write_config(tmp_path / "config.toml", sim.url)
     ledger = tmp_path / "l.sqlite"
-    write_ids(tmp_path / "ids.csv", ids(30))
-    sent = run_cli("run", "--yes", "ids.csv", "-c", config, "--ledger", ledger, cwd=tmp_path)
-    assert sent.code == 0, sent.stderr
+    people = write_ids(tmp_path / "ids.csv", ids(30))
+    ledger_in_process(sim.simulator, people, ("confirm",), ledger)  # the setup: the run
     write_config(config, sim.url, send={"rate_per_second": 0.1})  # a read every 10 s
     record = sim.simulator.record
     run_reads = record.reads  # the run read who was already confirmed

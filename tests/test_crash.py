@@ -27,19 +27,16 @@ MAX_IN_FLIGHT = 2
 WINDOW = BATCH_SIZE * MAX_IN_FLIGHT  # IDs that may be in flight when a process dies
 ACTION = "confirmCompromised"
 
-# (failpoint, hit count): the process kills itself there
+# (failpoint, hit count): the process kills itself there. Each failpoint once, and the commit
+# both early and late in a process's run; kills from outside fall anywhere in between.
 FAILPOINT_KILLS = [
-    ("send.after_intent", 1),
     ("send.after_intent", 4),
-    ("send.after_answer", 1),
     ("send.after_answer", 5),
     ("ledger.before_commit", 3),
-    ("ledger.before_commit", 8),
     ("ledger.before_commit", 17),
-    ("ledger.before_begin", 6),
     ("ledger.before_begin", 13),
 ]
-EXTERNAL_KILLS = 12  # SIGKILL from outside, spread over the run
+EXTERNAL_KILLS = 4  # SIGKILL from outside, spread over the run
 
 
 def _setup(tmp_path: Path, url: str, n_ids: int) -> tuple[list[str], Path, list[str]]:
@@ -112,18 +109,17 @@ def _unsure(ledger: Path) -> set[str]:
     return set(known.filter(known["state"] == "unknown").get_column("user_id"))
 
 
-@pytest.mark.parametrize("part", [0, 1])
 def test_sigkill_at_many_points_loses_nothing_and_resends_at_most_the_window(
-    tmp_path: Path, simulator_factory: Any, part: int
+    tmp_path: Path, simulator_factory: Any
 ) -> None:
-    """The 21 kills of the plan, in two runs of 600 IDs (one per part, so two workers share
-    them): failpoint kills interleaved with kills from outside."""
+    """The nine kills of the plan in one run of 300 IDs: failpoint kills interleaved with
+    kills from outside."""
     sim = simulator_factory(
         FAST.model_copy(update={"latency_min_seconds": 0.005, "latency_max_seconds": 0.03})
     )
     record = sim.simulator.record
     accepted = record.accepted[ACTION]
-    ids, ledger, command = _setup(tmp_path, sim.url, 600)
+    ids, ledger, command = _setup(tmp_path, sim.url, 300)
     step = 2 * BATCH_SIZE  # an outside kill comes once two more batches were accepted
     kills: list[str] = []
     made_unsure: list[int] = []  # IDs each kill left unsure (in flight when it struck)
@@ -131,8 +127,7 @@ def test_sigkill_at_many_points_loses_nothing_and_resends_at_most_the_window(
     unsure: set[str] = set()
 
     plan = _kill_plan()
-    half = (len(plan) + 1) // 2
-    for name, count in plan[:half] if part == 0 else plan[half:]:
+    for name, count in plan:
         start = len(accepted)
         if name == "external":
             proc = _start(command, tmp_path)
@@ -147,12 +142,13 @@ def test_sigkill_at_many_points_loses_nothing_and_resends_at_most_the_window(
         made_unsure.append(len(now_unsure - unsure))
         ever_unsure |= now_unsure
         unsure = now_unsure
+        assert len(accepted) < len(ids), kills  # every kill struck before the run's end
 
     done = _start(command, tmp_path)  # the same command, once more, to the end
     _, err = done.communicate(timeout=120)
     assert done.returncode == 0, err
 
-    assert len(plan) == 21 and len(kills) >= 10, kills
+    assert len(kills) == len(FAILPOINT_KILLS) + EXTERNAL_KILLS, kills
     assert set(accepted) == set(ids)  # every valid ID was accepted at least once
     assert _states(ledger) == {"done": len(ids)}  # and the ledger knows it
     assert max(made_unsure) <= WINDOW, list(zip(kills, made_unsure, strict=True))
@@ -233,14 +229,14 @@ def test_second_signal_stops_at_once_and_stays_resumable(
     assert _states(ledger) == {"done": len(ids)}
 
 
-CONTAIN_KILLS = 5
+CONTAIN_KILLS = 3
 USERS = 150
 
 
 def test_sigkill_during_a_containment_loses_no_user_and_keeps_each_users_order(
     tmp_path: Path,
 ) -> None:
-    """Five kills from outside while disable, revoke-sessions and confirm all run; the same
+    """Three kills from outside while disable, revoke-sessions and confirm all run; the same
     command then finishes. Extra writes are bounded by what can be in flight at a kill."""
     users = [
         DirectoryUser(id=uid, userPrincipalName=f"u{n}@contoso.com")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from batcher.simulator.comments import INCIDENTS
-from tests.helpers import cli_env, ids, run_cli, write_config, write_ids
+from tests.helpers import cli_env, ids, ledger_in_process, run_cli, write_config, write_ids
 
 INCIDENT = INCIDENTS[0]
 
@@ -68,10 +68,9 @@ def test_the_incident_comment_is_posted_exactly_once_across_a_kill_and_a_rerun(
 def test_batcher_comment_posts_a_run_on_another_incident_once(
     tmp_path: Path, simulator: Any
 ) -> None:
-    write_ids(tmp_path / "ids.csv", ids(3))
+    people = write_ids(tmp_path / "ids.csv", ids(3))
     config = write_config(tmp_path / "config.toml", simulator.url)
-    ran = run_cli("run", "ids.csv", "--config", config, "-y", "--ledger", "l.sqlite", cwd=tmp_path)
-    assert ran.code == 0, ran.stderr
+    ledger_in_process(simulator.simulator, people, ("confirm",), tmp_path / "l.sqlite")  # setup
     assert _comments(simulator, INCIDENTS[1]) == []  # no --comment: nothing said
     args = ["comment", "l.sqlite", "--incident", INCIDENTS[1], "--config", config, "--json"]
     first = run_cli(*args, cwd=tmp_path)
@@ -88,7 +87,7 @@ def test_batcher_comment_posts_a_run_on_another_incident_once(
 def test_a_comment_on_an_incident_graph_does_not_have_says_what_to_check(
     tmp_path: Path, simulator: Any
 ) -> None:
-    write_ids(tmp_path / "ids.csv", ids(2))
+    people = write_ids(tmp_path / "ids.csv", ids(2))
     config = write_config(tmp_path / "config.toml", simulator.url)
     # the incident is also where the run reads users: an unknown one stops it before any write
     unknown = run_cli(
@@ -106,8 +105,7 @@ def test_a_comment_on_an_incident_graph_does_not_have_says_what_to_check(
     )
     assert unknown.code == 2 and "--incident 999" in unknown.stderr
     assert all(not got for got in simulator.simulator.record.accepted.values())
-    ran = run_cli("run", "ids.csv", "--config", config, "-y", "--ledger", "l.sqlite", cwd=tmp_path)
-    assert ran.code == 0, ran.stderr
+    ledger_in_process(simulator.simulator, people, ("confirm",), tmp_path / "l.sqlite")  # setup
     later = run_cli("comment", "l.sqlite", "--incident", "999", "--config", config, cwd=tmp_path)
     said = later.stdout + later.stderr
     assert "Graph has no incident 999" in said

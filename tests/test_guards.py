@@ -13,7 +13,15 @@ import pytest
 from batcher.auth import SIMULATED_OPERATOR, SIMULATOR_DELEGATED_TOKEN
 from batcher.simulator import GraphSimulator, RunningSimulator
 from batcher.simulator.directory import derived_id
-from tests.helpers import FAST, cli_env, run_cli, write_config, write_ids
+from tests.helpers import (
+    FAST,
+    cli_env,
+    counts,
+    ledger_in_process,
+    run_cli,
+    write_config,
+    write_ids,
+)
 
 pytestmark = pytest.mark.e2e  # the real command in a subprocess
 
@@ -179,12 +187,8 @@ def test_undo_leaves_an_account_disabled_before_the_run_disabled(
     sim = simulator_factory(FAST.model_copy(update={"directory_file": directory}))
     config = write_config(tmp_path / "config.toml", sim.url)
     users = ["was.disabled@contoso.com", "fresh@contoso.com"]
-    write_ids(tmp_path / "users.csv", users, header="user")
-    run = run_cli(
-        "run", "--yes", "users.csv", "-c", config, "--action", "disable", "--ledger", "b.sqlite",
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert run.code == 0, run.stderr
+    people = write_ids(tmp_path / "users.csv", users, header="user")
+    ledger_in_process(sim.simulator, people, ("disable",), tmp_path / "b.sqlite")  # the setup
     record = sim.simulator.record
     writes_before = len(record.writes)
     undo = run_cli("undo", "b.sqlite", "-c", config, "--yes", "--json", cwd=tmp_path)
@@ -230,12 +234,8 @@ def test_undo_leaves_a_user_confirmed_compromised_before_the_run_confirmed(
     was, fresh = derived_id("was.confirmed@contoso.com"), derived_id("fresh@contoso.com")
     graph.record.apply("confirmCompromised", [was], "confirmedCompromised")  # before the run
     config = write_config(tmp_path / "config.toml", sim.url)
-    write_ids(tmp_path / "users.csv", [was, fresh], header="user")
-    run = run_cli(
-        "run", "--yes", "users.csv", "-c", config, "--action", "confirm", "--ledger", "c.sqlite",
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert run.code == 0, run.stderr
+    people = write_ids(tmp_path / "users.csv", [was, fresh], header="user")
+    ledger_in_process(graph, people, ("confirm",), tmp_path / "c.sqlite")  # the setup: the run
     assert graph.record.risk_state == dict.fromkeys([was, fresh], "confirmedCompromised")
     undo = run_cli("undo", "c.sqlite", "-c", config, "--yes", "--json", cwd=tmp_path)
     assert undo.code == 0, undo.stderr
@@ -251,11 +251,9 @@ def test_replay_sends_no_write_to_a_user_protected_since_the_run(
     plain, later = derived_id(PLAIN), derived_id("later@contoso.com")
     sim = simulator_factory(FAST.model_copy(update={"bad_ids": [plain, later]}))
     config = write_config(tmp_path / "config.toml", sim.url)
-    write_ids(tmp_path / "users.csv", [plain, later], header="user")
-    run = run_cli(
-        "run", "--yes", "users.csv", "-c", config, "--ledger", "r.sqlite", "--json", cwd=tmp_path
-    )  # fmt: skip
-    assert run.json()["result"]["actions"]["confirm"]["failed"] == 2, run.stderr
+    people = write_ids(tmp_path / "users.csv", [plain, later], header="user")
+    ledger_in_process(sim.simulator, people, ("confirm",), tmp_path / "r.sqlite")  # the setup
+    assert counts(tmp_path / "r.sqlite") == {"confirm": {"failed": 2}}
     write_config(config, sim.url, safety={"protected": [later]})  # protected since the run
     refused = sim.simulator.record.statuses[400]
     replay = run_cli("replay", "r.sqlite", "-c", config, "--yes", "--json", cwd=tmp_path)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from batcher.simulator.mailrules import has_mailbox
-from tests.helpers import FAST, run_cli, write_config, write_ids
+from tests.helpers import FAST, ledger_in_process, run_cli, write_config, write_ids
 
 pytestmark = pytest.mark.e2e  # the real command in a subprocess
 
@@ -36,6 +36,16 @@ def _disable(tmp_path: Path, simulator: Any) -> Path:
         "--ledger", ledger, cwd=tmp_path,
     )  # fmt: skip
     assert result.code == 0, result.stderr
+    return ledger
+
+
+def _disabled_before(tmp_path: Path, simulator: Any) -> Path:
+    """The same run as ``_disable``, made in-process: the setup of a test about a later command."""
+    write_config(tmp_path / "config.toml", simulator.url)
+    people = write_ids(tmp_path / "people.csv", IDS)
+    ledger = tmp_path / "l.sqlite"
+    ledger_in_process(simulator.simulator, people, ("disable-mail-rules",), ledger)
+    assert len(simulator.simulator.mail_rules.changed) == len(WITH_MAILBOX) * len(HARMFUL)
     return ledger
 
 
@@ -72,7 +82,7 @@ def test_only_matching_rules_are_disabled_and_system_rules_are_never_touched(
 
 
 def test_undo_re_enables_exactly_the_rules_the_run_disabled(tmp_path: Path, simulator: Any) -> None:
-    ledger = _disable(tmp_path, simulator)
+    ledger = _disabled_before(tmp_path, simulator)
     rules = simulator.simulator.mail_rules
     lists = rules.lists
     config = tmp_path / "config.toml"
@@ -85,7 +95,7 @@ def test_undo_re_enables_exactly_the_rules_the_run_disabled(tmp_path: Path, simu
 
 
 def test_verify_reads_the_rules_again(tmp_path: Path, simulator: Any) -> None:
-    ledger = _disable(tmp_path, simulator)
+    ledger = _disabled_before(tmp_path, simulator)
     result = run_cli("verify", ledger, "-c", tmp_path / "config.toml", cwd=tmp_path)
     assert result.code == 0, result.stderr
     report = (tmp_path / "l.verify.csv").read_text(encoding="utf-8")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import FAST, cli_env, run_cli, write_config, write_ids
+from tests.helpers import FAST, cli_env, ledger_in_process, run_cli, write_config, write_ids
 
 pytestmark = pytest.mark.e2e  # the real command in a subprocess
 
@@ -45,6 +45,17 @@ def _run(tmp_path: Path, simulator_factory: Any, *args: str) -> tuple[Any, Path]
         cwd=tmp_path,
     )
     assert result.code == 0, result.stderr
+    return sim, ledger
+
+
+def _removed_before(tmp_path: Path, simulator_factory: Any) -> tuple[Any, Path]:
+    """The same run as ``_run``, made in-process: the setup of a test about a later command."""
+    sim = simulator_factory(FAST_REPORTS)
+    write_config(tmp_path / "config.toml", sim.url, budgets=BUDGETS)
+    people = write_ids(tmp_path / "people.csv", ["ann@contoso.com"], "upn")
+    ledger = tmp_path / "l.sqlite"
+    ledger_in_process(sim.simulator, people, ("remove-auth-methods",), ledger, budgets=BUDGETS)
+    assert len(sim.simulator.auth_methods.deleted) >= 3
     return sim, ledger
 
 
@@ -126,7 +137,7 @@ def test_a_delete_answered_but_not_recorded_is_in_doubt_on_resume_and_never_dele
 def test_the_report_shows_each_method_kept_or_removed_with_its_before_image(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
-    sim, ledger = _run(tmp_path, simulator_factory)
+    sim, ledger = _removed_before(tmp_path, simulator_factory)
     out = tmp_path / "report.csv"
     assert run_cli("report", ledger, "--out", out, cwd=tmp_path).code == 0
     row = next(r for r in csv.DictReader(out.open(encoding="utf-8")))
@@ -144,7 +155,7 @@ def test_the_report_shows_each_method_kept_or_removed_with_its_before_image(
 def test_verify_lists_the_methods_again_and_finds_each_removed_one_absent(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
-    sim, ledger = _run(tmp_path, simulator_factory)
+    sim, ledger = _removed_before(tmp_path, simulator_factory)
     config = tmp_path / "config.toml"
     result = run_cli("verify", ledger, "-c", config, "--json", cwd=tmp_path)
     assert result.code == 0, result.stderr
@@ -157,7 +168,7 @@ def test_verify_lists_the_methods_again_and_finds_each_removed_one_absent(
 def test_verify_refused_the_list_reports_nothing_as_read_and_names_the_permission(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
-    sim, ledger = _run(tmp_path, simulator_factory)
+    sim, ledger = _removed_before(tmp_path, simulator_factory)
     methods = sim.simulator.auth_methods
     methods.refused = {u for u, _ in methods.deleted}  # the permission taken away since
     config = tmp_path / "config.toml"

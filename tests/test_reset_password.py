@@ -14,7 +14,7 @@ import pytest
 
 from batcher.passwords import KINDS, Secret, new_password
 from batcher.simulator import DirectoryUser
-from tests.helpers import FAST, CliResult, run_cli, write_config, write_ids
+from tests.helpers import FAST, CliResult, ledger_in_process, run_cli, write_config, write_ids
 
 pytestmark = pytest.mark.e2e
 ACTION = "reset-password"
@@ -156,19 +156,18 @@ def test_passwords_out_is_refused_without_its_folder_or_without_reset_password(
 def test_undo_says_reset_password_cannot_be_undone_and_verify_reads_the_change_time(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
-    _, config, people = _tenant(tmp_path, simulator_factory)
+    sim, config, people = _tenant(tmp_path, simulator_factory)
     ledger = tmp_path / "l.sqlite"
-    _run(tmp_path, people, "-c", config, "--ledger", ledger, "--action", ACTION)
+    ledger_in_process(sim.simulator, people, (ACTION,), ledger)  # the setup: the run itself
     undone = run_cli("undo", ledger, "-c", config, "--yes", cwd=tmp_path)
     assert undone.code == 2
     assert "reset-password: the old password is gone: a reset password stays reset" in (
         undone.stderr
     )
-    verified = run_cli("verify", ledger, "-c", config, "--json", cwd=tmp_path)
+    out = tmp_path / "verify.csv"
+    verified = run_cli("verify", ledger, "-c", config, "--json", "-o", out, cwd=tmp_path)
     reset = verified.json()["result"]["actions"][ACTION]
     assert (reset["checked"], reset["as_expected"]) == (2, 2)  # ada's failed: nothing to read
-    out = tmp_path / "verify.csv"
-    run_cli("verify", ledger, "-c", config, "-o", out, cwd=tmp_path)
     assert "lastPasswordChangeDateTime at or after the request was sent" in out.read_text()
 
 
