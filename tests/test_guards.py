@@ -19,6 +19,7 @@ from tests.helpers import (
     counts,
     ledger_in_process,
     run_cli,
+    states,
     write_config,
     write_ids,
 )
@@ -270,14 +271,15 @@ def test_undo_re_enables_an_administrator_the_run_disabled_but_no_protected_user
     server, _ = _delegated(tmp_path)
     config = write_config(tmp_path / "config.toml", server.url)
     users = [PLAIN, ADMIN, "later@contoso.com"]
-    write_ids(tmp_path / "users.csv", users, header="user")
+    people = write_ids(tmp_path / "users.csv", users, header="user")
     env = cli_env(BATCHER_ACCESS_TOKEN=SIMULATOR_DELEGATED_TOKEN)
     try:
-        run = run_cli(
-            "run", "--yes", "users.csv", "-c", config, "--action", "disable", "--include-admins",
-            "--ledger", "u.sqlite", cwd=tmp_path, env=env,
+        ledger_in_process(  # the setup: `run --include-admins --action disable`, signed in
+            server.simulator, people, ("disable",), tmp_path / "u.sqlite",
+            token=SIMULATOR_DELEGATED_TOKEN, include_admins=True,
         )  # fmt: skip
-        assert run.code == 0, run.stderr
+        # the run disabled the administrator (held back without --include-admins)
+        assert states(tmp_path / "u.sqlite")[derived_id(ADMIN)] == "done"
         write_config(config, server.url, safety={"protected": ["later@contoso.com"]})
         record = server.simulator.record
         writes_before = len(record.writes)
