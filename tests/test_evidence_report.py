@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import cli_env, ids, run_cli, write_config, write_ids
+from batcher.actions import CONTAIN
+from tests.helpers import Rig, ids, run_cli, write_ids
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 
@@ -100,24 +101,16 @@ def test_the_html_report_shows_the_chart_counts_and_a_users_row_in_chromium_offl
 ) -> None:
     users = ids(6)
     write_ids(tmp_path / "ids.csv", users)
-    config = write_config(tmp_path / "config.toml", simulator.url)
-    ran = run_cli(
-        "run",
-        "ids.csv",
-        "--contain",
-        "--config",
-        config,
-        "-y",
-        "--ledger",
-        "l.sqlite",
-        cwd=tmp_path,
-        env=cli_env(),
-    )
-    assert ran.code == 0, ran.stderr
-    undone = run_cli("undo", "l.sqlite", "--config", config, "-y", cwd=tmp_path)
-    assert undone.code == 0, undone.stderr
-    verified = run_cli("verify", "l.sqlite", "--config", config, cwd=tmp_path)
-    assert verified.code in (0, 1), verified.stderr  # undone since: not as expected, said so
+    # the setup, in-process (the real job, simulator and SQLite): a contained run, its undo
+    # and a verify since, for the report's counts, timeline and follow-ups; the report is the
+    # command under test and runs at the real CLI
+    rig = Rig(tmp_path, simulator=simulator.simulator)
+    ledger = tmp_path / "l.sqlite"
+    ran = rig.run(tmp_path / "ids.csv", CONTAIN, ledger)
+    assert ran.stopped is None and not ran.interrupted, ran
+    undone = rig.undo(ledger)
+    assert undone.stopped is None and not undone.interrupted, undone
+    rig.verify(ledger)  # undone since: not as expected
     made = run_cli("report", "l.sqlite", "--out", "report.html", "--json", cwd=tmp_path)
     assert made.code == 0, made.stderr
     assert made.json()["result"]["counts"]["confirm"] == {"done": 6}
