@@ -39,6 +39,7 @@ from batcher.job import (
     verify,
 )
 from batcher.job.session import Route
+from batcher.job.staged import ledger_of, plan
 from batcher.ledger import Ledger, RunRecord, RunScope
 from batcher.pacer import Pacer
 from batcher.simulator import SIMULATED_TENANT, DirectoryUser, GraphSimulator
@@ -219,6 +220,17 @@ def ledger_in_process(
     summary = rig.run(inputs, actions, ledger, token=token, include_admins=include_admins)
     assert summary.stopped is None and not summary.interrupted, summary
     return summary
+
+
+def plan_in_process(
+    simulator: GraphSimulator, inputs: Path, actions: Sequence[str], out: Path
+) -> dict[str, Any]:
+    """A plan file written as `batcher plan INPUT -o OUT` writes it, but in-process (the real
+    look-ups and guards, planfile's writer) against ``simulator``: the setup of an e2e test
+    about `apply`, which then runs at the real CLI. Returns the plan's content."""
+    rig = Rig(out.parent, FAST, None, simulator=simulator)
+    job = rig.job(actions, ledger_of(out))
+    return plan(job, RunOptions((inputs,)), out, route=rig.route).content
 
 
 def _job_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,17 @@ import pytest
 from batcher.job.planfile import digest_of
 from batcher.simulator import GraphSimulator, RunningSimulator
 from batcher.simulator.directory import DirectoryUser
-from tests.helpers import BATCHER, FAST, TEST_TOKEN, cli_env, counts, ids, run_cli, write_config
+from tests.helpers import (
+    BATCHER,
+    FAST,
+    TEST_TOKEN,
+    cli_env,
+    counts,
+    ids,
+    plan_in_process,
+    run_cli,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -88,8 +98,8 @@ def test_plan_then_apply_acts_on_exactly_the_plan_and_sends_nothing_at_plan(
 def test_an_edited_plan_is_refused_before_any_request(tmp_path: Path, simulator: Any) -> None:
     _input(tmp_path, 30)
     config = write_config(tmp_path / "config.toml", simulator.url)
-    assert run_cli("plan", "ids.csv", "--config", config, "-o", "p.json", cwd=tmp_path).code == 0
     path = tmp_path / "p.json"
+    plan_in_process(simulator.simulator, tmp_path / "ids.csv", ("confirm",), path)  # the setup
     content = json.loads(path.read_text(encoding="utf-8"))
     content["users"].append({**content["users"][0], "user_id": ids(1, seed=7)[0]})
     path.write_text(json.dumps(content, indent=1), encoding="utf-8")
@@ -103,8 +113,8 @@ def test_an_edited_plan_is_refused_before_any_request(tmp_path: Path, simulator:
 def test_a_plan_for_another_tenant_or_too_old_is_refused(tmp_path: Path, simulator: Any) -> None:
     _input(tmp_path, 3)
     config = write_config(tmp_path / "config.toml", simulator.url)
-    assert run_cli("plan", "ids.csv", "--config", config, "-o", "p.json", cwd=tmp_path).code == 0
     path = tmp_path / "p.json"
+    plan_in_process(simulator.simulator, tmp_path / "ids.csv", ("confirm",), path)  # the setup
     content = json.loads(path.read_text(encoding="utf-8"))
     for change, said in (
         ({"tenant": "0f0e0d0c-0000-4000-8000-000000000abc"}, "the plan is for tenant 0f0e0d0c"),
