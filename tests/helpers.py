@@ -207,17 +207,17 @@ def ledger_in_process(
     ledger: Path,
     *,
     token: str = TEST_TOKEN,
-    include_admins: bool = False,
+    options: Mapping[str, Any] | None = None,
     **sections: dict[str, Any],
 ) -> Summary:
     """A ledger made as `batcher run --yes` makes it, but in-process (the real job, the real
     SQLite ledger) against ``simulator`` (which a test may also serve on a port): the setup of
     an e2e test about a later command (undo, verify, report), which then runs at the real CLI.
-    ``token``: the one the simulator accepts (e.g. the delegated one); ``include_admins``: as
-    --include-admins; ``sections``: settings beyond the tests' quick defaults, as for
-    ``write_config``."""
+    ``token``: the one the simulator accepts (e.g. the delegated one); ``options``: the run's
+    options as the CLI passes them (e.g. include_admins=True for --include-admins, since="1d");
+    ``sections``: settings beyond the tests' quick defaults, as for ``write_config``."""
     rig = Rig(ledger.parent, FAST, None, simulator=simulator, **sections)
-    summary = rig.run(inputs, actions, ledger, token=token, include_admins=include_admins)
+    summary = rig.run(inputs, actions, ledger, token=token, **dict(options or {}))
     assert summary.stopped is None and not summary.interrupted, summary
     return summary
 

@@ -276,7 +276,7 @@ def test_undo_re_enables_an_administrator_the_run_disabled_but_no_protected_user
     try:
         ledger_in_process(  # the setup: `run --include-admins --action disable`, signed in
             server.simulator, people, ("disable",), tmp_path / "u.sqlite",
-            token=SIMULATOR_DELEGATED_TOKEN, include_admins=True,
+            token=SIMULATOR_DELEGATED_TOKEN, options={"include_admins": True},
         )  # fmt: skip
         # the run disabled the administrator (held back without --include-admins)
         assert states(tmp_path / "u.sqlite")[derived_id(ADMIN)] == "done"
