@@ -202,7 +202,7 @@ class Rig:
 
 def ledger_in_process(
     simulator: GraphSimulator,
-    inputs: Path,
+    inputs: Path | Sequence[Path],
     actions: Sequence[str],
     ledger: Path,
     *,

@@ -10,10 +10,19 @@ from typing import Any
 import polars as pl
 import pytest
 
+from batcher.job.sources import SourceOptions
 from batcher.simulator.directory import derived_id
 from batcher.simulator.risky import risky_upns
 from batcher.simulator.security import sign_in_users
-from tests.helpers import FAST, cli_env, report_frame, run_cli, write_config, write_ids
+from tests.helpers import (
+    FAST,
+    cli_env,
+    ledger_in_process,
+    report_frame,
+    run_cli,
+    write_config,
+    write_ids,
+)
 
 pytestmark = pytest.mark.e2e  # the real command in a subprocess
 
@@ -213,8 +222,10 @@ def test_refresh_reads_the_sources_again_and_says_what_changed(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
     server = simulator_factory(SOURCES)
-    first = _run(tmp_path, server, "--risky", "high,medium", "--action", "disable")
-    assert first.code == 0, first.stderr
+    # the first run, in-process (the real job reads the risky users and snapshots them in
+    # the ledger); the --refresh under test runs at the real CLI
+    risky_only = {"sources": SourceOptions(risky="high,medium")}
+    ledger_in_process(server.simulator, (), ("disable",), tmp_path / "l.sqlite", options=risky_only)
     risky = server.simulator.risky_users.seeded
     gone = derived_id(risky_upns("high", 3)[0])
     del risky[gone]  # remediated meanwhile
