@@ -15,7 +15,10 @@ from tests.helpers import FAST, run_cli, write_config, write_ids
 pytestmark = pytest.mark.e2e  # the real command in a subprocess
 
 IDS = [str(uuid.UUID(int=i * 7919 + 1, version=4)) for i in range(20)]
-# every budget answers some requests 429 or 503, inside JSON batches and alone
+# every budget answers some requests 429 or 503, inside JSON batches and alone. What this test
+# waits on (~1 s a fault): a directory 429 says Retry-After in whole seconds, at least 1, as
+# Graph does (retry_after_seconds 0.0 only makes the 503s' Retry-After 0), and the run holds
+# that budget for it; the rest (back-offs, the 0.2 s windows below) is under 2 s in all
 FAULTY = FAST.model_copy(
     update={
         "reports_per_second": 500.0,
