@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from batcher.simulator import MAX_REQUESTS_PER_BATCH, DirectoryUser
+from batcher.simulator.budget import TokenBucket
 from tests.test_simulator import (
     AUTH,
     CONFIRM,
@@ -212,6 +213,28 @@ def test_inner_writes_over_the_write_budget_get_429_with_retry_after() -> None:
     refused = next(a for a in by_id.values() if a["status"] == 429)
     assert refused["headers"]["Retry-After"] == "2"
     assert [w.status for w in graph.sim.record.writes if w.user_id == refused["id"]] == [429]
+
+
+def test_a_sped_up_write_budget_says_retry_after_in_fractional_seconds() -> None:
+    graph = in_process(
+        directory_writes_per_second=2000, directory_writes_burst=1, retry_after_least_seconds=0.01
+    )
+    ids = new_ids(2)
+    by_id = answers(graph.batch(*(disable(uid, uid) for uid in ids)))
+    refused = next(a for a in by_id.values() if a["status"] == 429)
+    # a token comes within 0.5 ms; the least Retry-After (Graph's 1 s over 100) says 10 ms
+    assert refused["headers"]["Retry-After"] == "0.010000"
+
+
+def test_token_bucket_retry_after_is_whole_seconds_unless_its_least_is_under_one() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=2000, burst=1, clock=lambda: now[0])
+    assert bucket.take() and not bucket.take()
+    assert bucket.retry_after() == "1"  # Graph's: whole seconds, at least 1
+    assert bucket.retry_after(0.0001) == "0.000500"  # the token's own wait, 1/2000 s
+    assert bucket.retry_after(0.01) == "0.010000"
+    slow = TokenBucket(rate=0.25, burst=1, clock=lambda: now[0])
+    assert slow.take() and slow.retry_after() == "4" and slow.retry_after(0.01) == "4.000000"
 
 
 def test_direct_directory_requests_spend_the_same_budget() -> None:

@@ -83,8 +83,9 @@ class AuthMethods:
         refused = self.ctx.check(request)
         if refused is not None:
             return refused
+        least = self.ctx.settings.retry_after_least_seconds
         if not self.budget.take():
-            return throttled(self.ctx, request, retry_after=str(self.budget.retry_after()))
+            return throttled(self.ctx, request, retry_after=self.budget.retry_after(least))
         return directory_fault(self.ctx, request)
 
     async def _list(self, request: Request) -> Response:

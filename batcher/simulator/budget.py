@@ -73,7 +73,12 @@ class TokenBucket:
             return True
         return False
 
-    def retry_after(self) -> int:
-        """Whole seconds until a token is free, at least 1: a Retry-After header's value."""
+    def retry_after(self, least: float = 1.0) -> str:
+        """A Retry-After header's value: seconds until a token is free, at least ``least``.
+        Graph's are whole seconds, at least 1 (the default); ``least`` under 1 (a bench that
+        speeds the budgets up shortens it by the same factor) gives fractional seconds."""
         self._catch_up()
-        return max(1, math.ceil((1 - self._tokens) / self.rate))
+        wait = max(0.0, (1 - self._tokens) / self.rate)
+        if least >= 1:
+            return str(max(math.ceil(least), math.ceil(wait)))
+        return f"{max(least, wait):.6f}"

@@ -108,7 +108,8 @@ class DirectoryEndpoints:
             return ctx.error(request, 403, "Authorization_RequestDenied", DENIED)
         bucket = self.writes if write else self.reads
         if not bucket.take():
-            return throttled(ctx, request, retry_after=str(bucket.retry_after()))
+            least = settings.retry_after_least_seconds
+            return throttled(ctx, request, retry_after=bucket.retry_after(least))
         return directory_fault(ctx, request)
 
     # -- reads -----------------------------------------------------------------------------------
