@@ -286,8 +286,9 @@ class SimulatorSettings(_Section):
     latency_max_seconds: float = Field(default=0.3, ge=0)
     faults: dict[FaultKind, float] = Field(default_factory=dict)
     retry_after_seconds: float | None = Field(default=None, ge=0)
-    # the least Retry-After of a 429 for an empty budget: Graph's whole seconds, at least 1;
-    # a bench that speeds every budget up N times sets 1/N (fractional seconds)
+    # the least Retry-After of a 429 for an empty budget or a drawn directory fault: Graph's
+    # whole seconds, at least 1; a bench that speeds every budget up N times sets 1/N, and tests
+    # about order rather than waiting set a few hundredths (fractional seconds)
     retry_after_least_seconds: float = Field(default=1.0, gt=0, le=60)
     bad_ids: list[str] = Field(default_factory=list)
     hang_seconds: float = Field(default=3600.0, gt=0)

@@ -303,6 +303,18 @@ def test_directory_faults_answer_each_inner_request(
     assert direct.headers.get("retry-after") == shown
 
 
+def test_a_directory_fault_429_says_fractional_seconds_where_its_least_is_under_one() -> None:
+    graph = in_process(directory_faults={"429": 1.0}, retry_after_least_seconds=0.05)
+    by_id = answers(graph.batch(disable("write", str(uuid.uuid4()))))
+    assert by_id["write"]["status"] == 429
+    assert by_id["write"]["headers"]["Retry-After"] == "0.05"  # Graph's would be "1"
+    slower = in_process(
+        directory_faults={"429": 1.0}, retry_after_least_seconds=0.05, retry_after_seconds=0.2
+    )
+    by_id = answers(slower.batch(disable("write", str(uuid.uuid4()))))
+    assert by_id["write"]["headers"]["Retry-After"] == "0.2"
+
+
 def test_directory_faults_are_drawn_with_their_probability() -> None:
     graph = in_process(directory_faults={"504": 0.5}, seed=3)
     statuses = [

@@ -93,15 +93,18 @@ def directory_fault(ctx: Context, request: Request) -> Response | None:
     """A fault drawn from ``directory_faults`` for one directory request, answered; else None.
 
     Directory throttling always says when to come back: a 429 carries Retry-After (whole
-    seconds: retry_after_seconds rounded up, else 1), a 503 carries retry_after_seconds when set.
+    seconds: retry_after_seconds rounded up, else 1; where retry_after_least_seconds is under 1,
+    fractional seconds, at least that), a 503 carries retry_after_seconds when set.
     """
     mix = ctx.settings.directory_faults
     kind = draw(ctx.random, mix) if mix else None
     if kind is None:
         return None
     ctx.record.directory_faults[kind] += 1
-    seconds = ctx.settings.retry_after_seconds
-    return _status_fault(ctx, request, kind, retry_after_429=str(max(1, math.ceil(seconds or 1))))
+    seconds = ctx.settings.retry_after_seconds or 0.0
+    least = ctx.settings.retry_after_least_seconds
+    wait = f"{max(seconds, least):g}" if least < 1 else str(max(1, math.ceil(seconds or 1)))
+    return _status_fault(ctx, request, kind, retry_after_429=wait)
 
 
 def _status_fault(
