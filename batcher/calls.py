@@ -200,14 +200,15 @@ class Caller:
         pacer = self.pacers[budget]
         return pacer.get(key) if isinstance(pacer, KeyedPacers) else pacer
 
-    def inner_throttled(self, budget: Budget, retry_afters: list[float]) -> None:
-        """Inner answers of a JSON batch said 429: one slow-down for the volley, and every
-        worker on that budget holds for the longest Retry-After."""
+    def inner_throttled(self, budget: Budget, retry_afters: list[float], started: float) -> None:
+        """Inner answers of a JSON batch that left at ``started`` (the pacer's clock) said 429:
+        one slow-down for the volley (batches sent before the last slow-down add none), and
+        every worker on that budget holds for the longest Retry-After."""
         if not retry_afters:
             return
         pacer = self.pacer(budget)
         self.control.tally.throttled += len(retry_afters)
-        pacer.throttled()
+        pacer.throttled(started)
         pacer.hold(max(retry_afters))
 
     def _to_pacer(self, pacer: Pacer, exc: GraphError | None, started: float) -> None:

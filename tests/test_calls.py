@@ -617,6 +617,21 @@ async def test_a_volley_of_429s_slows_the_pace_once() -> None:
     assert len(volley.requests) == 6
 
 
+def test_inner_429s_of_batches_sent_before_the_slow_down_slow_the_pace_once() -> None:
+    clock = FakeTime()
+    caller, _ = make_caller(Control(), clock)
+    pacer = caller.pacers[Budget.DIRECTORY_WRITES]
+    left_at = clock.now  # two JSON batches left together; both come back with inner 429s
+    clock.now += 0.2
+    caller.inner_throttled(Budget.DIRECTORY_WRITES, [1.0, 1.0], left_at)
+    clock.now += 0.1
+    caller.inner_throttled(Budget.DIRECTORY_WRITES, [1.0], left_at)  # the same volley
+    assert (pacer.throttles, pacer.slowdowns, caller.control.tally.throttled) == (2, 1, 3)
+    clock.now += 2.0
+    caller.inner_throttled(Budget.DIRECTORY_WRITES, [1.0], clock.now - 0.1)  # sent at the new pace
+    assert (pacer.throttles, pacer.slowdowns) == (3, 2)
+
+
 @pytest.mark.anyio
 async def test_retry_after_holds_every_start() -> None:
     clock = FakeTime()

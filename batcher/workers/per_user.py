@@ -64,6 +64,7 @@ class _Chunk:
     batch_id: int | None = None
     attempt_id: int = 0
     client_request_id: str = ""
+    left_at: float = 0.0  # when its last try was granted its turn (the pacer's clock)
 
     @property
     def budget(self) -> Budget:
@@ -216,6 +217,7 @@ class PerUserLane:
         ledger = self.lanes.ledger
         now = time.monotonic()
         chunk.client_request_id = crid
+        chunk.left_at = self.lanes.caller.pacer(chunk.budget).now()
         for step in chunk.steps:
             step.first_sent = step.first_sent or now
             step.tries += 1
@@ -252,7 +254,7 @@ class PerUserLane:
                 again.append((step, exc))
         outer = answer_of(None, result.status, result.request_id)
         self.lanes.ledger.finish_steps(chunk.batch_id, chunk.attempt_id, outer, results)
-        self.lanes.caller.inner_throttled(chunk.budget, throttled)
+        self.lanes.caller.inner_throttled(chunk.budget, throttled, chunk.left_at)
         for result_, step in zip(results, chunk.steps, strict=True):
             if result_.settle is not None:
                 self._settle(step, result_.settle, chunk.batch_id)

@@ -205,12 +205,19 @@ class Resolver:
         for query in queries:
             query.first_sent = query.first_sent or now
         crids: list[str] = []
+        pacer = self.caller.pacer(LOOKUP.budget)
+        left_at: list[float] = []  # when each try was granted its turn (the pacer's clock)
+
+        def intent(crid: str) -> None:
+            crids.append(crid)
+            left_at.append(pacer.now())
+
         call = Call(
             LOOKUP.budget,
             send=lambda crid: self.client.batch(requests, crid),
             permission=READ_PERMISSION,
             cost=len(requests),
-            before=crids.append,
+            before=intent,
             fields={"lookup": len(requests)},
         )
         self.requests += 1
@@ -246,7 +253,7 @@ class Resolver:
                     for v in query.values
                     for row in groups[(query.stage.kind, v)]
                 ]
-        self.caller.inner_throttled(LOOKUP.budget, throttled)
+        self.caller.inner_throttled(LOOKUP.budget, throttled, left_at[-1])
         self._settle(done)
         return again
 
