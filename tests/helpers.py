@@ -23,23 +23,15 @@ from batcher.config import Settings, SimulatorSettings
 from batcher.control import Control
 from batcher.eventlog import Observer, no_events
 from batcher.graph import GraphClient, http_client
-from batcher.job import (
-    Job,
-    ReplayOptions,
-    RunOptions,
-    Summary,
-    VerifyOptions,
-    VerifySummary,
-    replay,
-    run,
-    run_scope,
-    undo,
-    undo_actions,
-    undo_ledger,
-    verify,
-)
+from batcher.job.ledgers import undo_ledger
+from batcher.job.replay import ReplayOptions, replay
+from batcher.job.run import RunOptions, run
 from batcher.job.session import Route
+from batcher.job.setup import Job, run_scope
 from batcher.job.staged import ledger_of, plan
+from batcher.job.summary import Summary, VerifySummary
+from batcher.job.undo import undo, undo_actions
+from batcher.job.verify import VerifyOptions, verify
 from batcher.ledger import Ledger, RunRecord, RunScope
 from batcher.pacer import Pacer
 from batcher.simulator import SIMULATED_TENANT, DirectoryUser, GraphSimulator

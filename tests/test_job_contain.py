@@ -14,7 +14,9 @@ from rich.console import Console
 from batcher.actions import CONTAIN
 from batcher.cli.render import render_summary, render_verify
 from batcher.errors import LedgerError
-from batcher.job import Summary, undo_actions, undo_ledger
+from batcher.job.ledgers import undo_ledger
+from batcher.job.summary import Summary
+from batcher.job.undo import undo_actions
 from batcher.report.files import read_report
 from batcher.simulator import DirectoryUser
 from tests.helpers import Hooked, Rig, counts, ids, report_frame, sim_settings, states, write_ids

@@ -133,7 +133,7 @@ def test_a_403_on_look_up_names_user_read_all_and_records_no_run_and_no_step(
 
 
 def test_resolve_writes_the_table_and_changes_nothing(tmp_path: Path) -> None:
-    from batcher.job import ResolveOptions, resolve
+    from batcher.job.resolve import ResolveOptions, resolve
 
     rig = Rig(tmp_path, users=USERS)
     out = tmp_path / "table.csv"

@@ -17,7 +17,9 @@ import pytest
 
 from batcher.calls import StopSignal
 from batcher.errors import ConfigError, LedgerError
-from batcher.job import ResolveOptions, Status, default_path, resolve, status
+from batcher.job.ledgers import default_path
+from batcher.job.resolve import ResolveOptions, resolve
+from batcher.job.status import Status, status
 from batcher.ledger import APPLICATION_ID, MIGRATIONS, REPORT_COLUMNS
 from batcher.report.files import step_report, write_report
 from batcher.simulator import SIMULATED_TENANT, GraphSimulator

@@ -16,8 +16,10 @@ from batcher.auth import StaticToken
 from batcher.calls import StopSignal
 from batcher.cli.edge import built_in_simulator
 from batcher.errors import AuthError, ConfigError, LedgerError
-from batcher.job import Job, RunOptions, run, run_scope, status, tokens_for
+from batcher.job.run import RunOptions, run
 from batcher.job.session import Route
+from batcher.job.setup import Job, run_scope, tokens_for
+from batcher.job.status import status
 from batcher.simulator import GraphSimulator
 from batcher.simulator.directory import derived_id
 from tests.helpers import (

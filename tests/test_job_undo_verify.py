@@ -11,7 +11,8 @@ import pytest
 
 from batcher.calls import StopSignal
 from batcher.errors import LedgerError, NotConfirmed
-from batcher.job import Summary, undo_ledger
+from batcher.job.ledgers import undo_ledger
+from batcher.job.summary import Summary
 from batcher.ledger import APPLICATION_ID, MIGRATIONS, Ledger, WriterLock
 from batcher.report.files import read_report
 from batcher.simulator import SIMULATED_TENANT

@@ -15,7 +15,9 @@ from batcher.cli.progress import RunProgress
 from batcher.cli.render import render_plan, render_status, render_summary, render_verify
 from batcher.control import WINDOW, Tally
 from batcher.eventlog import Event
-from batcher.job import Summary, status, undo_ledger
+from batcher.job.ledgers import undo_ledger
+from batcher.job.status import status
+from batcher.job.summary import Summary
 from batcher.ledger.states import MEANING
 from tests.helpers import SAMPLES, Rig, ids, write_ids
 

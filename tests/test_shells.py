@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from batcher.job import status
+from batcher.job.status import status
 from batcher.ledger import Ledger, RunRecord, RunScope
 from batcher.platform import shell
 from batcher.shells import Shell, command_line, in_folder, quote

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from batcher.errors import LedgerError
-from batcher.job import status
+from batcher.job.status import status
 from batcher.ledger import Ledger, RunScope, WriterLock
 from batcher.platform import HOLDER_BYTES, LOCKED_BYTE, OS_LOCK, FileLock, LockCalls
 from tests.helpers import REPO, cli_env, run_cli

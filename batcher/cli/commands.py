@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,7 +22,6 @@ from batcher.cli.edge import (
 )
 from batcher.cli.evidence import comment_on, commented, evidence_report
 from batcher.cli.help import Command, app
-from batcher.cli.jobs import Consent, build_job, closing, send_job
 from batcher.cli.options import (
     ActionNames,
     AllRules,
@@ -40,35 +39,18 @@ from batcher.cli.options import (
 )
 from batcher.cli.render import plural, render_status, render_verify, say
 from batcher.cli.schema import status_result
-from batcher.config import Settings, load_settings
-from batcher.eventlog import Observer
-from batcher.job import (
-    Job,
-    ReplayOptions,
-    ResolveOptions,
-    RunOptions,
-    SourceOptions,
-    Summary,
-    VerifyOptions,
-    recorded_actions,
-    replay,
-    resolve,
-    run,
-    status,
-    undo,
-    undo_actions,
-    undo_ledger,
-    verify,
-)
+from batcher.config import load_settings
+from batcher.job.status import status
 from batcher.platform import on_stop_signals
-from batcher.report.files import (
-    PAGE_FORMAT,
-    REPORT_FORMATS,
-    check_out_folder,
-    check_report_path,
-    step_report,
-    write_report,
-)
+
+if TYPE_CHECKING:
+    from batcher.config import Settings
+    from batcher.eventlog import Observer
+    from batcher.job.setup import Job
+    from batcher.job.summary import Summary
+
+# Each command imports what only it uses in its body: `batcher --help` and `batcher status`
+# start without polars, httpx and the simulator (tests/test_cli_start.py).
 
 
 @app.command("run", cls=Command)
@@ -148,6 +130,10 @@ def run_command(
     log_file: LogFile = None,
 ) -> None:
     """Act on the users in INPUT... and the sources; re-running the same command resumes."""
+    from batcher.cli.jobs import Consent, build_job, send_job
+    from batcher.job.run import RunOptions, run
+    from batcher.job.sources import SourceOptions
+
     sources = SourceOptions(incident, evidence, risky, signed_in_from, refresh)
     files = tuple(inputs or ())
     options = RunOptions(
@@ -206,6 +192,10 @@ def replay_command(
     """Send again the failed and unknown steps of LEDGER, as new attempts in it. The guards
     are read again: a protected user gets no write, an administrator no step that touches
     access (unless --include-admins)."""
+    from batcher.cli.jobs import Consent, build_job, send_job
+    from batcher.job.ledgers import recorded_actions
+    from batcher.job.replay import ReplayOptions, replay
+
     chosen = action_named(action).name if action else None
     send_job(
         "replay",
@@ -237,6 +227,10 @@ def undo_command(
     """Reverse what LEDGER did where it can be (disable -> enable, confirm -> dismiss). A
     protected user gets no write; enable, dismiss and enable-mail-rules restore what the run
     did, so administrators are not held back from them (from disable, unless --include-admins)."""
+    from batcher.cli.jobs import Consent, build_job, send_job
+    from batcher.job.ledgers import undo_ledger
+    from batcher.job.undo import undo, undo_actions
+
     send_job(
         "undo",
         config,
@@ -267,6 +261,11 @@ def verify_command(
     as_json: Json = False,
 ) -> None:
     """Read back every step LEDGER did: as expected, still processing, not, or not read."""
+    from batcher.cli.jobs import build_job, closing
+    from batcher.job.ledgers import recorded_actions
+    from batcher.job.verify import VerifyOptions, verify
+    from batcher.report.files import check_out_folder
+
     output = Outcome("verify", as_json)
     with exit_codes(output), observers(None) as watch:
         settings = settings_in_force(config)
@@ -318,6 +317,10 @@ def resolve_command(
     as_json: Json = False,
 ) -> None:
     """Only look the users in INPUT... up in the directory and write the table; no writes."""
+    from batcher.cli.jobs import build_job, closing
+    from batcher.job.resolve import ResolveOptions, resolve
+    from batcher.report.files import check_out_folder
+
     output = Outcome("resolve", as_json)
     with exit_codes(output), observers(None) as watch:
         settings = settings_in_force(config)
@@ -352,6 +355,14 @@ def report_command(
     import polars as pl
 
     from batcher.ledger import Ledger
+    from batcher.report.files import (
+        PAGE_FORMAT,
+        REPORT_FORMATS,
+        check_out_folder,
+        check_report_path,
+        step_report,
+        write_report,
+    )
 
     output = Outcome("report", as_json)
     if out.suffix.lower() == PAGE_FORMAT:

@@ -17,7 +17,7 @@ from batcher.cli.schema import ErrorInfo, envelope
 from batcher.config import Settings, SimulatorSettings, load_settings
 from batcher.errors import AuthError, BatcherError, NotConfirmed, Unreachable, first_leaf
 from batcher.eventlog import Event, EventLog, Fanout, Observer
-from batcher.job import Summary
+from batcher.job.summary import Summary
 from batcher.platform import command_line, program, read_line
 
 EXIT_OK = 0

@@ -4,7 +4,7 @@ and the HTML report's rendering."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,15 +20,13 @@ from batcher.cli.edge import (
     settings_in_force,
 )
 from batcher.cli.help import Command, app
-from batcher.cli.jobs import build_job, closing
 from batcher.cli.options import Config, Json, LedgerArg
 from batcher.cli.render import say
 from batcher.errors import ConfigError
-from batcher.job import Job, recorded_actions
-from batcher.job.comment import Commented, CommentFailed, check_incident, comment
-from batcher.job.evidence import evidence_page
-from batcher.report.files import check_out_folder, write_report
-from batcher.report.html import render_html
+
+if TYPE_CHECKING:  # the rest is imported where used: `batcher --help` loads no httpx or polars
+    from batcher.job.comment import Commented
+    from batcher.job.setup import Job
 
 
 @app.command("comment", cls=Command)
@@ -41,6 +39,10 @@ def comment_command(
     as_json: Json = False,
 ) -> None:
     """Comment on INCIDENT what LEDGER did (counts per action, run ID), once."""
+    from batcher.cli.jobs import build_job, closing
+    from batcher.job.comment import CommentFailed, check_incident, comment
+    from batcher.job.ledgers import recorded_actions
+
     output = Outcome("comment", as_json)
     with exit_codes(output), observers(None) as watch:
         settings = settings_in_force(config)
@@ -60,6 +62,8 @@ def comment_command(
 
 def comment_on(post_comment: bool, incident: str | None) -> str | None:
     """The incident to comment on after the run; None: no comment asked for."""
+    from batcher.job.comment import check_incident
+
     if not post_comment:
         return None
     if incident is None:
@@ -69,6 +73,8 @@ def comment_on(post_comment: bool, incident: str | None) -> str | None:
 
 def commented(job: Job, ledger: Path, incident: str) -> str:
     """The note a run ends with: what became of its comment on the incident."""
+    from batcher.job.comment import CommentFailed, comment
+
     try:
         done = comment(job, ledger, incident)
     except CommentFailed as exc:
@@ -87,6 +93,10 @@ def _said(done: Commented) -> str:
 
 def evidence_report(ledger: Path, out: Path, output: Outcome) -> None:
     """`batcher report LEDGER --out report.html`: the evidence page, and its counts said."""
+    from batcher.job.evidence import evidence_page
+    from batcher.report.files import check_out_folder, write_report
+    from batcher.report.html import render_html
+
     with exit_codes(output):
         check_out_folder(out)
         page = evidence_page(ledger)

@@ -31,7 +31,9 @@ from batcher.cli.edge import (
 from batcher.cli.render import plural, render_summary, say
 from batcher.config import Settings
 from batcher.eventlog import Observer
-from batcher.job import Job, Summary, default_path, run_scope, tokens_for
+from batcher.job.ledgers import default_path
+from batcher.job.setup import Job, run_scope, tokens_for
+from batcher.job.summary import Summary
 from batcher.platform import on_stop_signals
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,7 +20,6 @@ from batcher.cli.edge import (
     settings_in_force,
 )
 from batcher.cli.help import Command, app
-from batcher.cli.jobs import Consent, build_job, closing, send_job
 from batcher.cli.options import (
     ActionNames,
     Column,
@@ -34,12 +33,12 @@ from batcher.cli.options import (
     yes_option,
 )
 from batcher.cli.render import plural, render_plan, say
-from batcher.config import Settings
-from batcher.eventlog import Observer
-from batcher.job import Job, RunOptions, planfile
-from batcher.job.staged import apply, ledger_of, origin, plan
 from batcher.platform import on_stop_signals
-from batcher.report.files import check_out_folder
+
+if TYPE_CHECKING:
+    from batcher.config import Settings
+    from batcher.eventlog import Observer
+    from batcher.job.setup import Job
 
 PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="A plan `batcher plan` wrote.")]
 
@@ -64,6 +63,11 @@ def plan_command(
     """Read INPUT..., look the users up, read the guards and write the exact plan to --out
     (each user's verdict: act, protected, held_back); no write is sent. A second person
     reviews it (`batcher show`), then `batcher apply` does exactly it."""
+    from batcher.cli.jobs import build_job, closing
+    from batcher.job.run import RunOptions
+    from batcher.job.staged import ledger_of, plan
+    from batcher.report.files import check_out_folder
+
     output = Outcome("plan")
     with exit_codes(output), observers(log_file) as watch:
         settings = settings_in_force(config)
@@ -93,6 +97,9 @@ def plan_command(
 @app.command("show", cls=Command)
 def show_command(plan_file: PlanArg) -> None:
     """Print PLAN for review: who made it and when, its digest, and every user with why."""
+    from batcher.job import planfile
+    from batcher.job.staged import origin
+
     with exit_codes(Outcome("show")):
         loaded = planfile.load(plan_file)
     content = loaded.content
@@ -130,6 +137,10 @@ def apply_command(
     """Do exactly PLAN: its users, no input read again; refused if it was edited, is for
     another tenant or is too old. The guards are read again: a user protected since the plan
     gets no write. Running the same apply again resumes it."""
+    from batcher.cli.jobs import Consent, build_job, send_job
+    from batcher.job import planfile
+    from batcher.job.staged import apply, ledger_of
+
     loaded = planfile.Loaded(plan_file, {})
 
     def build(settings: Settings, watch: Observer) -> Job:

@@ -38,7 +38,6 @@ def status(path: Path) -> Status:
     live = WriterLock.held(path)
     reader = Ledger.open_existing(path)
     try:
-        lookups = reader.lookups()
         last = reader.last_run()
         return Status(
             path=path,
@@ -46,7 +45,7 @@ def status(path: Path) -> Status:
             live=live,
             users=reader.users(),
             counts=reader.counts(live=live),
-            lookups=dict(lookups.group_by("outcome").len().iter_rows()) if lookups.height else {},
+            lookups=reader.lookup_outcomes(),
             last_run=last,
             killed=bool(last and last.get("finished_at") is None and not live),
         )

@@ -13,10 +13,10 @@ import socket
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import polars as pl
+from typing import TYPE_CHECKING
 
 from batcher import __version__
+from batcher.ledger import reads, snapshot
 from batcher.ledger.found import Found, frame_columns
 from batcher.ledger.items import Item, ItemKey, Items
 from batcher.ledger.moves import (
@@ -35,9 +35,9 @@ from batcher.ledger.moves import (
     UNKNOWN,
     Key,
 )
-from batcher.ledger.reads import EFFECTIVE_STATE, LOOKUP_COLUMNS, REPORT_COLUMNS, Reads
+from batcher.ledger.reads import EFFECTIVE_STATE, Reads
 from batcher.ledger.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
-from batcher.ledger.snapshot import SNAPSHOT_COLUMNS, Snapshots
+from batcher.ledger.snapshot import Snapshots
 from batcher.ledger.states import (
     IN_FLIGHT,
     MEANING,
@@ -58,6 +58,22 @@ from batcher.ledger.states import (
 )
 from batcher.ledger.store import WriterLock
 from batcher.outcomes import Answer, Outcome
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from batcher.ledger.reads import LOOKUP_COLUMNS, REPORT_COLUMNS
+    from batcher.ledger.snapshot import SNAPSHOT_COLUMNS
+
+
+def __getattr__(name: str) -> object:
+    """The frames' schemas, built on first use: a command that reads no frame loads no polars."""
+    if name in ("LOOKUP_COLUMNS", "REPORT_COLUMNS"):
+        return getattr(reads, name)
+    if name == "SNAPSHOT_COLUMNS":
+        return snapshot.SNAPSHOT_COLUMNS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "APPLICATION_ID",

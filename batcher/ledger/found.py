@@ -4,12 +4,14 @@ verdicts."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import polars as pl
-
-from batcher.ledger.reads import LOOKUP_COLUMNS
+from batcher.ledger import reads
 from batcher.ledger.states import now
 from batcher.ledger.store import Store
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 class Found(Store):
@@ -19,7 +21,7 @@ class Found(Store):
         """Cache look-up outcomes (LOOKUP_COLUMNS), so a resume does not look them up again."""
         if outcomes.height == 0:
             return
-        columns = list(LOOKUP_COLUMNS)
+        columns = list(reads.LOOKUP_COLUMNS)
         stamp = now()
         with self._write() as db:
             db.executemany(
@@ -56,6 +58,8 @@ class Found(Store):
 
 def frame_columns(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
     """``frame``'s ``columns`` in that order, null where ``frame`` lacks one."""
+    import polars as pl
+
     return frame.select(
         [pl.col(c) if c in frame.columns else pl.lit(None).alias(c) for c in columns]
     )

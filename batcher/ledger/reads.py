@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-
-import polars as pl
+from functools import cache
+from typing import TYPE_CHECKING
 
 from batcher.ledger.states import REPLAYABLE, UNDOABLE, StepState
 from batcher.ledger.store import Store
+
+if TYPE_CHECKING:
+    import polars as pl
 
 # A 'sending' step outside a live run was left by a kill: it counts as unknown when a request
 # carrying it may have been applied, and as planned when none can have been.
@@ -17,44 +20,65 @@ EFFECTIVE_STATE = (
     "THEN 'unknown' ELSE 'planned' END ELSE s.state END"
 )
 
-REPORT_COLUMNS = {
-    "user_id": pl.String,
-    "action": pl.String,
-    "state": pl.String,
-    "attempts": pl.Int64,
-    "last_http_status": pl.Int64,
-    "error_code": pl.String,
-    "error_message": pl.String,
-    "request_id": pl.String,
-    "client_request_id": pl.String,
-    "input_value": pl.String,
-    "matched_by": pl.String,
-    "source_file": pl.String,
-    "source_row": pl.Int64,
-    "sent_at": pl.String,
-    "finished_at": pl.String,
-}
-LOOKUP_COLUMNS = {
-    "input_value": pl.String,
-    "kind": pl.String,
-    "user_id": pl.String,
-    "user_principal_name": pl.String,
-    "matched_by": pl.String,
-    "outcome": pl.String,
-    "reason": pl.String,
-    "source_file": pl.String,
-    "source_row": pl.Int64,
-    "user_type": pl.String,
-    "account_enabled": pl.Boolean,
-    "on_premises_sync": pl.Boolean,
-}
 _USER_FIELDS = ("input_value", "matched_by", "source_file", "source_row")  # users', not steps'
-_STEP_COLUMNS = {"step_row": pl.Int64} | {
-    name: dtype for name, dtype in REPORT_COLUMNS.items() if name not in _USER_FIELDS
-}
-_USER_COLUMNS = {"user_row": pl.Int64, "user_id": pl.String} | {
-    name: REPORT_COLUMNS[name] for name in _USER_FIELDS
-}
+
+
+@cache
+def _schemas() -> dict[str, dict[str, type[pl.DataType]]]:
+    """The frames' schemas, built on first use: a command that reads no frame loads no polars."""
+    import polars as pl
+
+    report: dict[str, type[pl.DataType]] = {
+        "user_id": pl.String,
+        "action": pl.String,
+        "state": pl.String,
+        "attempts": pl.Int64,
+        "last_http_status": pl.Int64,
+        "error_code": pl.String,
+        "error_message": pl.String,
+        "request_id": pl.String,
+        "client_request_id": pl.String,
+        "input_value": pl.String,
+        "matched_by": pl.String,
+        "source_file": pl.String,
+        "source_row": pl.Int64,
+        "sent_at": pl.String,
+        "finished_at": pl.String,
+    }
+    lookup: dict[str, type[pl.DataType]] = {
+        "input_value": pl.String,
+        "kind": pl.String,
+        "user_id": pl.String,
+        "user_principal_name": pl.String,
+        "matched_by": pl.String,
+        "outcome": pl.String,
+        "reason": pl.String,
+        "source_file": pl.String,
+        "source_row": pl.Int64,
+        "user_type": pl.String,
+        "account_enabled": pl.Boolean,
+        "on_premises_sync": pl.Boolean,
+    }
+    step = {"step_row": pl.Int64} | {
+        name: dtype for name, dtype in report.items() if name not in _USER_FIELDS
+    }
+    user = {"user_row": pl.Int64, "user_id": pl.String} | {
+        name: report[name] for name in _USER_FIELDS
+    }
+    return {"REPORT_COLUMNS": report, "LOOKUP_COLUMNS": lookup, "step": step, "user": user}
+
+
+if TYPE_CHECKING:
+    REPORT_COLUMNS: dict[str, type[pl.DataType]]  # a report's columns and their types
+    LOOKUP_COLUMNS: dict[str, type[pl.DataType]]  # a look-up outcome's
+
+
+def __getattr__(name: str) -> dict[str, type[pl.DataType]]:
+    if name in ("REPORT_COLUMNS", "LOOKUP_COLUMNS"):
+        return _schemas()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _IN_REPLAYABLE = ", ".join(f"'{s}'" for s in sorted(REPLAYABLE))
 _IN_UNDOABLE = ", ".join(f"'{s}'" for s in sorted(UNDOABLE))
 
@@ -73,6 +97,8 @@ class Reads(Store):
 
         Read one action at a time: a column less to fetch makes a resume of a million-step
         ledger start a few tenths of a second sooner."""
+        import polars as pl
+
         schema = {"user_id": pl.String, "state": pl.String}
         frames = [
             pl.DataFrame(
@@ -104,6 +130,8 @@ class Reads(Store):
 
     def replayable(self, action: str | None = None, only_code: str | None = None) -> pl.DataFrame:
         """(user_id, action) of the steps a replay sends: failed, unknown, or left sending."""
+        import polars as pl
+
         sql = f"SELECT s.user_id, s.action FROM steps s WHERE s.state IN ({_IN_REPLAYABLE})"
         params: list[str] = []
         if action is not None:
@@ -126,6 +154,8 @@ class Reads(Store):
     def undoable(self, action: str) -> pl.DataFrame:
         """(user_id, state, account_enabled before the run) of the steps of ``action`` that
         Graph applied or may have applied."""
+        import polars as pl
+
         rows = self._conn.execute(
             f"SELECT user_id, state, account_enabled FROM (SELECT s.user_id, {EFFECTIVE_STATE} "
             "AS state, u.account_enabled, s.rowid AS r FROM steps s JOIN users u USING "
@@ -152,6 +182,8 @@ class Reads(Store):
     def guarded(self) -> pl.DataFrame:
         """(user_id, verdict, why, roles) of the users the guards kept from some or all
         actions (protected, held_back), as the latest run decided."""
+        import polars as pl
+
         rows = self._conn.execute(
             "SELECT user_id, verdict, why, roles FROM guarded ORDER BY rowid"
         ).fetchall()
@@ -164,6 +196,8 @@ class Reads(Store):
 
     def done(self, action: str, since: str | None = None) -> pl.DataFrame:
         """(user_id, sent_at, finished_at) of the steps of ``action`` done (since a moment)."""
+        import polars as pl
+
         sql = "SELECT user_id, sent_at, finished_at FROM steps WHERE action = ? AND state = 'done'"
         params = [action]
         if since is not None:
@@ -176,6 +210,8 @@ class Reads(Store):
     def applied(self, action: str) -> pl.DataFrame:
         """(user_id, sent_at, state) of the steps of ``action`` that Graph applied or may have
         applied (done, unknown): what verify reads back, the ones in doubt included."""
+        import polars as pl
+
         rows = self._conn.execute(
             f"SELECT user_id, sent_at, state FROM (SELECT s.user_id, s.sent_at, "
             f"{self._state(self.live)} AS state, s.rowid AS r FROM steps s WHERE s.action = ?) "
@@ -190,6 +226,8 @@ class Reads(Store):
         only the (user_id, action) ``keys`` when given, in their order. ``input_value`` lists
         every input value that led to the user (an object ID, then the UPNs and addresses
         looked up)."""
+        import polars as pl
+
         select = (
             f"SELECT s.rowid, s.user_id, s.action, {self._state(self.live)}, s.attempts, "
             "s.last_status, s.error_code, s.error_message, s.request_id, s.client_request_id, "
@@ -201,16 +239,18 @@ class Reads(Store):
             rows = []
             for key in keys:
                 rows += self._conn.execute(select + " WHERE s.user_id = ? AND s.action = ?", key)
-        steps = pl.DataFrame(rows, schema=_STEP_COLUMNS, orient="row")
+        steps = pl.DataFrame(rows, schema=_schemas()["step"], orient="row")
         users = self._users_of(None if keys is None else steps.get_column("user_id").unique())
         frame = steps.join(users, on="user_id", how="left", maintain_order="left")
         if keys is None:  # the ledger's order; the keys' own order otherwise
             frame = frame.sort("user_row", "step_row")
         return frame.with_columns(input_value=self._input_values(frame)).select(
-            list(REPORT_COLUMNS)
+            list(_schemas()["REPORT_COLUMNS"])
         )
 
     def _users_of(self, user_ids: pl.Series | None) -> pl.DataFrame:
+        import polars as pl
+
         select = (
             "SELECT rowid, user_id, input_value, matched_by, source_file, source_row FROM users"
         )
@@ -220,10 +260,12 @@ class Reads(Store):
             rows = []
             for uid in user_ids:
                 rows += self._conn.execute(select + " WHERE user_id = ?", (uid,)).fetchall()
-        return pl.DataFrame(rows, schema=_USER_COLUMNS, orient="row")
+        return pl.DataFrame(rows, schema=_schemas()["user"], orient="row")
 
     def _input_values(self, frame: pl.DataFrame) -> pl.Expr:
         """The user's first input value, then the other values looked up that led to them."""
+        import polars as pl
+
         rows = self._conn.execute(
             "SELECT user_id, input_value FROM lookups WHERE outcome IN ('resolved', 'guest') "
             "ORDER BY rowid"
@@ -249,15 +291,24 @@ class Reads(Store):
 
     def lookups(self) -> pl.DataFrame:
         """Every identity looked up for this ledger, with its outcome."""
+        import polars as pl
+
         rows = self._conn.execute(
-            f"SELECT {', '.join(LOOKUP_COLUMNS)} FROM lookups ORDER BY rowid"
+            f"SELECT {', '.join(_schemas()['LOOKUP_COLUMNS'])} FROM lookups ORDER BY rowid"
         ).fetchall()
-        return pl.DataFrame(rows, schema=LOOKUP_COLUMNS, orient="row")
+        return pl.DataFrame(rows, schema=_schemas()["LOOKUP_COLUMNS"], orient="row")
+
+    def lookup_outcomes(self) -> dict[str, int]:
+        """How many identities had each look-up outcome."""
+        rows = self._conn.execute("SELECT outcome, COUNT(*) FROM lookups GROUP BY 1 ORDER BY 1")
+        return dict(rows.fetchall())
 
     def attempt_times(self) -> pl.DataFrame:
         """(started_at, action, outcome) of every request sent for this ledger's steps: the
         HTML report's timeline (outcome null: no answer was recorded, e.g. a kill). A JSON
         batch of per-user requests names no action: one of its steps' (they share a budget)."""
+        import polars as pl
+
         rows = self._conn.execute(
             "SELECT a.started_at, COALESCE(b.action, (SELECT s.action FROM steps s "
             "WHERE s.batch_id = a.batch_id LIMIT 1)), a.outcome FROM attempts a "
@@ -269,6 +320,8 @@ class Reads(Store):
     def before_images(self) -> pl.DataFrame:
         """(user_id, before): what was read of each user before the run acted (the account
         enabled or not, and per action what it already was), as one line of text."""
+        import polars as pl
+
         rows = self._conn.execute(
             "SELECT u.user_id, CASE u.account_enabled WHEN 1 THEN 'accountEnabled: true' "
             "WHEN 0 THEN 'accountEnabled: false' END, (SELECT group_concat(b.action || ': ' || "
