@@ -38,7 +38,6 @@ from batcher.cli.options import (
     yes_option,
 )
 from batcher.cli.render import plural, render_status, render_verify, say
-from batcher.cli.schema import status_result
 from batcher.config import load_settings
 from batcher.job.status import status
 from batcher.platform import on_stop_signals
@@ -398,7 +397,10 @@ def status_command(ledger: LedgerArg, as_json: Json = False) -> None:
     with exit_codes(output):
         result = status(ledger)
     render_status(result, console)
-    output.finish(EXIT_OK, status_result(result))
+    if as_json:
+        from batcher.cli.schema import status_result  # its models: only with --json
+
+        output.finish(EXIT_OK, status_result(result))
 
 
 @app.command(cls=Command)

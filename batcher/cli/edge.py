@@ -13,7 +13,6 @@ from rich.console import Console
 
 from batcher.cli.progress import RunProgress
 from batcher.cli.render import plural, render_plan, say, what_each_does, where
-from batcher.cli.schema import ErrorInfo, envelope
 from batcher.config import Settings, SimulatorSettings, load_settings
 from batcher.errors import AuthError, BatcherError, NotConfirmed, Unreachable, first_leaf
 from batcher.eventlog import Event, EventLog, Fanout, Observer
@@ -124,6 +123,8 @@ class Outcome:
         """Print the JSON line (with --json); ``message`` says why the code is not 0."""
         if not self.as_json:
             return
+        from batcher.cli.schema import ErrorInfo, envelope  # its models: only with --json
+
         name = _ERROR_NAMES.get(code, "interrupted")
         error = ErrorInfo(code=name, message=message or "") if code else None
         sys.stdout.write(envelope(self.command, code, result, error) + "\n")
