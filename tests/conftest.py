@@ -3,6 +3,7 @@ subprocess); in-process rigs live in tests/helpers.py."""
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -34,6 +35,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if posix:
         config.hook.pytest_deselected(items=posix)
         items[:] = [item for item in items if not item.get_closest_marker("posix")]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The modules and tests collected live for the whole session: kept out of the garbage
+    collector's walks (as the CLI does its modules), which the tests' many objects trigger."""
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")
