@@ -217,13 +217,15 @@ def test_inner_writes_over_the_write_budget_get_429_with_retry_after() -> None:
 
 def test_a_sped_up_write_budget_says_retry_after_in_fractional_seconds() -> None:
     graph = in_process(
-        directory_writes_per_second=2000, directory_writes_burst=1, retry_after_least_seconds=0.01
+        directory_writes_per_second=1, directory_writes_burst=1, retry_after_least_seconds=0.01
     )
     ids = new_ids(2)
     by_id = answers(graph.batch(*(disable(uid, uid) for uid in ids)))
     refused = next(a for a in by_id.values() if a["status"] == 429)
-    # a token comes within 0.5 ms; the least Retry-After (Graph's 1 s over 100) says 10 ms
-    assert refused["headers"]["Retry-After"] == "0.010000"
+    # the next token comes within 1 s (less what the batch took): said in fractional seconds,
+    # where Graph's whole seconds would say "1" (the bucket's own test pins the figures)
+    said = refused["headers"]["Retry-After"]
+    assert "." in said and 0.0 < float(said) <= 1.0
 
 
 def test_token_bucket_retry_after_is_whole_seconds_unless_its_least_is_under_one() -> None:
