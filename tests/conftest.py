@@ -27,8 +27,12 @@ from tests.helpers import (  # noqa: F401  (re-exported for the test modules)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On Windows only, deselect (never skip) the tests marked ``posix``: they need a pty,
-    resource limits, POSIX signals or fcntl locks. The same as ``-m "not posix"``."""
+    """The e2e tests (seconds each) go first, so that the workers end on the in-process ones
+    (milliseconds each) together, not one of them on a long e2e test: measured 62-65 s
+    against 65-70 s on 2 cores. On Windows only, deselect (never skip) the tests marked
+    ``posix``: they need a pty, resource limits, POSIX signals or fcntl locks (as with
+    ``-m "not posix"``)."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable: e2e first
     if sys.platform != "win32":
         return
     posix = [item for item in items if item.get_closest_marker("posix")]
