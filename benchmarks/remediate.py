@@ -148,6 +148,15 @@ def _use(times: list[float], rate: float, burst: float) -> tuple[int, float, flo
     return len(times), span, len(times) / (rate * span + burst)
 
 
+def _per_window(times: list[float], seconds: float) -> list[int]:
+    """Requests answered in each window of ``seconds``, counted from the first answer."""
+    if not times:
+        return []
+    start = min(times)
+    counts = Counter(int((t - start) // seconds) for t in times)
+    return [counts[k] for k in range(max(counts) + 1)]
+
+
 def _outlook(sim: GraphSimulator) -> tuple[int, int, int]:
     """(requests, mailboxes, most rules changed in one mailbox): Outlook's budget is per mailbox."""
     rules = sim.mail_rules
@@ -204,6 +213,11 @@ def one_run(n: int, scale: int) -> dict[str, Any]:
         "floor": floor,
         "reports": _use(reports, rate["reports"], first["reports"]),
         "writes": _use(writes, rate["directory_writes"], first["directory_writes"]),
+        "writes_windows": _per_window(writes, _windows(scale)["directory_writes"][1]),
+        "writes_last": max(writes, default=0.0)
+        - min(writes, default=0.0)
+        - (len(_per_window(writes, _windows(scale)["directory_writes"][1])) - 1)
+        * _windows(scale)["directory_writes"][1],
         "rules": len(sim.mail_rules.changed),
         "ip": _use(
             [t for t, _ in ip_calls], rate["identity_protection"], first["identity_protection"]
@@ -248,6 +262,13 @@ def _budgets(r: dict[str, Any], scale: int) -> str:
         f"mailboxes | - | - | not judged: per mailbox, {outlook / max(1, mailboxes):.1f} requests "
         f"each (at most {most} rules changed) against {window['outlook'][0]:,} a window |",
     ]  # fmt: skip
+    count, seconds = window["directory_writes"]
+    lines.append(
+        f"\nDirectory writes per window of {seconds:g} s from the first answer: "
+        + ", ".join(f"{c:,}" for c in r["writes_windows"])
+        + f" (limit {count:,} each); the last window's writes took {r['writes_last']:.2f} s "
+        "of it. The span measure above counts that time against the budget."
+    )
     return "\n".join(lines)
 
 
