@@ -1,5 +1,6 @@
 """The guards through the real CLI: protected accounts, a protected group's members, the
-signed-in operator and privileged role holders get no write they are guarded from."""
+signed-in operator and privileged role holders get no write they are guarded from (what the
+guards cost in reads, in-process with the real job)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from batcher.simulator import GraphSimulator, RunningSimulator
 from batcher.simulator.directory import derived_id
 from tests.helpers import (
     FAST,
+    Rig,
     cli_env,
     counts,
     ledger_in_process,
@@ -23,8 +25,6 @@ from tests.helpers import (
     write_config,
     write_ids,
 )
-
-pytestmark = pytest.mark.e2e  # the real command in a subprocess
 
 GROUP = "11111111-2222-4333-8444-555555555555"
 ADMIN = "admin@contoso.com"
@@ -62,6 +62,7 @@ def _run(tmp_path: Path, config: Path, *args: str) -> Any:
     )  # fmt: skip
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_protected_users_a_group_member_an_admin_and_the_operator_get_no_write_all_reported(
     tmp_path: Path,
 ) -> None:
@@ -100,6 +101,7 @@ def test_protected_users_a_group_member_an_admin_and_the_operator_get_no_write_a
     assert shown == {u: g["verdict"] for u, g in guarded.items()}
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_include_admins_acts_later_on_administrators_an_earlier_run_held_back(
     tmp_path: Path,
 ) -> None:
@@ -118,6 +120,7 @@ def test_include_admins_acts_later_on_administrators_an_earlier_run_held_back(
     assert verdicts == {"protected"}  # still no write for the protected ones
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_a_protected_group_that_cannot_be_read_stops_before_any_write_naming_the_permission(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
@@ -134,6 +137,7 @@ def test_a_protected_group_that_cannot_be_read_stops_before_any_write_naming_the
     assert record.writes == [] and record.accepted["confirmCompromised"] == []
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_held_back_administrators_are_named_in_the_gate_up_to_20_then_counted(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
@@ -156,26 +160,26 @@ def test_held_back_administrators_are_named_in_the_gate_up_to_20_then_counted(
 
 
 def test_the_role_check_takes_the_same_few_listings_for_10_and_for_1000_users(
-    tmp_path: Path, simulator_factory: Any
+    tmp_path: Path,
 ) -> None:
     spent = []
-    for n in (10, 1000):
-        sim = simulator_factory(
-            FAST.model_copy(update={"role_holders": {ADMIN: ["Global Administrator"]}})
+    for n in (10, 1000):  # the real job, the simulator in-process: the reads, not the console
+        rig = Rig(
+            tmp_path / f"t{n}",
+            FAST.model_copy(update={"role_holders": {ADMIN: ["Global Administrator"]}}),
         )
-        config = write_config(tmp_path / f"c{n}.toml", sim.url)
-        write_ids(tmp_path / f"u{n}.csv", [f"u{i}@contoso.com" for i in range(n)], header="user")
-        result = run_cli(
-            "run", "--yes", f"u{n}.csv", "-c", config, "--action", "disable",
-            "--ledger", f"l{n}.sqlite", "--max-users", str(n), "--json", cwd=tmp_path,
-        )  # fmt: skip
-        assert result.code == 0, result.stderr
-        line = next(x for x in result.json()["result"]["notes"] if "the guards read" in x)
+        people = write_ids(
+            tmp_path / f"u{n}.csv", [f"u{i}@contoso.com" for i in range(n)], header="user"
+        )
+        ran = rig.run(people, ("disable",), tmp_path / f"l{n}.sqlite")
+        assert (ran.stopped, ran.failed, ran.unknown, ran.inputs.resolved) == (None, 0, 0, n)
+        line = next(x for x in ran.notes if "the guards read" in x)
         spent.append(int(line.split(" in ")[1].split()[0]))
     # role definitions, then active and eligible assignments of each of the 9 privileged roles
     assert spent == [1 + 2 * 9, 1 + 2 * 9]
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_undo_leaves_an_account_disabled_before_the_run_disabled(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
@@ -201,6 +205,7 @@ def test_undo_leaves_an_account_disabled_before_the_run_disabled(
     )
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_the_whole_clean_up_reaches_no_protected_user_and_no_held_back_administrator(
     tmp_path: Path,
 ) -> None:
@@ -227,6 +232,7 @@ def test_the_whole_clean_up_reaches_no_protected_user_and_no_held_back_administr
     assert revoked == {plain} | admins  # signing an administrator out locks no one out
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_undo_leaves_a_user_confirmed_compromised_before_the_run_confirmed(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
@@ -246,6 +252,7 @@ def test_undo_leaves_a_user_confirmed_compromised_before_the_run_confirmed(
     assert any("1 users already read" in n and "they stay so" in n for n in notes), notes
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_replay_sends_no_write_to_a_user_protected_since_the_run(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
@@ -265,6 +272,7 @@ def test_replay_sends_no_write_to_a_user_protected_since_the_run(
     assert [(g["user_id"], g["verdict"]) for g in result["guarded"]] == [(later, "protected")]
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_undo_re_enables_an_administrator_the_run_disabled_but_no_protected_user(
     tmp_path: Path,
 ) -> None:
@@ -298,6 +306,7 @@ def test_undo_re_enables_an_administrator_the_run_disabled_but_no_protected_user
     ]
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_a_plan_names_each_users_verdict_and_apply_spares_one_protected_since_the_plan(
     tmp_path: Path,
 ) -> None:

@@ -1,4 +1,5 @@
-"""remove-auth-methods through the real CLI, on a simulator on a real port."""
+"""remove-auth-methods through the real CLI, on a simulator on a real port; what is about
+Graph and the ledger alone (the deletes' order, verify's list) in-process, with the real job."""
 
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import FAST, cli_env, ledger_in_process, run_cli, write_config, write_ids
-
-pytestmark = pytest.mark.e2e  # the real command in a subprocess
+from tests.helpers import FAST, Rig, cli_env, ledger_in_process, run_cli, write_config, write_ids
 
 FAST_REPORTS = FAST.model_copy(update={"reports_per_second": 50.0, "reports_burst": 50})
 BUDGETS = {"reports_per_window": 50, "reports_window_seconds": 1.0}
@@ -59,11 +58,22 @@ def _removed_before(tmp_path: Path, simulator_factory: Any) -> tuple[Any, Path]:
     return sim, ledger
 
 
+def _removed_in_process(tmp_path: Path) -> tuple[Rig, Path]:
+    """The run of ``_run``, with the real job and the simulator in-process (no CLI surface is
+    asserted): the rig and the ledger."""
+    rig = Rig(tmp_path, FAST_REPORTS, budgets=BUDGETS)
+    people = write_ids(tmp_path / "people.csv", ["ann@contoso.com"], "upn")
+    ledger = tmp_path / "l.sqlite"
+    ran = rig.run(people, ("remove-auth-methods",), ledger)
+    assert (ran.stopped, ran.failed, ran.unknown) == (None, 0, 0)
+    return rig, ledger
+
+
 def test_every_method_but_the_password_is_deleted_once_the_default_phone_last(
-    tmp_path: Path, simulator_factory: Any
+    tmp_path: Path,
 ) -> None:
-    sim, ledger = _run(tmp_path, simulator_factory)
-    deleted = [m for _, m in sim.simulator.auth_methods.deleted]
+    rig, ledger = _removed_in_process(tmp_path)
+    deleted = [m for _, m in rig.sim.auth_methods.deleted]
     assert len(deleted) == len(set(deleted)) >= 3
     assert deleted[-1].startswith("phone-")
     states = {kind: (state, reason) for _, kind, state, reason in _items(ledger)}
@@ -71,6 +81,7 @@ def test_every_method_but_the_password_is_deleted_once_the_default_phone_last(
     assert {state for state, _ in states.values()} == {"done"}
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_since_keeps_the_methods_registered_before_it_and_says_why(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
@@ -106,6 +117,7 @@ def _killed_then_resumed(
     return sim, ledger, resumed.stdout
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 @pytest.mark.posix
 def test_a_run_killed_between_list_and_delete_resumes_without_listing_again(
     tmp_path: Path, simulator_factory: Any
@@ -118,6 +130,7 @@ def test_a_run_killed_between_list_and_delete_resumes_without_listing_again(
     assert {state for _, kind, state, _ in _items(ledger) if kind != "password"} == {"done"}
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 @pytest.mark.posix
 def test_a_delete_answered_but_not_recorded_is_in_doubt_on_resume_and_never_deleted_twice(
     tmp_path: Path, simulator_factory: Any
@@ -134,6 +147,7 @@ def test_a_delete_answered_but_not_recorded_is_in_doubt_on_resume_and_never_dele
     assert states.count("gone") == 1 and set(states) == {"done", "gone"}
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_the_report_shows_each_method_kept_or_removed_with_its_before_image(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
@@ -153,18 +167,18 @@ def test_the_report_shows_each_method_kept_or_removed_with_its_before_image(
 
 
 def test_verify_lists_the_methods_again_and_finds_each_removed_one_absent(
-    tmp_path: Path, simulator_factory: Any
+    tmp_path: Path,
 ) -> None:
-    sim, ledger = _removed_before(tmp_path, simulator_factory)
-    config = tmp_path / "config.toml"
-    result = run_cli("verify", ledger, "-c", config, "--json", cwd=tmp_path)
-    assert result.code == 0, result.stderr
-    assert sim.simulator.auth_methods.lists == 2  # the run's list, and verify's
+    rig, ledger = _removed_in_process(tmp_path)
+    verified = rig.verify(ledger)
+    assert verified.nothing_to_verify is None and not verified.interrupted
+    assert rig.sim.auth_methods.lists == 2  # the run's list, and verify's
     rows = list(csv.DictReader((tmp_path / "l.verify.csv").open(encoding="utf-8")))
     assert [r["verify_status"] for r in rows] == ["removed"]
-    assert rows[0]["observed"].startswith(f"{len(sim.simulator.auth_methods.deleted)} absent")
+    assert rows[0]["observed"].startswith(f"{len(rig.sim.auth_methods.deleted)} absent")
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_verify_refused_the_list_reports_nothing_as_read_and_names_the_permission(
     tmp_path: Path, simulator_factory: Any
 ) -> None:

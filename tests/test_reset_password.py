@@ -1,5 +1,6 @@
 """reset-password through the real CLI: a random password per user that is written nowhere but
---passwords-out, synced users skipped, administrators refused alone, no undo, verify reads it."""
+--passwords-out, synced users skipped, administrators refused alone, no undo, verify reads it
+(each user's order of steps in-process, with the real job)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ import pytest
 
 from batcher.passwords import KINDS, Secret, new_password
 from batcher.simulator import DirectoryUser
-from tests.helpers import FAST, CliResult, ledger_in_process, run_cli, write_config, write_ids
+from tests.helpers import FAST, CliResult, Rig, ledger_in_process, run_cli, write_config, write_ids
 
-pytestmark = pytest.mark.e2e
 ACTION = "reset-password"
 ANN = DirectoryUser(userPrincipalName="ann@contoso.com")
 BEN = DirectoryUser(userPrincipalName="ben@contoso.com")
@@ -45,6 +45,7 @@ def _run(tmp_path: Path, *args: str | Path) -> CliResult:
     return run_cli("run", "--yes", *args, cwd=tmp_path)
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_the_password_never_appears_in_any_file_or_stream(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
@@ -70,6 +71,7 @@ def test_the_password_never_appears_in_any_file_or_stream(
             assert password not in text
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_synced_users_are_skipped_and_counted(tmp_path: Path, simulator_factory: Any) -> None:
     sim, config, people = _tenant(tmp_path, simulator_factory)
     ledger = tmp_path / "l.sqlite"
@@ -89,22 +91,23 @@ def test_synced_users_are_skipped_and_counted(tmp_path: Path, simulator_factory:
 
 
 def test_each_user_is_disabled_then_reset_then_revoked_and_an_administrator_fails_alone(
-    tmp_path: Path, simulator_factory: Any
+    tmp_path: Path,
 ) -> None:
-    sim, config, people = _tenant(tmp_path, simulator_factory)
-    ran = _run(
-        tmp_path, people, "-c", config, "--action", "revoke-sessions", "--action", ACTION,
-        "--action", "disable", "--json",
-    )  # fmt: skip
-    record = sim.simulator.record
+    users = tmp_path / "directory.json"  # PEOPLE, as _tenant serves them
+    users.write_text(json.dumps([_graph(u) for u in PEOPLE]), encoding="utf-8")
+    rig = Rig(tmp_path, FAST.model_copy(update={"directory_file": users}))  # the real job
+    people = write_ids(tmp_path / "people.csv", [u.userPrincipalName for u in PEOPLE], "upn")
+    ran = rig.run(people, ("revoke-sessions", ACTION, "disable"))  # asked in another order
+    record = rig.record
     for user in (ANN, BEN):
         assert record.operations(user.id) == ["disable", "reset", "revoke"]
     assert record.operations(SAM.id) == ["disable", "revoke"]  # no reset: after the block
-    reset = ran.json()["result"]["actions"][ACTION]
-    assert reset["failed"] == 1  # ada: resetting an administrator needs a privileged role
+    reset = next(a for a in ran.actions if a.name == ACTION)
+    assert reset.failed == 1  # ada: resetting an administrator needs a privileged role
     assert all(force for _, _, force in record.passwords)  # the user changes it next sign-in
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_passwords_out_writes_an_owner_only_csv_and_the_gate_warns(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
@@ -133,6 +136,7 @@ def test_passwords_out_writes_an_owner_only_csv_and_the_gate_warns(
     }
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_passwords_out_is_refused_without_its_folder_or_without_reset_password(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
@@ -153,6 +157,7 @@ def test_passwords_out_is_refused_without_its_folder_or_without_reset_password(
     assert not (tmp_path / "p.csv").exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.e2e  # the real command in a subprocess
 def test_undo_says_reset_password_cannot_be_undone_and_verify_reads_the_change_time(
     tmp_path: Path, simulator_factory: Any
 ) -> None:
