@@ -59,6 +59,7 @@ HARMFUL_RULES = 3  # per mailbox, in the simulator's rules (simulator/mailrules.
 SCALE = 100  # the largest factor that keeps every ratio: Identity Protection's 1/s x 100 = 100/s
 GOAL_USE = 0.95  # of a budget's limit, while it has work
 LATENCY = (0.05, 0.3)  # Graph's latency, seconds: the simulator's default
+IP_MAX = 100.0  # the config's most for Identity Protection (send.rate_per_second), per second
 
 
 # Microsoft's documented windows: (requests, seconds)
@@ -78,12 +79,12 @@ def _windows(scale: int) -> dict[str, tuple[int, float]]:
 def _rates(scale: int) -> dict[str, float]:
     """Requests per second of each budget, Microsoft's times ``scale``."""
     rates = {name: count / seconds for name, (count, seconds) in _windows(scale).items()}
-    return {"identity_protection": min(100.0, 1.0 * scale), **rates}  # the config's max: 100/s
+    return {"identity_protection": min(IP_MAX, 1.0 * scale), **rates}
 
 
 def _first(scale: int) -> dict[str, float]:
     """What each budget's first window holds: its count (Identity Protection: 1 s of its rate)."""
-    return {"identity_protection": min(100.0, 1.0 * scale)} | {
+    return {"identity_protection": _rates(scale)["identity_protection"]} | {
         name: count for name, (count, _) in _windows(scale).items()
     }
 
@@ -318,7 +319,8 @@ def main() -> None:
         f"{n:,} members, `--remediate`; Microsoft's budgets x {scale}: their windows over "
         f"{scale} (reports {window['reports'][0]} per {window['reports'][1]:g} s, directory "
         f"writes {window['directory_writes'][0]:,} per {window['directory_writes'][1]:g} s, "
-        f"Identity Protection {min(100, scale)}/s, Outlook {window['outlook'][0]:,} per "
+        f"Identity Protection {_rates(scale)['identity_protection']:g}/s, Outlook "
+        f"{window['outlook'][0]:,} per "
         f"{window['outlook'][1]:g} s per mailbox); Graph's latency and least Retry-After over "
         "the same factor "
         f"({times['latency_min_seconds']:g}-{times['latency_max_seconds']:g} s, "
